@@ -1,0 +1,1 @@
+//! Slice networking (bridge, veth, nftables, tc). OWNED BY THE NETWORK HELPER.

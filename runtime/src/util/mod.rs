@@ -1,0 +1,2 @@
+//! Small helpers shared by every module: crash-safe files and path-naming errors.
+pub mod fs;
