@@ -9,6 +9,7 @@
 //!       util                         atomic files, small helpers
 //! ```
 pub mod cgroup;
+pub mod cli;
 pub mod config;
 pub mod image;
 pub mod net;

@@ -1,1 +1,282 @@
-fn main() {}
+//! vslice-shim: the per-slice supervisor.
+//!
+//! `vslice-shim start --root DIR --name NAME`
+//!   Detaches (own session, not a child of whoever started it), builds the slice's sandbox from
+//!   `<root>/slices/<name>/launch.json`, reports `ok <init pid>` or `error <reason>` on stdout,
+//!   then stays the parent of the slice's init: reaps it, records how it ended (exit.json),
+//!   removes its cgroup and exits. Its private mount namespace holds the slice's rootfs mounts,
+//!   so they vanish with it. No async runtime, no threads: a few hundred KiB per slice.
+//!
+//! `vslice-shim exec --root DIR --name NAME [--tty [--console-socket PATH]] [--cwd DIR]
+//!                   [--env K=V]... -- COMMAND...`
+//!   Runs COMMAND inside the running slice under the slice's policy; exits with its exit code
+//!   (126: could not run, 127: not found).
+use std::io::Write;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::process::exit;
+use vslice::cgroup::Cgroup;
+use vslice::sandbox::{self, join, pty, CreateOptions, Launch};
+use vslice::slice::state::{self, RuntimeState};
+use vslice::slice::ExitInfo;
+use vslice::util::fs::{read_json, write_json_atomic};
+
+const USAGE: &str = "usage:
+  vslice-shim start --root DIR --name NAME
+  vslice-shim exec --root DIR --name NAME [--tty [--console-socket PATH]] [--cwd DIR] [--env K=V]... -- COMMAND [ARG]...
+
+vslice-shim is started by vslice / vsliced; it is not meant to be run by hand.";
+
+struct Args {
+    root: PathBuf,
+    name: String,
+    tty: bool,
+    console_socket: Option<PathBuf>,
+    cwd: Option<String>,
+    env: Vec<String>,
+    command: Vec<String>,
+}
+
+fn parse(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
+    let mut a = Args { root: PathBuf::new(), name: String::new(), tty: false, console_socket: None, cwd: None, env: vec![], command: vec![] };
+    while let Some(arg) = it.next() {
+        let mut value = |flag: &str| it.next().ok_or_else(|| format!("{flag} needs a value"));
+        match arg.as_str() {
+            "--root" => a.root = PathBuf::from(value("--root")?),
+            "--name" => a.name = value("--name")?,
+            "--tty" => a.tty = true,
+            "--console-socket" => a.console_socket = Some(PathBuf::from(value("--console-socket")?)),
+            "--cwd" => a.cwd = Some(value("--cwd")?),
+            "--env" => a.env.push(value("--env")?),
+            "--" => {
+                a.command = it.collect();
+                break;
+            }
+            other => return Err(format!("unknown argument {other:?}")),
+        }
+    }
+    if a.root.as_os_str().is_empty() || a.name.is_empty() {
+        return Err("--root and --name are required".into());
+    }
+    vslice::slice::manager::validate_name(&a.name).map_err(|e| e.to_string())?;
+    Ok(a)
+}
+
+fn main() {
+    let mut argv = std::env::args().skip(1);
+    let cmd = argv.next().unwrap_or_default();
+    if cmd == "-h" || cmd == "--help" {
+        println!("{USAGE}");
+        return;
+    }
+    let args = match parse(argv) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("vslice-shim: {e}\n{USAGE}");
+            exit(2)
+        }
+    };
+    let dir = args.root.join("slices").join(&args.name);
+    match cmd.as_str() {
+        "start" => start(&dir),
+        "exec" => exec(&dir, &args),
+        _ => {
+            eprintln!("vslice-shim: unknown command {cmd:?}\n{USAGE}");
+            exit(2)
+        }
+    }
+}
+
+fn log(msg: &str) {
+    let _ = writeln!(std::io::stderr(), "{} vslice-shim[{}]: {msg}", state::now_secs(), std::process::id());
+}
+
+fn start(dir: &Path) -> ! {
+    // Detach: a new session without a controlling terminal, then fork so that whoever started
+    // us reaps our first process at once and we are re-parented to init (or the daemon's
+    // subreaper): the slice must outlive the CLI or daemon that started it.
+    if let Err(e) = nix::unistd::setsid() {
+        println!("error setsid: {e}");
+        exit(1);
+    }
+    // SAFETY: single-threaded.
+    match unsafe { nix::unistd::fork() } {
+        Ok(nix::unistd::ForkResult::Parent { .. }) => exit(0),
+        Ok(nix::unistd::ForkResult::Child) => {}
+        Err(e) => {
+            println!("error fork: {e}");
+            exit(1)
+        }
+    }
+    let launch: Launch = match read_json(&dir.join(state::LAUNCH_FILE)) {
+        Ok(l) => l,
+        Err(e) => report_failure(&e.to_string()),
+    };
+    let cgroup = launch.spec.linux().as_ref().and_then(|l| l.cgroups_path().clone()).map(|p| Cgroup::new(&p.to_string_lossy()));
+    let init_pid = match setup(&launch) {
+        Ok(pid) => pid,
+        Err(e) => report_failure(&e),
+    };
+    drop(launch);
+    let oom_at_start = cgroup.as_ref().and_then(|c| c.usage().ok()).map(|u| u.oom_kills).unwrap_or(0);
+    let me = std::process::id() as i32;
+    let rs = RuntimeState {
+        shim_pid: me,
+        shim_start: state::process_start_time(me).unwrap_or(0),
+        init_pid,
+        init_start: state::process_start_time(init_pid).unwrap_or(0),
+        started_at: state::now_secs(),
+        oom_kills_at_start: oom_at_start,
+    };
+    if let Err(e) = write_json_atomic(&dir.join(state::STATE_FILE), &rs) {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(init_pid), nix::sys::signal::Signal::SIGKILL);
+        let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(init_pid), None);
+        if let Some(cg) = &cgroup {
+            let _ = cg.destroy();
+        }
+        report_failure(&e.to_string());
+    }
+    println!("ok {init_pid}");
+    let _ = std::io::stdout().flush();
+    detach_stdout();
+    log(&format!("slice init running as pid {init_pid}"));
+    // SAFETY: returns freed heap to the kernel; keeps the idle shim's PSS small.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+    let exit_info = supervise(init_pid, cgroup.as_ref(), oom_at_start);
+    log(&format!("slice init ended: {}", exit_info.reason));
+    if let Some(cg) = &cgroup {
+        if let Err(e) = cg.destroy() {
+            log(&format!("removing cgroup: {e}"));
+        }
+    }
+    if let Err(e) = write_json_atomic(&dir.join(state::EXIT_FILE), &exit_info) {
+        log(&format!("recording exit: {e}"));
+    }
+    let _ = std::fs::remove_file(dir.join(state::STATE_FILE));
+    exit(0)
+}
+
+fn report_failure(reason: &str) -> ! {
+    log(reason);
+    println!("error {reason}");
+    exit(1)
+}
+
+/// Point stdout at /dev/null so the starter sees EOF and no pipe is kept open.
+fn detach_stdout() {
+    if let Ok(null) = std::fs::OpenOptions::new().write(true).open("/dev/null") {
+        let _ = nix::unistd::dup2(null.as_raw_fd(), 1);
+    }
+}
+
+fn setup(launch: &Launch) -> Result<i32, String> {
+    // Re-parent the slice's init to us when the executor's intermediate process exits.
+    nix::sys::prctl::set_child_subreaper(true).map_err(|e| format!("prctl PR_SET_CHILD_SUBREAPER: {e}"))?;
+    // A private mount namespace for the rootfs mounts: they never appear in the host's mount
+    // table and are released when this shim and its slice are gone.
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS).map_err(|e| format!("unshare mount namespace: {e}"))?;
+    nix::mount::mount(None::<&str>, "/", None::<&str>, nix::mount::MsFlags::MS_REC | nix::mount::MsFlags::MS_PRIVATE, None::<&str>)
+        .map_err(|e| format!("make / rprivate: {e}"))?;
+    let opts = CreateOptions { null_stdio: true, start_fifo: None };
+    sandbox::create(launch, &opts).map(|c| c.pid).map_err(|e| e.to_string())
+}
+
+/// Reap until init exits; classify how it ended.
+fn supervise(init_pid: i32, cgroup: Option<&Cgroup>, oom_at_start: u64) -> ExitInfo {
+    use nix::sys::wait::{waitpid, WaitStatus};
+    let init = nix::unistd::Pid::from_raw(init_pid);
+    let (code, signal) = loop {
+        match waitpid(None, None) {
+            Ok(WaitStatus::Exited(pid, c)) if pid == init => break (Some(c), None),
+            Ok(WaitStatus::Signaled(pid, s, _)) if pid == init => break (None, Some(s as i32)),
+            Ok(_) | Err(nix::Error::EINTR) => continue,
+            Err(e) => {
+                log(&format!("waitpid: {e}"));
+                break (None, None);
+            }
+        }
+    };
+    let oom_now = cgroup.and_then(|c| c.usage().ok()).map(|u| u.oom_kills).unwrap_or(0);
+    let oom_killed = signal == Some(libc::SIGKILL) && oom_now > oom_at_start;
+    let reason = if oom_killed {
+        "oom-killed"
+    } else if signal.is_some() {
+        "signaled"
+    } else {
+        "exited"
+    };
+    ExitInfo { code, signal, oom_killed, reason: reason.into(), at: state::now_secs() }
+}
+
+fn exec(dir: &Path, args: &Args) -> ! {
+    let fail = |msg: String| -> ! {
+        eprintln!("vslice: {msg}");
+        exit(join::EXIT_CANNOT_RUN)
+    };
+    if args.command.is_empty() {
+        fail("exec: no command given".into());
+    }
+    let st: RuntimeState = match read_json(&dir.join(state::STATE_FILE)) {
+        Ok(s) => s,
+        Err(_) => fail("the slice is not running".into()),
+    };
+    if !state::is_alive(st.init_pid, st.init_start) {
+        fail("the slice is not running".into());
+    }
+    let launch: Launch = match read_json(&dir.join(state::LAUNCH_FILE)) {
+        Ok(l) => l,
+        Err(e) => fail(e.to_string()),
+    };
+    let mut process = launch.spec.process().clone().unwrap_or_default();
+    process.set_args(Some(args.command.clone()));
+    let mut env = process.env().clone().unwrap_or_default();
+    for e in &args.env {
+        let key = e.split('=').next().unwrap_or("");
+        env.retain(|x| x.split('=').next() != Some(key));
+        env.push(e.clone());
+    }
+    process.set_env(Some(env));
+    process.set_cwd(PathBuf::from(args.cwd.clone().unwrap_or_else(|| "/".into())));
+    let linux = launch.spec.linux().clone().unwrap_or_default();
+    let seccomp = match linux.seccomp().as_ref().map(sandbox::seccomp::compile).transpose() {
+        Ok(s) => s,
+        Err(e) => fail(e.to_string()),
+    };
+    let plan = match sandbox::process::ExecPlan::from_process(&process, seccomp) {
+        Ok(p) => p,
+        Err(e) => fail(e.to_string()),
+    };
+    let target = join::Target { init_pid: st.init_pid, cgroup: linux.cgroups_path().as_ref().map(|p| p.to_string_lossy().into_owned()) };
+    if !args.tty {
+        match join::spawn(&target, &plan, join::Stdio::Inherit) {
+            Ok(pid) => exit(join::wait(pid)),
+            Err(e) => fail(e.to_string()),
+        }
+    }
+    let pty = match pty::open_in_sandbox(st.init_pid) {
+        Ok(p) => p,
+        Err(e) => fail(e.to_string()),
+    };
+    let master = pty.master;
+    let joiner = match join::spawn(&target, &plan, join::Stdio::Pty(pty.slave)) {
+        Ok(pid) => pid,
+        Err(e) => fail(e.to_string()),
+    };
+    match &args.console_socket {
+        Some(sock) => {
+            if let Err(e) = pty::send_to_console_socket(&master, sock) {
+                let _ = nix::sys::signal::kill(joiner, nix::sys::signal::Signal::SIGKILL);
+                fail(e.to_string());
+            }
+            drop(master);
+        }
+        None => {
+            if let Err(e) = pty::relay(&master) {
+                eprintln!("vslice: {e}");
+            }
+        }
+    }
+    exit(join::wait(joiner))
+}

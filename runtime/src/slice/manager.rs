@@ -1,7 +1,34 @@
-//! The slice lifecycle over the on-disk store. OWNED BY THE LEAD — signatures fixed.
+//! The slice lifecycle over the on-disk store.
+//!
+//! Store layout under `<root>/slices/<name>/` (directories 0711 so the slice's init, which runs
+//! as an unprivileged host uid, can traverse to its root mount point and nothing else):
+//!
+//! ```text
+//! spec.json     desired state (SliceSpec)          written here, atomically
+//! launch.json   OCI spec + rootfs for the shim     written at each start
+//! state.json    shim/init PIDs while running       written by the shim
+//! exit.json     how init ended                     written by the shim
+//! shim.log      the shim's stderr
+//! fs/upper fs/work   overlay layers (0700 parent; upper owned by the slice's base uid)
+//! lower rootfs  mount points, used only inside the shim's private mount namespace
+//! ```
+//! A create is built under `.<name>.creating` and renamed into place; a destroy renames to
+//! `.<name>.deleting` first. Either leftover after a crash is finished by [`Manager::recover`].
+use super::oci;
+use super::policy::{self, Policy};
+use super::state::{self, RuntimeState};
 use super::*;
+use crate::cgroup::Cgroup;
 use crate::config::Paths;
-use std::time::Duration;
+use crate::sandbox::{IdmappedOverlay, Launch};
+use crate::util::fs::{read_json, write_json_atomic, IoContext, PathError};
+use nix::fcntl::{Flock, FlockArg};
+use std::fs;
+use std::io::Read;
+use std::os::unix::fs::{chown, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SliceError {
@@ -16,7 +43,7 @@ pub enum SliceError {
     #[error("slice {name:?} is {state}: {reason}")]
     Conflict { name: String, state: String, reason: String },
     #[error("{0}")]
-    Io(#[from] crate::util::fs::PathError),
+    Io(#[from] PathError),
     #[error("{0}")]
     Cgroup(#[from] crate::cgroup::CgroupError),
     #[error("starting slice {name:?}: {reason}")]
@@ -31,7 +58,21 @@ impl SliceError {
             _ => None,
         }
     }
+    fn invalid(field: &str, reason: impl Into<String>) -> SliceError {
+        SliceError::Invalid { field: field.to_string(), reason: reason.into() }
+    }
 }
+
+/// First host uid of the first slice; slice k gets [FIRST_UID_BASE + k*65536, +65536).
+/// Far above host ids 0-65535 and the 100000-range /etc/subuid usually hands out.
+pub const FIRST_UID_BASE: u32 = 1_000_000_000;
+/// How many slices fit below 2^31 (ids above that confuse some tools).
+pub const MAX_SLICES: u32 = (i32::MAX as u32 - FIRST_UID_BASE) / UID_COUNT;
+pub const DEFAULT_IMAGE: &str = "busybox";
+pub const DEFAULT_POLICY: &str = "default";
+pub const DEFAULT_INIT: &str = "/sbin/init";
+/// How long `destroy` waits for a killed slice to go away.
+const KILL_WAIT: Duration = Duration::from_secs(10);
 
 /// Entry point of the lifecycle. Cheap to construct; holds no open resources.
 #[derive(Debug, Clone)]
@@ -39,44 +80,545 @@ pub struct Manager {
     pub paths: Paths,
 }
 
+/// DNS label: 1-63 of [a-z0-9-], not starting or ending with '-'.
+pub fn validate_name(name: &str) -> Result<(), SliceError> {
+    let ok = !name.is_empty()
+        && name.len() <= 63
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !name.starts_with('-')
+        && !name.ends_with('-');
+    if ok {
+        Ok(())
+    } else {
+        Err(SliceError::invalid(
+            "name",
+            format!("{name:?} is not a DNS label (1-63 characters a-z, 0-9 and '-', not starting or ending with '-')"),
+        ))
+    }
+}
+
+const MIN_MEMORY: u64 = 4 << 20;
+
+/// Check limits against their own ranges and the policy's maxima.
+pub fn validate_limits(l: &Limits, p: &Policy) -> Result<(), SliceError> {
+    let m = &p.maxima;
+    if let Some(w) = l.cpu_weight {
+        if !(1..=10000).contains(&w) {
+            return Err(SliceError::invalid("limits.cpu_weight", format!("{w} is outside 1..=10000")));
+        }
+    }
+    if let Some(c) = l.cpu_max {
+        if !(c.is_finite() && c >= 0.01) {
+            return Err(SliceError::invalid("limits.cpu_max", format!("{c} CPUs: must be at least 0.01")));
+        }
+        if let Some(max) = m.cpu_max {
+            if c > max {
+                return Err(SliceError::invalid("limits.cpu_max", format!("{c} CPUs exceeds policy {:?} maximum {max}", p.name)));
+            }
+        }
+    }
+    if let Some(s) = &l.cpuset {
+        let valid = !s.is_empty()
+            && s.split(',').all(|part| {
+                let mut it = part.splitn(2, '-');
+                let a = it.next().and_then(|x| x.parse::<u32>().ok());
+                match (a, it.next()) {
+                    (Some(_), None) => true,
+                    (Some(a), Some(b)) => b.parse::<u32>().map(|b| b >= a).unwrap_or(false),
+                    _ => false,
+                }
+            });
+        if !valid {
+            return Err(SliceError::invalid("limits.cpuset", format!("{s:?} is not a CPU list like \"0-1,3\"")));
+        }
+    }
+    let check_max = |field: &str, v: Option<u64>, max: Option<u64>, unit: &str| -> Result<(), SliceError> {
+        if let (Some(v), Some(max)) = (v, max) {
+            if v > max {
+                return Err(SliceError::invalid(field, format!("{v}{unit} exceeds policy {:?} maximum {max}{unit}", p.name)));
+            }
+        }
+        Ok(())
+    };
+    if let Some(mem) = l.memory_max {
+        if mem < MIN_MEMORY {
+            return Err(SliceError::invalid("limits.memory_max", format!("{mem} bytes: must be at least {MIN_MEMORY} (4M)")));
+        }
+    }
+    check_max("limits.memory_max", l.memory_max, m.memory_max, " bytes")?;
+    if l.swap_max.is_some() && l.memory_max.is_none() {
+        return Err(SliceError::invalid("limits.swap_max", "a swap limit needs a memory limit (memory_max)"));
+    }
+    check_max("limits.swap_max", l.swap_max, m.swap_max, " bytes")?;
+    if let Some(p) = l.pids_max {
+        if p < 2 {
+            return Err(SliceError::invalid("limits.pids_max", format!("{p}: must be at least 2 (init and one process)")));
+        }
+    }
+    check_max("limits.pids_max", l.pids_max, m.pids_max, "")?;
+    Ok(())
+}
+
+/// Policy defaults fill what the request left unset, so every slice has a memory and pids cap.
+fn with_defaults(mut l: Limits, p: &Policy) -> Limits {
+    if l.memory_max.is_none() {
+        l.memory_max = p.maxima.memory_max.map(|m| m.min(1 << 30));
+    }
+    if l.pids_max.is_none() {
+        l.pids_max = p.maxima.pids_max.map(|m| m.min(1024));
+    }
+    l
+}
+
+fn io_err(op: &'static str, path: &Path, e: std::io::Error) -> SliceError {
+    SliceError::Io(PathError::new(op, path, e))
+}
+
+fn lock(path: &Path) -> Result<Flock<fs::File>, SliceError> {
+    let f = fs::OpenOptions::new().create(true).append(true).open(path).ctx("open lock", path)?;
+    Flock::lock(f, FlockArg::LockExclusive)
+        .map_err(|(_, e)| io_err("flock", path, std::io::Error::from_raw_os_error(e as i32)))
+}
+
 impl Manager {
     pub fn new(paths: Paths) -> Manager {
         Manager { paths }
     }
-    pub fn create(&self, _req: &CreateRequest) -> Result<SliceInfo, SliceError> {
-        todo!()
+
+    fn dir(&self, name: &str) -> PathBuf {
+        self.paths.slice_dir(name)
     }
-    pub fn start(&self, _name: &str) -> Result<SliceInfo, SliceError> {
-        todo!()
+
+    pub fn cgroup_path(&self, name: &str) -> String {
+        format!("{}/{}", self.paths.cgroup_parent, name)
     }
-    /// SIGTERM to init, then SIGKILL after `timeout`.
-    pub fn stop(&self, _name: &str, _timeout: Duration) -> Result<SliceInfo, SliceError> {
-        todo!()
+
+    fn ensure_store(&self) -> Result<(), SliceError> {
+        for d in [&self.paths.root, &self.paths.slices_dir()] {
+            fs::create_dir_all(d).ctx("mkdir", d)?;
+            fs::set_permissions(d, fs::Permissions::from_mode(0o711)).ctx("chmod", d)?;
+        }
+        Ok(())
     }
-    /// Stop if running, then remove cgroups, upper dir and state.
-    pub fn destroy(&self, _name: &str) -> Result<(), SliceError> {
-        todo!()
+
+    fn load_spec(&self, name: &str) -> Result<SliceSpec, SliceError> {
+        validate_name(name).map_err(|_| SliceError::NotFound(name.to_string()))?;
+        let path = self.dir(name).join(state::SPEC_FILE);
+        if !path.exists() {
+            return Err(SliceError::NotFound(name.to_string()));
+        }
+        Ok(read_json(&path)?)
     }
-    pub fn inspect(&self, _name: &str) -> Result<SliceInfo, SliceError> {
-        todo!()
+
+    fn load_policy(&self, name: &str) -> Result<Policy, SliceError> {
+        policy::load(&self.paths.policy_dir, name).map_err(|e| SliceError::invalid("policy", e.to_string()))
     }
+
+    /// Validate, allocate a uid range, and persist a new slice; start it if asked. On any
+    /// failure nothing of it remains.
+    pub fn create(&self, req: &CreateRequest) -> Result<SliceInfo, SliceError> {
+        validate_name(&req.name)?;
+        let image_name = req.image.clone().unwrap_or_else(|| DEFAULT_IMAGE.to_string());
+        crate::image::resolve(&self.paths.images_dir(), &image_name)
+            .map_err(|e| SliceError::invalid("image", e.to_string()))?;
+        let policy_name = req.policy.clone().unwrap_or_else(|| DEFAULT_POLICY.to_string());
+        let policy = self.load_policy(&policy_name)?;
+        let limits = with_defaults(req.limits.clone(), &policy);
+        validate_limits(&limits, &policy)?;
+        let init = req.init.clone().unwrap_or_else(|| vec![DEFAULT_INIT.to_string()]);
+        if init.is_empty() || init[0].is_empty() {
+            return Err(SliceError::invalid("init", "must name a program"));
+        }
+        for (i, o) in req.owners.iter().enumerate() {
+            if nix::unistd::User::from_name(o).ok().flatten().is_none() {
+                return Err(SliceError::invalid(&format!("owners[{i}]"), format!("no host user {o:?}")));
+            }
+        }
+        self.ensure_store()?;
+        let spec = {
+            let _guard = lock(&self.paths.lock_file())?;
+            if self.dir(&req.name).exists() {
+                return Err(SliceError::AlreadyExists(req.name.clone()));
+            }
+            let spec = SliceSpec {
+                name: req.name.clone(),
+                image: image_name,
+                policy: policy_name,
+                limits,
+                owners: req.owners.clone(),
+                autostart: req.autostart,
+                init,
+                net: req.net.clone(),
+                uid_base: self.allocate_uid_base()?,
+                created_at: state::now_secs(),
+            };
+            self.write_new_slice(&spec)?;
+            spec
+        };
+        if req.start {
+            if let Err(e) = self.start(&spec.name) {
+                let _ = self.destroy(&spec.name);
+                return Err(e);
+            }
+        }
+        self.inspect(&spec.name)
+    }
+
+    /// Lowest free range; called with the store lock held.
+    fn allocate_uid_base(&self) -> Result<u32, SliceError> {
+        let mut used = std::collections::BTreeSet::new();
+        let dir = self.paths.slices_dir();
+        for entry in fs::read_dir(&dir).ctx("read", &dir)?.flatten() {
+            let p = entry.path().join(state::SPEC_FILE);
+            if let Ok(s) = read_json::<SliceSpec>(&p) {
+                used.insert(s.uid_base);
+            }
+        }
+        (0..MAX_SLICES)
+            .map(|k| FIRST_UID_BASE + k * UID_COUNT)
+            .find(|b| !used.contains(b))
+            .ok_or_else(|| SliceError::invalid("name", format!("no free uid range: {MAX_SLICES} slices exist")))
+    }
+
+    fn write_new_slice(&self, spec: &SliceSpec) -> Result<(), SliceError> {
+        let tmp = self.paths.slices_dir().join(format!(".{}.creating", spec.name));
+        if tmp.exists() {
+            fs::remove_dir_all(&tmp).ctx("remove stale", &tmp)?;
+        }
+        let made = (|| -> Result<(), SliceError> {
+            fs::create_dir(&tmp).ctx("mkdir", &tmp)?;
+            fs::set_permissions(&tmp, fs::Permissions::from_mode(0o711)).ctx("chmod", &tmp)?;
+            let layers = tmp.join("fs");
+            fs::create_dir(&layers).ctx("mkdir", &layers)?;
+            fs::set_permissions(&layers, fs::Permissions::from_mode(0o700)).ctx("chmod", &layers)?;
+            for (sub, mode, owned) in [("fs/upper", 0o755, true), ("fs/work", 0o700, false), ("lower", 0o700, false), ("rootfs", 0o755, false)] {
+                let d = tmp.join(sub);
+                fs::create_dir(&d).ctx("mkdir", &d)?;
+                fs::set_permissions(&d, fs::Permissions::from_mode(mode)).ctx("chmod", &d)?;
+                if owned {
+                    chown(&d, Some(spec.uid_base), Some(spec.uid_base)).ctx("chown", &d)?;
+                }
+            }
+            write_json_atomic(&tmp.join(state::SPEC_FILE), spec)?;
+            let dest = self.dir(&spec.name);
+            fs::rename(&tmp, &dest).ctx("rename into place", &dest)?;
+            crate::util::fs::fsync_dir(&self.paths.slices_dir())?;
+            Ok(())
+        })();
+        if made.is_err() {
+            let _ = fs::remove_dir_all(&tmp);
+        }
+        made
+    }
+
+    fn runtime_state(&self, name: &str) -> Option<RuntimeState> {
+        read_json::<RuntimeState>(&self.dir(name).join(state::STATE_FILE)).ok()
+    }
+
+    /// Running = the shim that recorded state.json is still that process.
+    fn running_state(&self, name: &str) -> Option<RuntimeState> {
+        self.runtime_state(name).filter(|s| state::is_alive(s.shim_pid, s.shim_start))
+    }
+
+    /// Start a stopped slice: write its launch description and spawn its shim, which reports
+    /// once init runs (or why it could not).
+    pub fn start(&self, name: &str) -> Result<SliceInfo, SliceError> {
+        let spec = self.load_spec(name)?;
+        let dir = self.dir(name);
+        let _guard = lock(&dir.join(".lock"))?;
+        if self.running_state(name).is_some() {
+            return Err(SliceError::Conflict { name: name.into(), state: "running".into(), reason: "already started".into() });
+        }
+        self.clean_stale_run(name, &spec)?;
+        let policy = self.load_policy(&spec.policy)?;
+        let image = crate::image::resolve(&self.paths.images_dir(), &spec.image)
+            .map_err(|e| SliceError::invalid("image", e.to_string()))?;
+        let rootfs = dir.join("rootfs");
+        let oci = oci::slice_spec(&spec, &policy, &self.cgroup_path(name), &rootfs.to_string_lossy())
+            .map_err(|reason| SliceError::Start { name: name.into(), reason })?;
+        let launch = Launch {
+            spec: oci,
+            overlay: Some(IdmappedOverlay {
+                image: image.rootfs.clone(),
+                lower: dir.join("lower"),
+                upper: dir.join("fs/upper"),
+                work: dir.join("fs/work"),
+                merged: rootfs,
+            }),
+        };
+        write_json_atomic(&dir.join(state::LAUNCH_FILE), &launch)?;
+        let _ = fs::remove_file(dir.join(state::EXIT_FILE));
+        self.spawn_shim(name)?;
+        self.inspect(name)
+    }
+
+    /// Remove what a previous run that ended badly may have left: a dead shim's state file,
+    /// an orphaned init, a cgroup.
+    fn clean_stale_run(&self, name: &str, _spec: &SliceSpec) -> Result<(), SliceError> {
+        if let Some(st) = self.runtime_state(name) {
+            if state::is_alive(st.init_pid, st.init_start) {
+                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(st.init_pid), nix::sys::signal::Signal::SIGKILL);
+            }
+            let _ = fs::remove_file(self.dir(name).join(state::STATE_FILE));
+        }
+        let cg = Cgroup::new(&self.cgroup_path(name));
+        if cg.exists() {
+            cg.destroy()?;
+        }
+        Ok(())
+    }
+
+    fn spawn_shim(&self, name: &str) -> Result<(), SliceError> {
+        let dir = self.dir(name);
+        let log_path = dir.join(state::SHIM_LOG);
+        let log = fs::OpenOptions::new().create(true).append(true).open(&log_path).ctx("open", &log_path)?;
+        let shim = &self.paths.shim;
+        let mut child = Command::new(shim)
+            .arg("start")
+            .arg("--root")
+            .arg(&self.paths.root)
+            .arg("--name")
+            .arg(name)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .map_err(|e| io_err("spawn", shim, e))?;
+        // The shim forks and its first process exits at once; the survivor reports on stdout
+        // and then closes it.
+        let mut out = String::new();
+        if let Some(mut s) = child.stdout.take() {
+            let _ = s.read_to_string(&mut out);
+        }
+        let _ = child.wait();
+        let line = out.trim();
+        if line.starts_with("ok") {
+            return Ok(());
+        }
+        let reason = line.strip_prefix("error ").unwrap_or(line);
+        let reason = if reason.is_empty() { format!("the shim exited without reporting; see {}", log_path.display()) } else { reason.to_string() };
+        Err(SliceError::Start { name: name.into(), reason })
+    }
+
+    /// SIGTERM to init, then SIGKILL after `timeout`. Stopping a stopped slice succeeds.
+    pub fn stop(&self, name: &str, timeout: Duration) -> Result<SliceInfo, SliceError> {
+        let spec = self.load_spec(name)?;
+        let _guard = lock(&self.dir(name).join(".lock"))?;
+        if let Some(st) = self.running_state(name) {
+            let init = nix::unistd::Pid::from_raw(st.init_pid);
+            if !timeout.is_zero() && state::is_alive(st.init_pid, st.init_start) {
+                let _ = nix::sys::signal::kill(init, nix::sys::signal::Signal::SIGTERM);
+                if wait_gone(st.shim_pid, st.shim_start, timeout) {
+                    return self.inspect(name);
+                }
+            }
+            if state::is_alive(st.init_pid, st.init_start) {
+                let _ = nix::sys::signal::kill(init, nix::sys::signal::Signal::SIGKILL);
+            }
+            if !wait_gone(st.shim_pid, st.shim_start, KILL_WAIT) {
+                return Err(SliceError::Conflict {
+                    name: name.into(),
+                    state: "running".into(),
+                    reason: format!("shim {} did not exit after its init was killed", st.shim_pid),
+                });
+            }
+        }
+        self.clean_stale_run(name, &spec)?;
+        self.inspect(name)
+    }
+
+    /// Kill the slice if running, then remove its cgroups, upper dir and state.
+    pub fn destroy(&self, name: &str) -> Result<(), SliceError> {
+        self.load_spec(name)?;
+        // A destroyed slice's data is discarded: no graceful shutdown needed.
+        self.stop(name, Duration::ZERO)?;
+        let _guard = lock(&self.paths.lock_file())?;
+        let dir = self.dir(name);
+        let doomed = self.paths.slices_dir().join(format!(".{name}.deleting"));
+        fs::rename(&dir, &doomed).ctx("rename for deletion", &dir)?;
+        crate::util::fs::fsync_dir(&self.paths.slices_dir())?;
+        fs::remove_dir_all(&doomed).ctx("remove", &doomed)?;
+        Ok(())
+    }
+
+    /// Finish what a crash interrupted: half-created or half-deleted slice directories, and
+    /// cgroups under our parent whose slice no longer exists or is not running.
+    pub fn recover(&self) -> Result<Vec<String>, SliceError> {
+        let mut done = Vec::new();
+        let dir = self.paths.slices_dir();
+        if !dir.exists() {
+            return Ok(done);
+        }
+        for entry in fs::read_dir(&dir).ctx("read", &dir)?.flatten() {
+            let n = entry.file_name().to_string_lossy().into_owned();
+            if n.starts_with('.') && (n.ends_with(".creating") || n.ends_with(".deleting")) {
+                fs::remove_dir_all(entry.path()).ctx("remove", entry.path())?;
+                done.push(n);
+            }
+        }
+        for info in self.list()? {
+            if info.status == Status::Stopped {
+                self.clean_stale_run(&info.spec.name, &info.spec)?;
+            }
+        }
+        Ok(done)
+    }
+
+    pub fn inspect(&self, name: &str) -> Result<SliceInfo, SliceError> {
+        let spec = self.load_spec(name)?;
+        let dir = self.dir(name);
+        let running = self.running_state(name);
+        let last_exit = read_json::<ExitInfo>(&dir.join(state::EXIT_FILE)).ok();
+        let usage = running.as_ref().and_then(|_| Cgroup::new(&self.cgroup_path(name)).usage().ok());
+        Ok(SliceInfo {
+            status: if running.is_some() { Status::Running } else { Status::Stopped },
+            init_pid: running.as_ref().map(|s| s.init_pid),
+            shim_pid: running.as_ref().map(|s| s.shim_pid),
+            started_at: running.as_ref().map(|s| s.started_at),
+            last_exit,
+            usage,
+            spec,
+        })
+    }
+
     pub fn list(&self) -> Result<Vec<SliceInfo>, SliceError> {
-        todo!()
+        let dir = self.paths.slices_dir();
+        if !dir.exists() {
+            return Ok(Vec::new());
+        }
+        let mut names: Vec<String> = fs::read_dir(&dir)
+            .ctx("read", &dir)?
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| !n.starts_with('.'))
+            .collect();
+        names.sort();
+        Ok(names.iter().filter_map(|n| self.inspect(n).ok()).collect())
     }
+
     /// Change limits; applied to the running cgroup at once and persisted.
-    pub fn update_limits(&self, _name: &str, _patch: &LimitsPatch) -> Result<SliceInfo, SliceError> {
-        todo!()
+    pub fn update_limits(&self, name: &str, patch: &LimitsPatch) -> Result<SliceInfo, SliceError> {
+        let mut spec = self.load_spec(name)?;
+        let _guard = lock(&self.dir(name).join(".lock"))?;
+        let policy = self.load_policy(&spec.policy)?;
+        let mut l = spec.limits.clone();
+        macro_rules! merge {
+            ($($f:ident),*) => { $( if patch.$f.is_some() { l.$f = patch.$f.clone(); } )* };
+        }
+        merge!(cpu_weight, cpu_max, cpuset, memory_max, swap_max, pids_max);
+        validate_limits(&l, &policy)?;
+        if self.running_state(name).is_some() {
+            Cgroup::new(&self.cgroup_path(name)).apply(&oci::resources(&l))?;
+        }
+        spec.limits = l;
+        write_json_atomic(&self.dir(name).join(state::SPEC_FILE), &spec)?;
+        self.inspect(name)
     }
+
     /// The `vslice-shim exec …` command that runs `req` inside the running slice. The caller
     /// spawns it with the stdio it wants; its exit code is the command's. With `req.tty` and
     /// `console_socket`, the shim sends the pty master fd over that Unix socket (runc's
     /// console-socket protocol) instead of relaying its own stdio.
-    pub fn exec_command(
-        &self,
-        _name: &str,
-        _req: &ExecRequest,
-        _console_socket: Option<&std::path::Path>,
-    ) -> Result<std::process::Command, SliceError> {
-        todo!()
+    pub fn exec_command(&self, name: &str, req: &ExecRequest, console_socket: Option<&Path>) -> Result<Command, SliceError> {
+        self.load_spec(name)?;
+        if req.argv.is_empty() || req.argv[0].is_empty() {
+            return Err(SliceError::invalid("argv", "must name a program"));
+        }
+        for (i, e) in req.env.iter().enumerate() {
+            if !e.contains('=') || e.starts_with('=') {
+                return Err(SliceError::invalid(&format!("env[{i}]"), format!("{e:?} is not NAME=value")));
+            }
+        }
+        if let Some(cwd) = &req.cwd {
+            if !cwd.starts_with('/') {
+                return Err(SliceError::invalid("cwd", format!("{cwd:?} is not an absolute path")));
+            }
+        }
+        if self.running_state(name).is_none() {
+            return Err(SliceError::Conflict { name: name.into(), state: "stopped".into(), reason: "start it first".into() });
+        }
+        let mut cmd = Command::new(&self.paths.shim);
+        cmd.arg("exec").arg("--root").arg(&self.paths.root).arg("--name").arg(name);
+        if req.tty {
+            cmd.arg("--tty");
+            if let Some(s) = console_socket {
+                cmd.arg("--console-socket").arg(s);
+            }
+        }
+        if let Some(cwd) = &req.cwd {
+            cmd.arg("--cwd").arg(cwd);
+        }
+        for e in &req.env {
+            cmd.arg("--env").arg(e);
+        }
+        cmd.arg("--").args(&req.argv);
+        Ok(cmd)
+    }
+}
+
+fn wait_gone(pid: i32, start: u64, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if !state::is_alive(pid, start) {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy() -> Policy {
+        Policy {
+            name: "t".into(),
+            description: String::new(),
+            capabilities: vec![],
+            seccomp: Default::default(),
+            no_new_privileges: false,
+            rlimits: vec![],
+            masked_paths: vec![],
+            readonly_paths: vec![],
+            maxima: policy::Maxima { cpu_max: Some(2.0), memory_max: Some(1 << 30), swap_max: None, pids_max: Some(500) },
+        }
+    }
+
+    #[test]
+    fn names_follow_dns_label_rules() {
+        for ok in ["a", "web-1", "x0", &"a".repeat(63)] {
+            assert!(validate_name(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "-a", "a-", "Web", "a_b", "a.b", "../x", &"a".repeat(64)] {
+            let e = validate_name(bad).unwrap_err();
+            assert_eq!(e.field(), Some("name"), "{bad}");
+        }
+    }
+
+    #[test]
+    fn limits_are_checked_against_policy_maxima_naming_the_field() {
+        let p = policy();
+        let e = validate_limits(&Limits { memory_max: Some(2 << 30), ..Default::default() }, &p).unwrap_err();
+        assert_eq!(e.field(), Some("limits.memory_max"));
+        assert!(e.to_string().contains("maximum"), "{e}");
+        let e = validate_limits(&Limits { cpu_max: Some(3.0), ..Default::default() }, &p).unwrap_err();
+        assert_eq!(e.field(), Some("limits.cpu_max"));
+        let e = validate_limits(&Limits { cpu_weight: Some(0), ..Default::default() }, &p).unwrap_err();
+        assert_eq!(e.field(), Some("limits.cpu_weight"));
+        let e = validate_limits(&Limits { cpuset: Some("1-0".into()), ..Default::default() }, &p).unwrap_err();
+        assert_eq!(e.field(), Some("limits.cpuset"));
+        let e = validate_limits(&Limits { pids_max: Some(501), ..Default::default() }, &p).unwrap_err();
+        assert_eq!(e.field(), Some("limits.pids_max"));
+        assert!(validate_limits(&Limits { cpu_max: Some(0.5), memory_max: Some(64 << 20), pids_max: Some(100), cpuset: Some("0-1,3".into()), ..Default::default() }, &p).is_ok());
+    }
+
+    #[test]
+    fn defaults_fill_memory_and_pids() {
+        let l = with_defaults(Limits::default(), &policy());
+        assert_eq!(l.memory_max, Some(1 << 30));
+        assert_eq!(l.pids_max, Some(500));
     }
 }

@@ -1,0 +1,219 @@
+//! The last steps before a sandboxed program runs, shared by a slice's init and by every
+//! exec into a running slice: identity, capabilities, rlimits, no_new_privs, seccomp, fds,
+//! working directory, exec. Everything here runs in a single-threaded child after fork.
+use super::seccomp::CompiledFilters;
+use super::SandboxError;
+use caps::{CapSet, Capability, CapsHashSet};
+use nix::unistd::{Gid, Uid};
+use oci_spec::runtime::{LinuxCapabilities, PosixRlimit, Process};
+use std::ffi::CString;
+use std::str::FromStr;
+
+fn sys_err(op: &'static str, target: impl Into<String>, e: nix::Error) -> SandboxError {
+    SandboxError::Sys { op, target: target.into(), source: e }
+}
+
+/// Convert OCI capability names to the caps crate's type.
+pub fn to_caps(set: Option<&oci_spec::runtime::Capabilities>) -> Result<CapsHashSet, SandboxError> {
+    let mut out = CapsHashSet::new();
+    for c in set.into_iter().flatten() {
+        let name = serde_json::to_value(c).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
+        let cap = Capability::from_str(&name).map_err(|_| SandboxError::Spec(format!("unknown capability {name:?}")))?;
+        out.insert(cap);
+    }
+    Ok(out)
+}
+
+/// Resolved capability sets, computed before fork so that the child only makes syscalls.
+#[derive(Debug, Clone, Default)]
+pub struct CapSets {
+    pub bounding: CapsHashSet,
+    pub effective: CapsHashSet,
+    pub permitted: CapsHashSet,
+    pub inheritable: CapsHashSet,
+    pub ambient: CapsHashSet,
+}
+
+impl CapSets {
+    pub fn from_spec(c: Option<&LinuxCapabilities>) -> Result<CapSets, SandboxError> {
+        let Some(c) = c else { return Ok(CapSets::default()) };
+        Ok(CapSets {
+            bounding: to_caps(c.bounding().as_ref())?,
+            effective: to_caps(c.effective().as_ref())?,
+            permitted: to_caps(c.permitted().as_ref())?,
+            inheritable: to_caps(c.inheritable().as_ref())?,
+            ambient: to_caps(c.ambient().as_ref())?,
+        })
+    }
+}
+
+/// A resolved rlimit (resource number, soft, hard).
+pub type Rlimit = (libc::c_int, u64, u64);
+
+pub fn rlimit_resource(name: &str) -> Option<libc::c_int> {
+    Some(match name {
+        "RLIMIT_CPU" => libc::RLIMIT_CPU as _,
+        "RLIMIT_FSIZE" => libc::RLIMIT_FSIZE as _,
+        "RLIMIT_DATA" => libc::RLIMIT_DATA as _,
+        "RLIMIT_STACK" => libc::RLIMIT_STACK as _,
+        "RLIMIT_CORE" => libc::RLIMIT_CORE as _,
+        "RLIMIT_RSS" => libc::RLIMIT_RSS as _,
+        "RLIMIT_NPROC" => libc::RLIMIT_NPROC as _,
+        "RLIMIT_NOFILE" => libc::RLIMIT_NOFILE as _,
+        "RLIMIT_MEMLOCK" => libc::RLIMIT_MEMLOCK as _,
+        "RLIMIT_AS" => libc::RLIMIT_AS as _,
+        "RLIMIT_LOCKS" => libc::RLIMIT_LOCKS as _,
+        "RLIMIT_SIGPENDING" => libc::RLIMIT_SIGPENDING as _,
+        "RLIMIT_MSGQUEUE" => libc::RLIMIT_MSGQUEUE as _,
+        "RLIMIT_NICE" => libc::RLIMIT_NICE as _,
+        "RLIMIT_RTPRIO" => libc::RLIMIT_RTPRIO as _,
+        "RLIMIT_RTTIME" => libc::RLIMIT_RTTIME as _,
+        _ => return None,
+    })
+}
+
+pub fn rlimits_from_spec(r: Option<&Vec<PosixRlimit>>) -> Result<Vec<Rlimit>, SandboxError> {
+    let mut out = Vec::new();
+    for l in r.into_iter().flatten() {
+        let name = serde_json::to_value(l.typ()).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
+        let res = rlimit_resource(&name).ok_or_else(|| SandboxError::Spec(format!("unknown rlimit {name:?}")))?;
+        out.push((res, l.soft(), l.hard()));
+    }
+    Ok(out)
+}
+
+/// Everything the child needs to become the sandboxed program, resolved before fork.
+#[derive(Debug, Clone)]
+pub struct ExecPlan {
+    pub argv: Vec<CString>,
+    pub env: Vec<CString>,
+    /// PATH from the program's environment, for resolving a bare argv[0].
+    pub path_var: String,
+    pub cwd: String,
+    pub uid: u32,
+    pub gid: u32,
+    pub additional_gids: Vec<u32>,
+    pub umask: Option<u32>,
+    pub caps: CapSets,
+    pub rlimits: Vec<Rlimit>,
+    pub no_new_privileges: bool,
+    pub seccomp: Option<CompiledFilters>,
+    pub oom_score_adj: Option<i32>,
+}
+
+fn cstrings(v: &[String], what: &str) -> Result<Vec<CString>, SandboxError> {
+    v.iter()
+        .map(|s| CString::new(s.as_str()).map_err(|_| SandboxError::Spec(format!("{what}: NUL byte in {s:?}"))))
+        .collect()
+}
+
+impl ExecPlan {
+    pub fn from_process(p: &Process, seccomp: Option<CompiledFilters>) -> Result<ExecPlan, SandboxError> {
+        let args = p.args().clone().unwrap_or_default();
+        if args.is_empty() {
+            return Err(SandboxError::Spec("process.args: empty".into()));
+        }
+        let env = p.env().clone().unwrap_or_default();
+        let path_var = env
+            .iter()
+            .find_map(|e| e.strip_prefix("PATH=").map(str::to_string))
+            .unwrap_or_else(|| "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
+        Ok(ExecPlan {
+            argv: cstrings(&args, "process.args")?,
+            env: cstrings(&env, "process.env")?,
+            path_var,
+            cwd: p.cwd().to_string_lossy().into_owned(),
+            uid: p.user().uid(),
+            gid: p.user().gid(),
+            additional_gids: p.user().additional_gids().clone().unwrap_or_default(),
+            umask: p.user().umask(),
+            caps: CapSets::from_spec(p.capabilities().as_ref())?,
+            rlimits: rlimits_from_spec(p.rlimits().as_ref())?,
+            no_new_privileges: p.no_new_privileges().unwrap_or(false),
+            seccomp,
+            oom_score_adj: p.oom_score_adj(),
+        })
+    }
+
+    /// Apply rlimits, identity, capabilities, no_new_privs and seccomp, mark every inherited
+    /// descriptor close-on-exec, and exec. Only returns on failure.
+    pub fn exec(&self) -> SandboxError {
+        match self.apply() {
+            Ok(never) => match never {},
+            Err(e) => e,
+        }
+    }
+
+    fn apply(&self) -> Result<std::convert::Infallible, SandboxError> {
+        if let Some(adj) = self.oom_score_adj {
+            std::fs::write("/proc/self/oom_score_adj", adj.to_string())
+                .map_err(|e| sys_err("write", "/proc/self/oom_score_adj", io_errno(&e)))?;
+        }
+        for &(res, soft, hard) in &self.rlimits {
+            let lim = libc::rlimit { rlim_cur: soft, rlim_max: hard };
+            // SAFETY: plain syscall with a valid struct.
+            if unsafe { libc::setrlimit(res as _, &lim) } != 0 {
+                return Err(sys_err("setrlimit", format!("resource {res}"), nix::Error::last()));
+            }
+        }
+        // Bounding set first: dropping needs CAP_SETPCAP, which a non-root uid would lose.
+        for cap in caps::all() {
+            if !self.caps.bounding.contains(&cap) && caps::has_cap(None, CapSet::Bounding, cap).unwrap_or(false) {
+                caps::drop(None, CapSet::Bounding, cap)
+                    .map_err(|e| SandboxError::Spec(format!("drop {cap} from bounding set: {e}")))?;
+            }
+        }
+        // Keep permitted caps across the uid change; we set the final sets right after.
+        nix::sys::prctl::set_keepcaps(true).map_err(|e| sys_err("prctl", "PR_SET_KEEPCAPS", e))?;
+        let gids: Vec<Gid> = self.additional_gids.iter().map(|g| Gid::from_raw(*g)).collect();
+        nix::unistd::setgroups(&gids).map_err(|e| sys_err("setgroups", format!("{:?}", self.additional_gids), e))?;
+        let gid = Gid::from_raw(self.gid);
+        nix::unistd::setresgid(gid, gid, gid).map_err(|e| sys_err("setresgid", self.gid.to_string(), e))?;
+        let uid = Uid::from_raw(self.uid);
+        nix::unistd::setresuid(uid, uid, uid).map_err(|e| sys_err("setresuid", self.uid.to_string(), e))?;
+        let set = |which: CapSet, caps: &CapsHashSet| {
+            caps::set(None, which, caps).map_err(|e| SandboxError::Spec(format!("set {which:?} capabilities: {e}")))
+        };
+        set(CapSet::Permitted, &self.caps.permitted)?;
+        set(CapSet::Inheritable, &self.caps.inheritable)?;
+        set(CapSet::Effective, &self.caps.effective)?;
+        for cap in &self.caps.ambient {
+            caps::raise(None, CapSet::Ambient, *cap)
+                .map_err(|e| SandboxError::Spec(format!("raise ambient {cap}: {e}")))?;
+        }
+        nix::sys::prctl::set_keepcaps(false).map_err(|e| sys_err("prctl", "PR_SET_KEEPCAPS", e))?;
+        if let Some(mask) = self.umask {
+            nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(mask));
+        }
+        nix::unistd::chdir(self.cwd.as_str()).map_err(|e| sys_err("chdir", &self.cwd, e))?;
+        if self.no_new_privileges {
+            nix::sys::prctl::set_no_new_privs().map_err(|e| sys_err("prctl", "PR_SET_NO_NEW_PRIVS", e))?;
+        }
+        let program = self.resolve_program()?;
+        super::sys::cloexec_from(3).map_err(|e| sys_err("close_range", "3..", e))?;
+        // Seccomp last: the filter may deny syscalls used above.
+        if let Some(f) = &self.seccomp {
+            f.install()?;
+        }
+        let e = nix::unistd::execve(&program, &self.argv, &self.env).unwrap_err();
+        Err(sys_err("execve", program.to_string_lossy(), e))
+    }
+
+    fn resolve_program(&self) -> Result<CString, SandboxError> {
+        let arg0 = self.argv[0].to_string_lossy().into_owned();
+        if arg0.contains('/') {
+            return Ok(self.argv[0].clone());
+        }
+        for dir in self.path_var.split(':').filter(|d| !d.is_empty()) {
+            let candidate = format!("{dir}/{arg0}");
+            if nix::unistd::access(candidate.as_str(), nix::unistd::AccessFlags::X_OK).is_ok() {
+                return CString::new(candidate).map_err(|_| SandboxError::Spec("NUL in PATH".into()));
+            }
+        }
+        Err(sys_err("execve", format!("{arg0} (not found in PATH {})", self.path_var), nix::Error::ENOENT))
+    }
+}
+
+pub fn io_errno(e: &std::io::Error) -> nix::Error {
+    nix::Error::from_raw(e.raw_os_error().unwrap_or(libc::EIO))
+}
