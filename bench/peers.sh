@@ -124,7 +124,9 @@ trap 'exit 129' HUP
 # The user-namespace runs' mapped root (an unprivileged host uid) must traverse the bundle.
 chmod 0755 "$WORK"
 mkdir "$WORK/bundle" "$WORK/crun-root" "$WORK/runc-root"
-cp -a "$ROOTFS" "$WORK/bundle/rootfs"
+# Contents of ROOTFS/. (ROOTFS itself may be a symlink; the copy is a real directory).
+mkdir "$WORK/bundle/rootfs"
+cp -a "$ROOTFS/." "$WORK/bundle/rootfs/"
 (cd "$WORK/bundle" && crun spec)
 "$PYTHON" - "$WORK/bundle/config.json" <<'EOF'
 import json, sys

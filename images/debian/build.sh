@@ -4,9 +4,10 @@
 #   images/debian/build.sh DEST [SUITE] [MIRROR]
 #   e.g. images/debian/build.sh /var/lib/vslice/images/debian/rootfs bookworm http://deb.debian.org/debian
 #
-# OPTIONAL recipe: not run by `make test`. debootstrap downloads every package from a Debian
-# mirror, which needs network access this project's build machines do not give it. On a host
-# with a mirror (or a local one, e.g. apt-cacher-ng, given as MIRROR) it builds a ~150 MB tree.
+# OPTIONAL recipe: not run by `make test` or CI (and not exercised when written). debootstrap
+# downloads every package itself from a Debian mirror, which tests must not depend on. On a
+# host with a reachable mirror (or a local cache, e.g. apt-cacher-ng, given as MIRROR) it
+# builds a ~150 MB tree.
 #
 # Same conventions as images/busybox/build.sh: needs root, owned by uid 0, built in
 # DEST.tmp.<pid> and renamed into place only when complete; the slice's PID 1 is busybox init
@@ -62,7 +63,9 @@ cleanup() {
 	exit $rc
 }
 trap cleanup EXIT
-trap 'exit 130' INT TERM HUP
+trap 'exit 130' INT
+trap 'exit 143' TERM
+trap 'exit 129' HUP
 rm -rf "$TMP"
 
 debootstrap --variant=minbase --include=busybox,ca-certificates "$SUITE" "$TMP" "$MIRROR"

@@ -9,7 +9,7 @@
 //! # Why the cgroupfs files are written directly instead of through cgroups-rs
 //!
 //! DESIGN.md names cgroups-rs, but what vslice needs is a dozen control files, and cgroups-rs
-//! 0.5.1 (the current release, read at the source) fits badly:
+//! 0.5.1 (read at the source) fits badly:
 //! * On v1, `Cgroup::new`/`load` create the group in every v1 hierarchy the crate knows and
 //!   finds mounted (blkio, devices, net_cls, hugetlb, perf_event, ...), not only the six
 //!   controllers vslice uses, unless one goes through `new_with_specified_controllers`.
@@ -270,7 +270,9 @@ impl Cgroup {
         backend(self.version)?.apply(rel, res)
     }
 
-    /// Move a process into this cgroup (all controllers).
+    /// Move a process (all its threads) into this cgroup (all controllers). On v1 this is
+    /// one write per hierarchy: if one fails, the process may already have moved in the
+    /// hierarchies before it; the error names the file that failed.
     pub fn add_pid(&self, pid: i32) -> Result<(), CgroupError> {
         let rel = self.rel()?;
         if pid <= 0 {
@@ -298,21 +300,36 @@ impl Cgroup {
         backend(self.version)?.usage(rel)
     }
 
-    /// True if the cgroup exists in every hierarchy vslice uses (a half-made cgroup reads as
-    /// absent, and `create` completes it).
+    /// True if the cgroup exists in at least one hierarchy vslice uses, i.e. there is
+    /// something for `destroy` to remove. A half-made cgroup (an interrupted `create`) counts
+    /// as existing, so `if exists() { destroy() }` cleans it up; `create` is idempotent and
+    /// completes it. See [`Cgroup::is_complete`] for "exists everywhere".
     pub fn exists(&self) -> bool {
-        let Ok(rel) = self.rel() else { return false };
-        let Ok(b) = backend(self.version) else {
-            return false;
-        };
-        let dirs = b.dirs(rel);
-        !dirs.is_empty() && dirs.iter().all(|d| d.is_dir())
+        self.existing().is_some_and(|(n, _)| n > 0)
     }
 
-    /// SIGKILL every process in the cgroup and its descendants and wait (bounded) until it
-    /// is empty. v2 with cgroup.kill: one write. Otherwise: freeze (so that nothing can
-    /// fork away and pids in the list cannot exit and be reused while we signal them),
-    /// SIGKILL every pid, thaw (a frozen v1 task only dies once thawed), repeat until empty.
+    /// True if the cgroup exists in every hierarchy vslice uses.
+    pub fn is_complete(&self) -> bool {
+        self.existing()
+            .is_some_and(|(n, total)| n > 0 && n == total)
+    }
+
+    /// (directories that exist, directories in total); None for an invalid path or host.
+    fn existing(&self) -> Option<(usize, usize)> {
+        let rel = self.rel().ok()?;
+        let dirs = backend(self.version).ok()?.dirs(rel);
+        Some((dirs.iter().filter(|d| d.is_dir()).count(), dirs.len()))
+    }
+
+    /// SIGKILL every process in the cgroup and its descendants and wait (bounded, 2 s) until
+    /// cgroup.procs is empty everywhere.
+    ///
+    /// v2 with cgroup.kill: one write. Otherwise: freeze (so that nothing can fork away and
+    /// pids in the list cannot exit and be reused while we signal them), SIGKILL every pid,
+    /// thaw (a frozen v1 task only dies once thawed), repeat until empty. Killed processes
+    /// whose parent is outside the cgroup stay zombies until that parent reaps them: they
+    /// are no longer members and do not block `destroy`, but pids.current counts them until
+    /// they are reaped. Refuses to run if the calling process is itself a member.
     pub fn kill_all(&self) -> Result<(), CgroupError> {
         let rel = self.rel()?;
         let b = backend(self.version)?;

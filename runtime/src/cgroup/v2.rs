@@ -99,13 +99,9 @@ impl V2 {
         }
         let swap_file = dir.join("memory.swap.max");
         match swap {
-            None => {}
-            Some(Limit::Max) => {
-                // Without swap accounting there is no file, and swap is unlimited already.
-                if swap_file.exists() {
-                    files::write(&swap_file, "max")?;
-                }
-            }
+            // Without swap accounting there is no file, and swap is unlimited already.
+            Some(Limit::Max) if swap_file.exists() => files::write(&swap_file, "max")?,
+            None | Some(Limit::Max) => {}
             Some(Limit::Bytes(total)) => {
                 let memory = match limit {
                     Some(Limit::Bytes(m)) => m,

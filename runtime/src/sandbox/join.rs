@@ -111,6 +111,7 @@ fn joiner(
     if let Some(cg) = cgroup {
         cg.add_pid(std::process::id() as i32).map_err(|e| cannot(e.into()))?;
     }
+    plan.apply_rlimits().map_err(cannot)?;
     for (flag, fd, path) in namespaces {
         nix::sched::setns(fd, *flag).map_err(|e| cannot(sys_err("setns", path.clone(), e)))?;
     }

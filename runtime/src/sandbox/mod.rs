@@ -131,7 +131,6 @@ fn plan_namespaces(spec: &Spec) -> Result<NamespacePlan, SandboxError> {
 /// What init needs besides the exec plan, resolved before fork.
 struct InitPlan {
     rootfs: String,
-    bind_rootfs: bool,
     readonly_root: bool,
     hostname: Option<String>,
     mounts: Vec<oci_spec::runtime::Mount>,
@@ -184,7 +183,6 @@ pub fn create(launch: &Launch, opts: &CreateOptions) -> Result<Created, SandboxE
     };
     let init = InitPlan {
         rootfs,
-        bind_rootfs: launch.overlay.is_none(),
         readonly_root: spec.root().as_ref().and_then(|r| r.readonly()).unwrap_or(false),
         hostname: spec.hostname().clone(),
         mounts: spec.mounts().clone().unwrap_or_default(),
@@ -314,6 +312,7 @@ fn intermediate(
         // Nothing of this process may be reached through /proc/<pid>/exe or ptrace by the
         // slice (CVE-2019-5736): non-dumpable until the slice's own program is exec'd.
         nix::sys::prctl::set_dumpable(false).map_err(|e| sys_err("prctl", "PR_SET_DUMPABLE", e))?;
+        exec.apply_rlimits()?;
         if let Some(fd) = &ns.join_user {
             nix::sched::setns(fd, CloneFlags::CLONE_NEWUSER).map_err(|e| sys_err("setns", "user", e))?;
         } else if ns.new_user {
@@ -364,7 +363,7 @@ fn run_init(init: &InitPlan, exec: &ExecPlan, status: &mut std::fs::File) -> San
     let r = (|| -> Result<(), SandboxError> {
         nix::sys::prctl::set_dumpable(false).map_err(|e| sys_err("prctl", "PR_SET_DUMPABLE", e))?;
         let prepared = mounts::prepare(&init.mounts)?;
-        mounts::pivot_into(&init.rootfs, init.bind_rootfs)?;
+        mounts::pivot_into(&init.rootfs)?;
         mounts::attach(prepared)?;
         let has_pts = init.mounts.iter().any(|m| m.destination() == std::path::Path::new("/dev/pts"));
         if init.mounts.iter().any(|m| m.destination() == std::path::Path::new("/dev")) {

@@ -120,14 +120,14 @@ fn err_fs(typ: &str, target: &str, data: &[String], e: nix::Error) -> SandboxErr
 
 /// Make every mount private (nothing we do propagates back to the host), then pivot into
 /// `rootfs` and detach the old root entirely.
-pub fn pivot_into(rootfs: &str, bind_first: bool) -> Result<(), SandboxError> {
+pub fn pivot_into(rootfs: &str) -> Result<(), SandboxError> {
     mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>)
         .map_err(|e| err("make-rprivate", "/", e))?;
-    if bind_first {
-        // pivot_root needs a mount point; an OCI bundle's rootfs is usually a plain directory.
-        mount(Some(rootfs), rootfs, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>)
-            .map_err(|e| err("bind rootfs", rootfs, e))?;
-    }
+    // pivot_root needs a mount point (an OCI bundle's rootfs is usually a plain directory), and
+    // refuses a mount that was locked when our user namespace copied the mount table (the
+    // slice's overlay is): a fresh bind made here is neither.
+    mount(Some(rootfs), rootfs, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>)
+        .map_err(|e| err("bind rootfs", rootfs, e))?;
     nix::unistd::chdir(rootfs).map_err(|e| err("chdir", rootfs, e))?;
     // pivot_root(".", ".") stacks the old root on top of the new one; detaching "." then
     // removes it without needing a put_old directory inside the slice (runc does the same).

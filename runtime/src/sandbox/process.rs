@@ -135,7 +135,34 @@ impl ExecPlan {
         })
     }
 
-    /// Apply rlimits, identity, capabilities, no_new_privs and seccomp, mark every inherited
+    /// Set the rlimits. Called while still privileged on the host (before entering the user
+    /// namespace): raising a hard limit needs CAP_SYS_RESOURCE in the initial user namespace,
+    /// which the slice's root never has. The limits are inherited by everything it forks.
+    pub fn apply_rlimits(&self) -> Result<(), SandboxError> {
+        for &(res, soft, hard) in &self.rlimits {
+            let mut lim = libc::rlimit { rlim_cur: soft, rlim_max: hard };
+            // SAFETY: plain syscall with a valid struct.
+            if unsafe { libc::setrlimit(res as _, &lim) } == 0 {
+                continue;
+            }
+            // Without CAP_SYS_RESOURCE (some hosts drop it even for root) a hard limit can only
+            // be lowered: keep the caller's hard limit as the ceiling rather than fail the slice.
+            let mut cur = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+            // SAFETY: plain syscalls with valid structs.
+            let ok = unsafe { libc::getrlimit(res as _, &mut cur) } == 0 && {
+                lim.rlim_max = lim.rlim_max.min(cur.rlim_max);
+                lim.rlim_cur = lim.rlim_cur.min(lim.rlim_max);
+                unsafe { libc::setrlimit(res as _, &lim) == 0 }
+            };
+            if !ok {
+                return Err(sys_err("setrlimit", format!("resource {res} soft {soft} hard {hard}"), nix::Error::last()));
+            }
+        }
+        Ok(())
+    }
+
+    /// Apply identity, capabilities, no_new_privs and seccomp (rlimits were applied earlier by
+    /// [`ExecPlan::apply_rlimits`]), mark every inherited
     /// descriptor close-on-exec, and exec. Only returns on failure.
     pub fn exec(&self) -> SandboxError {
         match self.apply() {
@@ -148,13 +175,6 @@ impl ExecPlan {
         if let Some(adj) = self.oom_score_adj {
             std::fs::write("/proc/self/oom_score_adj", adj.to_string())
                 .map_err(|e| sys_err("write", "/proc/self/oom_score_adj", io_errno(&e)))?;
-        }
-        for &(res, soft, hard) in &self.rlimits {
-            let lim = libc::rlimit { rlim_cur: soft, rlim_max: hard };
-            // SAFETY: plain syscall with a valid struct.
-            if unsafe { libc::setrlimit(res as _, &lim) } != 0 {
-                return Err(sys_err("setrlimit", format!("resource {res}"), nix::Error::last()));
-            }
         }
         // Bounding set first: dropping needs CAP_SETPCAP, which a non-root uid would lose.
         for cap in caps::all() {
@@ -174,9 +194,19 @@ impl ExecPlan {
         let set = |which: CapSet, caps: &CapsHashSet| {
             caps::set(None, which, caps).map_err(|e| SandboxError::Spec(format!("set {which:?} capabilities: {e}")))
         };
+        // Without no_new_privs the kernel only accepts a filter from a process holding
+        // CAP_SYS_ADMIN in its user namespace, so install it before capabilities are dropped
+        // (runc does the same); the shipped profiles deny nothing used below.
+        if !self.no_new_privileges {
+            if let Some(f) = &self.seccomp {
+                f.install()?;
+            }
+        }
+        // Effective first: the kernel refuses a permitted set smaller than the effective one.
+        let effective: CapsHashSet = self.caps.effective.intersection(&self.caps.permitted).copied().collect();
+        set(CapSet::Effective, &effective)?;
         set(CapSet::Permitted, &self.caps.permitted)?;
         set(CapSet::Inheritable, &self.caps.inheritable)?;
-        set(CapSet::Effective, &self.caps.effective)?;
         for cap in &self.caps.ambient {
             caps::raise(None, CapSet::Ambient, *cap)
                 .map_err(|e| SandboxError::Spec(format!("raise ambient {cap}: {e}")))?;
@@ -191,9 +221,11 @@ impl ExecPlan {
         }
         let program = self.resolve_program()?;
         super::sys::cloexec_from(3).map_err(|e| sys_err("close_range", "3..", e))?;
-        // Seccomp last: the filter may deny syscalls used above.
-        if let Some(f) = &self.seccomp {
-            f.install()?;
+        // With no_new_privs, seccomp goes last: the filter may deny syscalls used above.
+        if self.no_new_privileges {
+            if let Some(f) = &self.seccomp {
+                f.install()?;
+            }
         }
         let e = nix::unistd::execve(&program, &self.argv, &self.env).unwrap_err();
         Err(sys_err("execve", program.to_string_lossy(), e))

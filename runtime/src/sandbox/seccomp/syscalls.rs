@@ -185,9 +185,15 @@ pub const SUPPORTED: bool = cfg!(any(
     target_arch = "aarch64"
 ));
 
-#[cfg(not(any(all(target_arch = "x86_64", target_pointer_width = "64"), target_arch = "aarch64")))]
+#[cfg(not(any(
+    all(target_arch = "x86_64", target_pointer_width = "64"),
+    target_arch = "aarch64"
+)))]
 const LIBC: &[(&str, i64)] = &[];
-#[cfg(not(any(all(target_arch = "x86_64", target_pointer_width = "64"), target_arch = "aarch64")))]
+#[cfg(not(any(
+    all(target_arch = "x86_64", target_pointer_width = "64"),
+    target_arch = "aarch64"
+)))]
 const EXTRA_ARCH: &[(&str, i64)] = &[];
 
 /// The number of syscall `name` on the running architecture, `None` if it has no such syscall
@@ -198,7 +204,9 @@ pub fn number(name: &str) -> Option<i64> {
 
 /// Every `(name, number)` known for the running architecture.
 pub fn all() -> impl Iterator<Item = (&'static str, i64)> {
-    let libc = LIBC.iter().map(|(n, nr)| (n.strip_prefix("SYS_").unwrap_or(n), *nr));
+    let libc = LIBC
+        .iter()
+        .map(|(n, nr)| (n.strip_prefix("SYS_").unwrap_or(n), *nr));
     let extra = EXTRA_COMMON.iter().chain(EXTRA_ARCH).copied();
     libc.chain(extra)
 }

@@ -1,0 +1,835 @@
+//! The control-plane audit log: an append-only, hash-chained, newline-delimited JSON log in
+//! segments under `<state root>/audit/`.
+//!
+//! * Every record carries `seq` (1, 2, 3, … across all segments), `time`, a `kind` tag and
+//!   the kind's fields, `prev_hash` (the `hash` of the record before it; 64 zeros for the
+//!   first) and `hash = sha256(prev_hash ‖ canonical JSON of the record without "hash")`,
+//!   lower-case hex. Canonical JSON: object keys sorted bytewise, no whitespace, serde_json's
+//!   string and number formatting. Lines in the files are the canonical JSON of the whole
+//!   record, so `sha256sum`-style tools outside vslice can re-check them.
+//! * Segments are `audit-00000001.ndjson`, `audit-00000002.ndjson`, … A new segment starts when
+//!   the current one would grow past the configured size (16 MiB by default). The chain runs
+//!   across segments.
+//! * `head` holds the seq and hash of the last record; it is rewritten (and fsynced) after each
+//!   append, so that removing records from the end of the log — which leaves a valid chain — is
+//!   still detected by [`verify`].
+//! * [`AuditLog::append`] fsyncs the record and the head before returning: callers acknowledge
+//!   an operation only after it returned.
+//! * Kinds: `control` (API requests: who did what to which slice, and the result) and `daemon`
+//!   (daemon start/stop, recovery notes). Network-flow and in-slice process records are meant
+//!   to slot in as further variants of [`Entry`]; [`verify`] and [`query`] work on the generic
+//!   JSON and do not need to know a kind to check it.
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+pub mod time;
+
+/// `prev_hash` of the first record.
+pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+/// Default segment size before rotation.
+pub const DEFAULT_SEGMENT_BYTES: u64 = 16 << 20;
+const HEAD_FILE: &str = "head";
+/// The head file is rewritten in place with a fixed size (one sector), so a rewrite is one
+/// small `pwrite` + `fdatasync`.
+const HEAD_LEN: usize = 160;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuditError {
+    #[error("audit {op} {path}: {source}")]
+    Io { op: &'static str, path: PathBuf, source: io::Error },
+    #[error("audit log {path}: {reason}")]
+    Corrupt { path: PathBuf, reason: String },
+}
+
+fn io_err(op: &'static str, path: &Path) -> impl FnOnce(io::Error) -> AuditError {
+    let path = path.to_path_buf();
+    move |source| AuditError::Io { op, path, source }
+}
+
+/// Who made a request (from SO_PEERCRED on the daemon's socket).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Caller {
+    pub uid: u32,
+    /// Host user name, when the uid has one.
+    #[serde(default)]
+    pub user: Option<String>,
+    #[serde(default)]
+    pub pid: Option<i32>,
+}
+
+/// How a request ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Outcome {
+    pub ok: bool,
+    /// HTTP status of the reply.
+    pub status: u16,
+    /// Error code (`not_found`, `forbidden`, …) when not ok.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// Exit code of an exec, in `exec_end` records.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+}
+
+impl Outcome {
+    pub fn ok(status: u16) -> Outcome {
+        Outcome { ok: true, status, code: None, message: None, exit_code: None }
+    }
+    pub fn error(status: u16, code: &str, message: &str) -> Outcome {
+        Outcome {
+            ok: false,
+            status,
+            code: Some(code.to_string()),
+            message: Some(message.to_string()),
+            exit_code: None,
+        }
+    }
+}
+
+/// A request to the daemon's API that changed (or tried to change) something, or an exec.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ControlRecord {
+    pub caller: Caller,
+    /// `create`, `start`, `stop`, `restart`, `update_limits`, `destroy`, `exec`, `exec_end`.
+    pub action: String,
+    #[serde(default)]
+    pub slice: Option<String>,
+    /// The request's arguments (body and query), with secrets (env values) left out.
+    #[serde(default)]
+    pub args: Value,
+    pub result: Outcome,
+}
+
+/// Something the daemon itself did: `start`, `stop`, `recovery`, `reconcile`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DaemonRecord {
+    pub event: String,
+    pub pid: u32,
+    pub version: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slice: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+/// The kind-specific part of a record, tagged by `kind`. Future kinds (network flows,
+/// in-slice processes) are added here as further variants.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Entry {
+    Control(ControlRecord),
+    Daemon(DaemonRecord),
+}
+
+/// One line of the log.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Record {
+    pub seq: u64,
+    pub time: String,
+    #[serde(flatten)]
+    pub entry: Entry,
+    pub prev_hash: String,
+    pub hash: String,
+}
+
+/// Canonical JSON: keys sorted, no whitespace.
+pub fn canonical_json(v: &Value) -> String {
+    let mut out = String::new();
+    write_canonical(v, &mut out);
+    out
+}
+
+fn write_canonical(v: &Value, out: &mut String) {
+    match v {
+        Value::Object(map) => {
+            let mut keys: Vec<&String> = map.keys().collect();
+            keys.sort();
+            out.push('{');
+            for (i, k) in keys.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                out.push_str(&Value::String(k.clone()).to_string());
+                out.push(':');
+                write_canonical(&map[k], out);
+            }
+            out.push('}');
+        }
+        Value::Array(items) => {
+            out.push('[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                write_canonical(item, out);
+            }
+            out.push(']');
+        }
+        other => out.push_str(&other.to_string()),
+    }
+}
+
+/// The hash a record must carry: sha256 over `prev_hash` and the canonical JSON of the
+/// record without its `hash` member.
+pub fn record_hash(record: &Value) -> String {
+    let mut without = record.clone();
+    if let Value::Object(map) = &mut without {
+        map.remove("hash");
+    }
+    let prev = record.get("prev_hash").and_then(Value::as_str).unwrap_or("");
+    let mut h = Sha256::new();
+    h.update(prev.as_bytes());
+    h.update(canonical_json(&without).as_bytes());
+    hex::encode(h.finalize())
+}
+
+fn segment_name(n: u32) -> String {
+    format!("audit-{n:08}.ndjson")
+}
+
+fn parse_segment_name(name: &str) -> Option<u32> {
+    name.strip_prefix("audit-")?.strip_suffix(".ndjson")?.parse().ok()
+}
+
+/// Segment numbers present in `dir`, ascending.
+pub fn segments(dir: &Path) -> Result<Vec<u32>, AuditError> {
+    let mut out = Vec::new();
+    let rd = match fs::read_dir(dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(out),
+        Err(e) => return Err(io_err("read dir", dir)(e)),
+    };
+    for entry in rd {
+        let entry = entry.map_err(io_err("read dir", dir))?;
+        if let Some(n) = entry.file_name().to_str().and_then(parse_segment_name) {
+            out.push(n);
+        }
+    }
+    out.sort_unstable();
+    Ok(out)
+}
+
+/// The last record as recorded in the `head` file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Head {
+    pub seq: u64,
+    pub hash: String,
+}
+
+/// Read `<dir>/head`; `None` if there is none yet.
+pub fn read_head(dir: &Path) -> Result<Option<Head>, AuditError> {
+    let path = dir.join(HEAD_FILE);
+    match fs::read(&path) {
+        Ok(data) => {
+            let text = String::from_utf8_lossy(&data);
+            let head = serde_json::from_str::<Head>(text.trim_end_matches([' ', '\n', '\0']))
+                .map_err(|e| AuditError::Corrupt { path: path.clone(), reason: e.to_string() })?;
+            Ok(Some(head))
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(io_err("read", &path)(e)),
+    }
+}
+
+/// The writer. Not internally synchronised: the daemon keeps it behind a mutex and calls
+/// [`AuditLog::append`] from a blocking thread (it fsyncs).
+#[derive(Debug)]
+pub struct AuditLog {
+    dir: PathBuf,
+    segment_bytes: u64,
+    file: File,
+    segment: u32,
+    size: u64,
+    seq: u64,
+    last_hash: String,
+    head_file: File,
+    /// Set when a failed write could not be undone: further appends would corrupt the chain.
+    poisoned: Option<String>,
+}
+
+impl AuditLog {
+    /// Open (creating if needed) the log in `dir`. Repairs what a crash can leave (a torn last
+    /// line; a head one record behind) and returns notes on anything it found, for the
+    /// caller to record (e.g. in a `daemon` record).
+    pub fn open(dir: &Path, segment_bytes: u64) -> Result<(AuditLog, Vec<String>), AuditError> {
+        fs::create_dir_all(dir).map_err(io_err("create dir", dir))?;
+        let _ = fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o700));
+        let mut notes = Vec::new();
+        let segs = segments(dir)?;
+        let mut seq = 0;
+        let mut last_hash = GENESIS_HASH.to_string();
+        let (segment, size) = match segs.last() {
+            None => (1, 0),
+            Some(&last) => {
+                let path = dir.join(segment_name(last));
+                let size = repair_tail(&path, &mut notes)?;
+                // The last record: in the last segment, or (if it is empty) an earlier one.
+                for &n in segs.iter().rev() {
+                    if let Some(line) = last_line(&dir.join(segment_name(n)))? {
+                        let v: Value = serde_json::from_str(&line).map_err(|e| AuditError::Corrupt {
+                            path: dir.join(segment_name(n)),
+                            reason: format!("last record does not parse: {e}"),
+                        })?;
+                        seq = v.get("seq").and_then(Value::as_u64).unwrap_or(0);
+                        last_hash = v.get("hash").and_then(Value::as_str).unwrap_or("").to_string();
+                        if record_hash(&v) != last_hash {
+                            notes.push(format!("last record (seq {seq}) does not match its hash"));
+                        }
+                        break;
+                    }
+                }
+                (last, size)
+            }
+        };
+        let seg_path = dir.join(segment_name(segment));
+        let file = OpenOptions::new()
+            .append(true)
+            .create(true)
+            .mode(0o600)
+            .open(&seg_path)
+            .map_err(io_err("open", &seg_path))?;
+        let head_path = dir.join(HEAD_FILE);
+        let head = match read_head(dir) {
+            Ok(h) => h,
+            Err(e) => {
+                notes.push(format!("head file unreadable ({e}); rewritten"));
+                None
+            }
+        };
+        match &head {
+            Some(h) if h.seq == seq && h.hash == last_hash => {}
+            Some(h) if h.seq + 1 == seq => {} // crashed between record and head: fine
+            Some(h) => notes.push(format!(
+                "head says the log ends at seq {} (hash {}), but it ends at seq {seq}: records were removed",
+                h.seq, h.hash
+            )),
+            None if seq > 0 => notes.push(format!("head file missing; log ends at seq {seq}")),
+            None => {}
+        }
+        let head_file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&head_path)
+            .map_err(io_err("open", &head_path))?;
+        let mut log = AuditLog {
+            dir: dir.to_path_buf(),
+            segment_bytes: segment_bytes.max(4096),
+            file,
+            segment,
+            size,
+            seq,
+            last_hash,
+            head_file,
+            poisoned: None,
+        };
+        log.write_head()?;
+        if segs.is_empty() {
+            crate::util::fs::fsync_dir(dir).map_err(|e| AuditError::Io {
+                op: "fsync",
+                path: dir.to_path_buf(),
+                source: e.source,
+            })?;
+        }
+        Ok((log, notes))
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Seq and hash of the last record.
+    pub fn head(&self) -> Head {
+        Head { seq: self.seq, hash: self.last_hash.clone() }
+    }
+
+    /// Append a record and make it durable (record, then head) before returning it.
+    pub fn append(&mut self, entry: Entry) -> Result<Record, AuditError> {
+        if let Some(why) = &self.poisoned {
+            return Err(AuditError::Corrupt { path: self.dir.clone(), reason: why.clone() });
+        }
+        let mut record = Record {
+            seq: self.seq + 1,
+            time: time::now_rfc3339(),
+            entry,
+            prev_hash: self.last_hash.clone(),
+            hash: String::new(),
+        };
+        let mut value = serde_json::to_value(&record).map_err(|e| AuditError::Corrupt {
+            path: self.dir.clone(),
+            reason: format!("serialize: {e}"),
+        })?;
+        record.hash = record_hash(&value);
+        value["hash"] = Value::String(record.hash.clone());
+        let mut line = canonical_json(&value);
+        line.push('\n');
+        if self.size > 0 && self.size + line.len() as u64 > self.segment_bytes {
+            self.rotate()?;
+        }
+        let path = self.dir.join(segment_name(self.segment));
+        let written = self.file.write_all(line.as_bytes()).and_then(|_| self.file.sync_data());
+        if let Err(e) = written {
+            // Undo a partial line so that the chain stays parseable.
+            if let Err(e2) = self.file.set_len(self.size).and_then(|_| self.file.sync_data()) {
+                self.poisoned = Some(format!("write failed ({e}) and could not be undone ({e2})"));
+            }
+            return Err(io_err("append to", &path)(e));
+        }
+        self.size += line.len() as u64;
+        self.seq = record.seq;
+        self.last_hash = record.hash.clone();
+        self.write_head()?;
+        Ok(record)
+    }
+
+    fn rotate(&mut self) -> Result<(), AuditError> {
+        let next = self.segment + 1;
+        let path = self.dir.join(segment_name(next));
+        let file = OpenOptions::new()
+            .append(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(io_err("create", &path))?;
+        crate::util::fs::fsync_dir(&self.dir).map_err(|e| AuditError::Io {
+            op: "fsync",
+            path: self.dir.clone(),
+            source: e.source,
+        })?;
+        self.file = file;
+        self.segment = next;
+        self.size = 0;
+        Ok(())
+    }
+
+    fn write_head(&mut self) -> Result<(), AuditError> {
+        let mut buf = serde_json::to_string(&self.head()).unwrap_or_default().into_bytes();
+        buf.resize(HEAD_LEN - 1, b' ');
+        buf.push(b'\n');
+        let path = self.dir.join(HEAD_FILE);
+        self.head_file
+            .write_all_at(&buf, 0)
+            .and_then(|_| self.head_file.sync_data())
+            .map_err(io_err("write", &path))
+    }
+}
+
+/// Cut a torn last line (a crash in the middle of a write; never acknowledged). Returns the
+/// resulting file size.
+fn repair_tail(path: &Path, notes: &mut Vec<String>) -> Result<u64, AuditError> {
+    let mut f = OpenOptions::new().read(true).write(true).open(path).map_err(io_err("open", path))?;
+    let len = f.metadata().map_err(io_err("stat", path))?.len();
+    if len == 0 {
+        return Ok(0);
+    }
+    // Find the last newline, reading backwards in chunks.
+    let mut end = len;
+    let mut keep = 0;
+    let mut buf = vec![0u8; 64 * 1024];
+    'outer: while end > 0 {
+        let start = end.saturating_sub(buf.len() as u64);
+        let n = (end - start) as usize;
+        f.seek(SeekFrom::Start(start)).map_err(io_err("seek", path))?;
+        f.read_exact(&mut buf[..n]).map_err(io_err("read", path))?;
+        for i in (0..n).rev() {
+            if buf[i] == b'\n' {
+                keep = start + i as u64 + 1;
+                break 'outer;
+            }
+        }
+        end = start;
+    }
+    if keep < len {
+        notes.push(format!(
+            "{}: removed a torn last record ({} bytes) left by a crash",
+            path.display(),
+            len - keep
+        ));
+        f.set_len(keep).and_then(|_| f.sync_all()).map_err(io_err("truncate", path))?;
+    }
+    Ok(keep)
+}
+
+/// The last complete line of a file, if any.
+fn last_line(path: &Path) -> Result<Option<String>, AuditError> {
+    let data = fs::read(path).map_err(io_err("read", path))?;
+    let text = String::from_utf8_lossy(&data);
+    Ok(text.split_terminator('\n').rev().find(|l| !l.trim().is_empty()).map(str::to_string))
+}
+
+/// What [`verify`] found.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct VerifyReport {
+    pub ok: bool,
+    pub segments: u32,
+    pub records: u64,
+    pub last_seq: u64,
+    pub last_hash: String,
+    /// What the head file (or the running daemon) says the last record is.
+    pub head: Option<Head>,
+    /// Problems, in log order (at most 100).
+    pub problems: Vec<Problem>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Problem {
+    pub segment: String,
+    /// 1-based line in the segment (0: the segment or log as a whole).
+    pub line: u64,
+    #[serde(default)]
+    pub seq: Option<u64>,
+    pub reason: String,
+}
+
+const MAX_PROBLEMS: usize = 100;
+
+/// Check the chain across all segments: every record's hash, the seq sequence, the links,
+/// contiguous segment numbers, and that the log ends where `head` says (when `head` is
+/// `None`, the head file is read). Records after `head` (appended while verifying) are ignored.
+pub fn verify(dir: &Path, head: Option<Head>) -> Result<VerifyReport, AuditError> {
+    let head = match head {
+        Some(h) => Some(h),
+        None => read_head(dir)?,
+    };
+    let segs = segments(dir)?;
+    let mut report = VerifyReport { segments: segs.len() as u32, last_hash: GENESIS_HASH.into(), ..Default::default() };
+    let mut problems = Vec::new();
+    let mut push = |p: Problem| {
+        if problems.len() < MAX_PROBLEMS {
+            problems.push(p);
+        }
+    };
+    let mut expected_seq = 1u64;
+    let mut last_hash = GENESIS_HASH.to_string();
+    let limit = head.as_ref().map(|h| h.seq);
+    'segments: for (i, &n) in segs.iter().enumerate() {
+        let name = segment_name(n);
+        let want = segs[0].max(1) + i as u32;
+        if i == 0 && n != 1 {
+            push(Problem { segment: name.clone(), line: 0, seq: None, reason: format!("log starts at segment {n}: segments 1..{n} are missing") });
+        } else if n != want {
+            push(Problem { segment: name.clone(), line: 0, seq: None, reason: format!("segment {want} is missing") });
+        }
+        let path = dir.join(&name);
+        let data = fs::read(&path).map_err(io_err("read", &path))?;
+        let complete = data.last().is_none_or(|&b| b == b'\n');
+        let text = String::from_utf8_lossy(&data);
+        let lines: Vec<&str> = text.split_terminator('\n').collect();
+        for (ln, line) in lines.iter().enumerate() {
+            let lineno = ln as u64 + 1;
+            if !complete && ln + 1 == lines.len() {
+                if limit.is_none_or(|l| expected_seq <= l) {
+                    push(Problem { segment: name.clone(), line: lineno, seq: None, reason: "truncated record at the end of the segment".into() });
+                }
+                break;
+            }
+            let v: Value = match serde_json::from_str(line) {
+                Ok(v @ Value::Object(_)) => v,
+                _ => {
+                    push(Problem { segment: name.clone(), line: lineno, seq: None, reason: "not a JSON record (edited or truncated)".into() });
+                    continue;
+                }
+            };
+            let seq = v.get("seq").and_then(Value::as_u64);
+            let hash = v.get("hash").and_then(Value::as_str).unwrap_or("").to_string();
+            let prev = v.get("prev_hash").and_then(Value::as_str).unwrap_or("");
+            let Some(seq) = seq else {
+                push(Problem { segment: name.clone(), line: lineno, seq: None, reason: "record has no seq".into() });
+                continue;
+            };
+            if limit.is_some_and(|l| seq > l) && seq >= expected_seq {
+                break 'segments;
+            }
+            report.records += 1;
+            if record_hash(&v) != hash {
+                push(Problem { segment: name.clone(), line: lineno, seq: Some(seq), reason: "hash does not match the record's content: the record was edited".into() });
+            }
+            if seq != expected_seq {
+                let reason = if seq > expected_seq {
+                    format!("expected seq {expected_seq}, found {seq}: {} record(s) deleted", seq - expected_seq)
+                } else {
+                    format!("expected seq {expected_seq}, found {seq}: records duplicated or reordered")
+                };
+                push(Problem { segment: name.clone(), line: lineno, seq: Some(seq), reason });
+            } else if prev != last_hash {
+                push(Problem { segment: name.clone(), line: lineno, seq: Some(seq), reason: "prev_hash does not match the previous record: the chain is broken".into() });
+            }
+            expected_seq = seq + 1;
+            last_hash = hash;
+            report.last_seq = seq;
+        }
+    }
+    report.last_hash = last_hash;
+    if let Some(h) = &head {
+        if h.seq != report.last_seq || h.hash != report.last_hash {
+            push(Problem {
+                segment: segs.last().map(|&n| segment_name(n)).unwrap_or_default(),
+                line: 0,
+                seq: Some(report.last_seq),
+                reason: format!(
+                    "the log ends at seq {} but the head says seq {} ({}): records at the end were removed or altered",
+                    report.last_seq, h.seq, h.hash
+                ),
+            });
+        }
+    } else if report.last_seq > 0 {
+        push(Problem { segment: String::new(), line: 0, seq: None, reason: "head file is missing".into() });
+    }
+    report.head = head;
+    report.ok = problems.is_empty();
+    report.problems = problems;
+    Ok(report)
+}
+
+/// Which records [`query`] returns. Times are milliseconds since the epoch, inclusive.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Filter {
+    pub slice: Option<String>,
+    pub action: Option<String>,
+    pub kind: Option<String>,
+    pub since_ms: Option<i64>,
+    pub until_ms: Option<i64>,
+    /// Only records with a larger seq.
+    pub after_seq: Option<u64>,
+    /// At most this many (the last ones, when `tail`).
+    pub limit: Option<usize>,
+    pub tail: bool,
+}
+
+impl Filter {
+    pub fn matches(&self, v: &Value) -> bool {
+        let s = |k: &str| v.get(k).and_then(Value::as_str);
+        if let Some(slice) = &self.slice {
+            if s("slice") != Some(slice.as_str()) {
+                return false;
+            }
+        }
+        if let Some(action) = &self.action {
+            let act = s("action").or_else(|| s("event"));
+            if act != Some(action.as_str()) {
+                return false;
+            }
+        }
+        if let Some(kind) = &self.kind {
+            if s("kind") != Some(kind.as_str()) {
+                return false;
+            }
+        }
+        if let Some(after) = self.after_seq {
+            if v.get("seq").and_then(Value::as_u64).is_none_or(|q| q <= after) {
+                return false;
+            }
+        }
+        if self.since_ms.is_some() || self.until_ms.is_some() {
+            let Some(t) = s("time").and_then(|t| time::parse(t).ok()) else { return false };
+            if self.since_ms.is_some_and(|since| t < since) || self.until_ms.is_some_and(|until| t > until) {
+                return false;
+            }
+        }
+        true
+    }
+}
+
+/// Records matching `filter`, as the stored lines (canonical JSON, without newline), in
+/// log order. Torn or unparsable lines are skipped (verify reports them).
+pub fn query(dir: &Path, filter: &Filter) -> Result<Vec<String>, AuditError> {
+    let mut out = std::collections::VecDeque::new();
+    for n in segments(dir)? {
+        let path = dir.join(segment_name(n));
+        let data = match fs::read(&path) {
+            Ok(d) => d,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(io_err("read", &path)(e)),
+        };
+        let text = String::from_utf8_lossy(&data);
+        let complete_upto = text.rfind('\n').map(|i| i + 1).unwrap_or(0);
+        for line in text[..complete_upto].split_terminator('\n') {
+            let Ok(v) = serde_json::from_str::<Value>(line) else { continue };
+            if !filter.matches(&v) {
+                continue;
+            }
+            out.push_back(line.to_string());
+            if let Some(limit) = filter.limit {
+                if out.len() > limit {
+                    if filter.tail {
+                        out.pop_front();
+                    } else {
+                        out.pop_back();
+                        return Ok(out.into());
+                    }
+                }
+            }
+        }
+    }
+    Ok(out.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn control(action: &str, slice: &str) -> Entry {
+        Entry::Control(ControlRecord {
+            caller: Caller { uid: 0, user: Some("root".into()), pid: Some(42) },
+            action: action.into(),
+            slice: Some(slice.into()),
+            args: serde_json::json!({"limits": {"cpu_max": 0.5, "memory_max": 536870912u64}, "name": slice}),
+            result: Outcome::ok(201),
+        })
+    }
+
+    fn write_n(dir: &Path, n: usize, segment_bytes: u64) -> Vec<Record> {
+        let (mut log, notes) = AuditLog::open(dir, segment_bytes).unwrap();
+        assert!(notes.is_empty(), "{notes:?}");
+        (0..n).map(|i| log.append(control(if i % 2 == 0 { "create" } else { "destroy" }, &format!("s{}", i % 3))).unwrap()).collect()
+    }
+
+    fn seg_path(dir: &Path, n: u32) -> PathBuf {
+        dir.join(segment_name(n))
+    }
+
+    #[test]
+    fn chain_verifies_across_segments_and_reopen() {
+        let d = tempfile::tempdir().unwrap();
+        let recs = write_n(d.path(), 40, 4096);
+        assert_eq!(recs[0].prev_hash, GENESIS_HASH);
+        assert_eq!(recs[1].prev_hash, recs[0].hash);
+        assert!(segments(d.path()).unwrap().len() > 1, "expected rotation");
+        // Reopen and continue the chain.
+        let (mut log, notes) = AuditLog::open(d.path(), 4096).unwrap();
+        assert!(notes.is_empty(), "{notes:?}");
+        let r = log.append(control("start", "s1")).unwrap();
+        assert_eq!(r.seq, 41);
+        assert_eq!(r.prev_hash, recs[39].hash);
+        let rep = verify(d.path(), None).unwrap();
+        assert!(rep.ok, "{rep:?}");
+        assert_eq!(rep.records, 41);
+        assert_eq!(rep.last_seq, 41);
+        // Records round-trip through the typed form.
+        let lines = query(d.path(), &Filter::default()).unwrap();
+        let parsed: Record = serde_json::from_str(&lines[0]).unwrap();
+        assert_eq!(parsed, recs[0]);
+    }
+
+    #[test]
+    fn detects_an_edited_record() {
+        let d = tempfile::tempdir().unwrap();
+        write_n(d.path(), 10, 1 << 20);
+        let p = seg_path(d.path(), 1);
+        let text = fs::read_to_string(&p).unwrap().replacen("\"uid\":0", "\"uid\":7", 1);
+        fs::write(&p, text).unwrap();
+        let rep = verify(d.path(), None).unwrap();
+        assert!(!rep.ok);
+        assert_eq!(rep.problems[0].seq, Some(1));
+        assert!(rep.problems[0].reason.contains("edited"), "{rep:?}");
+    }
+
+    #[test]
+    fn detects_a_deleted_record() {
+        let d = tempfile::tempdir().unwrap();
+        write_n(d.path(), 10, 1 << 20);
+        let p = seg_path(d.path(), 1);
+        let text = fs::read_to_string(&p).unwrap();
+        let kept: Vec<&str> = text.lines().enumerate().filter(|(i, _)| *i != 4).map(|(_, l)| l).collect();
+        fs::write(&p, kept.join("\n") + "\n").unwrap();
+        let rep = verify(d.path(), None).unwrap();
+        assert!(!rep.ok);
+        assert!(rep.problems[0].reason.contains("deleted"), "{rep:?}");
+    }
+
+    #[test]
+    fn detects_removed_tail_records_and_segments() {
+        let d = tempfile::tempdir().unwrap();
+        write_n(d.path(), 40, 4096);
+        let segs = segments(d.path()).unwrap();
+        // Dropping the last two records leaves a valid chain; only the head catches it.
+        let last = seg_path(d.path(), *segs.last().unwrap());
+        let text = fs::read_to_string(&last).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        fs::write(&last, lines[..lines.len() - 2].join("\n") + "\n").unwrap();
+        let rep = verify(d.path(), None).unwrap();
+        assert!(!rep.ok);
+        assert!(rep.problems.iter().any(|p| p.reason.contains("head says")), "{rep:?}");
+        // A missing middle segment.
+        fs::write(&last, text).unwrap();
+        assert!(verify(d.path(), None).unwrap().ok);
+        fs::remove_file(seg_path(d.path(), segs[1])).unwrap();
+        let rep = verify(d.path(), None).unwrap();
+        assert!(rep.problems.iter().any(|p| p.reason.contains("missing")), "{rep:?}");
+    }
+
+    #[test]
+    fn detects_a_truncated_record() {
+        let d = tempfile::tempdir().unwrap();
+        write_n(d.path(), 5, 1 << 20);
+        let p = seg_path(d.path(), 1);
+        let data = fs::read(&p).unwrap();
+        fs::write(&p, &data[..data.len() - 30]).unwrap();
+        let rep = verify(d.path(), None).unwrap();
+        assert!(!rep.ok);
+        assert!(rep.problems.iter().any(|p| p.reason.contains("truncated")), "{rep:?}");
+    }
+
+    #[test]
+    fn open_repairs_a_torn_write_and_notes_lost_records() {
+        let d = tempfile::tempdir().unwrap();
+        write_n(d.path(), 5, 1 << 20);
+        let p = seg_path(d.path(), 1);
+        let mut f = OpenOptions::new().append(true).open(&p).unwrap();
+        f.write_all(b"{\"seq\":6,\"ti").unwrap();
+        let (mut log, notes) = AuditLog::open(d.path(), 1 << 20).unwrap();
+        assert_eq!(notes.len(), 1, "{notes:?}");
+        assert!(notes[0].contains("torn"));
+        log.append(control("start", "x")).unwrap();
+        assert!(verify(d.path(), None).unwrap().ok);
+        // A head one behind (crash between record and head) is not a problem.
+        let head = read_head(d.path()).unwrap().unwrap();
+        log.append(control("stop", "x")).unwrap();
+        drop(log);
+        let mut buf = serde_json::to_string(&head).unwrap().into_bytes();
+        buf.resize(HEAD_LEN - 1, b' ');
+        buf.push(b'\n');
+        fs::write(d.path().join(HEAD_FILE), buf).unwrap();
+        let (_log, notes) = AuditLog::open(d.path(), 1 << 20).unwrap();
+        assert!(notes.is_empty(), "{notes:?}");
+        assert!(verify(d.path(), None).unwrap().ok);
+    }
+
+    #[test]
+    fn query_filters() {
+        let d = tempfile::tempdir().unwrap();
+        write_n(d.path(), 12, 4096);
+        let all = query(d.path(), &Filter::default()).unwrap();
+        assert_eq!(all.len(), 12);
+        let f = Filter { slice: Some("s1".into()), ..Default::default() };
+        assert_eq!(query(d.path(), &f).unwrap().len(), 4);
+        let f = Filter { action: Some("create".into()), slice: Some("s0".into()), ..Default::default() };
+        assert_eq!(query(d.path(), &f).unwrap().len(), 2);
+        let f = Filter { limit: Some(3), tail: true, ..Default::default() };
+        let last3 = query(d.path(), &f).unwrap();
+        assert_eq!(last3, all[9..].to_vec());
+        let f = Filter { limit: Some(3), ..Default::default() };
+        assert_eq!(query(d.path(), &f).unwrap(), all[..3].to_vec());
+        let future = time::now_millis() + 3_600_000;
+        let f = Filter { since_ms: Some(future), ..Default::default() };
+        assert!(query(d.path(), &f).unwrap().is_empty());
+        let f = Filter { until_ms: Some(future), after_seq: Some(10), ..Default::default() };
+        assert_eq!(query(d.path(), &f).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn canonical_json_sorts_keys() {
+        let v = serde_json::json!({"b": 1, "a": {"d": [1, "x\n"], "c": null}, "é": 0.5});
+        assert_eq!(canonical_json(&v), r#"{"a":{"c":null,"d":[1,"x\n"]},"b":1,"é":0.5}"#);
+    }
+}

@@ -1,0 +1,256 @@
+//! The node daemon's core, below the HTTP API: configuration, caller identification,
+//! the audit log writer, per-slice operation locks, events, start-up reconciliation and
+//! readiness notification. Everything that talks HTTP is in [`crate::api`].
+//!
+//! Process model (DESIGN.md): the daemon owns desired state (the slice specs on disk, via
+//! [`crate::slice::Manager`]) and never holds slice processes as children: every slice's shim
+//! is detached, so slices keep running while the daemon is stopped, restarted or upgraded.
+//! All lifecycle calls are synchronous and run on blocking threads.
+pub mod auth;
+pub mod config;
+pub mod events;
+pub mod locks;
+pub mod notify;
+pub mod socket;
+
+use crate::audit::{self, AuditError, AuditLog, DaemonRecord, Entry, Record};
+use crate::config::Paths;
+use crate::slice::{Manager, SliceInfo, Status};
+use nix::fcntl::{Flock, FlockArg};
+use std::fs::{self, File};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub use auth::{Authenticator, Caller, Peer};
+pub use config::Config;
+pub use events::{Event, EventBus, EventKind};
+pub use locks::SliceLocks;
+
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error("{0}")]
+    Config(#[from] config::ConfigError),
+    #[error("{op} {path}: {source}")]
+    Io { op: &'static str, path: PathBuf, source: std::io::Error },
+    #[error("another vsliced is running on state root {0} (it holds {0}/vsliced.lock)")]
+    AlreadyRunning(PathBuf),
+    #[error("{0}")]
+    Audit(#[from] AuditError),
+    #[error("{0}")]
+    Slice(#[from] crate::slice::SliceError),
+}
+
+/// Everything the API handlers share.
+#[derive(Debug)]
+pub struct Daemon {
+    pub config: Config,
+    pub paths: Paths,
+    pub manager: Manager,
+    pub auth: Authenticator,
+    pub events: EventBus,
+    pub locks: SliceLocks,
+    audit: Mutex<AuditLog>,
+    audit_dir: PathBuf,
+    pub started: Instant,
+    pub started_unix: u64,
+    /// Exclusive lock on `<root>/vsliced.lock`: one daemon per state root.
+    _root_lock: Flock<File>,
+}
+
+/// What start-up reconciliation found and did.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ReconcileReport {
+    /// Half-made state the crash left behind and that was removed.
+    pub recovered: Vec<String>,
+    /// Slices found running (their shims survived): reattached.
+    pub running: Vec<String>,
+    /// Autostart slices that were not running and were started.
+    pub started: Vec<String>,
+    /// Slices left stopped.
+    pub stopped: Vec<String>,
+    /// (slice, error) of autostart slices that failed to start.
+    pub failed: Vec<(String, String)>,
+}
+
+impl Daemon {
+    /// Take the state root (lock), open the audit log and record the daemon start.
+    pub fn open(config: Config, paths: Paths) -> Result<Arc<Daemon>, DaemonError> {
+        let io = |op, path: &std::path::Path| {
+            let path = path.to_path_buf();
+            move |source| DaemonError::Io { op, path, source }
+        };
+        fs::create_dir_all(&paths.root).map_err(io("create", &paths.root))?;
+        let lock_path = paths.root.join("vsliced.lock");
+        let lock_file = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(io("open", &lock_path))?;
+        let root_lock = Flock::lock(lock_file, FlockArg::LockExclusiveNonblock)
+            .map_err(|_| DaemonError::AlreadyRunning(paths.root.clone()))?;
+        let audit_dir = paths.root.join("audit");
+        let (mut log, notes) = AuditLog::open(&audit_dir, config.audit_segment_bytes)?;
+        for n in &notes {
+            tracing::warn!(note = %n, "audit log recovery");
+        }
+        log.append(Entry::Daemon(DaemonRecord {
+            event: "start".into(),
+            pid: std::process::id(),
+            version: VERSION.into(),
+            slice: None,
+            detail: (!notes.is_empty()).then(|| notes.join("; ")),
+        }))?;
+        let started_unix = crate::slice::state::now_secs();
+        Ok(Arc::new(Daemon {
+            manager: Manager::new(paths.clone()),
+            auth: Authenticator::new(&config.admin_group),
+            events: EventBus::new(config.event_history),
+            locks: SliceLocks::new(),
+            audit: Mutex::new(log),
+            audit_dir,
+            started: Instant::now(),
+            started_unix,
+            _root_lock: root_lock,
+            config,
+            paths,
+        }))
+    }
+
+    pub fn audit_dir(&self) -> &std::path::Path {
+        &self.audit_dir
+    }
+
+    /// Run a lifecycle call on a blocking thread.
+    pub async fn blocking<T, F>(&self, f: F) -> T
+    where
+        T: Send + 'static,
+        F: FnOnce(&Manager) -> T + Send + 'static,
+    {
+        let m = self.manager.clone();
+        match tokio::task::spawn_blocking(move || f(&m)).await {
+            Ok(v) => v,
+            // Only when the runtime shuts down (panics abort in this project).
+            Err(e) => std::panic::resume_unwind(e.into_panic()),
+        }
+    }
+
+    /// Append to the audit log (fsynced) on a blocking thread.
+    pub async fn audit(self: &Arc<Self>, entry: Entry) -> Result<Record, AuditError> {
+        let d = self.clone();
+        tokio::task::spawn_blocking(move || d.audit_now(entry)).await.unwrap_or_else(|e| {
+            Err(AuditError::Corrupt { path: PathBuf::new(), reason: format!("audit task: {e}") })
+        })
+    }
+
+    /// Append to the audit log from a blocking context.
+    pub fn audit_now(&self, entry: Entry) -> Result<Record, AuditError> {
+        self.audit.lock().unwrap_or_else(|p| p.into_inner()).append(entry)
+    }
+
+    /// The last record written.
+    pub fn audit_head(&self) -> audit::Head {
+        self.audit.lock().unwrap_or_else(|p| p.into_inner()).head()
+    }
+
+    /// Record something the daemon did.
+    pub fn audit_daemon(&self, event: &str, slice: Option<&str>, detail: Option<String>) {
+        let r = self.audit_now(Entry::Daemon(DaemonRecord {
+            event: event.into(),
+            pid: std::process::id(),
+            version: VERSION.into(),
+            slice: slice.map(str::to_string),
+            detail,
+        }));
+        if let Err(e) = r {
+            tracing::error!(error = %e, event, "cannot write the audit log");
+        }
+    }
+
+    /// Start-up reconciliation (before serving): finish what a crash interrupted, reattach to
+    /// running slices, start autostart slices that are not running. Blocking.
+    pub fn reconcile(&self) -> ReconcileReport {
+        let mut report = ReconcileReport::default();
+        match self.manager.recover() {
+            Ok(done) => report.recovered = done,
+            Err(e) => tracing::error!(error = %e, "recovering half-made state"),
+        }
+        let infos = match self.manager.list() {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!(error = %e, "listing slices");
+                Vec::new()
+            }
+        };
+        let mut final_infos = Vec::with_capacity(infos.len());
+        for info in infos {
+            let name = info.spec.name.clone();
+            if info.status == Status::Running {
+                tracing::info!(slice = %name, init_pid = ?info.init_pid, "reattached to running slice");
+                report.running.push(name);
+                final_infos.push(info);
+            } else if info.spec.autostart && self.config.autostart {
+                match self.manager.start(&name) {
+                    Ok(i) => {
+                        tracing::info!(slice = %name, "autostarted");
+                        report.started.push(name.clone());
+                        self.audit_daemon("autostart", Some(&name), None);
+                        final_infos.push(i);
+                    }
+                    Err(e) => {
+                        tracing::error!(slice = %name, error = %e, "autostart failed");
+                        self.audit_daemon("autostart", Some(&name), Some(format!("failed: {e}")));
+                        report.failed.push((name, e.to_string()));
+                        final_infos.push(info);
+                    }
+                }
+            } else {
+                report.stopped.push(name);
+                final_infos.push(info);
+            }
+        }
+        if !report.recovered.is_empty() {
+            self.audit_daemon("recovery", None, Some(format!("removed {}", report.recovered.join(", "))));
+        }
+        self.events.prime(&final_infos);
+        report
+    }
+
+    /// Poll slice state for events (exits, OOM kills, changes made outside the API) until
+    /// `shutdown` fires.
+    pub async fn poll_events(self: Arc<Self>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+        let interval = Duration::from_millis(self.config.events_poll_ms);
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(interval) => {}
+                _ = shutdown.changed() => return,
+            }
+            let taken_at = Instant::now();
+            match self.blocking(|m| m.list()).await {
+                Ok(infos) => self.events.observe_snapshot(&infos, taken_at),
+                Err(e) => tracing::warn!(error = %e, "polling slices for events"),
+            }
+        }
+    }
+
+    /// Inspect a slice and feed the result to the event bus.
+    pub async fn observe(&self, name: &str) -> Option<SliceInfo> {
+        let n = name.to_string();
+        let info = self.blocking(move |m| m.inspect(&n)).await.ok()?;
+        self.events.observe(&info);
+        Some(info)
+    }
+}
+
+/// Resident set size of this process in bytes (from /proc/self/statm).
+pub fn rss_bytes() -> u64 {
+    let page = nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE).ok().flatten().unwrap_or(4096) as u64;
+    fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1).and_then(|v| v.parse::<u64>().ok()))
+        .map(|pages| pages * page)
+        .unwrap_or(0)
+}

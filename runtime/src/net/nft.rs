@@ -1,0 +1,354 @@
+//! The nftables rules of a node: two tables with the same name (default `vslice`), one in the
+//! `bridge` family (layer 2: anti-spoofing and slice-to-slice isolation on the bridge ports)
+//! and one in the `inet` family (layer 3: NAT, port forwards, what slices may reach on the host
+//! and what is routed between slices).
+//!
+//! The whole rule set is rendered from the state and applied in one `nft -f` transaction:
+//! `flush table` (rules go, chains and named counters stay, so counters keep counting) followed
+//! by the rules of the slices now active; chains and counters of slices no longer active are
+//! deleted in the same transaction. Applying twice gives the same result (idempotent), and a
+//! failure changes nothing (atomic).
+//!
+//! Why the bridge family rather than `br_netfilter`: `br_netfilter` is a host-wide switch
+//! (`net.bridge.bridge-nf-call-iptables`) that sends every bridged packet of every bridge on the
+//! host through the IP hooks, with the bridge (not the port) as the input interface; rules
+//! there cannot tell which slice a frame came from. The bridge family sees the port
+//! (`iifname vsN`) and the Ethernet/ARP headers, so the MAC, ARP and IP source of each port are
+//! pinned there, before any IP processing. It needs no conntrack (the kernel here has no
+//! `nf_conntrack_bridge`), which is why slice-to-slice openings are symmetric. Whether or not
+//! `br_netfilter` is on, the IP-level rules agree: with it on, bridged slice-to-slice packets
+//! also meet the `between_slices` chain below, which allows exactly the same pairs.
+use std::collections::BTreeSet;
+use std::fmt::Write as _;
+use std::net::Ipv4Addr;
+
+use super::cmd::{run, run_input, Result};
+use super::spec::{NetSpec, Proto};
+use super::state::{NetState, SliceEntry};
+
+/// What the renderer needs to know about the node.
+pub(crate) struct NftNode<'a> {
+    pub table: &'a str,
+    pub bridge: &'a str,
+    pub subnet: String,
+    pub gateway: Ipv4Addr,
+}
+
+fn allows(spec: &NetSpec, other: &str) -> bool {
+    spec.allow.slices.iter().any(|s| s == "*" || s == other)
+}
+
+/// Pairs of active slices open to each other (both list each other).
+pub(crate) fn open_pairs(state: &NetState) -> Vec<(&SliceEntry, &SliceEntry)> {
+    let active: Vec<(&String, &SliceEntry)> = state.active().collect();
+    let mut pairs = Vec::new();
+    for (i, (na, a)) in active.iter().enumerate() {
+        for (nb, b) in active.iter().skip(i + 1) {
+            if allows(&a.spec, nb) && allows(&b.spec, na) {
+                pairs.push((*a, *b));
+            }
+        }
+    }
+    pairs
+}
+
+fn counters_of(e: &SliceEntry) -> ([String; 3], String) {
+    let v = &e.veth;
+    ([format!("spoof_{v}"), format!("nonip_{v}"), format!("iso_{v}")], format!("blocked_{v}"))
+}
+
+/// Render the full transaction. `stale_*` are objects present in the kernel that the new rule
+/// set does not use (deleted after the flush).
+pub(crate) fn render(
+    node: &NftNode,
+    state: &NetState,
+    stale_bridge: &Existing,
+    stale_inet: &Existing,
+) -> String {
+    let t = node.table;
+    let br = node.bridge;
+    let active: Vec<&SliceEntry> = state.active().map(|(_, e)| e).collect();
+    let pairs = open_pairs(state);
+    let mut s = String::new();
+    let w = &mut s;
+
+    // ---- bridge family: per-port anti-spoofing, port-to-port isolation ----
+    let _ = writeln!(w, "add table bridge {t}");
+    let _ = writeln!(w, "flush table bridge {t}");
+    let want_b = wanted_bridge(&active);
+    for c in stale_bridge.chains.difference(&want_b.chains) {
+        let _ = writeln!(w, "delete chain bridge {t} {c}");
+    }
+    for c in stale_bridge.counters.difference(&want_b.counters) {
+        let _ = writeln!(w, "delete counter bridge {t} {c}");
+    }
+    // priority -200: before anything else on the bridge.
+    let _ = writeln!(
+        w,
+        "add chain bridge {t} prerouting {{ type filter hook prerouting priority -200; policy accept; }}"
+    );
+    let _ = writeln!(
+        w,
+        "add chain bridge {t} forward {{ type filter hook forward priority 0; policy accept; }}"
+    );
+    for e in &active {
+        let ([spoof, nonip, iso], _) = counters_of(e);
+        let v = &e.veth;
+        for c in [&spoof, &nonip, &iso] {
+            let _ = writeln!(w, "add counter bridge {t} {c}");
+        }
+        let ch = format!("from_{v}");
+        let _ = writeln!(w, "add chain bridge {t} {ch}");
+        let (mac, ip) = (&e.mac, e.ip);
+        // Only IPv4 and ARP leave a slice (no IPv6: the slice network is IPv4-only).
+        let _ = writeln!(w, "add rule bridge {t} {ch} ether type != {{ ip, arp }} counter name \"{nonip}\" drop");
+        let _ = writeln!(w, "add rule bridge {t} {ch} ether saddr != {mac} counter name \"{spoof}\" drop");
+        let _ = writeln!(w, "add rule bridge {t} {ch} arp saddr ether != {mac} counter name \"{spoof}\" drop");
+        let _ = writeln!(w, "add rule bridge {t} {ch} arp saddr ip != {ip} counter name \"{spoof}\" drop");
+        let _ = writeln!(w, "add rule bridge {t} {ch} ether type arp limit rate over 50/second burst 100 packets drop");
+        let _ = writeln!(w, "add rule bridge {t} {ch} ip saddr != {ip} counter name \"{spoof}\" drop");
+        let ich = format!("iso_{v}");
+        let _ = writeln!(w, "add chain bridge {t} {ich}");
+        let _ = writeln!(w, "add rule bridge {t} {ich} ether type ip counter name \"{iso}\" drop");
+        let _ = writeln!(w, "add rule bridge {t} {ich} drop");
+    }
+    if !active.is_empty() {
+        let vmap: Vec<String> =
+            active.iter().map(|e| format!("\"{}\" : jump from_{}", e.veth, e.veth)).collect();
+        let _ = writeln!(w, "add rule bridge {t} prerouting iifname vmap {{ {} }}", vmap.join(", "));
+        let ports: Vec<String> = active.iter().map(|e| format!("\"{}\"", e.veth)).collect();
+        let ports = ports.join(", ");
+        if !pairs.is_empty() {
+            let p: Vec<String> = pairs
+                .iter()
+                .flat_map(|(a, b)| {
+                    [
+                        format!("\"{}\" . \"{}\"", a.veth, b.veth),
+                        format!("\"{}\" . \"{}\"", b.veth, a.veth),
+                    ]
+                })
+                .collect();
+            let _ = writeln!(w, "add rule bridge {t} forward iifname . oifname {{ {} }} accept", p.join(", "));
+        }
+        let vmap: Vec<String> =
+            active.iter().map(|e| format!("\"{}\" : jump iso_{}", e.veth, e.veth)).collect();
+        let _ = writeln!(
+            w,
+            "add rule bridge {t} forward oifname {{ {ports} }} iifname vmap {{ {} }}",
+            vmap.join(", ")
+        );
+    }
+
+    // ---- inet family: NAT, port forwards, host services, routed slice-to-slice ----
+    let _ = writeln!(w, "add table inet {t}");
+    let _ = writeln!(w, "flush table inet {t}");
+    let want_i = wanted_inet(&active);
+    for c in stale_inet.chains.difference(&want_i.chains) {
+        let _ = writeln!(w, "delete chain inet {t} {c}");
+    }
+    for c in stale_inet.counters.difference(&want_i.counters) {
+        let _ = writeln!(w, "delete counter inet {t} {c}");
+    }
+    let sub = &node.subnet;
+    let gw = node.gateway;
+    let _ = writeln!(w, "add chain inet {t} prerouting_nat {{ type nat hook prerouting priority dstnat; policy accept; }}");
+    let _ = writeln!(w, "add chain inet {t} output_nat {{ type nat hook output priority -100; policy accept; }}");
+    let _ = writeln!(w, "add chain inet {t} postrouting_nat {{ type nat hook postrouting priority srcnat; policy accept; }}");
+    let _ = writeln!(w, "add chain inet {t} input {{ type filter hook input priority 0; policy accept; }}");
+    let _ = writeln!(w, "add chain inet {t} forward {{ type filter hook forward priority 0; policy accept; }}");
+    for c in ["port_forwards", "from_slices", "between_slices", "to_slices"] {
+        let _ = writeln!(w, "add chain inet {t} {c}");
+    }
+    // Port forwards: from outside (not from slices: a published port is not a way around
+    // the isolation between slices) to any node address; from the node itself to any node
+    // address but loopback (127/8 would need route_localnet, which would also let slices
+    // send to the host's 127.0.0.1 services).
+    let _ = writeln!(w, "add rule inet {t} prerouting_nat iifname != \"{br}\" fib daddr type local jump port_forwards");
+    let _ = writeln!(w, "add rule inet {t} output_nat ip daddr != 127.0.0.0/8 fib daddr type local jump port_forwards");
+    for e in &active {
+        for p in &e.spec.ports {
+            let _ = writeln!(
+                w,
+                "add rule inet {t} port_forwards {} dport {} dnat ip to {}:{}",
+                p.proto.as_str(),
+                p.host_port,
+                e.ip,
+                p.slice_port
+            );
+        }
+    }
+    // Egress NAT.
+    let _ = writeln!(w, "add rule inet {t} postrouting_nat ip saddr {sub} ip daddr != {sub} oifname != \"{br}\" masquerade");
+    // Host services.
+    let _ = writeln!(w, "add rule inet {t} input iifname \"{br}\" jump from_slices");
+    let _ = writeln!(w, "add rule inet {t} from_slices ct state established,related accept");
+    let _ = writeln!(w, "add rule inet {t} from_slices ct state invalid drop");
+    for e in &active {
+        let (_, blocked) = counters_of(e);
+        let v = &e.veth;
+        let _ = writeln!(w, "add counter inet {t} {blocked}");
+        let ch = format!("host_{v}");
+        let _ = writeln!(w, "add chain inet {t} {ch}");
+        for proto in [Proto::Tcp, Proto::Udp] {
+            let ports: BTreeSet<u16> = e
+                .spec
+                .allow
+                .host_ports
+                .iter()
+                .filter(|p| p.proto == proto)
+                .map(|p| p.port)
+                .collect();
+            if !ports.is_empty() {
+                let list: Vec<String> = ports.iter().map(|p| p.to_string()).collect();
+                let _ = writeln!(
+                    w,
+                    "add rule inet {t} {ch} {} dport {{ {} }} accept",
+                    proto.as_str(),
+                    list.join(", ")
+                );
+            }
+        }
+        // Ping of the gateway, for diagnostics; rate limited.
+        let _ = writeln!(w, "add rule inet {t} {ch} ip daddr {gw} icmp type echo-request limit rate 10/second accept");
+        let _ = writeln!(w, "add rule inet {t} {ch} counter name \"{blocked}\" drop");
+        let fch = format!("peer_{v}");
+        let _ = writeln!(w, "add chain inet {t} {fch}");
+        let _ = writeln!(w, "add rule inet {t} {fch} counter name \"{blocked}\" drop");
+    }
+    if !active.is_empty() {
+        let vmap: Vec<String> = active.iter().map(|e| format!("{} : jump host_{}", e.ip, e.veth)).collect();
+        let _ = writeln!(w, "add rule inet {t} from_slices ip saddr vmap {{ {} }}", vmap.join(", "));
+    }
+    let _ = writeln!(w, "add rule inet {t} from_slices drop");
+    // Routed traffic: between slices (a slice sending to another slice through the gateway,
+    // or bridged packets when br_netfilter is on), into slices, out of slices (allowed, NATed).
+    let _ = writeln!(w, "add rule inet {t} forward iifname \"{br}\" oifname \"{br}\" jump between_slices");
+    let _ = writeln!(w, "add rule inet {t} forward oifname \"{br}\" jump to_slices");
+    let _ = writeln!(w, "add rule inet {t} between_slices ct state established,related accept");
+    if !pairs.is_empty() {
+        let p: Vec<String> = pairs
+            .iter()
+            .flat_map(|(a, b)| [format!("{} . {}", a.ip, b.ip), format!("{} . {}", b.ip, a.ip)])
+            .collect();
+        let _ = writeln!(w, "add rule inet {t} between_slices ip saddr . ip daddr {{ {} }} accept", p.join(", "));
+    }
+    if !active.is_empty() {
+        let vmap: Vec<String> = active.iter().map(|e| format!("{} : jump peer_{}", e.ip, e.veth)).collect();
+        let _ = writeln!(w, "add rule inet {t} between_slices ip saddr vmap {{ {} }}", vmap.join(", "));
+    }
+    let _ = writeln!(w, "add rule inet {t} between_slices drop");
+    let _ = writeln!(w, "add rule inet {t} to_slices ct state established,related accept");
+    let _ = writeln!(w, "add rule inet {t} to_slices ct status dnat accept");
+    let _ = writeln!(w, "add rule inet {t} to_slices drop");
+    s
+}
+
+/// Chains and named counters of a table.
+#[derive(Debug, Default)]
+pub(crate) struct Existing {
+    pub chains: BTreeSet<String>,
+    pub counters: BTreeSet<String>,
+}
+
+const BASE_BRIDGE: [&str; 2] = ["prerouting", "forward"];
+const BASE_INET: [&str; 9] = [
+    "prerouting_nat",
+    "output_nat",
+    "postrouting_nat",
+    "input",
+    "forward",
+    "port_forwards",
+    "from_slices",
+    "between_slices",
+    "to_slices",
+];
+
+fn wanted_bridge(active: &[&SliceEntry]) -> Existing {
+    let mut x = Existing::default();
+    x.chains.extend(BASE_BRIDGE.iter().map(|s| s.to_string()));
+    for e in active {
+        x.chains.insert(format!("from_{}", e.veth));
+        x.chains.insert(format!("iso_{}", e.veth));
+        let (b, _) = counters_of(e);
+        x.counters.extend(b);
+    }
+    x
+}
+
+fn wanted_inet(active: &[&SliceEntry]) -> Existing {
+    let mut x = Existing::default();
+    x.chains.extend(BASE_INET.iter().map(|s| s.to_string()));
+    for e in active {
+        x.chains.insert(format!("host_{}", e.veth));
+        x.chains.insert(format!("peer_{}", e.veth));
+        x.counters.insert(counters_of(e).1);
+    }
+    x
+}
+
+/// List the chains and counters of `family table` (empty if the table does not exist).
+pub(crate) fn existing(family: &str, table: &str) -> Result<Existing> {
+    let mut x = Existing::default();
+    let out = match run("nft", &["-j", "list", "table", family, table]) {
+        Ok(o) => o,
+        Err(e) if e.is_not_found() => return Ok(x),
+        Err(e) => return Err(e),
+    };
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap_or_default();
+    if let Some(items) = v.get("nftables").and_then(|n| n.as_array()) {
+        for item in items {
+            if let Some(name) = item.pointer("/chain/name").and_then(|n| n.as_str()) {
+                x.chains.insert(name.to_string());
+            }
+            if let Some(name) = item.pointer("/counter/name").and_then(|n| n.as_str()) {
+                x.counters.insert(name.to_string());
+            }
+        }
+    }
+    Ok(x)
+}
+
+/// Render and apply the rule set for `state`.
+pub(crate) fn apply(node: &NftNode, state: &NetState) -> Result<()> {
+    let b = existing("bridge", node.table)?;
+    let i = existing("inet", node.table)?;
+    let script = render(node, state, &b, &i);
+    run_input("nft", &["-f", "-"], Some(&script)).map(drop)
+}
+
+/// Delete both tables (absent tables are fine).
+pub(crate) fn delete_tables(table: &str) -> Result<()> {
+    for family in ["bridge", "inet"] {
+        match run("nft", &["delete", "table", family, table]) {
+            Ok(_) => {}
+            Err(e) if e.is_not_found() => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Read the named counters of a table: name -> (packets, bytes).
+pub(crate) fn counters(
+    family: &str,
+    table: &str,
+) -> Result<std::collections::BTreeMap<String, (u64, u64)>> {
+    let mut m = std::collections::BTreeMap::new();
+    let out = match run("nft", &["-j", "list", "counters", "table", family, table]) {
+        Ok(o) => o,
+        Err(e) if e.is_not_found() => return Ok(m),
+        Err(e) => return Err(e),
+    };
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap_or_default();
+    if let Some(items) = v.get("nftables").and_then(|n| n.as_array()) {
+        for item in items {
+            if let Some(c) = item.get("counter") {
+                let name = c.get("name").and_then(|n| n.as_str()).unwrap_or_default();
+                let p = c.get("packets").and_then(|n| n.as_u64()).unwrap_or(0);
+                let b = c.get("bytes").and_then(|n| n.as_u64()).unwrap_or(0);
+                m.insert(name.to_string(), (p, b));
+            }
+        }
+    }
+    Ok(m)
+}

@@ -1,0 +1,264 @@
+//! Bandwidth shaping with tc: two shared IFB devices per node, each with one HTB tree.
+//!
+//! ```text
+//!  slice ──eth0══vsN (host)──▶ tc ingress on vsN: u32 "ip src = slice" ─mirred─▶ <bridge>-out (IFB)
+//!                                                        HTB 1:  └ 1:1 node egress cap
+//!                                                                   ├ 1:N  rate=share ceil=min(own, node, budget)
+//!                                                                   └ 1:M  ...
+//!  slice ◀─eth0══vsN (host)◀── tc egress on vsN: u32 "ip dst = slice" ─mirred─▶ <bridge>-in (IFB)
+//!                                                        HTB 1:  └ 1:1 node ingress cap
+//!                                                                   └ 1:N  rate=share ceil=min(own, node)
+//! ```
+//!
+//! * Everything is on the host side: the slice's root has CAP_NET_ADMIN only in its own network
+//!   namespace, where it sees `eth0` and nothing of this.
+//! * One HTB tree per direction carries both the slice's own cap and the node-wide cap: the
+//!   class of slice N has `ceil = min(own cap, node cap, budget throttle)` and, under a node
+//!   cap C, `rate = C * weight / sum(weights of active slices)`. The rates add up to C, so under
+//!   contention every slice gets at least its weighted share; spare bandwidth is lent in
+//!   proportion to the class quantum, which is also proportional to the weight.
+//! * Only packets carrying the slice's own address are redirected (the u32 match), so a slice
+//!   cannot charge its traffic to another slice's class with a spoofed source: spoofed packets
+//!   are not redirected, and the bridge-family rules drop them right after (see nft.rs).
+//! * A slice with no cap in a direction, on a node without a cap in that direction, is not
+//!   redirected at all (no shaping cost).
+//! * Leaves are byte FIFOs sized to ~100 ms at the ceiling (at least 128 KiB: GSO packets are up
+//!   to 64 KiB). This kernel has neither fq_codel nor sfq.
+use std::collections::BTreeSet;
+use std::fmt::Write as _;
+use std::net::Ipv4Addr;
+
+use super::cmd::{link_exists, run, run_input, run_opt, Result};
+use super::spec::tc_rate;
+
+/// The rate of the root class when the node has no cap in that direction.
+pub(crate) const UNLIMITED_BPS: u64 = 100_000_000_000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Dir {
+    /// Out of the slice: ingress of the host veth, IFB `<bridge>-out`.
+    Out,
+    /// Into the slice: egress of the host veth, IFB `<bridge>-in`.
+    In,
+}
+
+impl Dir {
+    pub fn hook(self) -> &'static str {
+        match self {
+            Dir::Out => "ingress",
+            Dir::In => "egress",
+        }
+    }
+    fn match_field(self) -> &'static str {
+        match self {
+            Dir::Out => "src",
+            Dir::In => "dst",
+        }
+    }
+}
+
+/// The class of one slice in one direction.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct ClassPlan {
+    pub id: u32,
+    pub ip: Ipv4Addr,
+    pub rate: u64,
+    pub ceil: u64,
+    pub burst: Option<u64>,
+    pub weight: u32,
+}
+
+pub(crate) fn ifb_name(bridge: &str, dir: Dir) -> String {
+    match dir {
+        Dir::Out => format!("{bridge}-out"),
+        Dir::In => format!("{bridge}-in"),
+    }
+}
+
+fn quantum(weight: u32) -> u64 {
+    (1514u64 * u64::from(weight)).clamp(1514, 200_000)
+}
+
+fn fifo_limit(ceil_bps: u64) -> u64 {
+    (ceil_bps / 8 / 10).clamp(128 * 1024, 16 * 1024 * 1024)
+}
+
+/// Create the IFB (if missing), its HTB root and the node class 1:1. Idempotent.
+pub(crate) fn ensure_ifb(name: &str, node_cap: Option<u64>) -> Result<()> {
+    if !link_exists(name) {
+        // `ip link add` races with a concurrent creator only under our state lock: no race.
+        run("ip", &["link", "add", name, "type", "ifb"])?;
+    }
+    run("ip", &["link", "set", "dev", name, "txqueuelen", "1000", "up"])?;
+    let qd = run("tc", &["qdisc", "show", "dev", name, "root"])?;
+    if !qd.contains("htb 1:") {
+        run("tc", &["qdisc", "replace", "dev", name, "root", "handle", "1:", "htb"])?;
+    }
+    let rate = node_cap.unwrap_or(UNLIMITED_BPS);
+    // burst: 5 ms at the rate (tc's own default for 100gbit overflows to 0).
+    let burst = (rate / 8 / 200).max(16 * 1024).to_string();
+    let rate = tc_rate(rate);
+    run(
+        "tc",
+        &[
+            "class", "replace", "dev", name, "parent", "1:", "classid", "1:1", "htb", "rate", &rate,
+            "ceil", &rate, "burst", &burst, "cburst", &burst, "quantum", "200000",
+        ],
+    )?;
+    Ok(())
+}
+
+/// Class ids (minors, as numbers) present under 1: other than 1:1.
+fn existing_classes(ifb: &str) -> Result<BTreeSet<u32>> {
+    let out = run("tc", &["class", "show", "dev", ifb])?;
+    let mut ids = BTreeSet::new();
+    for line in out.lines() {
+        // "class htb 1:a parent 1:1 leaf a: prio 0 rate ..."
+        let mut it = line.split_whitespace();
+        if it.next() != Some("class") {
+            continue;
+        }
+        let _kind = it.next();
+        if let Some(id) = it.next() {
+            if let Some(minor) = id.strip_prefix("1:") {
+                if let Ok(n) = u32::from_str_radix(minor, 16) {
+                    if n != 1 {
+                        ids.insert(n);
+                    }
+                }
+            }
+        }
+    }
+    Ok(ids)
+}
+
+/// u32 filter node ids present on the IFB root.
+fn existing_filters(ifb: &str) -> Result<BTreeSet<u32>> {
+    let out = run("tc", &["filter", "show", "dev", ifb, "parent", "1:"])?;
+    let mut ids = BTreeSet::new();
+    for tok in out.split_whitespace() {
+        if let Some(node) = tok.strip_prefix("800::") {
+            if let Ok(n) = u32::from_str_radix(node, 16) {
+                ids.insert(n);
+            }
+        }
+    }
+    Ok(ids)
+}
+
+/// Make the classes and classifying filters of `ifb` exactly `plans`: replace the wanted ones,
+/// delete the others. One `tc -batch` for the changes.
+pub(crate) fn apply_classes(ifb: &str, dir: Dir, plans: &[ClassPlan]) -> Result<()> {
+    let have_classes = existing_classes(ifb)?;
+    let have_filters = existing_filters(ifb)?;
+    let want: BTreeSet<u32> = plans.iter().map(|p| p.id).collect();
+    let mut b = String::new();
+    for id in have_filters.difference(&want) {
+        let _ = writeln!(b, "filter del dev {ifb} parent 1: pref 10 handle 800::{id:x} protocol ip u32");
+    }
+    for id in have_classes.difference(&want) {
+        let _ = writeln!(b, "class del dev {ifb} classid 1:{id:x}");
+    }
+    for p in plans {
+        let id = p.id;
+        let burst = match p.burst {
+            Some(x) => format!(" burst {x} cburst {x}"),
+            None => String::new(),
+        };
+        let _ = writeln!(
+            b,
+            "class replace dev {ifb} parent 1:1 classid 1:{id:x} htb rate {} ceil {}{burst} quantum {}",
+            tc_rate(p.rate),
+            tc_rate(p.ceil),
+            quantum(p.weight)
+        );
+        let _ = writeln!(
+            b,
+            "qdisc replace dev {ifb} parent 1:{id:x} handle {id:x}: bfifo limit {}",
+            fifo_limit(p.ceil)
+        );
+        if !have_filters.contains(&id) {
+            let _ = writeln!(
+                b,
+                "filter add dev {ifb} parent 1: pref 10 protocol ip handle 800::{id:x} u32 match ip {} {}/32 flowid 1:{id:x}",
+                dir.match_field(),
+                p.ip
+            );
+        }
+    }
+    if b.is_empty() {
+        return Ok(());
+    }
+    run_input("tc", &["-batch", "-"], Some(&b)).map(drop)
+}
+
+/// Make the redirect of `veth`'s `dir` traffic to `ifb` present (`Some(ip)`) or absent (`None`).
+pub(crate) fn set_redirect(veth: &str, dir: Dir, ifb: &str, want: Option<Ipv4Addr>) -> Result<()> {
+    let qd = run_opt("tc", &["qdisc", "show", "dev", veth])?;
+    let Some(qd) = qd else {
+        return Ok(()); // veth gone: nothing to shape
+    };
+    let has_clsact = qd.contains("clsact");
+    let current = if has_clsact {
+        run_opt("tc", &["filter", "show", "dev", veth, dir.hook()])?.unwrap_or_default()
+    } else {
+        String::new()
+    };
+    let present = current.contains(&format!("to device {ifb})"));
+    match want {
+        None => {
+            if !current.trim().is_empty() {
+                run("tc", &["filter", "del", "dev", veth, dir.hook()])?;
+            }
+        }
+        Some(ip) => {
+            let hex = format!("{:08x}/ffffffff", u32::from(ip));
+            if present && current.contains(&hex) {
+                return Ok(());
+            }
+            if !has_clsact {
+                run("tc", &["qdisc", "add", "dev", veth, "clsact"])?;
+            }
+            if !current.trim().is_empty() {
+                run("tc", &["filter", "del", "dev", veth, dir.hook()])?;
+            }
+            let m = format!("{ip}/32");
+            run(
+                "tc",
+                &[
+                    "filter", "add", "dev", veth, dir.hook(), "pref", "10", "protocol", "ip", "u32",
+                    "match", "ip", dir.match_field(), &m, "action", "mirred", "egress", "redirect",
+                    "dev", ifb,
+                ],
+            )?;
+        }
+    }
+    Ok(())
+}
+
+/// Per-class statistics: (bytes sent, packets sent, packets dropped).
+pub(crate) fn class_stats(ifb: &str, id: u32) -> Result<Option<(u64, u64, u64)>> {
+    // iproute2 6.1 prints no JSON for HTB classes: parse
+    // "class htb 1:a ...\n Sent 123 bytes 4 pkt (dropped 0, overlimits 0 requeues 0)".
+    let classid = format!("1:{id:x}");
+    let Some(out) = run_opt("tc", &["-s", "class", "show", "dev", ifb, "classid", &classid])? else {
+        return Ok(None);
+    };
+    let mut words = out.split_whitespace().peekable();
+    while let Some(w) = words.next() {
+        if w == "Sent" {
+            let bytes = words.next().and_then(|x| x.parse().ok()).unwrap_or(0);
+            let _ = words.next(); // "bytes"
+            let pkts = words.next().and_then(|x| x.parse().ok()).unwrap_or(0);
+            let _ = words.next(); // "pkt"
+            let dropped = words
+                .next()
+                .filter(|x| *x == "(dropped")
+                .and_then(|_| words.next())
+                .and_then(|x| x.trim_end_matches(',').parse().ok())
+                .unwrap_or(0);
+            return Ok(Some((bytes, pkts, dropped)));
+        }
+    }
+    Ok(None)
+}

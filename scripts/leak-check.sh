@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Fails if tests or benchmarks left any kernel object or process behind. Looks only at the
+# names tests and benchmarks use (vslice-it-*, vslice-t*, vslice-bench*, vst*), so it can run
+# beside a real installation.
+set -u
+left=()
+for d in /sys/fs/cgroup/*/vslice-it-* /sys/fs/cgroup/vslice-it-* /sys/fs/cgroup/*/vslice-t[0-9]* \
+         /sys/fs/cgroup/vslice-t[0-9]* /sys/fs/cgroup/*/vslice-bench* /sys/fs/cgroup/vslice-bench* \
+         /sys/fs/cgroup/*/vslice-test* /sys/fs/cgroup/vslice-test*; do
+  [ -e "$d" ] && left+=("cgroup $d")
+done
+while read -r m; do left+=("mount $m"); done < <(awk '$2 ~ /vslice-it-|vslice-bench|vslice-test/ {print $2}' /proc/mounts)
+while read -r l; do left+=("link $l"); done < <(ip -o link show 2>/dev/null | awk -F': ' '{print $2}' | cut -d@ -f1 | grep -E '^(vst|ifb-?vst)' || true)
+while read -r n; do left+=("netns $n"); done < <(ip netns list 2>/dev/null | awk '{print $1}' | grep -E '^vst' || true)
+if command -v nft >/dev/null; then
+  while read -r t; do left+=("nft table $t"); done < <(nft list tables 2>/dev/null | awk '{print $3}' | grep -E '^vslice_t' || true)
+fi
+while read -r pid args; do left+=("process $pid $args"); done < <(ps -eo pid=,args= | grep -E 'vslice-(it|bench)-|vslice-test' | grep -v -E 'grep|leak-check' || true)
+if [ ${#left[@]} -gt 0 ]; then
+  echo "leak check: FAILED — left behind:" >&2
+  printf '  %s\n' "${left[@]}" >&2
+  exit 1
+fi
+echo "leak check: nothing left behind"
