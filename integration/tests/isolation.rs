@@ -58,7 +58,8 @@ fn root_device() -> (u64, u64) {
 fn cannot_load_modules_or_poke_the_kernel() {
     let env = Env::new();
     let s = env.slice("kernel", &[]);
-    let modules_before = std::fs::read_to_string("/proc/modules").unwrap();
+    // Kernels built without module support have no /proc/modules; insmod must fail all the same.
+    let modules_before = std::fs::read_to_string("/proc/modules").ok();
     let core_before = std::fs::read_to_string("/proc/sys/kernel/core_pattern").unwrap();
     let out = assert_fails(&env, &s, "load a module", "head -c 4096 /dev/urandom > /tmp/x.ko && insmod /tmp/x.ko");
     assert!(out.contains("not permitted") || out.contains("denied"), "insmod should be refused by policy: {out}");
@@ -67,8 +68,9 @@ fn cannot_load_modules_or_poke_the_kernel() {
     assert_fails(&env, &s, "write /sys", "echo 1 > /sys/kernel/mm/ksm/run");
     assert_fails(&env, &s, "remount /sys rw", "mount -o remount,rw /sys && touch /sys/x");
     assert_fails(&env, &s, "read kcore", "head -c 16 /proc/kcore | wc -c | grep -qv '^0$'");
-    assert_fails(&env, &s, "set the clock", "date -s '2001-01-01 00:00'");
-    assert_eq!(std::fs::read_to_string("/proc/modules").unwrap(), modules_before);
+    // busybox date reports the failure but exits 0: check the clock itself.
+    assert_fails(&env, &s, "set the clock", "date -s '2001-01-01 00:00' >/dev/null 2>&1; test $(date +%Y) = 2001");
+    assert_eq!(std::fs::read_to_string("/proc/modules").ok(), modules_before);
     assert_eq!(std::fs::read_to_string("/proc/sys/kernel/core_pattern").unwrap(), core_before);
 }
 
@@ -84,7 +86,7 @@ fn cannot_see_signal_or_trace_host_or_neighbour_processes() {
         assert_fails(&env, &s, "signal a host/neighbour process", &format!("kill -9 {pid}"));
     }
     // Every process it can see shares its own namespaces: no host namespace is reachable to setns.
-    let (code, out, err) = env.sh(&s, "for p in /proc/[0-9]*; do readlink $p/ns/mnt $p/ns/user 2>/dev/null; done | sort -u | wc -l");
+    let (code, out, err) = env.sh(&s, "for p in /proc/[0-9]*; do readlink $p/ns/mnt; readlink $p/ns/user; done 2>/dev/null | sort -u | wc -l");
     assert_eq!(code, 0, "{err}");
     assert_eq!(out.trim(), "2", "a foreign namespace is reachable from inside the slice");
     assert_fails(&env, &s, "setns into a foreign user namespace", "nsenter --user=/proc/self/ns/user --mount=/proc/self/ns/mnt true && nsenter -t 0 -m true");
@@ -175,7 +177,7 @@ fn memory_exhaustion_is_oom_killed_inside_and_reported() {
 fn fork_bomb_stops_at_pids_max() {
     let env = Env::new();
     let s = env.slice("bomb", &["--pids", "40"]);
-    let (_, out, err) = env.sh(&s, "i=0; while [ $i -lt 200 ]; do sleep 60 & i=$((i+1)); done 2>&1; echo done");
+    let (_, out, err) = env.sh(&s, "i=0; while [ $i -lt 200 ]; do sleep 60 >/dev/null & i=$((i+1)); done 2>&1; echo done");
     let all = format!("{out}{err}");
     assert!(all.contains("fork") || all.contains("Resource temporarily unavailable"), "no fork failure seen: {all}");
     let cg = vslice::cgroup::Cgroup::new(&format!("{}/{}", env.cgroup_parent, s));
@@ -191,7 +193,7 @@ fn cpu_use_stays_at_the_cap() {
     let s = env.slice("cpu", &["--cpus", "0.5"]);
     let cg = vslice::cgroup::Cgroup::new(&format!("{}/{}", env.cgroup_parent, s));
     // Two busy loops would use two cores; the cap holds them to half of one.
-    let (code, _, err) = env.sh(&s, "for i in 1 2; do (while :; do :; done) & done; echo started");
+    let (code, _, err) = env.sh(&s, "for i in 1 2; do (while :; do :; done) >/dev/null 2>&1 & done; echo started");
     assert_eq!(code, 0, "{err}");
     std::thread::sleep(std::time::Duration::from_millis(500));
     let u0 = cg.usage().unwrap().cpu_usage_ns;

@@ -8,9 +8,13 @@
 //!     sandbox  cgroup  image  net      one kernel concern each
 //!       util                         atomic files, small helpers
 //! ```
+pub mod api;
+pub mod audit;
 pub mod cgroup;
 pub mod cli;
+pub mod client;
 pub mod config;
+pub mod daemon;
 pub mod image;
 pub mod net;
 pub mod sandbox;

@@ -41,7 +41,11 @@ const HEAD_LEN: usize = 160;
 #[derive(Debug, thiserror::Error)]
 pub enum AuditError {
     #[error("audit {op} {path}: {source}")]
-    Io { op: &'static str, path: PathBuf, source: io::Error },
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        source: io::Error,
+    },
     #[error("audit log {path}: {reason}")]
     Corrupt { path: PathBuf, reason: String },
 }
@@ -80,7 +84,13 @@ pub struct Outcome {
 
 impl Outcome {
     pub fn ok(status: u16) -> Outcome {
-        Outcome { ok: true, status, code: None, message: None, exit_code: None }
+        Outcome {
+            ok: true,
+            status,
+            code: None,
+            message: None,
+            exit_code: None,
+        }
     }
     pub fn error(status: u16, code: &str, message: &str) -> Outcome {
         Outcome {
@@ -183,7 +193,10 @@ pub fn record_hash(record: &Value) -> String {
     if let Value::Object(map) = &mut without {
         map.remove("hash");
     }
-    let prev = record.get("prev_hash").and_then(Value::as_str).unwrap_or("");
+    let prev = record
+        .get("prev_hash")
+        .and_then(Value::as_str)
+        .unwrap_or("");
     let mut h = Sha256::new();
     h.update(prev.as_bytes());
     h.update(canonical_json(&without).as_bytes());
@@ -195,7 +208,10 @@ fn segment_name(n: u32) -> String {
 }
 
 fn parse_segment_name(name: &str) -> Option<u32> {
-    name.strip_prefix("audit-")?.strip_suffix(".ndjson")?.parse().ok()
+    name.strip_prefix("audit-")?
+        .strip_suffix(".ndjson")?
+        .parse()
+        .ok()
 }
 
 /// Segment numbers present in `dir`, ascending.
@@ -230,7 +246,10 @@ pub fn read_head(dir: &Path) -> Result<Option<Head>, AuditError> {
         Ok(data) => {
             let text = String::from_utf8_lossy(&data);
             let head = serde_json::from_str::<Head>(text.trim_end_matches([' ', '\n', '\0']))
-                .map_err(|e| AuditError::Corrupt { path: path.clone(), reason: e.to_string() })?;
+                .map_err(|e| AuditError::Corrupt {
+                    path: path.clone(),
+                    reason: e.to_string(),
+                })?;
             Ok(Some(head))
         }
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
@@ -273,12 +292,17 @@ impl AuditLog {
                 // The last record: in the last segment, or (if it is empty) an earlier one.
                 for &n in segs.iter().rev() {
                     if let Some(line) = last_line(&dir.join(segment_name(n)))? {
-                        let v: Value = serde_json::from_str(&line).map_err(|e| AuditError::Corrupt {
-                            path: dir.join(segment_name(n)),
-                            reason: format!("last record does not parse: {e}"),
-                        })?;
+                        let v: Value =
+                            serde_json::from_str(&line).map_err(|e| AuditError::Corrupt {
+                                path: dir.join(segment_name(n)),
+                                reason: format!("last record does not parse: {e}"),
+                            })?;
                         seq = v.get("seq").and_then(Value::as_u64).unwrap_or(0);
-                        last_hash = v.get("hash").and_then(Value::as_str).unwrap_or("").to_string();
+                        last_hash = v
+                            .get("hash")
+                            .and_then(Value::as_str)
+                            .unwrap_or("")
+                            .to_string();
                         if record_hash(&v) != last_hash {
                             notes.push(format!("last record (seq {seq}) does not match its hash"));
                         }
@@ -349,13 +373,19 @@ impl AuditLog {
 
     /// Seq and hash of the last record.
     pub fn head(&self) -> Head {
-        Head { seq: self.seq, hash: self.last_hash.clone() }
+        Head {
+            seq: self.seq,
+            hash: self.last_hash.clone(),
+        }
     }
 
     /// Append a record and make it durable (record, then head) before returning it.
     pub fn append(&mut self, entry: Entry) -> Result<Record, AuditError> {
         if let Some(why) = &self.poisoned {
-            return Err(AuditError::Corrupt { path: self.dir.clone(), reason: why.clone() });
+            return Err(AuditError::Corrupt {
+                path: self.dir.clone(),
+                reason: why.clone(),
+            });
         }
         let mut record = Record {
             seq: self.seq + 1,
@@ -376,10 +406,17 @@ impl AuditLog {
             self.rotate()?;
         }
         let path = self.dir.join(segment_name(self.segment));
-        let written = self.file.write_all(line.as_bytes()).and_then(|_| self.file.sync_data());
+        let written = self
+            .file
+            .write_all(line.as_bytes())
+            .and_then(|_| self.file.sync_data());
         if let Err(e) = written {
             // Undo a partial line so that the chain stays parseable.
-            if let Err(e2) = self.file.set_len(self.size).and_then(|_| self.file.sync_data()) {
+            if let Err(e2) = self
+                .file
+                .set_len(self.size)
+                .and_then(|_| self.file.sync_data())
+            {
                 self.poisoned = Some(format!("write failed ({e}) and could not be undone ({e2})"));
             }
             return Err(io_err("append to", &path)(e));
@@ -412,7 +449,9 @@ impl AuditLog {
     }
 
     fn write_head(&mut self) -> Result<(), AuditError> {
-        let mut buf = serde_json::to_string(&self.head()).unwrap_or_default().into_bytes();
+        let mut buf = serde_json::to_string(&self.head())
+            .unwrap_or_default()
+            .into_bytes();
         buf.resize(HEAD_LEN - 1, b' ');
         buf.push(b'\n');
         let path = self.dir.join(HEAD_FILE);
@@ -426,7 +465,11 @@ impl AuditLog {
 /// Cut a torn last line (a crash in the middle of a write; never acknowledged). Returns the
 /// resulting file size.
 fn repair_tail(path: &Path, notes: &mut Vec<String>) -> Result<u64, AuditError> {
-    let mut f = OpenOptions::new().read(true).write(true).open(path).map_err(io_err("open", path))?;
+    let mut f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .map_err(io_err("open", path))?;
     let len = f.metadata().map_err(io_err("stat", path))?.len();
     if len == 0 {
         return Ok(0);
@@ -438,7 +481,8 @@ fn repair_tail(path: &Path, notes: &mut Vec<String>) -> Result<u64, AuditError> 
     'outer: while end > 0 {
         let start = end.saturating_sub(buf.len() as u64);
         let n = (end - start) as usize;
-        f.seek(SeekFrom::Start(start)).map_err(io_err("seek", path))?;
+        f.seek(SeekFrom::Start(start))
+            .map_err(io_err("seek", path))?;
         f.read_exact(&mut buf[..n]).map_err(io_err("read", path))?;
         for i in (0..n).rev() {
             if buf[i] == b'\n' {
@@ -454,7 +498,9 @@ fn repair_tail(path: &Path, notes: &mut Vec<String>) -> Result<u64, AuditError> 
             path.display(),
             len - keep
         ));
-        f.set_len(keep).and_then(|_| f.sync_all()).map_err(io_err("truncate", path))?;
+        f.set_len(keep)
+            .and_then(|_| f.sync_all())
+            .map_err(io_err("truncate", path))?;
     }
     Ok(keep)
 }
@@ -463,7 +509,11 @@ fn repair_tail(path: &Path, notes: &mut Vec<String>) -> Result<u64, AuditError> 
 fn last_line(path: &Path) -> Result<Option<String>, AuditError> {
     let data = fs::read(path).map_err(io_err("read", path))?;
     let text = String::from_utf8_lossy(&data);
-    Ok(text.split_terminator('\n').rev().find(|l| !l.trim().is_empty()).map(str::to_string))
+    Ok(text
+        .split_terminator('\n')
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .map(str::to_string))
 }
 
 /// What [`verify`] found.
@@ -501,7 +551,11 @@ pub fn verify(dir: &Path, head: Option<Head>) -> Result<VerifyReport, AuditError
         None => read_head(dir)?,
     };
     let segs = segments(dir)?;
-    let mut report = VerifyReport { segments: segs.len() as u32, last_hash: GENESIS_HASH.into(), ..Default::default() };
+    let mut report = VerifyReport {
+        segments: segs.len() as u32,
+        last_hash: GENESIS_HASH.into(),
+        ..Default::default()
+    };
     let mut problems = Vec::new();
     let mut push = |p: Problem| {
         if problems.len() < MAX_PROBLEMS {
@@ -515,9 +569,19 @@ pub fn verify(dir: &Path, head: Option<Head>) -> Result<VerifyReport, AuditError
         let name = segment_name(n);
         let want = segs[0].max(1) + i as u32;
         if i == 0 && n != 1 {
-            push(Problem { segment: name.clone(), line: 0, seq: None, reason: format!("log starts at segment {n}: segments 1..{n} are missing") });
+            push(Problem {
+                segment: name.clone(),
+                line: 0,
+                seq: None,
+                reason: format!("log starts at segment {n}: segments 1..{n} are missing"),
+            });
         } else if n != want {
-            push(Problem { segment: name.clone(), line: 0, seq: None, reason: format!("segment {want} is missing") });
+            push(Problem {
+                segment: name.clone(),
+                line: 0,
+                seq: None,
+                reason: format!("segment {want} is missing"),
+            });
         }
         let path = dir.join(&name);
         let data = fs::read(&path).map_err(io_err("read", &path))?;
@@ -528,22 +592,41 @@ pub fn verify(dir: &Path, head: Option<Head>) -> Result<VerifyReport, AuditError
             let lineno = ln as u64 + 1;
             if !complete && ln + 1 == lines.len() {
                 if limit.is_none_or(|l| expected_seq <= l) {
-                    push(Problem { segment: name.clone(), line: lineno, seq: None, reason: "truncated record at the end of the segment".into() });
+                    push(Problem {
+                        segment: name.clone(),
+                        line: lineno,
+                        seq: None,
+                        reason: "truncated record at the end of the segment".into(),
+                    });
                 }
                 break;
             }
             let v: Value = match serde_json::from_str(line) {
                 Ok(v @ Value::Object(_)) => v,
                 _ => {
-                    push(Problem { segment: name.clone(), line: lineno, seq: None, reason: "not a JSON record (edited or truncated)".into() });
+                    push(Problem {
+                        segment: name.clone(),
+                        line: lineno,
+                        seq: None,
+                        reason: "not a JSON record (edited or truncated)".into(),
+                    });
                     continue;
                 }
             };
             let seq = v.get("seq").and_then(Value::as_u64);
-            let hash = v.get("hash").and_then(Value::as_str).unwrap_or("").to_string();
+            let hash = v
+                .get("hash")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string();
             let prev = v.get("prev_hash").and_then(Value::as_str).unwrap_or("");
             let Some(seq) = seq else {
-                push(Problem { segment: name.clone(), line: lineno, seq: None, reason: "record has no seq".into() });
+                push(Problem {
+                    segment: name.clone(),
+                    line: lineno,
+                    seq: None,
+                    reason: "record has no seq".into(),
+                });
                 continue;
             };
             if limit.is_some_and(|l| seq > l) && seq >= expected_seq {
@@ -551,17 +634,39 @@ pub fn verify(dir: &Path, head: Option<Head>) -> Result<VerifyReport, AuditError
             }
             report.records += 1;
             if record_hash(&v) != hash {
-                push(Problem { segment: name.clone(), line: lineno, seq: Some(seq), reason: "hash does not match the record's content: the record was edited".into() });
+                push(Problem {
+                    segment: name.clone(),
+                    line: lineno,
+                    seq: Some(seq),
+                    reason: "hash does not match the record's content: the record was edited"
+                        .into(),
+                });
             }
             if seq != expected_seq {
                 let reason = if seq > expected_seq {
-                    format!("expected seq {expected_seq}, found {seq}: {} record(s) deleted", seq - expected_seq)
+                    format!(
+                        "expected seq {expected_seq}, found {seq}: {} record(s) deleted",
+                        seq - expected_seq
+                    )
                 } else {
-                    format!("expected seq {expected_seq}, found {seq}: records duplicated or reordered")
+                    format!(
+                        "expected seq {expected_seq}, found {seq}: records duplicated or reordered"
+                    )
                 };
-                push(Problem { segment: name.clone(), line: lineno, seq: Some(seq), reason });
+                push(Problem {
+                    segment: name.clone(),
+                    line: lineno,
+                    seq: Some(seq),
+                    reason,
+                });
             } else if prev != last_hash {
-                push(Problem { segment: name.clone(), line: lineno, seq: Some(seq), reason: "prev_hash does not match the previous record: the chain is broken".into() });
+                push(Problem {
+                    segment: name.clone(),
+                    line: lineno,
+                    seq: Some(seq),
+                    reason: "prev_hash does not match the previous record: the chain is broken"
+                        .into(),
+                });
             }
             expected_seq = seq + 1;
             last_hash = hash;
@@ -582,7 +687,12 @@ pub fn verify(dir: &Path, head: Option<Head>) -> Result<VerifyReport, AuditError
             });
         }
     } else if report.last_seq > 0 {
-        push(Problem { segment: String::new(), line: 0, seq: None, reason: "head file is missing".into() });
+        push(Problem {
+            segment: String::new(),
+            line: 0,
+            seq: None,
+            reason: "head file is missing".into(),
+        });
     }
     report.head = head;
     report.ok = problems.is_empty();
@@ -626,13 +736,20 @@ impl Filter {
             }
         }
         if let Some(after) = self.after_seq {
-            if v.get("seq").and_then(Value::as_u64).is_none_or(|q| q <= after) {
+            if v.get("seq")
+                .and_then(Value::as_u64)
+                .is_none_or(|q| q <= after)
+            {
                 return false;
             }
         }
         if self.since_ms.is_some() || self.until_ms.is_some() {
-            let Some(t) = s("time").and_then(|t| time::parse(t).ok()) else { return false };
-            if self.since_ms.is_some_and(|since| t < since) || self.until_ms.is_some_and(|until| t > until) {
+            let Some(t) = s("time").and_then(|t| time::parse(t).ok()) else {
+                return false;
+            };
+            if self.since_ms.is_some_and(|since| t < since)
+                || self.until_ms.is_some_and(|until| t > until)
+            {
                 return false;
             }
         }
@@ -654,7 +771,9 @@ pub fn query(dir: &Path, filter: &Filter) -> Result<Vec<String>, AuditError> {
         let text = String::from_utf8_lossy(&data);
         let complete_upto = text.rfind('\n').map(|i| i + 1).unwrap_or(0);
         for line in text[..complete_upto].split_terminator('\n') {
-            let Ok(v) = serde_json::from_str::<Value>(line) else { continue };
+            let Ok(v) = serde_json::from_str::<Value>(line) else {
+                continue;
+            };
             if !filter.matches(&v) {
                 continue;
             }
@@ -680,7 +799,11 @@ mod tests {
 
     fn control(action: &str, slice: &str) -> Entry {
         Entry::Control(ControlRecord {
-            caller: Caller { uid: 0, user: Some("root".into()), pid: Some(42) },
+            caller: Caller {
+                uid: 0,
+                user: Some("root".into()),
+                pid: Some(42),
+            },
             action: action.into(),
             slice: Some(slice.into()),
             args: serde_json::json!({"limits": {"cpu_max": 0.5, "memory_max": 536870912u64}, "name": slice}),
@@ -691,7 +814,15 @@ mod tests {
     fn write_n(dir: &Path, n: usize, segment_bytes: u64) -> Vec<Record> {
         let (mut log, notes) = AuditLog::open(dir, segment_bytes).unwrap();
         assert!(notes.is_empty(), "{notes:?}");
-        (0..n).map(|i| log.append(control(if i % 2 == 0 { "create" } else { "destroy" }, &format!("s{}", i % 3))).unwrap()).collect()
+        (0..n)
+            .map(|i| {
+                log.append(control(
+                    if i % 2 == 0 { "create" } else { "destroy" },
+                    &format!("s{}", i % 3),
+                ))
+                .unwrap()
+            })
+            .collect()
     }
 
     fn seg_path(dir: &Path, n: u32) -> PathBuf {
@@ -726,7 +857,9 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         write_n(d.path(), 10, 1 << 20);
         let p = seg_path(d.path(), 1);
-        let text = fs::read_to_string(&p).unwrap().replacen("\"uid\":0", "\"uid\":7", 1);
+        let text = fs::read_to_string(&p)
+            .unwrap()
+            .replacen("\"uid\":0", "\"uid\":7", 1);
         fs::write(&p, text).unwrap();
         let rep = verify(d.path(), None).unwrap();
         assert!(!rep.ok);
@@ -740,7 +873,12 @@ mod tests {
         write_n(d.path(), 10, 1 << 20);
         let p = seg_path(d.path(), 1);
         let text = fs::read_to_string(&p).unwrap();
-        let kept: Vec<&str> = text.lines().enumerate().filter(|(i, _)| *i != 4).map(|(_, l)| l).collect();
+        let kept: Vec<&str> = text
+            .lines()
+            .enumerate()
+            .filter(|(i, _)| *i != 4)
+            .map(|(_, l)| l)
+            .collect();
         fs::write(&p, kept.join("\n") + "\n").unwrap();
         let rep = verify(d.path(), None).unwrap();
         assert!(!rep.ok);
@@ -759,13 +897,19 @@ mod tests {
         fs::write(&last, lines[..lines.len() - 2].join("\n") + "\n").unwrap();
         let rep = verify(d.path(), None).unwrap();
         assert!(!rep.ok);
-        assert!(rep.problems.iter().any(|p| p.reason.contains("head says")), "{rep:?}");
+        assert!(
+            rep.problems.iter().any(|p| p.reason.contains("head says")),
+            "{rep:?}"
+        );
         // A missing middle segment.
         fs::write(&last, text).unwrap();
         assert!(verify(d.path(), None).unwrap().ok);
         fs::remove_file(seg_path(d.path(), segs[1])).unwrap();
         let rep = verify(d.path(), None).unwrap();
-        assert!(rep.problems.iter().any(|p| p.reason.contains("missing")), "{rep:?}");
+        assert!(
+            rep.problems.iter().any(|p| p.reason.contains("missing")),
+            "{rep:?}"
+        );
     }
 
     #[test]
@@ -777,7 +921,10 @@ mod tests {
         fs::write(&p, &data[..data.len() - 30]).unwrap();
         let rep = verify(d.path(), None).unwrap();
         assert!(!rep.ok);
-        assert!(rep.problems.iter().any(|p| p.reason.contains("truncated")), "{rep:?}");
+        assert!(
+            rep.problems.iter().any(|p| p.reason.contains("truncated")),
+            "{rep:?}"
+        );
     }
 
     #[test]
@@ -811,25 +958,49 @@ mod tests {
         write_n(d.path(), 12, 4096);
         let all = query(d.path(), &Filter::default()).unwrap();
         assert_eq!(all.len(), 12);
-        let f = Filter { slice: Some("s1".into()), ..Default::default() };
+        let f = Filter {
+            slice: Some("s1".into()),
+            ..Default::default()
+        };
         assert_eq!(query(d.path(), &f).unwrap().len(), 4);
-        let f = Filter { action: Some("create".into()), slice: Some("s0".into()), ..Default::default() };
+        let f = Filter {
+            action: Some("create".into()),
+            slice: Some("s0".into()),
+            ..Default::default()
+        };
         assert_eq!(query(d.path(), &f).unwrap().len(), 2);
-        let f = Filter { limit: Some(3), tail: true, ..Default::default() };
+        let f = Filter {
+            limit: Some(3),
+            tail: true,
+            ..Default::default()
+        };
         let last3 = query(d.path(), &f).unwrap();
         assert_eq!(last3, all[9..].to_vec());
-        let f = Filter { limit: Some(3), ..Default::default() };
+        let f = Filter {
+            limit: Some(3),
+            ..Default::default()
+        };
         assert_eq!(query(d.path(), &f).unwrap(), all[..3].to_vec());
         let future = time::now_millis() + 3_600_000;
-        let f = Filter { since_ms: Some(future), ..Default::default() };
+        let f = Filter {
+            since_ms: Some(future),
+            ..Default::default()
+        };
         assert!(query(d.path(), &f).unwrap().is_empty());
-        let f = Filter { until_ms: Some(future), after_seq: Some(10), ..Default::default() };
+        let f = Filter {
+            until_ms: Some(future),
+            after_seq: Some(10),
+            ..Default::default()
+        };
         assert_eq!(query(d.path(), &f).unwrap().len(), 2);
     }
 
     #[test]
     fn canonical_json_sorts_keys() {
         let v = serde_json::json!({"b": 1, "a": {"d": [1, "x\n"], "c": null}, "é": 0.5});
-        assert_eq!(canonical_json(&v), r#"{"a":{"c":null,"d":[1,"x\n"]},"b":1,"é":0.5}"#);
+        assert_eq!(
+            canonical_json(&v),
+            r#"{"a":{"c":null,"d":[1,"x\n"]},"b":1,"é":0.5}"#
+        );
     }
 }

@@ -48,7 +48,8 @@ pub fn parse(s: &str) -> Result<i64, String> {
             .and_then(|v| v.checked_mul(1000))
             .ok_or_else(|| format!("time {s:?} out of range"));
     }
-    let bad = || format!("time {s:?}: expected RFC 3339 (2024-05-01T14:02:00Z), a date or epoch seconds");
+    let bad =
+        || format!("time {s:?}: expected RFC 3339 (2024-05-01T14:02:00Z), a date or epoch seconds");
     let b = s.as_bytes();
     let num = |from: usize, len: usize| -> Result<i64, String> {
         let part = s.get(from..from + len).ok_or_else(bad)?;
@@ -68,7 +69,11 @@ pub fn parse(s: &str) -> Result<i64, String> {
     if b.len() == 10 {
         return Ok(ms);
     }
-    if (b[10] != b'T' && b[10] != b't' && b[10] != b' ') || b.len() < 19 || b[13] != b':' || b[16] != b':' {
+    if (b[10] != b'T' && b[10] != b't' && b[10] != b' ')
+        || b.len() < 19
+        || b[13] != b':'
+        || b[16] != b':'
+    {
         return Err(bad());
     }
     let (h, mi, sec) = (num(11, 2)?, num(14, 2)?, num(17, 2)?);
@@ -145,7 +150,10 @@ mod tests {
         }
         assert_eq!(parse("1714572123").unwrap(), 1_714_572_123_000);
         assert_eq!(parse("2024-05-01").unwrap(), 1_714_521_600_000);
-        assert_eq!(parse("2024-05-01T16:02:03+02:00").unwrap(), 1_714_572_123_000);
+        assert_eq!(
+            parse("2024-05-01T16:02:03+02:00").unwrap(),
+            1_714_572_123_000
+        );
         assert_eq!(parse("2024-05-01 14:02:03.4Z").unwrap(), 1_714_572_123_400);
         assert!(parse("yesterday").is_err());
         assert!(parse("2024-13-01").is_err());

@@ -33,13 +33,18 @@ pub struct Caller {
 impl Caller {
     /// The caller as recorded in the audit log.
     pub fn audit(&self) -> crate::audit::Caller {
-        crate::audit::Caller { uid: self.uid, user: self.user.clone(), pid: self.pid }
+        crate::audit::Caller {
+            uid: self.uid,
+            user: self.user.clone(),
+            pid: self.pid,
+        }
     }
 
     /// Whether the caller is one of `owners` (user names or numeric uids).
     pub fn is_owner(&self, owners: &[String]) -> bool {
         owners.iter().any(|o| {
-            self.user.as_deref() == Some(o.as_str()) || o.parse::<u32>().is_ok_and(|u| u == self.uid)
+            self.user.as_deref() == Some(o.as_str())
+                || o.parse::<u32>().is_ok_and(|u| u == self.uid)
         })
     }
 
@@ -75,7 +80,11 @@ pub struct Authenticator {
 
 impl Authenticator {
     pub fn new(admin_group: &str) -> Authenticator {
-        Authenticator { admin_group: admin_group.to_string(), ttl: Duration::from_secs(2), cache: Mutex::new(HashMap::new()) }
+        Authenticator {
+            admin_group: admin_group.to_string(),
+            ttl: Duration::from_secs(2),
+            cache: Mutex::new(HashMap::new()),
+        }
     }
 
     pub fn admin_group(&self) -> &str {
@@ -88,7 +97,13 @@ impl Authenticator {
         if let Ok(cache) = self.cache.lock() {
             if let Some(c) = cache.get(&key) {
                 if c.at.elapsed() < self.ttl {
-                    return Caller { uid: peer.uid, gid: peer.gid, pid: peer.pid, user: c.user.clone(), operator: c.operator };
+                    return Caller {
+                        uid: peer.uid,
+                        gid: peer.gid,
+                        pid: peer.pid,
+                        user: c.user.clone(),
+                        operator: c.operator,
+                    };
                 }
             }
         }
@@ -97,20 +112,42 @@ impl Authenticator {
             if cache.len() > 4096 {
                 cache.clear();
             }
-            cache.insert(key, Cached { at: Instant::now(), user: user.clone(), operator });
+            cache.insert(
+                key,
+                Cached {
+                    at: Instant::now(),
+                    user: user.clone(),
+                    operator,
+                },
+            );
         }
-        Caller { uid: peer.uid, gid: peer.gid, pid: peer.pid, user, operator }
+        Caller {
+            uid: peer.uid,
+            gid: peer.gid,
+            pid: peer.pid,
+            user,
+            operator,
+        }
     }
 
     /// Identify without the user database (for tests of the decision logic).
     pub fn caller_from_parts(uid: u32, user: Option<&str>, operator: bool) -> Caller {
-        Caller { uid, gid: uid, pid: None, user: user.map(str::to_string), operator }
+        Caller {
+            uid,
+            gid: uid,
+            pid: None,
+            user: user.map(str::to_string),
+            operator,
+        }
     }
 }
 
 /// The gid of the admin group, if it exists.
 pub fn admin_gid(group: &str) -> Option<u32> {
-    Group::from_name(group).ok().flatten().map(|g| g.gid.as_raw())
+    Group::from_name(group)
+        .ok()
+        .flatten()
+        .map(|g| g.gid.as_raw())
 }
 
 fn resolve(admin_group: &str, uid: u32, gid: u32) -> (Option<String>, bool) {
@@ -119,7 +156,9 @@ fn resolve(admin_group: &str, uid: u32, gid: u32) -> (Option<String>, bool) {
     if uid == 0 {
         return (name, true);
     }
-    let Some(admin) = admin_gid(admin_group) else { return (name, false) };
+    let Some(admin) = admin_gid(admin_group) else {
+        return (name, false);
+    };
     if gid == admin {
         return (name, true);
     }
@@ -141,7 +180,11 @@ mod tests {
     #[test]
     fn root_is_an_operator() {
         let a = Authenticator::new("vslice-no-such-group-xyz");
-        let c = a.identify(Peer { uid: 0, gid: 0, pid: Some(1) });
+        let c = a.identify(Peer {
+            uid: 0,
+            gid: 0,
+            pid: Some(1),
+        });
         assert!(c.operator);
         assert_eq!(c.user.as_deref(), Some("root"));
         assert_eq!(c.audit().pid, Some(1));
@@ -150,11 +193,22 @@ mod tests {
     #[test]
     fn nobody_without_group_is_not_an_operator() {
         let a = Authenticator::new("vslice-no-such-group-xyz");
-        let c = a.identify(Peer { uid: 65534, gid: 65534, pid: None });
+        let c = a.identify(Peer {
+            uid: 65534,
+            gid: 65534,
+            pid: None,
+        });
         assert!(!c.operator);
         // A group that exists and whose gid is the peer's gid makes an operator.
         let a = Authenticator::new("root");
-        assert!(a.identify(Peer { uid: 65534, gid: 0, pid: None }).operator);
+        assert!(
+            a.identify(Peer {
+                uid: 65534,
+                gid: 0,
+                pid: None
+            })
+            .operator
+        );
     }
 
     #[test]

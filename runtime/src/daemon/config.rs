@@ -13,7 +13,10 @@ pub const DEFAULT_ADMIN_GROUP: &str = "vslice-admin";
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("config {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("config {path}: {message}")]
     Parse { path: PathBuf, message: String },
     #[error("config: {key}: {reason}")]
@@ -89,8 +92,10 @@ impl Default for Config {
 impl Config {
     /// Parse TOML text.
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
-        let cfg: Config = toml::from_str(text)
-            .map_err(|e| ConfigError::Parse { path: path.to_path_buf(), message: e.to_string() })?;
+        let cfg: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
         cfg.validate()?;
         Ok(cfg)
     }
@@ -100,29 +105,51 @@ impl Config {
     pub fn load(path: &Path, required: bool) -> Result<Config, ConfigError> {
         match std::fs::read_to_string(path) {
             Ok(text) => Config::parse(&text, path),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => Ok(Config::default()),
-            Err(source) => Err(ConfigError::Read { path: path.to_path_buf(), source }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => {
+                Ok(Config::default())
+            }
+            Err(source) => Err(ConfigError::Read {
+                path: path.to_path_buf(),
+                source,
+            }),
         }
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.socket_mode_bits()?;
         if self.socket.as_os_str().is_empty() {
-            return Err(ConfigError::Invalid { key: "socket", reason: "must not be empty".into() });
+            return Err(ConfigError::Invalid {
+                key: "socket",
+                reason: "must not be empty".into(),
+            });
         }
         if let Some(p) = &self.cgroup_parent {
             if p.is_empty() || p.contains('/') || p == "." || p == ".." {
-                return Err(ConfigError::Invalid { key: "cgroup_parent", reason: "must be a single path component".into() });
+                return Err(ConfigError::Invalid {
+                    key: "cgroup_parent",
+                    reason: "must be a single path component".into(),
+                });
             }
         }
         if self.events_poll_ms < 50 {
-            return Err(ConfigError::Invalid { key: "events_poll_ms", reason: "must be at least 50".into() });
+            return Err(ConfigError::Invalid {
+                key: "events_poll_ms",
+                reason: "must be at least 50".into(),
+            });
         }
         if !matches!(self.log_format.as_str(), "text" | "json") {
-            return Err(ConfigError::Invalid { key: "log_format", reason: "must be \"text\" or \"json\"".into() });
+            return Err(ConfigError::Invalid {
+                key: "log_format",
+                reason: "must be \"text\" or \"json\"".into(),
+            });
         }
-        if !self.metrics_listen.is_empty() && self.metrics_listen.parse::<std::net::SocketAddr>().is_err() {
-            return Err(ConfigError::Invalid { key: "metrics_listen", reason: "must be an address like 127.0.0.1:9477".into() });
+        if !self.metrics_listen.is_empty()
+            && self.metrics_listen.parse::<std::net::SocketAddr>().is_err()
+        {
+            return Err(ConfigError::Invalid {
+                key: "metrics_listen",
+                reason: "must be an address like 127.0.0.1:9477".into(),
+            });
         }
         Ok(())
     }
@@ -131,7 +158,10 @@ impl Config {
         let s = self.socket_mode.trim_start_matches("0o");
         match u32::from_str_radix(s, 8) {
             Ok(m) if m <= 0o777 => Ok(m),
-            _ => Err(ConfigError::Invalid { key: "socket_mode", reason: format!("{:?} is not an octal mode like \"0660\"", self.socket_mode) }),
+            _ => Err(ConfigError::Invalid {
+                key: "socket_mode",
+                reason: format!("{:?} is not an octal mode like \"0660\"", self.socket_mode),
+            }),
         }
     }
 
@@ -167,7 +197,10 @@ mod tests {
 
     #[test]
     fn empty_file_is_all_defaults() {
-        assert_eq!(Config::parse("", Path::new("x")).unwrap(), Config::default());
+        assert_eq!(
+            Config::parse("", Path::new("x")).unwrap(),
+            Config::default()
+        );
     }
 
     #[test]
@@ -176,16 +209,25 @@ mod tests {
         let text = include_str!("../../../dist/vslice.toml.example");
         let uncommented: String = text
             .lines()
-            .map(|l| l.strip_prefix("# ").filter(|r| r.contains(" = ")).unwrap_or(l))
+            .map(|l| {
+                let setting = l.strip_prefix("# ").filter(|r| {
+                    r.split_once(" = ").is_some_and(|(k, _)| {
+                        !k.is_empty() && k.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
+                    })
+                });
+                setting.unwrap_or(l)
+            })
             .filter(|l| !l.starts_with('#'))
             .collect::<Vec<_>>()
             .join("\n");
         let cfg = Config::parse(&uncommented, Path::new("example")).unwrap();
-        let mut want = Config::default();
-        want.root = Some("/var/lib/vslice".into());
-        want.cgroup_parent = Some("vslice".into());
-        want.policy_dir = Some("/usr/share/vslice/policies".into());
-        want.shim = Some("/usr/local/bin/vslice-shim".into());
+        let want = Config {
+            root: Some("/var/lib/vslice".into()),
+            cgroup_parent: Some("vslice".into()),
+            policy_dir: Some("/usr/share/vslice/policies".into()),
+            shim: Some("/usr/local/bin/vslice-shim".into()),
+            ..Default::default()
+        };
         assert_eq!(cfg, want);
     }
 
@@ -199,7 +241,13 @@ mod tests {
         assert!(e.to_string().contains("no_such_key"), "{e}");
         let e = Config::parse("metrics_listen = \"localhost\"", Path::new("x")).unwrap_err();
         assert!(e.to_string().contains("metrics_listen"), "{e}");
-        assert_eq!(Config::parse("socket_mode = \"0600\"", Path::new("x")).unwrap().socket_mode_bits().unwrap(), 0o600);
+        assert_eq!(
+            Config::parse("socket_mode = \"0600\"", Path::new("x"))
+                .unwrap()
+                .socket_mode_bits()
+                .unwrap(),
+            0o600
+        );
     }
 
     #[test]

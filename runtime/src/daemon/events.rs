@@ -33,7 +33,8 @@ pub enum EventKind {
         #[serde(default)]
         init_pid: Option<i32>,
     },
-    /// The slice's init ended. `reason`: exited, signaled, oom-killed, start-failed.
+    /// The slice's init ended. `reason`: exited, signaled, oom-killed, start-failed (from
+    /// the shim's record), or lost (the slice stopped without one: its shim died).
     Exited {
         reason: String,
         #[serde(default)]
@@ -42,11 +43,17 @@ pub enum EventKind {
         signal: Option<i32>,
     },
     /// The kernel OOM-killed a process of the slice; `oom_kills` is the slice's total.
-    Oom { oom_kills: u64 },
-    LimitsChanged { limits: Limits },
+    Oom {
+        oom_kills: u64,
+    },
+    LimitsChanged {
+        limits: Limits,
+    },
     Destroyed,
     /// This follower fell behind and `missed` events were dropped for it.
-    Lagged { missed: u64 },
+    Lagged {
+        missed: u64,
+    },
 }
 
 impl EventKind {
@@ -100,40 +107,76 @@ impl Known {
 }
 
 fn exit_key(info: &SliceInfo) -> Option<(u64, String, Option<i32>, Option<i32>)> {
-    info.last_exit.as_ref().map(|e| (e.at, e.reason.clone(), e.code, e.signal))
+    info.last_exit
+        .as_ref()
+        .map(|e| (e.at, e.reason.clone(), e.code, e.signal))
 }
 
 /// What changed between `old` and `info`, in the order it happened.
-pub fn diff(old: Option<&Known>, info: &SliceInfo) -> Vec<EventKind> {
+fn diff(old: Option<&Known>, info: &SliceInfo) -> Vec<EventKind> {
     let mut out = Vec::new();
     let running = info.status == Status::Running;
     let Some(old) = old else {
         out.push(EventKind::Created);
         if running {
-            out.push(EventKind::Started { init_pid: info.init_pid });
+            out.push(EventKind::Started {
+                init_pid: info.init_pid,
+            });
         }
         return out;
     };
     let new_exit = exit_key(info);
     let mut oom_reported = false;
     if let (Some(e), true) = (&info.last_exit, new_exit != old.exit_key) {
-        out.push(EventKind::Exited { reason: e.reason.clone(), code: e.code, signal: e.signal });
+        out.push(EventKind::Exited {
+            reason: e.reason.clone(),
+            code: e.code,
+            signal: e.signal,
+        });
         if e.oom_killed {
-            let kills = info.usage.as_ref().map(|u| u.oom_kills).unwrap_or(old.oom_kills + 1);
-            out.push(EventKind::Oom { oom_kills: kills.max(old.oom_kills + 1) });
+            let kills = info
+                .usage
+                .as_ref()
+                .map(|u| u.oom_kills)
+                .unwrap_or(old.oom_kills + 1);
+            out.push(EventKind::Oom {
+                oom_kills: kills.max(old.oom_kills + 1),
+            });
             oom_reported = true;
         }
     }
-    if running && (!old.running || old.started_at != info.started_at || old.init_pid != info.init_pid) {
-        out.push(EventKind::Started { init_pid: info.init_pid });
+    if !oom_reported && old.running && !running && new_exit == old.exit_key {
+        // Stopped without a new exit record: the supervisor itself went away.
+        let recorded = info
+            .last_exit
+            .as_ref()
+            .is_some_and(|e| old.started_at.is_some_and(|s| e.at >= s));
+        if !recorded && out.is_empty() {
+            out.push(EventKind::Exited {
+                reason: "lost".into(),
+                code: None,
+                signal: None,
+            });
+        }
+    }
+    if running
+        && (!old.running || old.started_at != info.started_at || old.init_pid != info.init_pid)
+    {
+        out.push(EventKind::Started {
+            init_pid: info.init_pid,
+        });
     }
     if let Some(u) = &info.usage {
         if u.oom_kills > old.oom_kills && !oom_reported {
-            out.push(EventKind::Oom { oom_kills: u.oom_kills });
+            out.push(EventKind::Oom {
+                oom_kills: u.oom_kills,
+            });
         }
     }
     if info.spec.limits != old.limits {
-        out.push(EventKind::LimitsChanged { limits: info.spec.limits.clone() });
+        out.push(EventKind::LimitsChanged {
+            limits: info.spec.limits.clone(),
+        });
     }
     out
 }
@@ -164,7 +207,12 @@ impl EventBus {
     pub fn new(history_len: usize) -> EventBus {
         let (tx, _) = broadcast::channel(1024);
         EventBus {
-            inner: Mutex::new(Inner { known: HashMap::new(), tombstones: HashMap::new(), history: VecDeque::new(), seq: 0 }),
+            inner: Mutex::new(Inner {
+                known: HashMap::new(),
+                tombstones: HashMap::new(),
+                history: VecDeque::new(),
+                seq: 0,
+            }),
             tx,
             history_len,
         }
@@ -177,7 +225,12 @@ impl EventBus {
     fn publish(&self, inner: &mut Inner, slice: &str, owners: Arc<[String]>, kind: EventKind) {
         inner.seq += 1;
         let p = Arc::new(Published {
-            event: Event { seq: inner.seq, time: crate::audit::time::now_rfc3339(), slice: slice.to_string(), kind },
+            event: Event {
+                seq: inner.seq,
+                time: crate::audit::time::now_rfc3339(),
+                slice: slice.to_string(),
+                kind,
+            },
             owners,
         });
         tracing::debug!(slice, seq = inner.seq, event = p.event.kind.name(), "event");
@@ -193,7 +246,9 @@ impl EventBus {
         let mut inner = self.lock();
         let now = Instant::now();
         for info in infos {
-            inner.known.insert(info.spec.name.clone(), Known::from_info(info, now));
+            inner
+                .known
+                .insert(info.spec.name.clone(), Known::from_info(info, now));
         }
     }
 
@@ -228,9 +283,21 @@ impl EventBus {
 
     /// A poll of all slices, taken starting at `taken_at`. Slices that handlers reported (or
     /// destroyed) after `taken_at` are left alone: the snapshot is older than what we know.
+    /// Known slices missing from the poll are reported destroyed.
     pub fn observe_snapshot(&self, infos: &[SliceInfo], taken_at: Instant) {
+        self.observe_polled(infos, None, taken_at);
+    }
+
+    /// A poll of some slices (those whose files changed), and the names found gone.
+    pub fn observe_partial(&self, infos: &[SliceInfo], gone: &[String], taken_at: Instant) {
+        self.observe_polled(infos, Some(gone), taken_at);
+    }
+
+    fn observe_polled(&self, infos: &[SliceInfo], gone: Option<&[String]>, taken_at: Instant) {
         let mut inner = self.lock();
-        inner.tombstones.retain(|_, at| at.elapsed() < Duration::from_secs(60));
+        inner
+            .tombstones
+            .retain(|_, at| at.elapsed() < Duration::from_secs(60));
         let mut seen = std::collections::HashSet::with_capacity(infos.len());
         for info in infos {
             let name = &info.spec.name;
@@ -244,12 +311,24 @@ impl EventBus {
             let touched = inner.known.get(name).map(|k| k.touched).unwrap_or(taken_at);
             self.apply(&mut inner, info, touched);
         }
-        let gone: Vec<String> = inner
-            .known
-            .iter()
-            .filter(|(name, k)| !seen.contains(name.as_str()) && k.touched <= taken_at)
-            .map(|(name, _)| name.clone())
-            .collect();
+        let gone: Vec<String> = match gone {
+            None => inner
+                .known
+                .iter()
+                .filter(|(name, k)| !seen.contains(name.as_str()) && k.touched <= taken_at)
+                .map(|(name, _)| name.clone())
+                .collect(),
+            Some(names) => names
+                .iter()
+                .filter(|n| {
+                    inner
+                        .known
+                        .get(n.as_str())
+                        .is_some_and(|k| k.touched <= taken_at)
+                })
+                .cloned()
+                .collect(),
+        };
         for name in gone {
             if let Some(k) = inner.known.remove(&name) {
                 inner.tombstones.insert(name.clone(), Instant::now());
@@ -268,7 +347,12 @@ impl EventBus {
         let inner = self.lock();
         let rx = self.tx.subscribe();
         let backlog = match since {
-            Some(s) => inner.history.iter().filter(|p| p.event.seq > s).cloned().collect(),
+            Some(s) => inner
+                .history
+                .iter()
+                .filter(|p| p.event.seq > s)
+                .cloned()
+                .collect(),
             None => Vec::new(),
         };
         Subscription { backlog, rx }
@@ -309,7 +393,11 @@ mod tests {
                 uid_base: 100_000,
                 created_at: 1,
             },
-            status: if running { Status::Running } else { Status::Stopped },
+            status: if running {
+                Status::Running
+            } else {
+                Status::Stopped
+            },
             init_pid: running.then_some(42),
             shim_pid: running.then_some(41),
             started_at,
@@ -319,7 +407,10 @@ mod tests {
     }
 
     fn kinds(bus: &EventBus) -> Vec<String> {
-        bus.history().iter().map(|p| format!("{}:{}", p.event.slice, p.event.kind.name())).collect()
+        bus.history()
+            .iter()
+            .map(|p| format!("{}:{}", p.event.slice, p.event.kind.name()))
+            .collect()
     }
 
     #[test]
@@ -333,7 +424,13 @@ mod tests {
         bus.observe(&running);
         bus.observe(&running);
         let mut stopped = info("a", false, Some(10));
-        stopped.last_exit = Some(ExitInfo { code: None, signal: Some(9), oom_killed: true, reason: "oom-killed".into(), at: 20 });
+        stopped.last_exit = Some(ExitInfo {
+            code: None,
+            signal: Some(9),
+            oom_killed: true,
+            reason: "oom-killed".into(),
+            at: 20,
+        });
         bus.observe_snapshot(&[stopped.clone()], Instant::now());
         bus.observe_snapshot(&[stopped.clone()], Instant::now());
         running.spec.limits.memory_max = Some(1 << 20);
@@ -343,7 +440,15 @@ mod tests {
         bus.forget("a");
         assert_eq!(
             kinds(&bus),
-            ["a:created", "a:started", "a:exited", "a:oom", "a:started", "a:limits-changed", "a:destroyed"]
+            [
+                "a:created",
+                "a:started",
+                "a:exited",
+                "a:oom",
+                "a:started",
+                "a:limits-changed",
+                "a:destroyed"
+            ]
         );
         let seqs: Vec<u64> = bus.history().iter().map(|p| p.event.seq).collect();
         assert_eq!(seqs, (1..=7).collect::<Vec<_>>());
@@ -368,7 +473,31 @@ mod tests {
         bus.observe(&info("x", false, None));
         bus.observe_snapshot(&[], Instant::now());
         bus.observe_snapshot(&[], Instant::now());
-        assert_eq!(kinds(&bus), ["new:created", "new:destroyed", "x:created", "x:destroyed"]);
+        assert_eq!(
+            kinds(&bus),
+            ["new:created", "new:destroyed", "x:created", "x:destroyed"]
+        );
+    }
+
+    #[test]
+    fn partial_polls_report_only_what_they_name() {
+        let bus = EventBus::new(100);
+        bus.prime(&[info("a", true, Some(1)), info("b", true, Some(1))]);
+        let t = Instant::now();
+        std::thread::sleep(Duration::from_millis(2));
+        // "b" is not in this partial poll and not named gone: nothing happens to it.
+        bus.observe_partial(&[info("a", false, Some(1))], &[], t);
+        bus.observe_partial(&[], &["b".to_string()], Instant::now());
+        bus.observe_partial(&[], &["b".to_string()], Instant::now());
+        assert_eq!(kinds(&bus), ["a:exited", "b:destroyed"]);
+        assert_eq!(
+            bus.history()[0].event.kind,
+            EventKind::Exited {
+                reason: "lost".into(),
+                code: None,
+                signal: None
+            }
+        );
     }
 
     #[test]

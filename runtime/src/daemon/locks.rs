@@ -27,15 +27,42 @@ impl SliceLocks {
     pub async fn lock(&self, name: &str) -> SliceGuard {
         let lock = {
             let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
-            let entry = map.entry(name.to_string()).or_insert_with(|| (Arc::new(AsyncMutex::new(())), 0));
+            let entry = map
+                .entry(name.to_string())
+                .or_insert_with(|| (Arc::new(AsyncMutex::new(())), 0));
             entry.1 += 1;
             entry.0.clone()
         };
         // Created before waiting: if this future is dropped while waiting, Drop still runs
         // and releases the entry.
-        let mut g = SliceGuard { name: name.to_string(), map: self.map.clone(), guard: None };
+        let mut g = SliceGuard {
+            name: name.to_string(),
+            map: self.map.clone(),
+            guard: None,
+        };
         g.guard = Some(lock.lock_owned().await);
         g
+    }
+
+    /// Take the lock only if nobody holds or awaits it.
+    pub fn try_lock(&self, name: &str) -> Option<SliceGuard> {
+        let lock = {
+            let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+            if map.contains_key(name) {
+                return None;
+            }
+            let lock = Arc::new(AsyncMutex::new(()));
+            map.insert(name.to_string(), (lock.clone(), 1));
+            lock
+        };
+        let guard = lock.try_lock_owned().ok();
+        let g = SliceGuard {
+            name: name.to_string(),
+            map: self.map.clone(),
+            guard,
+        };
+        // Fresh, uncontended mutex: try_lock_owned cannot fail.
+        g.guard.is_some().then_some(g)
     }
 
     /// Number of slices with a lock entry (held or awaited).
@@ -84,7 +111,10 @@ mod tests {
             }));
         }
         for t in tasks {
-            assert!(t.await.unwrap() <= 1, "at most one holder per name (two names)");
+            assert!(
+                t.await.unwrap() <= 1,
+                "at most one holder per name (two names)"
+            );
         }
         assert!(locks.is_empty());
         // A waiter that gives up leaves nothing behind either.
@@ -92,6 +122,10 @@ mod tests {
         let waiting = tokio::time::timeout(Duration::from_millis(10), locks.lock("c")).await;
         assert!(waiting.is_err());
         drop(g);
+        assert!(locks.is_empty());
+        let t = locks.try_lock("d").expect("free");
+        assert!(locks.try_lock("d").is_none());
+        drop(t);
         assert!(locks.is_empty());
     }
 }

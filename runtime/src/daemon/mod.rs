@@ -9,9 +9,11 @@
 pub mod auth;
 pub mod config;
 pub mod events;
+pub mod janitor;
 pub mod locks;
 pub mod notify;
 pub mod socket;
+pub mod watch;
 
 use crate::audit::{self, AuditError, AuditLog, DaemonRecord, Entry, Record};
 use crate::config::Paths;
@@ -29,12 +31,20 @@ pub use locks::SliceLocks;
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
+/// How often the poller inspects every slice, not only those whose files changed, and
+/// cleans leftovers of interrupted operations.
+pub const FULL_POLL_EVERY: Duration = Duration::from_secs(5);
+
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
     #[error("{0}")]
     Config(#[from] config::ConfigError),
     #[error("{op} {path}: {source}")]
-    Io { op: &'static str, path: PathBuf, source: std::io::Error },
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("another vsliced is running on state root {0} (it holds {0}/vsliced.lock)")]
     AlreadyRunning(PathBuf),
     #[error("{0}")]
@@ -141,14 +151,22 @@ impl Daemon {
     /// Append to the audit log (fsynced) on a blocking thread.
     pub async fn audit(self: &Arc<Self>, entry: Entry) -> Result<Record, AuditError> {
         let d = self.clone();
-        tokio::task::spawn_blocking(move || d.audit_now(entry)).await.unwrap_or_else(|e| {
-            Err(AuditError::Corrupt { path: PathBuf::new(), reason: format!("audit task: {e}") })
-        })
+        tokio::task::spawn_blocking(move || d.audit_now(entry))
+            .await
+            .unwrap_or_else(|e| {
+                Err(AuditError::Corrupt {
+                    path: PathBuf::new(),
+                    reason: format!("audit task: {e}"),
+                })
+            })
     }
 
     /// Append to the audit log from a blocking context.
     pub fn audit_now(&self, entry: Entry) -> Result<Record, AuditError> {
-        self.audit.lock().unwrap_or_else(|p| p.into_inner()).append(entry)
+        self.audit
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .append(entry)
     }
 
     /// The last record written.
@@ -174,9 +192,22 @@ impl Daemon {
     /// running slices, start autostart slices that are not running. Blocking.
     pub fn reconcile(&self) -> ReconcileReport {
         let mut report = ReconcileReport::default();
+        // Starts that a previous daemon left in flight finish (or fail) first.
+        let still = janitor::wait_for_starting_shims(&self.paths, Duration::from_secs(30));
+        if !still.is_empty() {
+            tracing::warn!(slices = ?still, "shims still starting after 30 s; leaving them alone");
+        }
         match self.manager.recover() {
             Ok(done) => report.recovered = done,
             Err(e) => tracing::error!(error = %e, "recovering half-made state"),
+        }
+        let infos = self.manager.list().unwrap_or_default();
+        for l in janitor::leftovers(&self.manager, &infos) {
+            match janitor::clean(&self.manager, &l) {
+                Ok(true) => report.recovered.push(format!("{l:?}")),
+                Ok(false) => {}
+                Err(e) => tracing::error!(leftover = ?l, error = %e, "cleaning"),
+            }
         }
         let infos = match self.manager.list() {
             Ok(l) => l,
@@ -213,27 +244,87 @@ impl Daemon {
             }
         }
         if !report.recovered.is_empty() {
-            self.audit_daemon("recovery", None, Some(format!("removed {}", report.recovered.join(", "))));
+            self.audit_daemon(
+                "recovery",
+                None,
+                Some(format!("removed {}", report.recovered.join(", "))),
+            );
         }
         self.events.prime(&final_infos);
         report
     }
 
     /// Poll slice state for events (exits, OOM kills, changes made outside the API) until
-    /// `shutdown` fires.
+    /// `shutdown` fires. Each tick inspects only the slices whose files changed
+    /// ([`watch::Watcher`]); every [`FULL_POLL_EVERY`] it inspects all of them (OOM kills of
+    /// processes other than init, shims that died without a record) and cleans leftovers
+    /// (see [`janitor`]).
     pub async fn poll_events(self: Arc<Self>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
         let interval = Duration::from_millis(self.config.events_poll_ms);
+        let mut last_full = Instant::now();
+        let watcher = Arc::new(Mutex::new(watch::Watcher::new()));
         loop {
             tokio::select! {
                 _ = tokio::time::sleep(interval) => {}
                 _ = shutdown.changed() => return,
             }
             let taken_at = Instant::now();
-            match self.blocking(|m| m.list()).await {
-                Ok(infos) => self.events.observe_snapshot(&infos, taken_at),
-                Err(e) => tracing::warn!(error = %e, "polling slices for events"),
+            let w = watcher.clone();
+            if last_full.elapsed() >= FULL_POLL_EVERY {
+                last_full = Instant::now();
+                let polled = self
+                    .blocking(move |m| {
+                        w.lock().unwrap_or_else(|p| p.into_inner()).scan(&m.paths);
+                        m.list()
+                    })
+                    .await;
+                match polled {
+                    Ok(infos) => {
+                        self.events.observe_snapshot(&infos, taken_at);
+                        self.sweep(infos).await;
+                    }
+                    Err(e) => tracing::warn!(error = %e, "polling slices for events"),
+                }
+            } else {
+                let (infos, gone) = self
+                    .blocking(move |m| {
+                        let (changed, mut gone) =
+                            w.lock().unwrap_or_else(|p| p.into_inner()).scan(&m.paths);
+                        let mut infos = Vec::with_capacity(changed.len());
+                        for n in changed {
+                            match m.inspect(&n) {
+                                Ok(i) => infos.push(i),
+                                Err(crate::slice::SliceError::NotFound(_)) => gone.push(n),
+                                Err(e) => tracing::debug!(slice = %n, error = %e, "inspect"),
+                            }
+                        }
+                        (infos, gone)
+                    })
+                    .await;
+                self.events.observe_partial(&infos, &gone, taken_at);
             }
         }
+    }
+
+    /// Clean leftovers of slices nobody is operating on right now, given a fresh list.
+    pub async fn sweep(&self, infos: Vec<SliceInfo>) -> Vec<janitor::Leftover> {
+        let mut cleaned = Vec::new();
+        for l in self.blocking(move |m| janitor::leftovers(m, &infos)).await {
+            let Some(_guard) = self.locks.try_lock(l.name()) else {
+                continue;
+            };
+            let l2 = l.clone();
+            match self.blocking(move |m| janitor::clean(m, &l2)).await {
+                Ok(true) => {
+                    tracing::warn!(leftover = ?l, "cleaned leftover of an interrupted operation");
+                    self.audit_daemon("cleanup", Some(l.name()), Some(format!("{l:?}")));
+                    cleaned.push(l);
+                }
+                Ok(false) => {}
+                Err(e) => tracing::error!(leftover = ?l, error = %e, "cleaning leftover"),
+            }
+        }
+        cleaned
     }
 
     /// Inspect a slice and feed the result to the event bus.
@@ -247,10 +338,17 @@ impl Daemon {
 
 /// Resident set size of this process in bytes (from /proc/self/statm).
 pub fn rss_bytes() -> u64 {
-    let page = nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE).ok().flatten().unwrap_or(4096) as u64;
+    let page = nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
+        .ok()
+        .flatten()
+        .unwrap_or(4096) as u64;
     fs::read_to_string("/proc/self/statm")
         .ok()
-        .and_then(|s| s.split_whitespace().nth(1).and_then(|v| v.parse::<u64>().ok()))
+        .and_then(|s| {
+            s.split_whitespace()
+                .nth(1)
+                .and_then(|v| v.parse::<u64>().ok())
+        })
         .map(|pages| pages * page)
         .unwrap_or(0)
 }

@@ -5,7 +5,9 @@ use std::os::unix::net::UnixDatagram;
 /// Send `state` (e.g. "READY=1\nSTATUS=…") if running under systemd. Returns whether a
 /// notification was sent.
 pub fn notify(state: &str) -> std::io::Result<bool> {
-    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else { return Ok(false) };
+    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
+        return Ok(false);
+    };
     let path = path.to_string_lossy().into_owned();
     if path.is_empty() {
         return Ok(false);

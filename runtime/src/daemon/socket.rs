@@ -37,7 +37,10 @@ pub fn bind(path: &Path, access: &Access) -> io::Result<(UnixListener, Applied)>
             Ok(_) => {
                 return Err(io::Error::new(
                     io::ErrorKind::AddrInUse,
-                    format!("{} is in use: another daemon is listening on it", path.display()),
+                    format!(
+                        "{} is in use: another daemon is listening on it",
+                        path.display()
+                    ),
                 ))
             }
             Err(_) => std::fs::remove_file(path)?,
@@ -76,7 +79,14 @@ mod tests {
     fn modes_and_stale_sockets() {
         let d = tempfile::tempdir().unwrap();
         let p = d.path().join("sub/api.sock");
-        let (l, applied) = bind(&p, &Access::Group { group: "vslice-no-such-group-xyz".into(), mode: 0o660 }).unwrap();
+        let (l, applied) = bind(
+            &p,
+            &Access::Group {
+                group: "vslice-no-such-group-xyz".into(),
+                mode: 0o660,
+            },
+        )
+        .unwrap();
         assert_eq!(applied.mode, 0o600);
         assert!(applied.warning.is_some());
         assert_eq!(std::fs::metadata(&p).unwrap().mode() & 0o777, 0o600);
@@ -85,7 +95,14 @@ mod tests {
         assert_eq!(e.kind(), io::ErrorKind::AddrInUse);
         drop(l);
         // Stale: replaced.
-        let (_l, applied) = bind(&p, &Access::Group { group: "root".into(), mode: 0o660 }).unwrap();
+        let (_l, applied) = bind(
+            &p,
+            &Access::Group {
+                group: "root".into(),
+                mode: 0o660,
+            },
+        )
+        .unwrap();
         assert_eq!(applied.gid, Some(0));
         assert_eq!(std::fs::metadata(&p).unwrap().mode() & 0o777, 0o660);
     }

@@ -20,7 +20,10 @@ impl Ipv4Cidr {
         if prefix_len > 32 {
             return Err(format!("prefix length /{prefix_len} is larger than 32"));
         }
-        let cidr = Ipv4Cidr { network, prefix_len };
+        let cidr = Ipv4Cidr {
+            network,
+            prefix_len,
+        };
         if u32::from(network) & !cidr.mask() != 0 {
             return Err(format!(
                 "{network}/{prefix_len} has host bits set (the network address is {}/{prefix_len})",
@@ -84,10 +87,15 @@ impl fmt::Display for Ipv4Cidr {
 impl FromStr for Ipv4Cidr {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        let (addr, len) =
-            s.split_once('/').ok_or_else(|| format!("{s:?} is not in CIDR notation (a.b.c.d/n)"))?;
-        let addr: Ipv4Addr = addr.parse().map_err(|_| format!("{addr:?} is not an IPv4 address"))?;
-        let len: u8 = len.parse().map_err(|_| format!("{len:?} is not a prefix length"))?;
+        let (addr, len) = s
+            .split_once('/')
+            .ok_or_else(|| format!("{s:?} is not in CIDR notation (a.b.c.d/n)"))?;
+        let addr: Ipv4Addr = addr
+            .parse()
+            .map_err(|_| format!("{addr:?} is not an IPv4 address"))?;
+        let len: u8 = len
+            .parse()
+            .map_err(|_| format!("{len:?} is not a prefix length"))?;
         Ipv4Cidr::new(addr, len)
     }
 }
@@ -123,7 +131,10 @@ mod tests {
 
     #[test]
     fn rejects_host_bits_and_garbage() {
-        assert!("10.213.0.1/20".parse::<Ipv4Cidr>().unwrap_err().contains("host bits"));
+        assert!("10.213.0.1/20"
+            .parse::<Ipv4Cidr>()
+            .unwrap_err()
+            .contains("host bits"));
         assert!("10.213.0.0".parse::<Ipv4Cidr>().is_err());
         assert!("10.213.0.0/33".parse::<Ipv4Cidr>().is_err());
     }

@@ -20,7 +20,11 @@ pub enum NetError {
     Invalid { field: String, msg: String },
     /// A command failed.
     #[error("`{cmd}` failed ({status}): {stderr}")]
-    Command { cmd: String, status: String, stderr: String },
+    Command {
+        cmd: String,
+        status: String,
+        stderr: String,
+    },
     /// A file could not be read or written.
     #[error(transparent)]
     Path(#[from] PathError),
@@ -31,7 +35,10 @@ pub enum NetError {
 
 impl NetError {
     pub(crate) fn invalid(field: impl Into<String>, msg: impl Into<String>) -> NetError {
-        NetError::Invalid { field: field.into(), msg: msg.into() }
+        NetError::Invalid {
+            field: field.into(),
+            msg: msg.into(),
+        }
     }
 
     /// True for a command failure whose stderr says the object does not exist.
@@ -79,7 +86,11 @@ pub(crate) fn run_input(program: &str, args: &[&str], input: Option<&str>) -> Re
     let cmd = command_line(program, args);
     let mut child = Command::new(program)
         .args(args)
-        .stdin(if input.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdin(if input.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -123,7 +134,11 @@ pub(crate) fn run_input(program: &str, args: &[&str], input: Option<&str>) -> Re
             Some(c) => format!("exit {c}"),
             None => format!("{}", out.status),
         };
-        Err(NetError::Command { cmd, status, stderr })
+        Err(NetError::Command {
+            cmd,
+            status,
+            stderr,
+        })
     }
 }
 

@@ -37,7 +37,9 @@ pub(crate) fn host_dns() -> (Vec<Ipv4Addr>, Vec<String>) {
     let mut servers = Vec::new();
     let mut search = Vec::new();
     for path in ["/etc/resolv.conf", "/run/systemd/resolve/resolv.conf"] {
-        let Ok(text) = std::fs::read_to_string(path) else { continue };
+        let Ok(text) = std::fs::read_to_string(path) else {
+            continue;
+        };
         for line in text.lines() {
             let mut it = line.split_whitespace();
             match it.next() {
@@ -96,8 +98,8 @@ pub(crate) fn write_etc_files(
     owner: Option<(u32, u32)>,
 ) -> Result<()> {
     use std::os::fd::AsRawFd;
-    let root = open_dir_nofollow(None, rootfs)
-        .map_err(|e| PathError::new("open", rootfs, e.into()))?;
+    let root =
+        open_dir_nofollow(None, rootfs).map_err(|e| PathError::new("open", rootfs, e.into()))?;
     let etc_path = rootfs.join("etc");
     let etc = open_dir_nofollow(Some(root.as_raw_fd()), Path::new("etc"))
         .map_err(|e| PathError::new("open (no symlinks)", &etc_path, e.into()))?;
@@ -136,14 +138,25 @@ pub(crate) fn write_etc_files(
         // SAFETY: openat returned a new descriptor that nothing else owns.
         let mut f = unsafe { std::fs::File::from_raw_fd(fd) };
         let res = (|| -> std::result::Result<(), PathError> {
-            f.write_all(content.as_bytes()).map_err(|e| PathError::new("write", &target, e))?;
+            f.write_all(content.as_bytes())
+                .map_err(|e| PathError::new("write", &target, e))?;
             if let Some((uid, gid)) = owner {
-                fchown(f.as_raw_fd(), Some(Uid::from_raw(uid)), Some(Gid::from_raw(gid)))
-                    .map_err(|e| PathError::new("chown", &target, e.into()))?;
+                fchown(
+                    f.as_raw_fd(),
+                    Some(Uid::from_raw(uid)),
+                    Some(Gid::from_raw(gid)),
+                )
+                .map_err(|e| PathError::new("chown", &target, e.into()))?;
             }
-            f.sync_all().map_err(|e| PathError::new("fsync", &target, e))?;
-            renameat(Some(etc.as_raw_fd()), tmp.as_str(), Some(etc.as_raw_fd()), *name)
-                .map_err(|e| PathError::new("rename into", &target, e.into()))
+            f.sync_all()
+                .map_err(|e| PathError::new("fsync", &target, e))?;
+            renameat(
+                Some(etc.as_raw_fd()),
+                tmp.as_str(),
+                Some(etc.as_raw_fd()),
+                *name,
+            )
+            .map_err(|e| PathError::new("rename into", &target, e.into()))
         })();
         if res.is_err() {
             let _ = nix::unistd::unlinkat(
@@ -155,4 +168,56 @@ pub(crate) fn write_etc_files(
         res?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn writes_replace_planted_symlinks_and_refuse_a_linked_etc() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("rootfs");
+        std::fs::create_dir_all(root.join("etc")).unwrap();
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, "precious").unwrap();
+        std::os::unix::fs::symlink(&victim, root.join("etc/hosts")).unwrap();
+        write_etc_files(
+            &root,
+            &[("hosts", "10.213.0.2\tweb\n"), ("resolv.conf", "x\n")],
+            None,
+        )
+        .unwrap();
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
+        let meta = std::fs::symlink_metadata(root.join("etc/hosts")).unwrap();
+        assert!(meta.file_type().is_file());
+        assert_eq!(
+            std::fs::read_to_string(root.join("etc/hosts")).unwrap(),
+            "10.213.0.2\tweb\n"
+        );
+        let names: Vec<_> = std::fs::read_dir(root.join("etc")).unwrap().collect();
+        assert_eq!(names.len(), 2, "temp file left behind");
+
+        let root2 = dir.path().join("rootfs2");
+        std::fs::create_dir_all(&root2).unwrap();
+        std::os::unix::fs::symlink(dir.path(), root2.join("etc")).unwrap();
+        let err = write_etc_files(&root2, &[("hosts", "x")], None).unwrap_err();
+        assert!(err.to_string().contains("rootfs2/etc"), "{err}");
+        assert!(!dir.path().join("hosts").exists());
+    }
+
+    #[test]
+    fn resolv_and_hosts_content() {
+        let r = resolv_conf(&["192.0.2.53".parse().unwrap()], &["example.org".into()]);
+        assert_eq!(
+            r,
+            "# written by vslice\nnameserver 192.0.2.53\nsearch example.org\n"
+        );
+        let h = hosts_file(
+            "web",
+            Some("10.213.0.2".parse().unwrap()),
+            Some("10.213.0.1".parse().unwrap()),
+        );
+        assert!(h.contains("10.213.0.2\tweb\n") && h.contains("10.213.0.1\tvslice-gateway\n"));
+    }
 }

@@ -54,7 +54,14 @@ pub(crate) fn open_pairs(state: &NetState) -> Vec<(&SliceEntry, &SliceEntry)> {
 
 fn counters_of(e: &SliceEntry) -> ([String; 3], String) {
     let v = &e.veth;
-    ([format!("spoof_{v}"), format!("nonip_{v}"), format!("iso_{v}")], format!("blocked_{v}"))
+    (
+        [
+            format!("spoof_{v}"),
+            format!("nonip_{v}"),
+            format!("iso_{v}"),
+        ],
+        format!("blocked_{v}"),
+    )
 }
 
 /// Render the full transaction. `stale_*` are objects present in the kernel that the new rule
@@ -101,21 +108,45 @@ pub(crate) fn render(
         let _ = writeln!(w, "add chain bridge {t} {ch}");
         let (mac, ip) = (&e.mac, e.ip);
         // Only IPv4 and ARP leave a slice (no IPv6: the slice network is IPv4-only).
-        let _ = writeln!(w, "add rule bridge {t} {ch} ether type != {{ ip, arp }} counter name \"{nonip}\" drop");
-        let _ = writeln!(w, "add rule bridge {t} {ch} ether saddr != {mac} counter name \"{spoof}\" drop");
-        let _ = writeln!(w, "add rule bridge {t} {ch} arp saddr ether != {mac} counter name \"{spoof}\" drop");
-        let _ = writeln!(w, "add rule bridge {t} {ch} arp saddr ip != {ip} counter name \"{spoof}\" drop");
+        let _ = writeln!(
+            w,
+            "add rule bridge {t} {ch} ether type != {{ ip, arp }} counter name \"{nonip}\" drop"
+        );
+        let _ = writeln!(
+            w,
+            "add rule bridge {t} {ch} ether saddr != {mac} counter name \"{spoof}\" drop"
+        );
+        let _ = writeln!(
+            w,
+            "add rule bridge {t} {ch} arp saddr ether != {mac} counter name \"{spoof}\" drop"
+        );
+        let _ = writeln!(
+            w,
+            "add rule bridge {t} {ch} arp saddr ip != {ip} counter name \"{spoof}\" drop"
+        );
         let _ = writeln!(w, "add rule bridge {t} {ch} ether type arp limit rate over 50/second burst 100 packets drop");
-        let _ = writeln!(w, "add rule bridge {t} {ch} ip saddr != {ip} counter name \"{spoof}\" drop");
+        let _ = writeln!(
+            w,
+            "add rule bridge {t} {ch} ip saddr != {ip} counter name \"{spoof}\" drop"
+        );
         let ich = format!("iso_{v}");
         let _ = writeln!(w, "add chain bridge {t} {ich}");
-        let _ = writeln!(w, "add rule bridge {t} {ich} ether type ip counter name \"{iso}\" drop");
+        let _ = writeln!(
+            w,
+            "add rule bridge {t} {ich} ether type ip counter name \"{iso}\" drop"
+        );
         let _ = writeln!(w, "add rule bridge {t} {ich} drop");
     }
     if !active.is_empty() {
-        let vmap: Vec<String> =
-            active.iter().map(|e| format!("\"{}\" : jump from_{}", e.veth, e.veth)).collect();
-        let _ = writeln!(w, "add rule bridge {t} prerouting iifname vmap {{ {} }}", vmap.join(", "));
+        let vmap: Vec<String> = active
+            .iter()
+            .map(|e| format!("\"{}\" : jump from_{}", e.veth, e.veth))
+            .collect();
+        let _ = writeln!(
+            w,
+            "add rule bridge {t} prerouting iifname vmap {{ {} }}",
+            vmap.join(", ")
+        );
         let ports: Vec<String> = active.iter().map(|e| format!("\"{}\"", e.veth)).collect();
         let ports = ports.join(", ");
         if !pairs.is_empty() {
@@ -128,10 +159,16 @@ pub(crate) fn render(
                     ]
                 })
                 .collect();
-            let _ = writeln!(w, "add rule bridge {t} forward iifname . oifname {{ {} }} accept", p.join(", "));
+            let _ = writeln!(
+                w,
+                "add rule bridge {t} forward iifname . oifname {{ {} }} accept",
+                p.join(", ")
+            );
         }
-        let vmap: Vec<String> =
-            active.iter().map(|e| format!("\"{}\" : jump iso_{}", e.veth, e.veth)).collect();
+        let vmap: Vec<String> = active
+            .iter()
+            .map(|e| format!("\"{}\" : jump iso_{}", e.veth, e.veth))
+            .collect();
         let _ = writeln!(
             w,
             "add rule bridge {t} forward oifname {{ {ports} }} iifname vmap {{ {} }}",
@@ -152,11 +189,25 @@ pub(crate) fn render(
     let sub = &node.subnet;
     let gw = node.gateway;
     let _ = writeln!(w, "add chain inet {t} prerouting_nat {{ type nat hook prerouting priority dstnat; policy accept; }}");
-    let _ = writeln!(w, "add chain inet {t} output_nat {{ type nat hook output priority -100; policy accept; }}");
+    let _ = writeln!(
+        w,
+        "add chain inet {t} output_nat {{ type nat hook output priority -100; policy accept; }}"
+    );
     let _ = writeln!(w, "add chain inet {t} postrouting_nat {{ type nat hook postrouting priority srcnat; policy accept; }}");
-    let _ = writeln!(w, "add chain inet {t} input {{ type filter hook input priority 0; policy accept; }}");
-    let _ = writeln!(w, "add chain inet {t} forward {{ type filter hook forward priority 0; policy accept; }}");
-    for c in ["port_forwards", "from_slices", "between_slices", "to_slices"] {
+    let _ = writeln!(
+        w,
+        "add chain inet {t} input {{ type filter hook input priority 0; policy accept; }}"
+    );
+    let _ = writeln!(
+        w,
+        "add chain inet {t} forward {{ type filter hook forward priority 0; policy accept; }}"
+    );
+    for c in [
+        "port_forwards",
+        "from_slices",
+        "between_slices",
+        "to_slices",
+    ] {
         let _ = writeln!(w, "add chain inet {t} {c}");
     }
     // Port forwards: from outside (not from slices: a published port is not a way around
@@ -180,8 +231,14 @@ pub(crate) fn render(
     // Egress NAT.
     let _ = writeln!(w, "add rule inet {t} postrouting_nat ip saddr {sub} ip daddr != {sub} oifname != \"{br}\" masquerade");
     // Host services.
-    let _ = writeln!(w, "add rule inet {t} input iifname \"{br}\" jump from_slices");
-    let _ = writeln!(w, "add rule inet {t} from_slices ct state established,related accept");
+    let _ = writeln!(
+        w,
+        "add rule inet {t} input iifname \"{br}\" jump from_slices"
+    );
+    let _ = writeln!(
+        w,
+        "add rule inet {t} from_slices ct state established,related accept"
+    );
     let _ = writeln!(w, "add rule inet {t} from_slices ct state invalid drop");
     for e in &active {
         let (_, blocked) = counters_of(e);
@@ -216,28 +273,63 @@ pub(crate) fn render(
         let _ = writeln!(w, "add rule inet {t} {fch} counter name \"{blocked}\" drop");
     }
     if !active.is_empty() {
-        let vmap: Vec<String> = active.iter().map(|e| format!("{} : jump host_{}", e.ip, e.veth)).collect();
-        let _ = writeln!(w, "add rule inet {t} from_slices ip saddr vmap {{ {} }}", vmap.join(", "));
+        let vmap: Vec<String> = active
+            .iter()
+            .map(|e| format!("{} : jump host_{}", e.ip, e.veth))
+            .collect();
+        let _ = writeln!(
+            w,
+            "add rule inet {t} from_slices ip saddr vmap {{ {} }}",
+            vmap.join(", ")
+        );
     }
     let _ = writeln!(w, "add rule inet {t} from_slices drop");
     // Routed traffic: between slices (a slice sending to another slice through the gateway,
     // or bridged packets when br_netfilter is on), into slices, out of slices (allowed, NATed).
-    let _ = writeln!(w, "add rule inet {t} forward iifname \"{br}\" oifname \"{br}\" jump between_slices");
-    let _ = writeln!(w, "add rule inet {t} forward oifname \"{br}\" jump to_slices");
-    let _ = writeln!(w, "add rule inet {t} between_slices ct state established,related accept");
+    let _ = writeln!(
+        w,
+        "add rule inet {t} forward iifname \"{br}\" oifname \"{br}\" jump between_slices"
+    );
+    let _ = writeln!(
+        w,
+        "add rule inet {t} forward oifname \"{br}\" jump to_slices"
+    );
+    let _ = writeln!(
+        w,
+        "add rule inet {t} between_slices ct state established,related accept"
+    );
     if !pairs.is_empty() {
         let p: Vec<String> = pairs
             .iter()
-            .flat_map(|(a, b)| [format!("{} . {}", a.ip, b.ip), format!("{} . {}", b.ip, a.ip)])
+            .flat_map(|(a, b)| {
+                [
+                    format!("{} . {}", a.ip, b.ip),
+                    format!("{} . {}", b.ip, a.ip),
+                ]
+            })
             .collect();
-        let _ = writeln!(w, "add rule inet {t} between_slices ip saddr . ip daddr {{ {} }} accept", p.join(", "));
+        let _ = writeln!(
+            w,
+            "add rule inet {t} between_slices ip saddr . ip daddr {{ {} }} accept",
+            p.join(", ")
+        );
     }
     if !active.is_empty() {
-        let vmap: Vec<String> = active.iter().map(|e| format!("{} : jump peer_{}", e.ip, e.veth)).collect();
-        let _ = writeln!(w, "add rule inet {t} between_slices ip saddr vmap {{ {} }}", vmap.join(", "));
+        let vmap: Vec<String> = active
+            .iter()
+            .map(|e| format!("{} : jump peer_{}", e.ip, e.veth))
+            .collect();
+        let _ = writeln!(
+            w,
+            "add rule inet {t} between_slices ip saddr vmap {{ {} }}",
+            vmap.join(", ")
+        );
     }
     let _ = writeln!(w, "add rule inet {t} between_slices drop");
-    let _ = writeln!(w, "add rule inet {t} to_slices ct state established,related accept");
+    let _ = writeln!(
+        w,
+        "add rule inet {t} to_slices ct state established,related accept"
+    );
     let _ = writeln!(w, "add rule inet {t} to_slices ct status dnat accept");
     let _ = writeln!(w, "add rule inet {t} to_slices drop");
     s
@@ -351,4 +443,90 @@ pub(crate) fn counters(
         }
     }
     Ok(m)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::net::spec::{HostPort, NetMode, PortForward};
+    use crate::net::state::BudgetState;
+
+    fn entry(id: u32, allow: &[&str]) -> SliceEntry {
+        let mut spec = NetSpec {
+            mode: NetMode::Bridge,
+            ..Default::default()
+        };
+        spec.allow.slices = allow.iter().map(|s| s.to_string()).collect();
+        SliceEntry {
+            id,
+            ip: Ipv4Addr::new(10, 213, 0, id as u8),
+            mac: format!("02:76:0a:d5:00:{id:02x}"),
+            veth: format!("vs{id}"),
+            spec,
+            active: true,
+            budget: BudgetState::default(),
+        }
+    }
+
+    #[test]
+    fn pairs_need_both_sides() {
+        let mut st = NetState::default();
+        st.slices.insert("a".into(), entry(2, &["b"]));
+        st.slices.insert("b".into(), entry(3, &[]));
+        st.slices.insert("c".into(), entry(4, &["*"]));
+        assert!(open_pairs(&st).is_empty());
+        st.slices.get_mut("b").unwrap().spec.allow.slices = vec!["a".into()];
+        let names: Vec<(String, String)> = open_pairs(&st)
+            .iter()
+            .map(|(x, y)| (x.veth.clone(), y.veth.clone()))
+            .collect();
+        assert_eq!(names, vec![("vs2".to_string(), "vs3".to_string())]);
+        st.slices.get_mut("a").unwrap().spec.allow.slices = vec!["*".into()];
+        assert_eq!(open_pairs(&st).len(), 2); // a-b, a-c
+        st.slices.get_mut("c").unwrap().active = false;
+        assert_eq!(open_pairs(&st).len(), 1);
+    }
+
+    #[test]
+    fn render_pins_addresses_and_cleans_stale_objects() {
+        let mut st = NetState::default();
+        let mut a = entry(2, &[]);
+        a.spec.ports.push(PortForward {
+            host_port: 8080,
+            slice_port: 80,
+            proto: Proto::Tcp,
+        });
+        a.spec.allow.host_ports.push(HostPort {
+            port: 53,
+            proto: Proto::Udp,
+        });
+        st.slices.insert("a".into(), a);
+        let node = NftNode {
+            table: "vslice",
+            bridge: "vslice0",
+            subnet: "10.213.0.0/20".into(),
+            gateway: Ipv4Addr::new(10, 213, 0, 1),
+        };
+        let mut stale = Existing::default();
+        stale.chains.insert("from_vs9".into());
+        stale.chains.insert("prerouting".into());
+        stale.counters.insert("spoof_vs9".into());
+        let s = render(&node, &st, &stale, &Existing::default());
+        for line in [
+            "add rule bridge vslice from_vs2 ether saddr != 02:76:0a:d5:00:02 counter name \"spoof_vs2\" drop",
+            "add rule bridge vslice from_vs2 ip saddr != 10.213.0.2 counter name \"spoof_vs2\" drop",
+            "add rule inet vslice port_forwards tcp dport 8080 dnat ip to 10.213.0.2:80",
+            "add rule inet vslice host_vs2 udp dport { 53 } accept",
+            "delete chain bridge vslice from_vs9",
+            "delete counter bridge vslice spoof_vs9",
+        ] {
+            assert!(s.contains(line), "missing {line:?} in:\n{s}");
+        }
+        assert!(!s.contains("delete chain bridge vslice prerouting"));
+        // flush comes before deletes, deletes before adds
+        let flush = s.find("flush table bridge").unwrap();
+        let del = s.find("delete chain bridge").unwrap();
+        let add = s.find("add chain bridge vslice prerouting").unwrap();
+        assert!(flush < del && del < add);
+    }
 }

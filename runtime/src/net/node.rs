@@ -6,12 +6,13 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 
 use super::cidr::Ipv4Cidr;
-use super::cmd::{link_exists, run, run_in_netns, run_input, run_opt, write_sysctl, NetError, Result};
+use super::cmd::{
+    link_exists, run, run_in_netns, run_input, run_opt, write_sysctl, NetError, Result,
+};
 use super::etc;
 use super::nft::{self, NftNode};
 use super::spec::{
-    validate_slice_name, ByteBudget, NetMode, NetSpec, BUDGET_FLOOR_BPS, MAX_RATE_BPS,
-    MIN_RATE_BPS,
+    validate_slice_name, ByteBudget, NetMode, NetSpec, BUDGET_FLOOR_BPS, MAX_RATE_BPS, MIN_RATE_BPS,
 };
 use super::state::{BudgetState, NetState, SliceEntry, StateLock};
 use super::tc::{self, ClassPlan, Dir};
@@ -87,7 +88,10 @@ impl SliceNet {
     pub fn write_etc(&self, rootfs: &Path, owner: Option<(u32, u32)>) -> Result<()> {
         etc::write_etc_files(
             rootfs,
-            &[("hosts", self.hosts.as_str()), ("resolv.conf", self.resolv_conf.as_str())],
+            &[
+                ("hosts", self.hosts.as_str()),
+                ("resolv.conf", self.resolv_conf.as_str()),
+            ],
             owner,
         )
     }
@@ -179,12 +183,18 @@ impl NodeNet {
 
     /// Names of the two IFB devices (outbound, inbound).
     pub fn ifb_names(&self) -> (String, String) {
-        (tc::ifb_name(&self.bridge, Dir::Out), tc::ifb_name(&self.bridge, Dir::In))
+        (
+            tc::ifb_name(&self.bridge, Dir::Out),
+            tc::ifb_name(&self.bridge, Dir::In),
+        )
     }
 
     /// Check the configuration; errors name the field (`node.bridge: ...`).
     pub fn validate(&self) -> Result<()> {
-        let ifname_ok = |s: &str| s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+        let ifname_ok = |s: &str| {
+            s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        };
         if self.bridge.is_empty() || self.bridge.len() > 11 || !ifname_ok(&self.bridge) {
             return Err(NetError::invalid(
                 "node.bridge",
@@ -194,7 +204,9 @@ impl NodeNet {
         let p = &self.veth_prefix;
         if p.is_empty()
             || p.len() > 8
-            || !p.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+            || !p
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
         {
             return Err(NetError::invalid(
                 "node.veth_prefix",
@@ -202,7 +214,8 @@ impl NodeNet {
             ));
         }
         let t = &self.nft_table;
-        if t.is_empty() || t.len() > 32 || !t.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        if t.is_empty() || t.len() > 32 || !t.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        {
             return Err(NetError::invalid(
                 "node.nft_table",
                 format!("{t:?} must be 1 to 32 characters [A-Za-z0-9_]"),
@@ -218,9 +231,10 @@ impl NodeNet {
                 ),
             ));
         }
-        for (field, r) in
-            [("node.node_egress_rate", self.node_egress_rate), ("node.node_ingress_rate", self.node_ingress_rate)]
-        {
+        for (field, r) in [
+            ("node.node_egress_rate", self.node_egress_rate),
+            ("node.node_ingress_rate", self.node_ingress_rate),
+        ] {
             if let Some(r) = r {
                 if !(MIN_RATE_BPS..=MAX_RATE_BPS).contains(&r) {
                     return Err(NetError::invalid(
@@ -262,13 +276,18 @@ impl NodeNet {
         let br = self.bridge.as_str();
         if !link_exists(br) {
             let mac = self.bridge_mac();
-            run("ip", &["link", "add", "name", br, "address", &mac, "type", "bridge"])?;
+            run(
+                "ip",
+                &["link", "add", "name", br, "address", &mac, "type", "bridge"],
+            )?;
         }
         let gw = format!("{}/{}", self.gateway(), self.subnet.prefix_len());
         run_input(
             "ip",
             &["-batch", "-"],
-            Some(&format!("addr replace {gw} dev {br}\nlink set dev {br} up\n")),
+            Some(&format!(
+                "addr replace {gw} dev {br}\nlink set dev {br} up\n"
+            )),
         )?;
         // Per-interface sysctls of our own devices only.
         let v6 = format!("/proc/sys/net/ipv6/conf/{br}/disable_ipv6");
@@ -426,7 +445,9 @@ impl NodeNet {
         let host = link_info_host(veth)?;
         let inside = link_info_netns(netns, "eth0")?;
         let ours = match (&host, &inside) {
-            (Some(h), Some(i)) => h.link_index == Some(i.ifindex) && i.link_index == Some(h.ifindex),
+            (Some(h), Some(i)) => {
+                h.link_index == Some(i.ifindex) && i.link_index == Some(h.ifindex)
+            }
             _ => false,
         };
         if !ours {
@@ -452,7 +473,9 @@ impl NodeNet {
         run_input(
             "ip",
             &["-batch", "-"],
-            Some(&format!("link set dev {veth} master {br}\nlink set dev {veth} up\n")),
+            Some(&format!(
+                "link set dev {veth} master {br}\nlink set dev {veth} up\n"
+            )),
         )?;
         let v6 = format!("/proc/sys/net/ipv6/conf/{veth}/disable_ipv6");
         if Path::new(&v6).exists() {
@@ -460,15 +483,49 @@ impl NodeNet {
         }
         let gw = self.gateway();
         let plen = self.subnet.prefix_len();
-        let script = format!(
+        // Converge eth0's IPv4 addresses to exactly the slice's: remove what the slice's root
+        // may have added (it would be dropped as spoofed anyway, but as the primary address it
+        // would also be the source the slice's own stack picks).
+        let mut script = String::new();
+        let addrs = run_in_netns(
+            netns,
+            "ip",
+            &["-j", "-4", "addr", "show", "dev", "eth0"],
+            None,
+        )?;
+        let v: serde_json::Value = serde_json::from_str(&addrs).unwrap_or_default();
+        let mut have_ours = false;
+        for info in v
+            .pointer("/0/addr_info")
+            .and_then(|a| a.as_array())
+            .into_iter()
+            .flatten()
+        {
+            let local = info
+                .get("local")
+                .and_then(|x| x.as_str())
+                .unwrap_or_default();
+            let len = info.get("prefixlen").and_then(|x| x.as_u64()).unwrap_or(32);
+            if local == e.ip.to_string() && len == u64::from(plen) {
+                have_ours = true;
+            } else if !local.is_empty() {
+                script.push_str(&format!("addr del {local}/{len} dev eth0\n"));
+            }
+        }
+        if !script.is_empty() {
+            // Deleting a primary address also deletes its secondaries: add ours afterwards.
+            have_ours = false;
+        }
+        script.push_str(&format!(
             "link set dev lo up\n\
              link set dev eth0 address {mac}\n\
-             addr replace {ip}/{plen} dev eth0\n\
+             addr {verb} {ip}/{plen} dev eth0\n\
              link set dev eth0 up\n\
              route replace default via {gw} dev eth0\n",
+            verb = if have_ours { "change" } else { "replace" },
             mac = e.mac,
             ip = e.ip,
-        );
+        ));
         run_in_netns(netns, "ip", &["-batch", "-"], Some(&script))?;
         // The slice network is IPv4-only; IPv6 frames are dropped on the host side anyway,
         // this only keeps the slice from sending them. Best effort (IPv6 may be disabled).
@@ -491,7 +548,11 @@ impl NodeNet {
         let mut plans = Vec::new();
         for (name, e) in st.active() {
             let (own, burst, throttle) = match dir {
-                Dir::Out => (e.spec.egress_rate, e.spec.egress_burst, e.budget.throttle_bps),
+                Dir::Out => (
+                    e.spec.egress_rate,
+                    e.spec.egress_burst,
+                    e.budget.throttle_bps,
+                ),
                 Dir::In => (e.spec.ingress_rate, e.spec.ingress_burst, None),
             };
             let Some(ceil) = [own, node_cap, throttle].into_iter().flatten().min() else {
@@ -499,10 +560,21 @@ impl NodeNet {
             };
             let w = e.spec.weight();
             let rate = match node_cap {
-                Some(n) => (n.saturating_mul(u64::from(w)) / total_w.max(1)).clamp(MIN_RATE_BPS.min(ceil), ceil),
+                Some(n) => (n.saturating_mul(u64::from(w)) / total_w.max(1))
+                    .clamp(MIN_RATE_BPS.min(ceil), ceil),
                 None => ceil,
             };
-            plans.push((name.clone(), ClassPlan { id: e.id, ip: e.ip, rate, ceil, burst, weight: w }));
+            plans.push((
+                name.clone(),
+                ClassPlan {
+                    id: e.id,
+                    ip: e.ip,
+                    rate,
+                    ceil,
+                    burst,
+                    weight: w,
+                },
+            ));
         }
         plans
     }
@@ -523,7 +595,9 @@ impl NodeNet {
             let classes: Vec<ClassPlan> = plans.iter().map(|(_, p)| p.clone()).collect();
             tc::apply_classes(&ifb, dir, &classes)?;
             for name in redirects {
-                let Some(e) = st.slices.get(name).filter(|e| e.active) else { continue };
+                let Some(e) = st.slices.get(name).filter(|e| e.active) else {
+                    continue;
+                };
                 let want = plans.iter().any(|(n, _)| n == name).then_some(e.ip);
                 tc::set_redirect(&e.veth, dir, &ifb, want)?;
             }
@@ -577,7 +651,9 @@ impl NodeNet {
         let _lock = StateLock::acquire(&self.state_dir)?;
         let mut st = self.load()?;
         let Some(e) = st.slices.get(slice) else {
-            return Err(NetError::State(format!("slice {slice:?} has no network attachment")));
+            return Err(NetError::State(format!(
+                "slice {slice:?} has no network attachment"
+            )));
         };
         if spec.mode == NetMode::None {
             self.detach_locked(&mut st, slice)?;
@@ -591,7 +667,11 @@ impl NodeNet {
         if active {
             observe_budget(e, now);
         }
-        e.budget.throttle_bps = e.spec.budget.as_ref().and_then(|b| throttle_for(b, &e.budget, now));
+        e.budget.throttle_bps = e
+            .spec
+            .budget
+            .as_ref()
+            .and_then(|b| throttle_for(b, &e.budget, now));
         st.save(&self.state_dir)?;
         if active {
             nft::apply(&self.nft_node(), &st)?;
@@ -609,7 +689,9 @@ impl NodeNet {
     ) -> Result<()> {
         let st = NetState::load(&self.state_dir)?;
         let Some(e) = st.slices.get(slice) else {
-            return Err(NetError::State(format!("slice {slice:?} has no network attachment")));
+            return Err(NetError::State(format!(
+                "slice {slice:?} has no network attachment"
+            )));
         };
         let mut spec = e.spec.clone();
         spec.egress_rate = egress_rate;
@@ -621,7 +703,9 @@ impl NodeNet {
     pub fn stats(&self, slice: &str) -> Result<NetCounters> {
         let st = NetState::load(&self.state_dir)?;
         let Some(e) = st.slices.get(slice) else {
-            return Err(NetError::State(format!("slice {slice:?} has no network attachment")));
+            return Err(NetError::State(format!(
+                "slice {slice:?} has no network attachment"
+            )));
         };
         let mut c = NetCounters::default();
         if e.active && link_exists(&e.veth) {
@@ -710,7 +794,11 @@ fn check_port_conflicts(st: &NetState, slice: &str, spec: &NetSpec) -> Result<()
             if other == slice {
                 continue;
             }
-            if e.spec.ports.iter().any(|q| q.host_port == p.host_port && q.proto == p.proto) {
+            if e.spec
+                .ports
+                .iter()
+                .any(|q| q.host_port == p.host_port && q.proto == p.proto)
+            {
                 return Err(NetError::invalid(
                     format!("net.ports[{i}].host_port"),
                     format!(
@@ -732,7 +820,10 @@ fn mac_for(ip: Ipv4Addr) -> String {
 }
 
 fn now_secs() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 fn read_stat(dev: &str, name: &str) -> u64 {
@@ -754,7 +845,11 @@ fn observe_budget(e: &mut SliceEntry, now: u64) {
     let Some(idx) = ifindex(&e.veth) else { return };
     let raw = read_stat(&e.veth, "rx_bytes");
     let b = &mut e.budget;
-    let delta = if idx == b.last_ifindex && raw >= b.last_raw { raw - b.last_raw } else { raw };
+    let delta = if idx == b.last_ifindex && raw >= b.last_raw {
+        raw - b.last_raw
+    } else {
+        raw
+    };
     let period = now - now % BUDGET_PERIOD_SECS;
     if b.period_start == 0 && b.last_ifindex == 0 {
         // First observation: everything the veth counted belongs to this period.
@@ -807,7 +902,10 @@ fn parse_link(out: &str) -> Option<LinkInfo> {
     let l = v.as_array()?.first()?;
     Some(LinkInfo {
         ifindex: l.get("ifindex")?.as_u64()? as u32,
-        link_index: l.get("link_index").and_then(|x| x.as_u64()).map(|x| x as u32),
+        link_index: l
+            .get("link_index")
+            .and_then(|x| x.as_u64())
+            .map(|x| x as u32),
     })
 }
 
@@ -829,14 +927,24 @@ mod tests {
 
     #[test]
     fn throttle_spreads_the_rest_over_the_day() {
-        let budget = ByteBudget { max_bytes: 1_000_000_000, thresh_bytes: 500_000_000 };
+        let budget = ByteBudget {
+            max_bytes: 1_000_000_000,
+            thresh_bytes: 500_000_000,
+        };
         let midnight = 1_700_006_400 - 1_700_006_400 % BUDGET_PERIOD_SECS;
         let noon = midnight + 43_200;
-        let mut b = BudgetState { period_start: midnight, used_bytes: 100, ..Default::default() };
+        let mut b = BudgetState {
+            period_start: midnight,
+            used_bytes: 100,
+            ..Default::default()
+        };
         assert_eq!(throttle_for(&budget, &b, noon), None);
         b.used_bytes = 600_000_000;
         // 400 MB over 43200 s = 74074 bit/s
-        assert_eq!(throttle_for(&budget, &b, noon), Some(400_000_000 * 8 / 43_200));
+        assert_eq!(
+            throttle_for(&budget, &b, noon),
+            Some(400_000_000 * 8 / 43_200)
+        );
         b.used_bytes = 2_000_000_000;
         assert_eq!(throttle_for(&budget, &b, noon), Some(BUDGET_FLOOR_BPS));
         // next day: nothing counted yet
@@ -849,10 +957,18 @@ mod tests {
         n.validate().unwrap();
         assert_eq!(n.gateway(), Ipv4Addr::new(10, 213, 0, 1));
         n.bridge = "a-very-long-bridge".into();
-        assert!(n.validate().unwrap_err().to_string().starts_with("node.bridge:"));
+        assert!(n
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .starts_with("node.bridge:"));
         n.bridge = "vslice0".into();
         n.subnet = "10.0.0.0/8".parse().unwrap();
-        assert!(n.validate().unwrap_err().to_string().starts_with("node.subnet:"));
+        assert!(n
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .starts_with("node.subnet:"));
     }
 
     #[test]

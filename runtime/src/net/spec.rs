@@ -15,7 +15,9 @@ pub enum NetMode {
 }
 
 /// Transport protocol of a port forward or an allowed host port.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Proto {
     #[default]
@@ -89,7 +91,7 @@ pub const MAX_WEIGHT: u32 = 10_000;
 /// (out of the slice), **ingress** is traffic the slice receives. Rates are bits per second,
 /// bursts bytes.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct NetSpec {
     pub mode: NetMode,
     /// Port forwards from the node's addresses into the slice.
@@ -119,7 +121,10 @@ impl NetSpec {
     /// Check every field; the error names the field (`net.ports[0].host_port: ...`).
     pub fn validate(&self) -> Result<()> {
         if self.mode == NetMode::None && !self.ports.is_empty() {
-            return Err(NetError::invalid("net.ports", "port forwards need mode \"bridge\""));
+            return Err(NetError::invalid(
+                "net.ports",
+                "port forwards need mode \"bridge\"",
+            ));
         }
         for (i, p) in self.ports.iter().enumerate() {
             if p.host_port == 0 {
@@ -161,12 +166,18 @@ impl NetSpec {
         }
         if let Some(b) = &self.budget {
             if b.max_bytes == 0 {
-                return Err(NetError::invalid("net.budget.max_bytes", "must be greater than 0"));
+                return Err(NetError::invalid(
+                    "net.budget.max_bytes",
+                    "must be greater than 0",
+                ));
             }
             if b.thresh_bytes > b.max_bytes {
                 return Err(NetError::invalid(
                     "net.budget.thresh_bytes",
-                    format!("{} is larger than max_bytes {}", b.thresh_bytes, b.max_bytes),
+                    format!(
+                        "{} is larger than max_bytes {}",
+                        b.thresh_bytes, b.max_bytes
+                    ),
                 ));
             }
         }
@@ -202,9 +213,10 @@ fn check_burst(field: &str, burst: Option<u64>) -> Result<()> {
     const MIN: u64 = 1600;
     const MAX: u64 = 1 << 30;
     match burst {
-        Some(b) if !(MIN..=MAX).contains(&b) => {
-            Err(NetError::invalid(field, format!("{b} bytes is out of range {MIN}..={MAX}")))
-        }
+        Some(b) if !(MIN..=MAX).contains(&b) => Err(NetError::invalid(
+            field,
+            format!("{b} bytes is out of range {MIN}..={MAX}"),
+        )),
         _ => Ok(()),
     }
 }
@@ -214,8 +226,13 @@ pub(crate) fn validate_slice_name(name: &str) -> std::result::Result<(), String>
     if name.is_empty() || name.len() > 63 {
         return Err(format!("{name:?} must be 1 to 63 characters"));
     }
-    if !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.') {
-        return Err(format!("{name:?} may only contain letters, digits, '-', '_' and '.'"));
+    if !name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+    {
+        return Err(format!(
+            "{name:?} may only contain letters, digits, '-', '_' and '.'"
+        ));
     }
     if name.starts_with('-') || name.starts_with('.') {
         return Err(format!("{name:?} must not start with '-' or '.'"));
@@ -248,30 +265,77 @@ mod tests {
     }
 
     #[test]
+    fn typos_are_refused() {
+        let err = serde_json::from_str::<NetSpec>(r#"{"egres_rate":1}"#).unwrap_err();
+        assert!(err.to_string().contains("egres_rate"), "{err}");
+    }
+
+    #[test]
     fn errors_name_the_field() {
-        let mut s = NetSpec { mode: NetMode::Bridge, ..Default::default() };
-        s.ports.push(PortForward { host_port: 0, slice_port: 80, proto: Proto::Tcp });
+        let mut s = NetSpec {
+            mode: NetMode::Bridge,
+            ..Default::default()
+        };
+        s.ports.push(PortForward {
+            host_port: 0,
+            slice_port: 80,
+            proto: Proto::Tcp,
+        });
         assert_eq!(
             s.validate().unwrap_err().to_string(),
             "net.ports[0].host_port: 0 is not a valid port"
         );
         s.ports[0].host_port = 8080;
-        s.ports.push(PortForward { host_port: 8080, slice_port: 81, proto: Proto::Tcp });
-        assert!(s.validate().unwrap_err().to_string().starts_with("net.ports[1].host_port:"));
+        s.ports.push(PortForward {
+            host_port: 8080,
+            slice_port: 81,
+            proto: Proto::Tcp,
+        });
+        assert!(s
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .starts_with("net.ports[1].host_port:"));
         s.ports[1].proto = Proto::Udp;
         s.validate().unwrap();
         s.egress_rate = Some(10);
-        assert!(s.validate().unwrap_err().to_string().starts_with("net.egress_rate:"));
+        assert!(s
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .starts_with("net.egress_rate:"));
         s.egress_rate = Some(10_000_000);
         s.weight = Some(0);
-        assert!(s.validate().unwrap_err().to_string().starts_with("net.weight:"));
+        assert!(s
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .starts_with("net.weight:"));
         s.weight = Some(3);
-        s.budget = Some(ByteBudget { max_bytes: 10, thresh_bytes: 20 });
-        assert!(s.validate().unwrap_err().to_string().starts_with("net.budget.thresh_bytes:"));
+        s.budget = Some(ByteBudget {
+            max_bytes: 10,
+            thresh_bytes: 20,
+        });
+        assert!(s
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .starts_with("net.budget.thresh_bytes:"));
         s.budget = None;
         s.allow.slices.push("bad name".into());
-        assert!(s.validate().unwrap_err().to_string().starts_with("net.allow.slices[0]:"));
-        let none = NetSpec { ports: vec![PortForward::default()], ..Default::default() };
-        assert!(none.validate().unwrap_err().to_string().starts_with("net.ports:"));
+        assert!(s
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .starts_with("net.allow.slices[0]:"));
+        let none = NetSpec {
+            ports: vec![PortForward::default()],
+            ..Default::default()
+        };
+        assert!(none
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .starts_with("net.ports:"));
     }
 }

@@ -63,7 +63,10 @@ impl NetState {
     pub fn load(dir: &Path) -> Result<NetState> {
         let path = dir.join(STATE_FILE);
         if !path.exists() {
-            return Ok(NetState { version: 1, ..Default::default() });
+            return Ok(NetState {
+                version: 1,
+                ..Default::default()
+            });
         }
         Ok(read_json(&path)?)
     }

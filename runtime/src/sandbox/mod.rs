@@ -74,6 +74,53 @@ pub struct CreateOptions {
     pub start_fifo: Option<PathBuf>,
 }
 
+/// What only the OCI runtime command (`vslice-runc`) asks of the executor; slices go through
+/// [`create`], which passes `OciExtras::default()` (every step below is then skipped).
+#[derive(Default)]
+pub struct OciExtras<'a> {
+    /// A connected Unix socket (runc's `--console-socket`, or one end of a socketpair): init
+    /// opens a pty from the sandbox's own devpts once its mounts are attached, sends the master
+    /// here (one SCM_RIGHTS message), makes the slave its controlling terminal and stdio and
+    /// binds it over /dev/console.
+    pub console: Option<OwnedFd>,
+    /// Initial window size (columns, rows) of that pty (`process.consoleSize`).
+    pub console_size: Option<(u16, u16)>,
+    /// prestart + createRuntime hooks: called in the caller with init's host PID once every
+    /// namespace exists and before init pivots; init waits until it returns.
+    pub runtime_hooks: Option<&'a dyn Fn(i32) -> Result<(), String>>,
+    /// createContainer hooks (in init, before pivot_root, host paths) and startContainer hooks
+    /// (in init, after the start FIFO was opened and before exec, paths inside the sandbox).
+    /// The second argument is init's host PID.
+    pub container_hooks: Option<&'a dyn Fn(ContainerHook, i32) -> Result<(), String>>,
+    /// Join a new anonymous session keyring in init (runc's default), so that the sandbox
+    /// does not share the caller's session keyring.
+    pub new_session_keyring: bool,
+}
+
+impl std::fmt::Debug for OciExtras<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OciExtras")
+            .field("console", &self.console)
+            .field("console_size", &self.console_size)
+            .field("runtime_hooks", &self.runtime_hooks.is_some())
+            .field("container_hooks", &self.container_hooks.is_some())
+            .field("new_session_keyring", &self.new_session_keyring)
+            .finish()
+    }
+}
+
+/// Which in-sandbox hook point [`OciExtras::container_hooks`] is called for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ContainerHook {
+    CreateContainer,
+    StartContainer,
+}
+
+/// Exit code of a sandbox whose program could not be started after `start` (runc's and the
+/// shell's convention: 127 not found, 126 anything else); the reason goes to its stderr.
+pub const EXIT_START_FAILED: i32 = 126;
+pub const EXIT_START_NOT_FOUND: i32 = 127;
+
 #[derive(Debug)]
 pub struct Created {
     /// Host PID of the sandbox's init.
@@ -129,7 +176,7 @@ fn plan_namespaces(spec: &Spec) -> Result<NamespacePlan, SandboxError> {
 }
 
 /// What init needs besides the exec plan, resolved before fork.
-struct InitPlan {
+struct InitPlan<'a> {
     rootfs: String,
     readonly_root: bool,
     hostname: Option<String>,
@@ -139,6 +186,37 @@ struct InitPlan {
     sysctl: Vec<(String, String)>,
     null_stdio: bool,
     start_fifo: Option<PathBuf>,
+    domainname: Option<String>,
+    /// `linux.devices`: created with mknod, or bound from the host's node of the same path in a
+    /// user namespace (which cannot mknod).
+    devices: Vec<oci_spec::runtime::LinuxDevice>,
+    in_userns: bool,
+    /// (mount destination, propagation flags) from mount options, applied after attaching.
+    propagation: Vec<(String, nix::mount::MsFlags)>,
+    rootfs_propagation: Option<nix::mount::MsFlags>,
+    console: Option<std::os::fd::RawFd>,
+    console_size: Option<(u16, u16)>,
+    runtime_hooks: bool,
+    container_hooks: Option<&'a dyn Fn(ContainerHook, i32) -> Result<(), String>>,
+    new_session_keyring: bool,
+    /// A fresh network namespace has its loopback down; every program expects it up.
+    new_netns: bool,
+}
+
+/// The propagation flags an OCI propagation option or `rootfsPropagation` names.
+pub fn propagation_flags(opt: &str) -> Option<nix::mount::MsFlags> {
+    use nix::mount::MsFlags;
+    Some(match opt {
+        "private" => MsFlags::MS_PRIVATE,
+        "rprivate" => MsFlags::MS_PRIVATE | MsFlags::MS_REC,
+        "slave" => MsFlags::MS_SLAVE,
+        "rslave" => MsFlags::MS_SLAVE | MsFlags::MS_REC,
+        "shared" => MsFlags::MS_SHARED,
+        "rshared" => MsFlags::MS_SHARED | MsFlags::MS_REC,
+        "unbindable" => MsFlags::MS_UNBINDABLE,
+        "runbindable" => MsFlags::MS_UNBINDABLE | MsFlags::MS_REC,
+        _ => return None,
+    })
 }
 
 fn pipe() -> Result<(OwnedFd, OwnedFd), SandboxError> {
@@ -167,6 +245,11 @@ fn write_id_maps(pid: Pid, spec: &Spec) -> Result<(), SandboxError> {
 /// Create the sandbox and start (or, with `start_fifo`, prepare) its init. On error, nothing
 /// the call made is left running; the cgroup it created is removed.
 pub fn create(launch: &Launch, opts: &CreateOptions) -> Result<Created, SandboxError> {
+    create_with(launch, opts, &OciExtras::default())
+}
+
+/// [`create`] with the steps only the OCI runtime command needs (console, hooks, keyring).
+pub fn create_with(launch: &Launch, opts: &CreateOptions, extras: &OciExtras) -> Result<Created, SandboxError> {
     let spec = &launch.spec;
     let process = spec.process().as_ref().ok_or_else(|| SandboxError::Spec("process: missing".into()))?;
     let linux = spec.linux().clone().unwrap_or_default();
@@ -181,16 +264,42 @@ pub fn create(launch: &Launch, opts: &CreateOptions) -> Result<Created, SandboxE
             .map(|r| r.path().to_string_lossy().into_owned())
             .ok_or_else(|| SandboxError::Spec("root.path: missing".into()))?,
     };
+    let mounts = spec.mounts().clone().unwrap_or_default();
+    let mut propagation = Vec::new();
+    for m in &mounts {
+        for opt in m.options().iter().flatten() {
+            if let Some(flags) = propagation_flags(opt) {
+                propagation.push((m.destination().to_string_lossy().into_owned(), flags));
+            }
+        }
+    }
+    let rootfs_propagation = match linux.rootfs_propagation().as_deref() {
+        None | Some("") => None,
+        Some(p) => Some(
+            propagation_flags(p).ok_or_else(|| SandboxError::Spec(format!("linux.rootfsPropagation: unknown value {p:?}")))?,
+        ),
+    };
     let init = InitPlan {
         rootfs,
         readonly_root: spec.root().as_ref().and_then(|r| r.readonly()).unwrap_or(false),
         hostname: spec.hostname().clone(),
-        mounts: spec.mounts().clone().unwrap_or_default(),
+        mounts,
         masked: linux.masked_paths().clone().unwrap_or_default(),
         readonly: linux.readonly_paths().clone().unwrap_or_default(),
         sysctl: linux.sysctl().clone().unwrap_or_default().into_iter().collect(),
         null_stdio: opts.null_stdio,
         start_fifo: opts.start_fifo.clone(),
+        domainname: spec.domainname().clone().filter(|d| !d.is_empty()),
+        devices: linux.devices().clone().unwrap_or_default(),
+        in_userns: ns.new_user || ns.join_user.is_some(),
+        propagation,
+        rootfs_propagation,
+        console: extras.console.as_ref().map(|fd| fd.as_raw_fd()),
+        console_size: extras.console_size,
+        runtime_hooks: extras.runtime_hooks.is_some(),
+        container_hooks: extras.container_hooks,
+        new_session_keyring: extras.new_session_keyring,
+        new_netns: ns.unshare.contains(CloneFlags::CLONE_NEWNET),
     };
     let cgroup = match linux.cgroups_path() {
         Some(p) => {
@@ -206,7 +315,7 @@ pub fn create(launch: &Launch, opts: &CreateOptions) -> Result<Created, SandboxE
         }
         None => None,
     };
-    let result = spawn(launch, &ns, &init, &exec, cgroup.as_ref());
+    let result = spawn(launch, &ns, &init, &exec, cgroup.as_ref(), extras);
     if result.is_err() {
         if let Some(cg) = &cgroup {
             let _ = cg.destroy();
@@ -221,6 +330,7 @@ fn spawn(
     init: &InitPlan,
     exec: &ExecPlan,
     cgroup: Option<&crate::cgroup::Cgroup>,
+    extras: &OciExtras,
 ) -> Result<Created, SandboxError> {
     let (go_r, go_w) = pipe()?;
     let (st_r, st_w) = pipe()?;
@@ -259,17 +369,32 @@ fn spawn(
             overlay.mount(&userns)?;
         }
         go.write_all(b"g").map_err(|e| sys_err("write", "sync pipe", process::io_errno(&e)))?;
-        let line = read_line(&mut status)?;
-        let pid = line.strip_prefix("pid ").and_then(|p| p.parse::<i32>().ok()).ok_or_else(|| child_error(&line))?;
-        init_pid = Some(pid);
-        // EOF: init exec'd (the pipe is close-on-exec). "ready": init waits on the start FIFO.
-        let mut rest = String::new();
-        status.read_to_string(&mut rest).map_err(|e| sys_err("read", "sync pipe", process::io_errno(&e)))?;
-        let rest = rest.trim();
-        if rest.is_empty() || rest == "ready" {
-            Ok(())
-        } else {
-            Err(child_error(rest))
+        // The intermediate reports init's PID; init itself may report "hooks" (it waits for
+        // the runtime hooks), "ready" (it waits on the start FIFO) or an error. Both write to
+        // the same pipe, so the lines may come in either order. EOF: init exec'd (the pipe is
+        // close-on-exec) or everything exited.
+        let mut hooks_pending = false;
+        loop {
+            let line = read_line(&mut status)?;
+            if let Some(pid) = line.strip_prefix("pid ") {
+                init_pid = Some(pid.parse::<i32>().map_err(|_| child_error(&line))?);
+            } else if line == "hooks" {
+                hooks_pending = true;
+            } else if line == "ready" || line.is_empty() {
+                if init_pid.is_none() {
+                    return Err(child_error(""));
+                }
+                return Ok(());
+            } else {
+                return Err(child_error(&line));
+            }
+            if let (true, Some(pid)) = (hooks_pending, init_pid) {
+                hooks_pending = false;
+                if let Some(run) = extras.runtime_hooks {
+                    run(pid).map_err(SandboxError::Child)?;
+                }
+                go.write_all(b"h").map_err(|e| sys_err("write", "sync pipe", process::io_errno(&e)))?;
+            }
         }
     })();
     let _ = nix::sys::wait::waitpid(child, None);
@@ -340,7 +465,7 @@ fn intermediate(
         // SAFETY: still single-threaded; the child runs only our code until exec.
         match unsafe { nix::unistd::fork() }.map_err(|e| sys_err("fork", "init", e))? {
             ForkResult::Child => {
-                let e = run_init(init, exec, status);
+                let e = run_init(init, exec, status, &mut go);
                 let _ = writeln!(status, "error {}", e.to_string().replace('\n', " "));
                 // SAFETY: forked child.
                 unsafe { libc::_exit(1) }
@@ -358,30 +483,106 @@ fn intermediate(
     }
 }
 
-/// Runs as the sandbox's PID 1 before exec. Returns only on error.
-fn run_init(init: &InitPlan, exec: &ExecPlan, status: &mut std::fs::File) -> SandboxError {
+/// Runs as the sandbox's PID 1 before exec. Returns only on error (before the start FIFO
+/// was opened; after it, a failure ends init with EXIT_START_* and a message on its stderr,
+/// since nobody reads the status pipe any more).
+fn run_init(init: &InitPlan, exec: &ExecPlan, status: &mut std::fs::File, go: &mut std::fs::File) -> SandboxError {
+    let mut host_pid = 0;
+    let mut fifo_dir: Option<(OwnedFd, std::ffi::OsString)> = None;
     let r = (|| -> Result<(), SandboxError> {
         nix::sys::prctl::set_dumpable(false).map_err(|e| sys_err("prctl", "PR_SET_DUMPABLE", e))?;
+        if init.runtime_hooks || init.container_hooks.is_some() {
+            // Still the host's /proc (our mount namespace is a copy of the caller's): "self"
+            // is our PID as the host sees it, which is what hooks are told.
+            host_pid = std::fs::read_link("/proc/self")
+                .ok()
+                .and_then(|p| p.to_string_lossy().parse().ok())
+                .unwrap_or(0);
+        }
+        if init.runtime_hooks {
+            writeln!(status, "hooks").map_err(|e| sys_err("write", "sync pipe", process::io_errno(&e)))?;
+            let mut b = [0u8; 1];
+            if go.read(&mut b).map_err(|e| sys_err("read", "sync pipe", process::io_errno(&e)))? != 1 {
+                return Err(SandboxError::Child("runtime hooks failed".into()));
+            }
+        }
+        if init.new_session_keyring {
+            const KEYCTL_JOIN_SESSION_KEYRING: libc::c_long = 1;
+            // SAFETY: plain syscall; a null name joins a new anonymous session keyring.
+            let r = unsafe { libc::syscall(libc::SYS_keyctl, KEYCTL_JOIN_SESSION_KEYRING, std::ptr::null::<libc::c_char>()) };
+            // ENOSYS: a kernel without keys; nothing to isolate.
+            if r < 0 && nix::Error::last() != nix::Error::ENOSYS {
+                return Err(sys_err("keyctl", "JOIN_SESSION_KEYRING", nix::Error::last()));
+            }
+        }
+        if let Some(fifo) = &init.start_fifo {
+            // The FIFO is a host path, unreachable after pivot_root: keep its directory.
+            let dir = fifo.parent().unwrap_or(std::path::Path::new("/"));
+            let fd = nix::fcntl::open(
+                dir,
+                nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_CLOEXEC,
+                nix::sys::stat::Mode::empty(),
+            )
+            .map_err(|e| sys_err("open", dir.display().to_string(), e))?;
+            // SAFETY: fd was just returned by open(2).
+            let fd = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+            fifo_dir = Some((fd, fifo.file_name().unwrap_or_default().to_os_string()));
+        }
         let prepared = mounts::prepare(&init.mounts)?;
+        let mut device_binds = Vec::new();
+        if init.in_userns {
+            for d in &init.devices {
+                let path = d.path().to_string_lossy().into_owned();
+                if is_default_device(&init.mounts, &path) {
+                    continue;
+                }
+                let fd = sys::open_tree_clone(&path, false).map_err(|e| sys_err("open_tree (linux.devices, host node)", path.clone(), e))?;
+                device_binds.push((path, fd));
+            }
+        }
+        if let Some(hooks) = init.container_hooks {
+            hooks(ContainerHook::CreateContainer, host_pid).map_err(SandboxError::Child)?;
+        }
         mounts::pivot_into(&init.rootfs)?;
         mounts::attach(prepared)?;
         let has_pts = init.mounts.iter().any(|m| m.destination() == std::path::Path::new("/dev/pts"));
         if init.mounts.iter().any(|m| m.destination() == std::path::Path::new("/dev")) {
             mounts::dev_symlinks(has_pts)?;
         }
+        create_devices(init, device_binds)?;
+        for (target, flags) in &init.propagation {
+            nix::mount::mount(None::<&str>, target.as_str(), None::<&str>, *flags, None::<&str>)
+                .map_err(|e| sys_err("set mount propagation", target.clone(), e))?;
+        }
+        if init.new_netns {
+            loopback_up()?;
+        }
         if let Some(h) = &init.hostname {
             nix::unistd::sethostname(h).map_err(|e| sys_err("sethostname", h.clone(), e))?;
+        }
+        if let Some(d) = &init.domainname {
+            // SAFETY: valid pointer and length.
+            if unsafe { libc::setdomainname(d.as_ptr().cast(), d.len()) } != 0 {
+                return Err(sys_err("setdomainname", d.clone(), nix::Error::last()));
+            }
         }
         for (key, value) in &init.sysctl {
             let path = format!("/proc/sys/{}", key.replace('.', "/"));
             std::fs::write(&path, value).map_err(|e| sys_err("write sysctl", path, process::io_errno(&e)))?;
+        }
+        nix::unistd::setsid().map_err(|e| sys_err("setsid", "", e))?;
+        if let Some(sock) = init.console {
+            setup_console(sock, init.console_size)?;
         }
         mounts::mask(&init.masked)?;
         mounts::make_readonly(&init.readonly)?;
         if init.readonly_root {
             mounts::remount_readonly("/")?;
         }
-        nix::unistd::setsid().map_err(|e| sys_err("setsid", "", e))?;
+        if let Some(flags) = init.rootfs_propagation {
+            nix::mount::mount(None::<&str>, "/", None::<&str>, flags, None::<&str>)
+                .map_err(|e| sys_err("set rootfs propagation", "/", e))?;
+        }
         if init.null_stdio {
             let null = nix::fcntl::open("/dev/null", nix::fcntl::OFlag::O_RDWR, nix::sys::stat::Mode::empty())
                 .map_err(|e| sys_err("open", "/dev/null (in sandbox)", e))?;
@@ -392,20 +593,320 @@ fn run_init(init: &InitPlan, exec: &ExecPlan, status: &mut std::fs::File) -> San
                 let _ = nix::unistd::close(null);
             }
         }
-        if let Some(fifo) = &init.start_fifo {
-            writeln!(status, "ready").map_err(|e| sys_err("write", "sync pipe", process::io_errno(&e)))?;
-            // Blocks until `start` opens the FIFO for reading.
-            let mut f = std::fs::OpenOptions::new()
-                .write(true)
-                .open(fifo)
-                .map_err(|e| sys_err("open", fifo.display().to_string(), process::io_errno(&e)))?;
-            let _ = f.write_all(b"0");
-        }
         Ok(())
     })();
     if let Err(e) = r {
         return e;
     }
+    if let Some((dir, name)) = fifo_dir {
+        if let Err(e) = writeln!(status, "ready") {
+            return sys_err("write", "sync pipe", process::io_errno(&e));
+        }
+        // Blocks until `start` opens the FIFO for reading. From here on nobody reads the
+        // status pipe: report failures on our stderr (the container's) and exit.
+        let fifo = nix::fcntl::openat(
+            Some(dir.as_raw_fd()),
+            name.as_os_str(),
+            nix::fcntl::OFlag::O_WRONLY | nix::fcntl::OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        );
+        drop(dir);
+        match fifo {
+            Ok(fd) => {
+                let _ = nix::unistd::write(unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) }, b"0");
+                let _ = nix::unistd::close(fd);
+            }
+            Err(e) => start_failed(sys_err("open", "start FIFO", e)),
+        }
+        if let Some(hooks) = init.container_hooks {
+            if let Err(e) = hooks(ContainerHook::StartContainer, host_pid) {
+                start_failed(SandboxError::Child(e));
+            }
+        }
+        start_failed(exec.exec())
+    }
     let _ = status.as_raw_fd();
     exec.exec()
+}
+
+/// After `start`: report on stderr and end init (see [`EXIT_START_FAILED`]).
+fn start_failed(e: SandboxError) -> ! {
+    let not_found = matches!(&e, SandboxError::Sys { op: "execve", source: nix::Error::ENOENT, .. });
+    let _ = writeln!(std::io::stderr(), "vslice: {e}");
+    // SAFETY: forked child.
+    unsafe { libc::_exit(if not_found { EXIT_START_NOT_FOUND } else { EXIT_START_FAILED }) }
+}
+
+/// Whether `path` is one of the nodes every sandbox with a /dev mount already gets.
+fn is_default_device(mounts: &[oci_spec::runtime::Mount], path: &str) -> bool {
+    mounts.iter().any(|m| m.destination() == std::path::Path::new("/dev"))
+        && path.strip_prefix("/dev/").is_some_and(|n| mounts::DEFAULT_DEVICES.contains(&n))
+}
+
+/// `linux.devices`, inside the new root: mknod (with the spec's owner and mode) outside a
+/// user namespace; in one, bind the host's node prepared before pivot_root.
+fn create_devices(init: &InitPlan, binds: Vec<(String, OwnedFd)>) -> Result<(), SandboxError> {
+    use oci_spec::runtime::LinuxDeviceType;
+    use nix::sys::stat::{Mode, SFlag};
+    for (path, fd) in binds {
+        if let Some(parent) = std::path::Path::new(&path).parent() {
+            let _ = std::fs::create_dir_all(parent);
+        }
+        match nix::fcntl::open(path.as_str(), nix::fcntl::OFlag::O_CREAT | nix::fcntl::OFlag::O_CLOEXEC, Mode::from_bits_truncate(0o644)) {
+            Ok(f) => {
+                let _ = nix::unistd::close(f);
+            }
+            Err(e) => return Err(sys_err("create device mount target", path, e)),
+        }
+        sys::move_mount_to(&fd, &path).map_err(|e| sys_err("move_mount (linux.devices)", path.clone(), e))?;
+    }
+    if init.in_userns {
+        return Ok(());
+    }
+    for d in &init.devices {
+        let path = d.path().to_string_lossy().into_owned();
+        if is_default_device(&init.mounts, &path) {
+            continue;
+        }
+        let kind = match d.typ() {
+            LinuxDeviceType::C | LinuxDeviceType::U => SFlag::S_IFCHR,
+            LinuxDeviceType::B => SFlag::S_IFBLK,
+            LinuxDeviceType::P => SFlag::S_IFIFO,
+            LinuxDeviceType::A => return Err(SandboxError::Spec(format!("linux.devices {path}: type \"a\" is not a node type"))),
+        };
+        let mode = Mode::from_bits_truncate(d.file_mode().unwrap_or(0o666));
+        let dev = nix::sys::stat::makedev(d.major() as u64, d.minor() as u64);
+        if let Some(parent) = std::path::Path::new(&path).parent() {
+            let _ = std::fs::create_dir_all(parent);
+        }
+        match std::fs::symlink_metadata(&path) {
+            Ok(_) => {
+                // Replace whatever the image has there with the node the spec asks for.
+                std::fs::remove_file(&path).map_err(|e| sys_err("replace device node", path.clone(), process::io_errno(&e)))?;
+            }
+            Err(_) => {}
+        }
+        nix::sys::stat::mknod(path.as_str(), kind, mode, dev).map_err(|e| sys_err("mknod", path.clone(), e))?;
+        // mknod applies the umask; the spec's mode is meant literally.
+        nix::sys::stat::fchmodat(None, path.as_str(), mode, nix::sys::stat::FchmodatFlags::FollowSymlink)
+            .map_err(|e| sys_err("chmod", path.clone(), e))?;
+        let uid = d.uid().map(nix::unistd::Uid::from_raw);
+        let gid = d.gid().map(nix::unistd::Gid::from_raw);
+        if uid.is_some() || gid.is_some() {
+            nix::unistd::chown(path.as_str(), uid, gid).map_err(|e| sys_err("chown", path.clone(), e))?;
+        }
+    }
+    Ok(())
+}
+
+const TIOCGPTPEER: libc::c_ulong = 0x5441;
+
+/// The OCI console: a pty from the sandbox's own devpts (we are inside the new root), master
+/// sent over `sock`, slave made our controlling terminal, stdio and /dev/console. Called
+/// after setsid.
+fn setup_console(sock: std::os::fd::RawFd, size: Option<(u16, u16)>) -> Result<(), SandboxError> {
+    use nix::fcntl::OFlag;
+    let master = nix::fcntl::open("/dev/pts/ptmx", OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC, nix::sys::stat::Mode::empty())
+        .map_err(|e| sys_err("open", "/dev/pts/ptmx (process.terminal needs a devpts mount on /dev/pts)", e))?;
+    // SAFETY: fd just returned by open(2).
+    let master = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(master) };
+    let unlock: libc::c_int = 0;
+    // SAFETY: TIOCSPTLCK takes a pointer to int.
+    if unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSPTLCK, &unlock) } != 0 {
+        return Err(sys_err("ioctl TIOCSPTLCK", "/dev/pts/ptmx", nix::Error::last()));
+    }
+    let mut n: libc::c_uint = 0;
+    // SAFETY: TIOCGPTN fills an unsigned int.
+    if unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCGPTN, &mut n) } != 0 {
+        return Err(sys_err("ioctl TIOCGPTN", "/dev/pts/ptmx", nix::Error::last()));
+    }
+    // SAFETY: TIOCGPTPEER returns a new fd for this master's slave, without a path lookup.
+    let slave = unsafe { libc::ioctl(master.as_raw_fd(), TIOCGPTPEER as _, libc::O_RDWR | libc::O_CLOEXEC) };
+    if slave < 0 {
+        return Err(sys_err("ioctl TIOCGPTPEER", "/dev/pts/ptmx", nix::Error::last()));
+    }
+    // SAFETY: the kernel just returned this fd.
+    let slave = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(slave) };
+    if let Some((cols, rows)) = size {
+        pty::set_size(&master, cols, rows)?;
+    }
+    send_fd(sock, &master, &format!("/dev/pts/{n}"))?;
+    drop(master);
+    let _ = nix::unistd::close(sock);
+    // SAFETY: TIOCSCTTY on a terminal fd we own; we are a session leader without a tty.
+    if unsafe { libc::ioctl(slave.as_raw_fd(), libc::TIOCSCTTY, 0) } != 0 {
+        return Err(sys_err("ioctl TIOCSCTTY", "pty", nix::Error::last()));
+    }
+    for target in 0..3 {
+        nix::unistd::dup2(slave.as_raw_fd(), target).map_err(|e| sys_err("dup2", "pty", e))?;
+    }
+    // /dev/console is the pty too (runc does the same). Best effort when /dev is read-only.
+    let console = "/dev/console";
+    let target_ok = match nix::fcntl::open(console, OFlag::O_CREAT | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW, nix::sys::stat::Mode::from_bits_truncate(0o600)) {
+        Ok(fd) => {
+            let _ = nix::unistd::close(fd);
+            true
+        }
+        Err(nix::Error::EROFS) => false,
+        Err(e) => return Err(sys_err("create", console, e)),
+    };
+    if target_ok {
+        let pts = format!("/dev/pts/{n}");
+        nix::mount::mount(Some(pts.as_str()), console, None::<&str>, nix::mount::MsFlags::MS_BIND, None::<&str>)
+            .map_err(|e| sys_err("bind pty over", console, e))?;
+    }
+    Ok(())
+}
+
+/// Send `fd` over a connected Unix socket (one SCM_RIGHTS message carrying `name`, as runc's
+/// console-socket protocol does).
+pub fn send_fd(sock: std::os::fd::RawFd, fd: &impl AsRawFd, name: &str) -> Result<(), SandboxError> {
+    use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
+    let fds = [fd.as_raw_fd()];
+    let iov = [std::io::IoSlice::new(name.as_bytes())];
+    sendmsg::<()>(sock, &iov, &[ControlMessage::ScmRights(&fds)], MsgFlags::empty(), None)
+        .map_err(|e| sys_err("sendmsg", "console socket", e))?;
+    Ok(())
+}
+
+/// runc's `exec --detach`: join a running sandbox like [`join::spawn`], but the joining
+/// process exits as soon as the command has exec'd, so that the command is re-parented to the
+/// caller's nearest child subreaper (containerd's shim), which waits for it. Returns the
+/// command's host PID. The caller must be single-threaded.
+///
+/// The namespace order is join.rs's (user first, mount last); the command side is the same
+/// ExecPlan as every other sandboxed process.
+pub fn exec_detached(target: &join::Target, plan: &ExecPlan, stdio: join::Stdio) -> Result<i32, SandboxError> {
+    const ORDER: &[(&str, CloneFlags)] = &[
+        ("user", CloneFlags::CLONE_NEWUSER),
+        ("cgroup", CloneFlags::CLONE_NEWCGROUP),
+        ("ipc", CloneFlags::CLONE_NEWIPC),
+        ("uts", CloneFlags::CLONE_NEWUTS),
+        ("net", CloneFlags::CLONE_NEWNET),
+        ("pid", CloneFlags::CLONE_NEWPID),
+        ("mnt", CloneFlags::CLONE_NEWNS),
+    ];
+    let mut namespaces = Vec::new();
+    for (name, flag) in ORDER {
+        let theirs = format!("/proc/{}/ns/{name}", target.init_pid);
+        let (a, b) = (std::fs::metadata(&theirs), std::fs::metadata(format!("/proc/self/ns/{name}")));
+        if let (Ok(a), Ok(b)) = (&a, &b) {
+            use std::os::unix::fs::MetadataExt;
+            if a.ino() == b.ino() && a.dev() == b.dev() {
+                continue;
+            }
+        }
+        namespaces.push((*flag, open_ns(std::path::Path::new(&theirs))?, theirs));
+    }
+    let cgroup = target.cgroup.as_deref().map(crate::cgroup::Cgroup::new);
+    let (st_r, st_w) = pipe()?;
+    // SAFETY: the caller is single-threaded.
+    let joiner = match unsafe { nix::unistd::fork() }.map_err(|e| sys_err("fork", "joiner", e))? {
+        ForkResult::Parent { child } => child,
+        ForkResult::Child => {
+            drop(st_r);
+            let mut status = std::fs::File::from(st_w);
+            let r = (|| -> Result<(), SandboxError> {
+                nix::sys::prctl::set_dumpable(false).map_err(|e| sys_err("prctl", "PR_SET_DUMPABLE", e))?;
+                if let Some(cg) = &cgroup {
+                    cg.add_pid(std::process::id() as i32)?;
+                }
+                plan.apply_rlimits()?;
+                for (flag, fd, path) in &namespaces {
+                    nix::sched::setns(fd, *flag).map_err(|e| sys_err("setns", path.clone(), e))?;
+                }
+                let (err_r, err_w) = pipe()?;
+                // SAFETY: single-threaded forked child.
+                match unsafe { nix::unistd::fork() }.map_err(|e| sys_err("fork", "command", e))? {
+                    ForkResult::Child => {
+                        drop(err_r);
+                        let e = (|| {
+                            nix::unistd::setsid().map_err(|e| sys_err("setsid", "", e))?;
+                            if let join::Stdio::Pty(slave) = &stdio {
+                                // SAFETY: TIOCSCTTY on a terminal fd we own.
+                                if unsafe { libc::ioctl(slave.as_raw_fd(), libc::TIOCSCTTY, 0) } != 0 {
+                                    return Err(sys_err("ioctl TIOCSCTTY", "pty", nix::Error::last()));
+                                }
+                                for t in 0..3 {
+                                    nix::unistd::dup2(slave.as_raw_fd(), t).map_err(|e| sys_err("dup2", "pty", e))?;
+                                }
+                            }
+                            Ok::<SandboxError, SandboxError>(plan.exec())
+                        })()
+                        .unwrap_or_else(|e| e);
+                        let mut w = std::fs::File::from(err_w);
+                        let _ = write!(w, "{}", e.to_string().replace('\n', " "));
+                        // SAFETY: forked child.
+                        unsafe { libc::_exit(join::EXIT_CANNOT_RUN) }
+                    }
+                    ForkResult::Parent { child } => {
+                        drop(err_w);
+                        drop(stdio);
+                        let _ = writeln!(status, "pid {child}");
+                        let mut msg = String::new();
+                        let _ = std::fs::File::from(err_r).read_to_string(&mut msg);
+                        if !msg.is_empty() {
+                            let _ = nix::sys::wait::waitpid(child, None);
+                            return Err(SandboxError::Child(msg));
+                        }
+                        Ok(())
+                    }
+                }
+            })();
+            match r {
+                // SAFETY: forked child; the command is re-parented to the caller's subreaper.
+                Ok(()) => unsafe { libc::_exit(0) },
+                Err(e) => {
+                    let _ = writeln!(status, "error {}", e.to_string().replace('\n', " "));
+                    // SAFETY: forked child.
+                    unsafe { libc::_exit(1) }
+                }
+            }
+        }
+    };
+    drop(st_w);
+    drop(stdio);
+    let mut status = BufReader::new(std::fs::File::from(st_r));
+    let mut pid = None;
+    let mut err = None;
+    loop {
+        let line = read_line(&mut status)?;
+        if line.is_empty() {
+            break;
+        }
+        if let Some(p) = line.strip_prefix("pid ") {
+            pid = p.parse::<i32>().ok();
+        } else {
+            err = Some(child_error(&line));
+        }
+    }
+    let _ = nix::sys::wait::waitpid(joiner, None);
+    match (err, pid) {
+        (Some(e), _) => Err(e),
+        (None, Some(p)) => Ok(p),
+        (None, None) => Err(child_error("")),
+    }
+}
+
+/// Bring `lo` up in the current network namespace (SIOCSIFFLAGS; rtnetlink would be a crate
+/// and a socket protocol for one flag).
+fn loopback_up() -> Result<(), SandboxError> {
+    use nix::sys::socket::{socket, AddressFamily, SockFlag, SockType};
+    let sock = socket(AddressFamily::Inet, SockType::Datagram, SockFlag::SOCK_CLOEXEC, None)
+        .map_err(|e| sys_err("socket", "loopback", e))?;
+    // SAFETY: ifreq is plain data; we fill the name and read/write the flags union member.
+    unsafe {
+        let mut req: libc::ifreq = std::mem::zeroed();
+        for (i, b) in b"lo".iter().enumerate() {
+            req.ifr_name[i] = *b as libc::c_char;
+        }
+        if libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) != 0 {
+            return Err(sys_err("ioctl SIOCGIFFLAGS", "lo", nix::Error::last()));
+        }
+        req.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
+        if libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &req) != 0 {
+            return Err(sys_err("ioctl SIOCSIFFLAGS", "lo", nix::Error::last()));
+        }
+    }
+    Ok(())
 }

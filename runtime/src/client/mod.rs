@@ -1,0 +1,902 @@
+//! Client library for the daemon's API: HTTP/1.1 over the Unix socket, typed methods, errors
+//! that say what to do (daemon not running, not allowed). The `vslice` CLI uses it.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), vslice::client::ClientError> {
+//! use vslice::client::Client;
+//! let c = Client::from_env();
+//! for s in c.list().await? {
+//!     println!("{} {:?}", s.spec.name, s.status);
+//! }
+//! # Ok(()) }
+//! ```
+//!
+//! [`Client`] is async (tokio); [`BlockingClient`] wraps it with its own single-threaded
+//! runtime for synchronous callers. A `Client` keeps one keep-alive connection and runs one
+//! request at a time on it; clone it (a clone gets its own connection) for parallel requests.
+pub mod tty;
+pub mod ws;
+
+use crate::api::types::{
+    AuditRecord, ErrorBody, Event, ExecInput, ExecOutput, Image, Info, Resize, Stats, TtyExit,
+    VerifyReport,
+};
+use crate::slice::{CreateRequest, LimitsPatch, SliceInfo};
+use http_body_util::{BodyExt, Full};
+use hyper::body::{Bytes, Incoming};
+use hyper::client::conn::http1::SendRequest;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use tokio::net::UnixStream;
+
+pub use crate::daemon::config::{DEFAULT_SOCKET, DEFAULT_USER_SOCKET};
+
+/// Errors of API calls.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// Nothing listens on the socket.
+    #[error("cannot connect to vsliced at {}: {source} — is the daemon running? (`systemctl start vsliced`, or run `vsliced`; set VSLICE_SOCKET for another socket)", socket.display())]
+    NotRunning { socket: PathBuf, source: io::Error },
+    /// The socket's permissions keep the caller out.
+    #[error("permission denied on {}: operators must be root or in the vslice-admin group; slice owners use {}", socket.display(), DEFAULT_USER_SOCKET)]
+    PermissionDenied { socket: PathBuf },
+    /// The daemon answered with an error.
+    #[error("{message}")]
+    Api {
+        status: u16,
+        code: String,
+        message: String,
+        field: Option<String>,
+    },
+    #[error("talking to vsliced: {0}")]
+    Transport(String),
+    #[error("unexpected reply from vsliced: {0}")]
+    Protocol(String),
+}
+
+impl ClientError {
+    /// HTTP status of an API error.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            ClientError::Api { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+    /// Error code of an API error (`not_found`, `forbidden`, …).
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            ClientError::Api { code, .. } => Some(code),
+            _ => None,
+        }
+    }
+    /// The request field an API error is about.
+    pub fn field(&self) -> Option<&str> {
+        match self {
+            ClientError::Api { field, .. } => field.as_deref(),
+            _ => None,
+        }
+    }
+    pub fn is_not_found(&self) -> bool {
+        self.code() == Some("not_found")
+    }
+    /// Whether the daemon could not be reached at all.
+    pub fn is_unreachable(&self) -> bool {
+        matches!(
+            self,
+            ClientError::NotRunning { .. } | ClientError::PermissionDenied { .. }
+        )
+    }
+}
+
+pub type Result<T, E = ClientError> = std::result::Result<T, E>;
+
+/// Result of a non-interactive exec, decoded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecResult {
+    pub exit_code: i32,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+    pub truncated: bool,
+    pub timed_out: bool,
+}
+
+/// Options of an interactive (terminal) exec. An empty `argv` runs the slice's login shell
+/// (`/bin/sh -l`): that is `vslice enter`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TtyOptions {
+    pub argv: Vec<String>,
+    pub env: Vec<String>,
+    pub cwd: Option<String>,
+    pub cols: u16,
+    pub rows: u16,
+}
+
+/// Which events to receive.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventFilter {
+    pub slice: Option<String>,
+    /// Also the buffered events after this seq (`Some(0)`: everything buffered).
+    pub since: Option<u64>,
+    /// Keep the stream open for new events.
+    pub follow: bool,
+    /// Only these types (`created`, `started`, `exited`, `oom`, `limits-changed`, `destroyed`).
+    pub types: Vec<String>,
+}
+
+impl Default for EventFilter {
+    fn default() -> Self {
+        EventFilter {
+            slice: None,
+            since: None,
+            follow: true,
+            types: Vec::new(),
+        }
+    }
+}
+
+/// Which audit records to read. Times: RFC 3339, `YYYY-MM-DD` or epoch seconds.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuditQuery {
+    pub slice: Option<String>,
+    pub action: Option<String>,
+    pub kind: Option<String>,
+    pub since: Option<String>,
+    pub until: Option<String>,
+    pub after_seq: Option<u64>,
+    pub limit: Option<usize>,
+    /// With `limit`: the last records instead of the first.
+    pub tail: bool,
+}
+
+/// Percent-encode a path segment or query value.
+pub fn encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+fn query_string(pairs: &[(&str, String)]) -> String {
+    if pairs.is_empty() {
+        return String::new();
+    }
+    let parts: Vec<String> = pairs
+        .iter()
+        .map(|(k, v)| format!("{k}={}", encode(v)))
+        .collect();
+    format!("?{}", parts.join("&"))
+}
+
+/// The async client.
+#[derive(Debug)]
+pub struct Client {
+    socket: PathBuf,
+    conn: tokio::sync::Mutex<Option<SendRequest<Full<Bytes>>>>,
+}
+
+impl Clone for Client {
+    fn clone(&self) -> Self {
+        Client::new(&self.socket)
+    }
+}
+
+impl Client {
+    /// A client for the daemon on `socket`. Connects lazily.
+    pub fn new(socket: impl AsRef<Path>) -> Client {
+        Client {
+            socket: socket.as_ref().to_path_buf(),
+            conn: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    /// The socket from `$VSLICE_SOCKET`; else the operators' socket if the caller may open
+    /// it; else the owners' socket if it exists; else the operators' socket (so the error
+    /// names it).
+    pub fn from_env() -> Client {
+        Client::new(default_socket())
+    }
+
+    pub fn socket(&self) -> &Path {
+        &self.socket
+    }
+
+    async fn connect_stream(&self) -> Result<UnixStream> {
+        UnixStream::connect(&self.socket)
+            .await
+            .map_err(|e| match e.kind() {
+                io::ErrorKind::PermissionDenied => ClientError::PermissionDenied {
+                    socket: self.socket.clone(),
+                },
+                _ => ClientError::NotRunning {
+                    socket: self.socket.clone(),
+                    source: e,
+                },
+            })
+    }
+
+    async fn connect(&self) -> Result<SendRequest<Full<Bytes>>> {
+        let stream = self.connect_stream().await?;
+        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| ClientError::Transport(e.to_string()))?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        Ok(sender)
+    }
+
+    fn build(method: Method, path: &str, body: Option<Vec<u8>>) -> Result<Request<Full<Bytes>>> {
+        let mut b = Request::builder()
+            .method(method)
+            .uri(path)
+            .header(hyper::header::HOST, "localhost");
+        if body.is_some() {
+            b = b.header(hyper::header::CONTENT_TYPE, "application/json");
+        }
+        b.body(Full::new(Bytes::from(body.unwrap_or_default())))
+            .map_err(|e| ClientError::Protocol(e.to_string()))
+    }
+
+    /// Send a request on the shared connection and read the whole reply.
+    pub async fn raw(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<(StatusCode, Bytes)> {
+        let mut guard = self.conn.lock().await;
+        let mut req = Self::build(method, path, body)?;
+        for attempt in 0..3 {
+            if guard.as_ref().is_none_or(|s| s.is_closed()) {
+                *guard = Some(self.connect().await?);
+            }
+            let sender = guard.as_mut().expect("connected");
+            if sender.ready().await.is_err() {
+                *guard = None;
+                continue;
+            }
+            match sender.try_send_request(req).await {
+                Ok(resp) => {
+                    let status = resp.status();
+                    let body = resp
+                        .into_body()
+                        .collect()
+                        .await
+                        .map_err(|e| ClientError::Transport(e.to_string()))?
+                        .to_bytes();
+                    return Ok((status, body));
+                }
+                Err(mut e) => {
+                    *guard = None;
+                    match e.take_message() {
+                        // Not sent (the kept-alive connection had closed): retry on a new one.
+                        Some(r) if attempt < 2 => req = r,
+                        _ => return Err(ClientError::Transport(e.into_error().to_string())),
+                    }
+                }
+            }
+        }
+        Err(ClientError::Transport("could not send the request".into()))
+    }
+
+    async fn call<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<T> {
+        let (status, bytes) = self.raw(method, path, body).await?;
+        if !status.is_success() {
+            return Err(api_error(status, &bytes));
+        }
+        serde_json::from_slice(&bytes).map_err(|e| ClientError::Protocol(format!("{path}: {e}")))
+    }
+
+    async fn call_json<T: DeserializeOwned, B: Serialize>(
+        &self,
+        method: Method,
+        path: &str,
+        body: &B,
+    ) -> Result<T> {
+        let data = serde_json::to_vec(body).map_err(|e| ClientError::Protocol(e.to_string()))?;
+        self.call(method, path, Some(data)).await
+    }
+
+    pub async fn info(&self) -> Result<Info> {
+        self.call(Method::GET, "/v1/info", None).await
+    }
+
+    pub async fn create(&self, req: &CreateRequest) -> Result<SliceInfo> {
+        self.call_json(Method::POST, "/v1/slices", req).await
+    }
+
+    pub async fn list(&self) -> Result<Vec<SliceInfo>> {
+        self.call(Method::GET, "/v1/slices", None).await
+    }
+
+    pub async fn inspect(&self, name: &str) -> Result<SliceInfo> {
+        self.call(Method::GET, &format!("/v1/slices/{}", encode(name)), None)
+            .await
+    }
+
+    pub async fn update_limits(&self, name: &str, patch: &LimitsPatch) -> Result<SliceInfo> {
+        self.call_json(
+            Method::PATCH,
+            &format!("/v1/slices/{}/limits", encode(name)),
+            patch,
+        )
+        .await
+    }
+
+    pub async fn start(&self, name: &str) -> Result<SliceInfo> {
+        self.call(
+            Method::POST,
+            &format!("/v1/slices/{}/start", encode(name)),
+            None,
+        )
+        .await
+    }
+
+    /// Stop: SIGTERM, then SIGKILL after `timeout` (default: the daemon's).
+    pub async fn stop(&self, name: &str, timeout: Option<Duration>) -> Result<SliceInfo> {
+        let q = query_string(
+            &timeout
+                .map(|t| ("timeout", t.as_secs_f64().to_string()))
+                .into_iter()
+                .collect::<Vec<_>>(),
+        );
+        self.call(
+            Method::POST,
+            &format!("/v1/slices/{}/stop{q}", encode(name)),
+            None,
+        )
+        .await
+    }
+
+    pub async fn restart(&self, name: &str, timeout: Option<Duration>) -> Result<SliceInfo> {
+        let q = query_string(
+            &timeout
+                .map(|t| ("timeout", t.as_secs_f64().to_string()))
+                .into_iter()
+                .collect::<Vec<_>>(),
+        );
+        self.call(
+            Method::POST,
+            &format!("/v1/slices/{}/restart{q}", encode(name)),
+            None,
+        )
+        .await
+    }
+
+    pub async fn destroy(&self, name: &str) -> Result<()> {
+        let (status, bytes) = self
+            .raw(
+                Method::DELETE,
+                &format!("/v1/slices/{}", encode(name)),
+                None,
+            )
+            .await?;
+        if !status.is_success() {
+            return Err(api_error(status, &bytes));
+        }
+        Ok(())
+    }
+
+    /// Run a command in the slice and collect its output.
+    pub async fn exec(&self, name: &str, input: &ExecInput) -> Result<ExecResult> {
+        let out: ExecOutput = self
+            .call_json(
+                Method::POST,
+                &format!("/v1/slices/{}/exec", encode(name)),
+                input,
+            )
+            .await?;
+        Ok(ExecResult {
+            exit_code: out.exit_code,
+            stdout: out.stdout_bytes().map_err(ClientError::Protocol)?,
+            stderr: out.stderr_bytes().map_err(ClientError::Protocol)?,
+            truncated: out.truncated,
+            timed_out: out.timed_out,
+        })
+    }
+
+    /// Start an interactive command on a terminal; see [`TtySession`].
+    pub async fn exec_tty(&self, name: &str, opts: &TtyOptions) -> Result<TtySession> {
+        let mut q: Vec<(&str, String)> = opts.argv.iter().map(|a| ("cmd", a.clone())).collect();
+        q.extend(opts.env.iter().map(|e| ("env", e.clone())));
+        if let Some(c) = &opts.cwd {
+            q.push(("cwd", c.clone()));
+        }
+        if opts.cols > 0 && opts.rows > 0 {
+            q.push(("cols", opts.cols.to_string()));
+            q.push(("rows", opts.rows.to_string()));
+        }
+        let path = format!("/v1/slices/{}/exec/tty{}", encode(name), query_string(&q));
+        let stream = self.connect_stream().await?;
+        let (mut sender, conn) =
+            hyper::client::conn::http1::handshake::<_, Full<Bytes>>(TokioIo::new(stream))
+                .await
+                .map_err(|e| ClientError::Transport(e.to_string()))?;
+        tokio::spawn(async move {
+            let _ = conn.with_upgrades().await;
+        });
+        let key = crate::api::types::b64::encode(&ws::random_bytes::<16>());
+        let req = Request::builder()
+            .method(Method::GET)
+            .uri(path)
+            .header(hyper::header::HOST, "localhost")
+            .header(hyper::header::CONNECTION, "Upgrade")
+            .header(hyper::header::UPGRADE, "websocket")
+            .header(hyper::header::SEC_WEBSOCKET_VERSION, "13")
+            .header(hyper::header::SEC_WEBSOCKET_KEY, key)
+            .body(Full::new(Bytes::new()))
+            .map_err(|e| ClientError::Protocol(e.to_string()))?;
+        let resp: Response<Incoming> = sender
+            .send_request(req)
+            .await
+            .map_err(|e| ClientError::Transport(e.to_string()))?;
+        if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
+            let status = resp.status();
+            let body = resp
+                .into_body()
+                .collect()
+                .await
+                .map(|b| b.to_bytes())
+                .unwrap_or_default();
+            return Err(api_error(status, &body));
+        }
+        let upgraded = hyper::upgrade::on(resp)
+            .await
+            .map_err(|e| ClientError::Transport(e.to_string()))?;
+        let (r, w) = tokio::io::split(TokioIo::new(upgraded));
+        Ok(TtySession {
+            reader: TtyReader {
+                ws: ws::WsReader::new(r),
+            },
+            writer: TtyWriter {
+                ws: ws::WsWriter::new(w),
+            },
+        })
+    }
+
+    pub async fn stats(&self, name: &str) -> Result<Stats> {
+        self.call(
+            Method::GET,
+            &format!("/v1/slices/{}/stats", encode(name)),
+            None,
+        )
+        .await
+    }
+
+    /// Subscribe to events (its own connection).
+    pub async fn events(&self, filter: &EventFilter) -> Result<EventStream> {
+        let mut q: Vec<(&str, String)> = Vec::new();
+        if let Some(s) = &filter.slice {
+            q.push(("slice", s.clone()));
+        }
+        if let Some(s) = filter.since {
+            q.push(("since", s.to_string()));
+        }
+        q.push(("follow", filter.follow.to_string()));
+        if !filter.types.is_empty() {
+            q.push(("type", filter.types.join(",")));
+        }
+        let mut sender = self.connect().await?;
+        let req = Self::build(
+            Method::GET,
+            &format!("/v1/events{}", query_string(&q)),
+            None,
+        )?;
+        let resp = sender
+            .send_request(req)
+            .await
+            .map_err(|e| ClientError::Transport(e.to_string()))?;
+        if !resp.status().is_success() {
+            let status = resp.status();
+            let body = resp
+                .into_body()
+                .collect()
+                .await
+                .map(|b| b.to_bytes())
+                .unwrap_or_default();
+            return Err(api_error(status, &body));
+        }
+        Ok(EventStream {
+            body: resp.into_body(),
+            buf: Vec::new(),
+            _sender: sender,
+        })
+    }
+
+    /// Audit records, as stored lines (canonical JSON).
+    pub async fn audit_lines(&self, q: &AuditQuery) -> Result<Vec<String>> {
+        let mut p: Vec<(&str, String)> = Vec::new();
+        for (k, v) in [
+            ("slice", &q.slice),
+            ("action", &q.action),
+            ("kind", &q.kind),
+            ("since", &q.since),
+            ("until", &q.until),
+        ] {
+            if let Some(v) = v {
+                p.push((k, v.clone()));
+            }
+        }
+        if let Some(s) = q.after_seq {
+            p.push(("after_seq", s.to_string()));
+        }
+        if let Some(l) = q.limit {
+            p.push(("limit", l.to_string()));
+        }
+        if q.tail {
+            p.push(("tail", "true".into()));
+        }
+        let (status, bytes) = self
+            .raw(Method::GET, &format!("/v1/audit{}", query_string(&p)), None)
+            .await?;
+        if !status.is_success() {
+            return Err(api_error(status, &bytes));
+        }
+        Ok(String::from_utf8_lossy(&bytes)
+            .lines()
+            .filter(|l| !l.is_empty())
+            .map(str::to_string)
+            .collect())
+    }
+
+    /// Audit records, parsed.
+    pub async fn audit_show(&self, q: &AuditQuery) -> Result<Vec<AuditRecord>> {
+        self.audit_lines(q)
+            .await?
+            .iter()
+            .map(|l| {
+                serde_json::from_str(l)
+                    .map_err(|e| ClientError::Protocol(format!("audit record: {e}")))
+            })
+            .collect()
+    }
+
+    pub async fn audit_verify(&self) -> Result<VerifyReport> {
+        self.call(Method::GET, "/v1/audit/verify", None).await
+    }
+
+    pub async fn images(&self, with_size: bool) -> Result<Vec<Image>> {
+        self.call(
+            Method::GET,
+            if with_size {
+                "/v1/images?size=true"
+            } else {
+                "/v1/images"
+            },
+            None,
+        )
+        .await
+    }
+
+    /// Prometheus text.
+    pub async fn metrics(&self) -> Result<String> {
+        let (status, bytes) = self.raw(Method::GET, "/metrics", None).await?;
+        if !status.is_success() {
+            return Err(api_error(status, &bytes));
+        }
+        Ok(String::from_utf8_lossy(&bytes).into_owned())
+    }
+
+    pub async fn openapi(&self) -> Result<serde_json::Value> {
+        self.call(Method::GET, "/v1/openapi.json", None).await
+    }
+}
+
+fn api_error(status: StatusCode, body: &[u8]) -> ClientError {
+    match serde_json::from_slice::<ErrorBody>(body) {
+        Ok(e) => ClientError::Api {
+            status: status.as_u16(),
+            code: e.code,
+            message: e.message,
+            field: e.field,
+        },
+        Err(_) => ClientError::Api {
+            status: status.as_u16(),
+            code: "http".into(),
+            message: format!(
+                "HTTP {status}: {}",
+                String::from_utf8_lossy(&body[..body.len().min(500)])
+            ),
+            field: None,
+        },
+    }
+}
+
+/// The socket [`Client::from_env`] uses.
+pub fn default_socket() -> PathBuf {
+    if let Some(s) = std::env::var_os("VSLICE_SOCKET").filter(|s| !s.is_empty()) {
+        return PathBuf::from(s);
+    }
+    let admin = Path::new(DEFAULT_SOCKET);
+    let user = Path::new(DEFAULT_USER_SOCKET);
+    let may_open = |p: &Path| nix::unistd::access(p, nix::unistd::AccessFlags::W_OK).is_ok();
+    if may_open(admin) || !user.exists() {
+        admin.to_path_buf()
+    } else {
+        user.to_path_buf()
+    }
+}
+
+/// A followed event stream.
+pub struct EventStream {
+    body: Incoming,
+    buf: Vec<u8>,
+    _sender: SendRequest<Full<Bytes>>,
+}
+
+impl EventStream {
+    /// The next event; `None` when the daemon ended the stream.
+    pub async fn next(&mut self) -> Option<Result<Event>> {
+        loop {
+            if let Some(pos) = self.buf.iter().position(|&b| b == b'\n') {
+                let line: Vec<u8> = self.buf.drain(..=pos).collect();
+                let line = &line[..line.len() - 1];
+                if line.iter().all(u8::is_ascii_whitespace) {
+                    continue; // heartbeat
+                }
+                return Some(
+                    serde_json::from_slice(line)
+                        .map_err(|e| ClientError::Protocol(format!("event: {e}"))),
+                );
+            }
+            match self.body.frame().await {
+                None => return None,
+                Some(Err(e)) => return Some(Err(ClientError::Transport(e.to_string()))),
+                Some(Ok(f)) => {
+                    if let Ok(data) = f.into_data() {
+                        self.buf.extend_from_slice(&data);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// What a terminal session yields.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TtyEvent {
+    Output(Vec<u8>),
+    /// The command ended with this exit code; nothing follows.
+    Exit(i32),
+    /// The daemon closed the stream without an exit code.
+    Closed,
+}
+
+/// An interactive command on a terminal. Use [`TtySession::split`] to read and write from
+/// different tasks, or [`tty::attach`] to connect it to the local terminal.
+pub struct TtySession {
+    pub reader: TtyReader,
+    pub writer: TtyWriter,
+}
+
+type Upgraded = TokioIo<hyper::upgrade::Upgraded>;
+
+pub struct TtyReader {
+    ws: ws::WsReader<tokio::io::ReadHalf<Upgraded>>,
+}
+
+pub struct TtyWriter {
+    ws: ws::WsWriter<tokio::io::WriteHalf<Upgraded>>,
+}
+
+impl TtySession {
+    pub fn split(self) -> (TtyReader, TtyWriter) {
+        (self.reader, self.writer)
+    }
+    pub async fn send(&mut self, input: &[u8]) -> Result<()> {
+        self.writer.send(input).await
+    }
+    pub async fn resize(&mut self, cols: u16, rows: u16) -> Result<()> {
+        self.writer.resize(cols, rows).await
+    }
+    pub async fn recv(&mut self) -> Result<TtyEvent> {
+        self.reader.recv().await
+    }
+    /// Read until the command ends; returns (all output, exit code).
+    pub async fn collect(&mut self) -> Result<(Vec<u8>, Option<i32>)> {
+        let mut out = Vec::new();
+        loop {
+            match self.recv().await? {
+                TtyEvent::Output(b) => out.extend(b),
+                TtyEvent::Exit(c) => return Ok((out, Some(c))),
+                TtyEvent::Closed => return Ok((out, None)),
+            }
+        }
+    }
+}
+
+impl TtyReader {
+    pub async fn recv(&mut self) -> Result<TtyEvent> {
+        loop {
+            match self
+                .ws
+                .recv()
+                .await
+                .map_err(|e| ClientError::Transport(e.to_string()))?
+            {
+                Some(ws::Message::Binary(b)) => return Ok(TtyEvent::Output(b)),
+                Some(ws::Message::Text(t)) => {
+                    if let Ok(e) = serde_json::from_str::<TtyExit>(&t) {
+                        return Ok(TtyEvent::Exit(e.exit_code));
+                    }
+                }
+                Some(ws::Message::Close) | None => return Ok(TtyEvent::Closed),
+            }
+        }
+    }
+}
+
+impl TtyWriter {
+    pub async fn send(&mut self, input: &[u8]) -> Result<()> {
+        self.ws
+            .binary(input)
+            .await
+            .map_err(|e| ClientError::Transport(e.to_string()))
+    }
+    pub async fn resize(&mut self, cols: u16, rows: u16) -> Result<()> {
+        let text = serde_json::to_string(&Resize { cols, rows }).unwrap_or_default();
+        self.ws
+            .text(&text)
+            .await
+            .map_err(|e| ClientError::Transport(e.to_string()))
+    }
+    /// Close the stream: the terminal hangs up.
+    pub async fn close(&mut self) -> Result<()> {
+        self.ws
+            .close()
+            .await
+            .map_err(|e| ClientError::Transport(e.to_string()))
+    }
+}
+
+/// A synchronous client: [`Client`] on its own current-thread runtime.
+pub struct BlockingClient {
+    inner: Client,
+    rt: tokio::runtime::Runtime,
+}
+
+impl BlockingClient {
+    pub fn new(socket: impl AsRef<Path>) -> io::Result<BlockingClient> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        Ok(BlockingClient {
+            inner: Client::new(socket),
+            rt,
+        })
+    }
+    /// See [`Client::from_env`].
+    pub fn from_env() -> io::Result<BlockingClient> {
+        BlockingClient::new(default_socket())
+    }
+    pub fn socket(&self) -> &Path {
+        self.inner.socket()
+    }
+    /// The async client and its runtime, for anything not wrapped here.
+    pub fn block_on<F: std::future::Future>(&self, f: F) -> F::Output {
+        self.rt.block_on(f)
+    }
+    pub fn client(&self) -> &Client {
+        &self.inner
+    }
+    pub fn info(&self) -> Result<Info> {
+        self.rt.block_on(self.inner.info())
+    }
+    pub fn create(&self, req: &CreateRequest) -> Result<SliceInfo> {
+        self.rt.block_on(self.inner.create(req))
+    }
+    pub fn list(&self) -> Result<Vec<SliceInfo>> {
+        self.rt.block_on(self.inner.list())
+    }
+    pub fn inspect(&self, name: &str) -> Result<SliceInfo> {
+        self.rt.block_on(self.inner.inspect(name))
+    }
+    pub fn update_limits(&self, name: &str, patch: &LimitsPatch) -> Result<SliceInfo> {
+        self.rt.block_on(self.inner.update_limits(name, patch))
+    }
+    pub fn start(&self, name: &str) -> Result<SliceInfo> {
+        self.rt.block_on(self.inner.start(name))
+    }
+    pub fn stop(&self, name: &str, timeout: Option<Duration>) -> Result<SliceInfo> {
+        self.rt.block_on(self.inner.stop(name, timeout))
+    }
+    pub fn restart(&self, name: &str, timeout: Option<Duration>) -> Result<SliceInfo> {
+        self.rt.block_on(self.inner.restart(name, timeout))
+    }
+    pub fn destroy(&self, name: &str) -> Result<()> {
+        self.rt.block_on(self.inner.destroy(name))
+    }
+    pub fn exec(&self, name: &str, input: &ExecInput) -> Result<ExecResult> {
+        self.rt.block_on(self.inner.exec(name, input))
+    }
+    /// Run an interactive command on the local terminal (stdin/stdout); returns its exit
+    /// code. An empty `opts.argv` enters the slice (login shell).
+    pub fn exec_tty_attached(&self, name: &str, opts: &TtyOptions) -> Result<i32> {
+        self.rt.block_on(async {
+            let mut o = opts.clone();
+            if o.cols == 0 || o.rows == 0 {
+                if let Some((c, r)) = tty::terminal_size() {
+                    (o.cols, o.rows) = (c, r);
+                }
+            }
+            let session = self.inner.exec_tty(name, &o).await?;
+            tty::attach(session).await
+        })
+    }
+    pub fn stats(&self, name: &str) -> Result<Stats> {
+        self.rt.block_on(self.inner.stats(name))
+    }
+    /// Events as an iterator (blocks for each).
+    pub fn events(&self, filter: &EventFilter) -> Result<impl Iterator<Item = Result<Event>> + '_> {
+        let mut stream = self.rt.block_on(self.inner.events(filter))?;
+        Ok(std::iter::from_fn(move || self.rt.block_on(stream.next())))
+    }
+    pub fn audit_show(&self, q: &AuditQuery) -> Result<Vec<AuditRecord>> {
+        self.rt.block_on(self.inner.audit_show(q))
+    }
+    pub fn audit_lines(&self, q: &AuditQuery) -> Result<Vec<String>> {
+        self.rt.block_on(self.inner.audit_lines(q))
+    }
+    pub fn audit_verify(&self) -> Result<VerifyReport> {
+        self.rt.block_on(self.inner.audit_verify())
+    }
+    pub fn images(&self, with_size: bool) -> Result<Vec<Image>> {
+        self.rt.block_on(self.inner.images(with_size))
+    }
+    pub fn metrics(&self) -> Result<String> {
+        self.rt.block_on(self.inner.metrics())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encodes_path_and_query() {
+        assert_eq!(encode("web-1"), "web-1");
+        assert_eq!(encode("a b/c?"), "a%20b%2Fc%3F");
+        assert_eq!(
+            query_string(&[("cmd", "/bin/sh".into()), ("cmd", "-c".into())]),
+            "?cmd=%2Fbin%2Fsh&cmd=-c"
+        );
+    }
+
+    #[tokio::test]
+    async fn not_running_is_explained() {
+        let c = Client::new("/nonexistent/vslice.sock");
+        let e = c.list().await.unwrap_err();
+        assert!(e.is_unreachable());
+        assert!(e.to_string().contains("is the daemon running"), "{e}");
+    }
+
+    #[test]
+    fn api_errors_parse() {
+        let e = api_error(
+            StatusCode::BAD_REQUEST,
+            br#"{"code":"invalid","message":"limits.cpu_max: too big","field":"limits.cpu_max"}"#,
+        );
+        assert_eq!(
+            (e.status(), e.code(), e.field()),
+            (Some(400), Some("invalid"), Some("limits.cpu_max"))
+        );
+        assert_eq!(e.to_string(), "limits.cpu_max: too big");
+        let e = api_error(StatusCode::BAD_GATEWAY, b"oops");
+        assert_eq!(e.code(), Some("http"));
+    }
+}
