@@ -70,6 +70,8 @@ impl Env {
             .env("VSLICE_CGROUP_PARENT", &self.cgroup_parent)
             .env("VSLICE_POLICY_DIR", repo_dir().join("policies"))
             .env("VSLICE_SHIM", bin_dir().join("vslice-shim"))
+            // Daemon-less mode: these tests exercise the sandbox and lifecycle library directly.
+            .env("VSLICE_DIRECT", "1")
             .stdin(Stdio::null());
         c
     }

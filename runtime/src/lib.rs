@@ -17,6 +17,7 @@ pub mod config;
 pub mod daemon;
 pub mod image;
 pub mod net;
+pub mod oci;
 pub mod sandbox;
 pub mod slice;
 pub mod util;

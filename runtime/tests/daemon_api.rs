@@ -743,3 +743,59 @@ fn oom_kills_and_exits_are_reported_as_events() {
     let info = c.inspect("hog").unwrap();
     assert_eq!(info.status, Status::Stopped);
 }
+
+#[test]
+fn systemd_readiness_and_the_tcp_metrics_listener() {
+    let dir = tempfile::tempdir().unwrap();
+    let notify = dir.path().join("notify");
+    let rx = std::os::unix::net::UnixDatagram::bind(&notify).unwrap();
+    rx.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let d = TestDaemon::start_with(Options {
+        notify_socket: Some(notify.clone()),
+        config: format!("metrics_listen = \"127.0.0.1:{port}\""),
+        ..Default::default()
+    });
+    let mut buf = [0u8; 256];
+    let n = rx.recv(&mut buf).unwrap();
+    let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
+    assert!(msg.lines().any(|l| l == "READY=1"), "{msg}");
+    assert!(
+        msg.contains(&format!("MAINPID={}", d.pid().unwrap())),
+        "{msg}"
+    );
+    // /metrics, and only that, on TCP (loopback).
+    let get = |path: &str| {
+        let out = std::process::Command::new("curl")
+            .args([
+                "-s",
+                "-w",
+                "\n%{http_code}",
+                &format!("http://127.0.0.1:{port}{path}"),
+            ])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let m = get("/metrics");
+    assert!(
+        m.ends_with("\n200") && m.contains("vslice_daemon_resident_memory_bytes"),
+        "{m}"
+    );
+    assert!(get("/v1/slices").ends_with("\n404"));
+    // SIGTERM: STOPPING=1, a clean exit, a `stop` record.
+    let mut d = d;
+    d.stop();
+    let n = rx.recv(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"STOPPING=1");
+    let text = std::fs::read_to_string(d.root.join("audit/audit-00000001.ndjson")).unwrap();
+    assert!(
+        text.lines().last().unwrap().contains("\"event\":\"stop\""),
+        "{text}"
+    );
+    assert!(!d.socket.exists(), "the socket is removed on a clean stop");
+}

@@ -147,9 +147,5 @@ fn hundred_concurrent_clients_create_and_destroy_without_leaks() {
     let audit = c.audit_verify().unwrap();
     assert!(audit.ok, "{audit:?}");
     // 1 start + 201 creates + 201 destroys + 201 execs and their ends.
-    assert!(
-        audit.records > 201 * 4,
-        "{} audit records",
-        audit.records
-    );
+    assert!(audit.records > 201 * 4, "{} audit records", audit.records);
 }

@@ -19,7 +19,7 @@ use vslice::cgroup::Cgroup;
 use vslice::sandbox::{self, join, pty, CreateOptions, Launch};
 use vslice::slice::state::{self, RuntimeState};
 use vslice::slice::ExitInfo;
-use vslice::util::fs::{read_json, write_json_atomic};
+use vslice::util::fs::{read_json, write_json_atomic, write_json_volatile};
 
 const USAGE: &str = "usage:
   vslice-shim start --root DIR --name NAME
@@ -96,17 +96,13 @@ fn start(dir: &Path) -> ! {
     // us reaps our first process at once and we are re-parented to init (or the daemon's
     // subreaper): the slice must outlive the CLI or daemon that started it.
     if let Err(e) = nix::unistd::setsid() {
-        println!("error setsid: {e}");
-        exit(1);
+        report_failure(&format!("setsid: {e}"));
     }
     // SAFETY: single-threaded.
     match unsafe { nix::unistd::fork() } {
         Ok(nix::unistd::ForkResult::Parent { .. }) => exit(0),
         Ok(nix::unistd::ForkResult::Child) => {}
-        Err(e) => {
-            println!("error fork: {e}");
-            exit(1)
-        }
+        Err(e) => report_failure(&format!("fork: {e}")),
     }
     let launch: Launch = match read_json(&dir.join(state::LAUNCH_FILE)) {
         Ok(l) => l,
@@ -128,7 +124,7 @@ fn start(dir: &Path) -> ! {
         started_at: state::now_secs(),
         oom_kills_at_start: oom_at_start,
     };
-    if let Err(e) = write_json_atomic(&dir.join(state::STATE_FILE), &rs) {
+    if let Err(e) = write_json_volatile(&dir.join(state::STATE_FILE), &rs) {
         let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(init_pid), nix::sys::signal::Signal::SIGKILL);
         let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(init_pid), None);
         if let Some(cg) = &cgroup {
@@ -136,7 +132,10 @@ fn start(dir: &Path) -> ! {
         }
         report_failure(&e.to_string());
     }
-    println!("ok {init_pid}");
+    // Release the slice's lock (inherited from the starter) now that state.json is written.
+    let _ = nix::unistd::close(vslice::slice::manager::SHIM_LOCK_FD);
+    // The starter may be gone (a daemon killed mid-start): a failed report must not kill us.
+    let _ = writeln!(std::io::stdout(), "ok {init_pid}");
     let _ = std::io::stdout().flush();
     detach_stdout();
     log(&format!("slice init running as pid {init_pid}"));
@@ -160,7 +159,7 @@ fn start(dir: &Path) -> ! {
 
 fn report_failure(reason: &str) -> ! {
     log(reason);
-    println!("error {reason}");
+    let _ = writeln!(std::io::stdout(), "error {reason}");
     exit(1)
 }
 

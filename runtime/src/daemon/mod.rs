@@ -102,6 +102,14 @@ impl Daemon {
             .map_err(io("open", &lock_path))?;
         let root_lock = Flock::lock(lock_file, FlockArg::LockExclusiveNonblock)
             .map_err(|_| DaemonError::AlreadyRunning(paths.root.clone()))?;
+        // Console sockets of interactive execs a previous daemon had in progress.
+        if let Ok(rd) = fs::read_dir(paths.root.join("run")) {
+            for e in rd.flatten() {
+                if e.file_name().to_string_lossy().starts_with("console-") {
+                    let _ = fs::remove_file(e.path());
+                }
+            }
+        }
         let audit_dir = paths.root.join("audit");
         let (mut log, notes) = AuditLog::open(&audit_dir, config.audit_segment_bytes)?;
         for n in &notes {

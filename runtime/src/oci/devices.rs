@@ -47,12 +47,20 @@ pub fn rule_line(r: &LinuxDeviceCgroup) -> Result<String> {
     Ok(format!("{t} {}:{} {access}", num(r.major()), num(r.minor())))
 }
 
-/// Make the device cgroup for `cgroup` and write `rules`; returns its directory.
+/// Rules runc adds after the spec's own: mknod of any node (opening one still needs a rule),
+/// and the nodes every container gets (null, zero, full, random, urandom, tty, console, ptmx,
+/// the container's own ptys). A spec that denies everything still gets a usable /dev/null.
+pub const IMPLICIT_ALLOW: &[&str] =
+    &["c *:* m", "b *:* m", "c 1:3 rwm", "c 1:5 rwm", "c 1:7 rwm", "c 1:8 rwm", "c 1:9 rwm", "c 5:0 rwm", "c 5:1 rwm", "c 5:2 rwm", "c 136:* rwm"];
+
+/// Make the device cgroup for `cgroup` and write `rules` (then [`IMPLICIT_ALLOW`]); returns
+/// its directory. No rules: no device cgroup (every device allowed, as the spec says).
 pub fn setup(cgroup: &str, rules: &[LinuxDeviceCgroup]) -> Result<Option<PathBuf>> {
     if rules.is_empty() {
         return Ok(None);
     }
-    let lines: Vec<(bool, String)> = rules.iter().map(|r| Ok((r.allow(), rule_line(r)?))).collect::<Result<_>>()?;
+    let mut lines: Vec<(bool, String)> = rules.iter().map(|r| Ok((r.allow(), rule_line(r)?))).collect::<Result<_>>()?;
+    lines.extend(IMPLICIT_ALLOW.iter().map(|l| (true, l.to_string())));
     if crate::cgroup::detect() == crate::cgroup::Version::V2 {
         return Err(err!(
             "linux.resources.devices: device rules on a cgroup v2 host need an eBPF device program, \

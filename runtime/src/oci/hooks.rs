@@ -94,7 +94,7 @@ fn run(h: &Hook, state_json: &str) -> Result<(), String> {
     }
     let mut text = String::new();
     let _ = out.rewind();
-    let _ = out.by_ref().take(4096).read_to_string(&mut text);
+    let _ = Read::by_ref(&mut out).take(4096).read_to_string(&mut text);
     let text = text.trim();
     Err(format!("{status}{}{text}", if text.is_empty() { "" } else { ": " }))
 }

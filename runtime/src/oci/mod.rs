@@ -45,6 +45,12 @@ impl From<crate::sandbox::SandboxError> for Error {
     }
 }
 
+impl From<crate::sandbox::seccomp::SeccompError> for Error {
+    fn from(e: crate::sandbox::seccomp::SeccompError) -> Self {
+        Error(e.to_string())
+    }
+}
+
 impl From<crate::cgroup::CgroupError> for Error {
     fn from(e: crate::cgroup::CgroupError) -> Self {
         Error(e.to_string())

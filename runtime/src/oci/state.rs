@@ -81,17 +81,25 @@ pub fn validate_id(id: &str) -> Result<()> {
     }
 }
 
-/// An exclusive lock on a container's directory, held for the duration of one command.
+/// An exclusive lock on a container, held for the duration of one command: a POSIX record
+/// lock on `<dir>/lock`. Unlike flock(2), a record lock belongs to the process and is not
+/// inherited by fork: the container's init (forked while `create` holds the lock, and
+/// keeping the descriptor until it execs) must not keep `state` or `delete` waiting.
 pub struct Lock {
     _fd: OwnedFd,
 }
 
 fn lock_dir(dir: &Path) -> std::io::Result<Lock> {
-    let f = std::fs::File::open(dir)?;
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = std::fs::OpenOptions::new().read(true).write(true).create(true).mode(0o600).open(dir.join("lock"))?;
     let fd = OwnedFd::from(f);
+    // SAFETY: zeroed flock is valid; we set the fields F_SETLKW reads.
+    let mut fl: libc::flock = unsafe { std::mem::zeroed() };
+    fl.l_type = libc::F_WRLCK as _;
+    fl.l_whence = libc::SEEK_SET as _;
     loop {
-        // SAFETY: flock on a descriptor we own.
-        if unsafe { libc::flock(fd.as_raw_fd(), libc::LOCK_EX) } == 0 {
+        // SAFETY: fcntl with a valid descriptor and flock struct.
+        if unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETLKW, &fl) } == 0 {
             return Ok(Lock { _fd: fd });
         }
         let e = std::io::Error::last_os_error();

@@ -108,6 +108,10 @@ fn joiner(
 ) -> Result<i32, (i32, SandboxError)> {
     let cannot = |e: SandboxError| (EXIT_CANNOT_RUN, e);
     nix::sys::prctl::set_dumpable(false).map_err(|e| cannot(sys_err("prctl", "PR_SET_DUMPABLE", e)))?;
+    // If whoever ran the exec goes away (a client disconnects, a timeout kills it), the
+    // command must not linger in the slice holding its pipes.
+    nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
+        .map_err(|e| cannot(sys_err("prctl", "PR_SET_PDEATHSIG", e)))?;
     if let Some(cg) = cgroup {
         cg.add_pid(std::process::id() as i32).map_err(|e| cannot(e.into()))?;
     }
@@ -154,6 +158,9 @@ fn joiner(
 }
 
 fn command(plan: &ExecPlan, stdio: Stdio) -> SandboxError {
+    if let Err(e) = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL) {
+        return sys_err("prctl", "PR_SET_PDEATHSIG", e);
+    }
     if let Err(e) = nix::unistd::setsid() {
         return sys_err("setsid", "", e);
     }

@@ -185,7 +185,6 @@ struct InitPlan<'a> {
     readonly: Vec<String>,
     sysctl: Vec<(String, String)>,
     null_stdio: bool,
-    start_fifo: Option<PathBuf>,
     domainname: Option<String>,
     /// `linux.devices`: created with mknod, or bound from the host's node of the same path in a
     /// user namespace (which cannot mknod).
@@ -194,6 +193,9 @@ struct InitPlan<'a> {
     /// (mount destination, propagation flags) from mount options, applied after attaching.
     propagation: Vec<(String, nix::mount::MsFlags)>,
     rootfs_propagation: Option<nix::mount::MsFlags>,
+    /// The start FIFO's directory (opened O_PATH by the caller, as host root: a
+    /// user-namespaced init could not traverse a 0700 state directory) and its name.
+    fifo_dir: Option<(std::os::fd::RawFd, std::ffi::OsString)>,
     console: Option<std::os::fd::RawFd>,
     console_size: Option<(u16, u16)>,
     runtime_hooks: bool,
@@ -279,6 +281,20 @@ pub fn create_with(launch: &Launch, opts: &CreateOptions, extras: &OciExtras) ->
             propagation_flags(p).ok_or_else(|| SandboxError::Spec(format!("linux.rootfsPropagation: unknown value {p:?}")))?,
         ),
     };
+    let fifo_dir = match &opts.start_fifo {
+        Some(fifo) => {
+            let dir = fifo.parent().unwrap_or(std::path::Path::new("/"));
+            let fd = nix::fcntl::open(
+                dir,
+                nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_CLOEXEC,
+                nix::sys::stat::Mode::empty(),
+            )
+            .map_err(|e| sys_err("open", dir.display().to_string(), e))?;
+            // SAFETY: fd was just returned by open(2).
+            Some((unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) }, fifo.file_name().unwrap_or_default().to_os_string()))
+        }
+        None => None,
+    };
     let init = InitPlan {
         rootfs,
         readonly_root: spec.root().as_ref().and_then(|r| r.readonly()).unwrap_or(false),
@@ -288,12 +304,12 @@ pub fn create_with(launch: &Launch, opts: &CreateOptions, extras: &OciExtras) ->
         readonly: linux.readonly_paths().clone().unwrap_or_default(),
         sysctl: linux.sysctl().clone().unwrap_or_default().into_iter().collect(),
         null_stdio: opts.null_stdio,
-        start_fifo: opts.start_fifo.clone(),
         domainname: spec.domainname().clone().filter(|d| !d.is_empty()),
         devices: linux.devices().clone().unwrap_or_default(),
         in_userns: ns.new_user || ns.join_user.is_some(),
         propagation,
         rootfs_propagation,
+        fifo_dir: fifo_dir.as_ref().map(|(fd, name)| (fd.as_raw_fd(), name.clone())),
         console: extras.console.as_ref().map(|fd| fd.as_raw_fd()),
         console_size: extras.console_size,
         runtime_hooks: extras.runtime_hooks.is_some(),
@@ -488,7 +504,6 @@ fn intermediate(
 /// since nobody reads the status pipe any more).
 fn run_init(init: &InitPlan, exec: &ExecPlan, status: &mut std::fs::File, go: &mut std::fs::File) -> SandboxError {
     let mut host_pid = 0;
-    let mut fifo_dir: Option<(OwnedFd, std::ffi::OsString)> = None;
     let r = (|| -> Result<(), SandboxError> {
         nix::sys::prctl::set_dumpable(false).map_err(|e| sys_err("prctl", "PR_SET_DUMPABLE", e))?;
         if init.runtime_hooks || init.container_hooks.is_some() {
@@ -514,19 +529,6 @@ fn run_init(init: &InitPlan, exec: &ExecPlan, status: &mut std::fs::File, go: &m
             if r < 0 && nix::Error::last() != nix::Error::ENOSYS {
                 return Err(sys_err("keyctl", "JOIN_SESSION_KEYRING", nix::Error::last()));
             }
-        }
-        if let Some(fifo) = &init.start_fifo {
-            // The FIFO is a host path, unreachable after pivot_root: keep its directory.
-            let dir = fifo.parent().unwrap_or(std::path::Path::new("/"));
-            let fd = nix::fcntl::open(
-                dir,
-                nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_CLOEXEC,
-                nix::sys::stat::Mode::empty(),
-            )
-            .map_err(|e| sys_err("open", dir.display().to_string(), e))?;
-            // SAFETY: fd was just returned by open(2).
-            let fd = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
-            fifo_dir = Some((fd, fifo.file_name().unwrap_or_default().to_os_string()));
         }
         let prepared = mounts::prepare(&init.mounts)?;
         let mut device_binds = Vec::new();
@@ -598,19 +600,19 @@ fn run_init(init: &InitPlan, exec: &ExecPlan, status: &mut std::fs::File, go: &m
     if let Err(e) = r {
         return e;
     }
-    if let Some((dir, name)) = fifo_dir {
+    if let Some((dir, name)) = &init.fifo_dir {
         if let Err(e) = writeln!(status, "ready") {
             return sys_err("write", "sync pipe", process::io_errno(&e));
         }
         // Blocks until `start` opens the FIFO for reading. From here on nobody reads the
         // status pipe: report failures on our stderr (the container's) and exit.
         let fifo = nix::fcntl::openat(
-            Some(dir.as_raw_fd()),
+            Some(*dir),
             name.as_os_str(),
             nix::fcntl::OFlag::O_WRONLY | nix::fcntl::OFlag::O_CLOEXEC,
             nix::sys::stat::Mode::empty(),
         );
-        drop(dir);
+        let _ = nix::unistd::close(*dir);
         match fifo {
             Ok(fd) => {
                 let _ = nix::unistd::write(unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) }, b"0");

@@ -21,7 +21,7 @@ use super::*;
 use crate::cgroup::Cgroup;
 use crate::config::Paths;
 use crate::sandbox::{IdmappedOverlay, Launch};
-use crate::util::fs::{read_json, write_json_atomic, IoContext, PathError};
+use crate::util::fs::{read_json, write_json_atomic, write_json_volatile, IoContext, PathError};
 use nix::fcntl::{Flock, FlockArg};
 use std::fs;
 use std::io::Read;
@@ -71,6 +71,8 @@ pub const MAX_SLICES: u32 = (i32::MAX as u32 - FIRST_UID_BASE) / UID_COUNT;
 pub const DEFAULT_IMAGE: &str = "busybox";
 pub const DEFAULT_POLICY: &str = "default";
 pub const DEFAULT_INIT: &str = "/sbin/init";
+/// Descriptor number on which `vslice-shim start` receives the slice's lock.
+pub const SHIM_LOCK_FD: i32 = 3;
 /// How long `destroy` waits for a killed slice to go away.
 const KILL_WAIT: Duration = Duration::from_secs(10);
 
@@ -346,9 +348,9 @@ impl Manager {
                 merged: rootfs,
             }),
         };
-        write_json_atomic(&dir.join(state::LAUNCH_FILE), &launch)?;
+        write_json_volatile(&dir.join(state::LAUNCH_FILE), &launch)?;
         let _ = fs::remove_file(dir.join(state::EXIT_FILE));
-        self.spawn_shim(name)?;
+        self.spawn_shim(name, &_guard)?;
         self.inspect(name)
     }
 
@@ -368,12 +370,28 @@ impl Manager {
         Ok(())
     }
 
-    fn spawn_shim(&self, name: &str) -> Result<(), SliceError> {
+    /// The shim inherits our lock on the slice (as fd 3) and releases it once `state.json` is
+    /// written: if this process dies mid-start, a recovering daemon still cannot mistake the
+    /// half-started slice for debris and remove its cgroup under the shim.
+    fn spawn_shim(&self, name: &str, lock: &Flock<fs::File>) -> Result<(), SliceError> {
         let dir = self.dir(name);
         let log_path = dir.join(state::SHIM_LOG);
         let log = fs::OpenOptions::new().create(true).append(true).open(&log_path).ctx("open", &log_path)?;
         let shim = &self.paths.shim;
-        let mut child = Command::new(shim)
+        use std::os::fd::AsRawFd;
+        use std::os::unix::process::CommandExt;
+        let lock_fd = lock.as_raw_fd();
+        let mut cmd = Command::new(shim);
+        // SAFETY: dup2 is async-signal-safe; the new fd 3 is not close-on-exec.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::dup2(lock_fd, SHIM_LOCK_FD) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let mut child = cmd
             .arg("start")
             .arg("--root")
             .arg(&self.paths.root)
@@ -457,7 +475,10 @@ impl Manager {
             }
         }
         for info in self.list()? {
-            if info.status == Status::Stopped {
+            // Under the slice's lock: a start in flight (its shim holds the lock until the
+            // slice runs) is waited for, not mistaken for debris.
+            let _guard = lock(&self.dir(&info.spec.name).join(".lock"))?;
+            if self.running_state(&info.spec.name).is_none() {
                 self.clean_stale_run(&info.spec.name, &info.spec)?;
             }
         }

@@ -34,6 +34,17 @@ impl<T> IoContext<T> for io::Result<T> {
 
 /// Write `data` to `path` atomically and durably.
 pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> Result<(), PathError> {
+    write_atomic_with(path, data, mode, true)
+}
+
+/// Write `data` to `path` atomically (readers never see a torn file) without fsync: for
+/// runtime files that are rebuilt on every start and mean nothing after a node crash (a
+/// slice's launch description, its shim's PIDs). Each fsync costs milliseconds per start.
+pub fn write_atomic_volatile(path: &Path, data: &[u8], mode: u32) -> Result<(), PathError> {
+    write_atomic_with(path, data, mode, false)
+}
+
+fn write_atomic_with(path: &Path, data: &[u8], mode: u32, durable: bool) -> Result<(), PathError> {
     let dir = path.parent().unwrap_or_else(|| Path::new("."));
     let file_name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let tmp = dir.join(format!(".{}.tmp.{}", file_name, std::process::id()));
@@ -46,9 +57,14 @@ pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> Result<(), PathError
             .open(&tmp)
             .ctx("create", &tmp)?;
         f.write_all(data).ctx("write", &tmp)?;
-        f.sync_all().ctx("fsync", &tmp)?;
+        if durable {
+            f.sync_all().ctx("fsync", &tmp)?;
+        }
         fs::rename(&tmp, path).ctx("rename into", path)?;
-        fsync_dir(dir)
+        if durable {
+            fsync_dir(dir)?;
+        }
+        Ok(())
     })();
     if result.is_err() {
         let _ = fs::remove_file(&tmp);
@@ -67,6 +83,12 @@ pub fn write_json_atomic<T: serde::Serialize>(path: &Path, value: &T) -> Result<
         .map_err(|e| PathError::new("serialize", path, io::Error::other(e)))?;
     data.push(b'\n');
     write_atomic(path, &data, 0o600)
+}
+
+/// Serialize as JSON and write atomically without fsync (see [`write_atomic_volatile`]).
+pub fn write_json_volatile<T: serde::Serialize>(path: &Path, value: &T) -> Result<(), PathError> {
+    let data = serde_json::to_vec(value).map_err(|e| PathError::new("serialize", path, io::Error::other(e)))?;
+    write_atomic_volatile(path, &data, 0o600)
 }
 
 /// Read and parse a JSON file.

@@ -89,6 +89,8 @@ pub struct Options {
     pub admin_group: Option<String>,
     /// Extra config file lines.
     pub config: String,
+    /// $NOTIFY_SOCKET for the daemon (systemd readiness).
+    pub notify_socket: Option<PathBuf>,
 }
 
 pub struct TestDaemon {
@@ -100,6 +102,7 @@ pub struct TestDaemon {
     pub config_path: PathBuf,
     pub child: Option<Child>,
     pub starts: usize,
+    pub notify_socket: Option<PathBuf>,
 }
 
 impl TestDaemon {
@@ -139,6 +142,7 @@ impl TestDaemon {
             root,
             child: None,
             starts: 0,
+            notify_socket: opts.notify_socket.clone(),
         };
         d.spawn();
         d
@@ -152,7 +156,12 @@ impl TestDaemon {
             .append(true)
             .open(&self.log)
             .unwrap();
-        let child = Command::new(vsliced_bin())
+        let mut cmd = Command::new(vsliced_bin());
+        match &self.notify_socket {
+            Some(p) => cmd.env("NOTIFY_SOCKET", p),
+            None => cmd.env_remove("NOTIFY_SOCKET"),
+        };
+        let child = cmd
             .arg("--config")
             .arg(&self.config_path)
             .arg("--root")
@@ -168,7 +177,6 @@ impl TestDaemon {
             .arg("--shim")
             .arg(shim_bin())
             .env("RUST_LOG", "info,vslice=debug")
-            .env_remove("NOTIFY_SOCKET")
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
