@@ -19,6 +19,43 @@ pub struct Paths {
     pub policy_dir: PathBuf,
     /// The shim binary (`VSLICE_SHIM`); by default next to the running executable.
     pub shim: PathBuf,
+    /// Node network settings (bridge, subnet, nftables table, veth prefix, node caps).
+    pub net: NetSettings,
+}
+
+/// Node network settings; every field has a documented default and an environment override so
+/// that tests run their own bridge beside a real installation.
+#[derive(Debug, Clone, Default)]
+pub struct NetSettings {
+    /// `VSLICE_BRIDGE` (default `vslice0`).
+    pub bridge: Option<String>,
+    /// `VSLICE_SUBNET` (default 10.213.0.0/20).
+    pub subnet: Option<String>,
+    /// `VSLICE_NFT_TABLE` (default `vslice`).
+    pub nft_table: Option<String>,
+    /// `VSLICE_VETH_PREFIX` (default `vs`).
+    pub veth_prefix: Option<String>,
+    /// `VSLICE_NODE_EGRESS_RATE` / `VSLICE_NODE_INGRESS_RATE`: node-wide caps in bits/s,
+    /// shared between slices by weight.
+    pub node_egress_rate: Option<u64>,
+    pub node_ingress_rate: Option<u64>,
+    /// `VSLICE_IP_FORWARD=0` leaves the host-wide ip_forward sysctl alone (tests).
+    pub set_global_ip_forward: bool,
+}
+
+impl NetSettings {
+    pub fn from_env() -> NetSettings {
+        let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        NetSettings {
+            bridge: var("VSLICE_BRIDGE"),
+            subnet: var("VSLICE_SUBNET"),
+            nft_table: var("VSLICE_NFT_TABLE"),
+            veth_prefix: var("VSLICE_VETH_PREFIX"),
+            node_egress_rate: var("VSLICE_NODE_EGRESS_RATE").and_then(|v| v.parse().ok()),
+            node_ingress_rate: var("VSLICE_NODE_INGRESS_RATE").and_then(|v| v.parse().ok()),
+            set_global_ip_forward: var("VSLICE_IP_FORWARD").as_deref() != Some("0"),
+        }
+    }
 }
 
 impl Paths {
@@ -31,7 +68,7 @@ impl Paths {
             .unwrap_or_else(|| DEFAULT_CGROUP_PARENT.to_string());
         let policy_dir = env_path("VSLICE_POLICY_DIR").unwrap_or_else(default_policy_dir);
         let shim = env_path("VSLICE_SHIM").unwrap_or_else(|| sibling_binary("vslice-shim"));
-        Paths { root, cgroup_parent, policy_dir, shim }
+        Paths { root, cgroup_parent, policy_dir, shim, net: NetSettings::from_env() }
     }
 
     pub fn slices_dir(&self) -> PathBuf {

@@ -48,6 +48,21 @@ pub enum SliceError {
     Cgroup(#[from] crate::cgroup::CgroupError),
     #[error("starting slice {name:?}: {reason}")]
     Start { name: String, reason: String },
+    #[error("network: {0}")]
+    Net(crate::net::NetError),
+}
+
+impl From<crate::net::NetError> for SliceError {
+    fn from(e: crate::net::NetError) -> SliceError {
+        match e {
+            // Spec errors name fields of the `net` part of the request.
+            crate::net::NetError::Invalid { field, msg } => {
+                let field = if field.starts_with("net") { field } else { format!("net.{field}") };
+                SliceError::Invalid { field, reason: msg }
+            }
+            other => SliceError::Net(other),
+        }
+    }
 }
 
 impl SliceError {
@@ -191,6 +206,43 @@ impl Manager {
         self.paths.slice_dir(name)
     }
 
+    /// The node's network, configured from [`crate::config::NetSettings`].
+    pub fn node_net(&self) -> Result<crate::net::NodeNet, SliceError> {
+        let n = &self.paths.net;
+        let mut net = crate::net::NodeNet::new(self.paths.root.join("net"));
+        if let Some(b) = &n.bridge {
+            net.bridge = b.clone();
+        }
+        if let Some(sub) = &n.subnet {
+            net.subnet = sub.parse().map_err(|e| SliceError::invalid("net.subnet", format!("{sub:?}: {e}")))?;
+        }
+        if let Some(t) = &n.nft_table {
+            net.nft_table = t.clone();
+        }
+        if let Some(p) = &n.veth_prefix {
+            net.veth_prefix = p.clone();
+        }
+        net.node_egress_rate = n.node_egress_rate;
+        net.node_ingress_rate = n.node_ingress_rate;
+        net.set_global_ip_forward = n.set_global_ip_forward;
+        Ok(net)
+    }
+
+    /// Give a just-started bridge-mode slice its veth, address, shaping and /etc files.
+    fn attach_network(&self, spec: &SliceSpec, init_pid: i32) -> Result<(), SliceError> {
+        if spec.net.mode != crate::net::NetMode::Bridge {
+            return Ok(());
+        }
+        let net = self.node_net()?;
+        net.ensure()?;
+        let attached = net.attach(&spec.name, crate::net::Netns::Pid(init_pid as u32), &spec.net)?;
+        // Through /proc/<pid>/root: the slice's own view of its root, so nothing on the host
+        // is written even if the slice planted symlinks (write_etc refuses to follow them).
+        let root = PathBuf::from(format!("/proc/{init_pid}/root/."));
+        attached.write_etc(&root, Some((spec.uid_base, spec.uid_base)))?;
+        Ok(())
+    }
+
     pub fn cgroup_path(&self, name: &str) -> String {
         format!("{}/{}", self.paths.cgroup_parent, name)
     }
@@ -231,6 +283,7 @@ impl Manager {
         if init.is_empty() || init[0].is_empty() {
             return Err(SliceError::invalid("init", "must name a program"));
         }
+        req.net.validate()?;
         for (i, o) in req.owners.iter().enumerate() {
             if nix::unistd::User::from_name(o).ok().flatten().is_none() {
                 return Err(SliceError::invalid(&format!("owners[{i}]"), format!("no host user {o:?}")));
@@ -351,6 +404,15 @@ impl Manager {
         write_json_volatile(&dir.join(state::LAUNCH_FILE), &launch)?;
         let _ = fs::remove_file(dir.join(state::EXIT_FILE));
         self.spawn_shim(name, &_guard)?;
+        if let Some(st) = self.running_state(name) {
+            if let Err(e) = self.attach_network(&spec, st.init_pid) {
+                // Roll back: a slice that cannot get its network does not run half-made.
+                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(st.init_pid), nix::sys::signal::Signal::SIGKILL);
+                wait_gone(st.shim_pid, st.shim_start, KILL_WAIT);
+                let _ = self.clean_stale_run(name, &spec);
+                return Err(e);
+            }
+        }
         self.inspect(name)
     }
 
@@ -366,6 +428,11 @@ impl Manager {
         let cg = Cgroup::new(&self.cgroup_path(name));
         if cg.exists() {
             cg.destroy()?;
+        }
+        if _spec.net.mode == crate::net::NetMode::Bridge {
+            // The veth died with the slice's network namespace; this removes the host-side
+            // rules and classes (the address stays reserved until destroy).
+            self.node_net()?.detach(name)?;
         }
         Ok(())
     }
@@ -447,7 +514,7 @@ impl Manager {
 
     /// Kill the slice if running, then remove its cgroups, upper dir and state.
     pub fn destroy(&self, name: &str) -> Result<(), SliceError> {
-        self.load_spec(name)?;
+        let spec = self.load_spec(name)?;
         // A destroyed slice's data is discarded: no graceful shutdown needed.
         self.stop(name, Duration::ZERO)?;
         let _guard = lock(&self.paths.lock_file())?;
@@ -456,6 +523,9 @@ impl Manager {
         fs::rename(&dir, &doomed).ctx("rename for deletion", &dir)?;
         crate::util::fs::fsync_dir(&self.paths.slices_dir())?;
         fs::remove_dir_all(&doomed).ctx("remove", &doomed)?;
+        if spec.net.mode == crate::net::NetMode::Bridge {
+            self.node_net()?.release(name)?;
+        }
         Ok(())
     }
 
@@ -491,6 +561,17 @@ impl Manager {
         let running = self.running_state(name);
         let last_exit = read_json::<ExitInfo>(&dir.join(state::EXIT_FILE)).ok();
         let usage = running.as_ref().and_then(|_| Cgroup::new(&self.cgroup_path(name)).usage().ok());
+        let net = match (&running, spec.net.mode) {
+            (Some(_), crate::net::NetMode::Bridge) => self.node_net().ok().and_then(|n| {
+                let attached = n.get(name).ok().flatten()?;
+                Some(NetInfo {
+                    address: attached.address,
+                    host_veth: attached.host_veth.clone().unwrap_or_default(),
+                    counters: n.stats(name).unwrap_or_default(),
+                })
+            }),
+            _ => None,
+        };
         Ok(SliceInfo {
             status: if running.is_some() { Status::Running } else { Status::Stopped },
             init_pid: running.as_ref().map(|s| s.init_pid),
@@ -498,6 +579,7 @@ impl Manager {
             started_at: running.as_ref().map(|s| s.started_at),
             last_exit,
             usage,
+            net,
             spec,
         })
     }
@@ -528,10 +610,22 @@ impl Manager {
         }
         merge!(cpu_weight, cpu_max, cpuset, memory_max, swap_max, pids_max);
         validate_limits(&l, &policy)?;
+        let mut net = spec.net.clone();
+        if patch.egress_rate.is_some() {
+            net.egress_rate = patch.egress_rate;
+        }
+        if patch.ingress_rate.is_some() {
+            net.ingress_rate = patch.ingress_rate;
+        }
+        net.validate()?;
         if self.running_state(name).is_some() {
             Cgroup::new(&self.cgroup_path(name)).apply(&oci::resources(&l))?;
+            if net != spec.net && net.mode == crate::net::NetMode::Bridge {
+                self.node_net()?.update(name, &net)?;
+            }
         }
         spec.limits = l;
+        spec.net = net;
         write_json_atomic(&self.dir(name).join(state::SPEC_FILE), &spec)?;
         self.inspect(name)
     }

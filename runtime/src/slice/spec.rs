@@ -92,6 +92,17 @@ pub struct SliceInfo {
     pub started_at: Option<u64>,
     pub last_exit: Option<ExitInfo>,
     pub usage: Option<crate::cgroup::Usage>,
+    /// Address and traffic counters of a running bridge-mode slice.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub net: Option<NetInfo>,
+}
+
+/// A running slice's network as the node sees it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NetInfo {
+    pub address: Option<std::net::Ipv4Addr>,
+    pub host_veth: String,
+    pub counters: crate::net::NetCounters,
 }
 
 /// A partial update of limits on a (possibly running) slice; `None` leaves a field unchanged.
@@ -104,6 +115,10 @@ pub struct LimitsPatch {
     pub memory_max: Option<u64>,
     pub swap_max: Option<u64>,
     pub pids_max: Option<u64>,
+    /// Rate of traffic out of the slice, bits/s (bridge mode).
+    pub egress_rate: Option<u64>,
+    /// Rate of traffic into the slice, bits/s (bridge mode).
+    pub ingress_rate: Option<u64>,
 }
 
 /// A command to run inside a running slice.

@@ -1,0 +1,342 @@
+//! The real client: containerd from Debian's packages, started by the test with its own
+//! root/state dirs, config and socket (never the system's), with a local OCI image made from
+//! the busybox rootfs (no registry), running containers through
+//! `ctr run --runc-binary <vslice-runc>` (containerd's io.containerd.runc.v2 shim calling
+//! vslice-runc): exit codes, stdout, a tty, exec into a running container, kill, cgroup
+//! limits. Everything is removed afterwards, even on failure: containers, tasks, shims (by
+//! PID), containerd (by PID), mounts and cgroups under the test's unique namespace.
+mod oci_support;
+
+use oci_support::{cgroup_dirs_named, remove_cgroup_tree, runc_bin, wait_for};
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+
+const IMAGE: &str = "docker.io/library/vslice-busybox:latest";
+
+/// Write an OCI image layout tarball of `rootfs` (one uncompressed layer) to `out`.
+fn make_oci_image(rootfs: &Path, work: &Path, out: &Path) {
+    let dir = work.join("oci-layout");
+    let blobs = dir.join("blobs/sha256");
+    std::fs::create_dir_all(&blobs).unwrap();
+    let layer_tmp = work.join("layer.tar");
+    let st = Command::new("tar")
+        .args(["--numeric-owner", "-C"])
+        .arg(rootfs)
+        .args(["-cf"])
+        .arg(&layer_tmp)
+        .arg(".")
+        .status()
+        .unwrap();
+    assert!(st.success(), "tar the layer");
+    let put = |data: &[u8]| -> (String, usize) {
+        let digest = hex::encode(Sha256::digest(data));
+        std::fs::write(blobs.join(&digest), data).unwrap();
+        (format!("sha256:{digest}"), data.len())
+    };
+    let layer = std::fs::read(&layer_tmp).unwrap();
+    std::fs::remove_file(&layer_tmp).unwrap();
+    let (layer_digest, layer_size) = put(&layer);
+    let config = serde_json::json!({
+        "architecture": if cfg!(target_arch = "aarch64") { "arm64" } else { "amd64" },
+        "os": "linux",
+        "config": {"Env": ["PATH=/usr/sbin:/usr/bin:/sbin:/bin"], "Cmd": ["/bin/sh"]},
+        "rootfs": {"type": "layers", "diff_ids": [layer_digest]},
+    });
+    let (config_digest, config_size) = put(config.to_string().as_bytes());
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest, "size": config_size},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": layer_digest, "size": layer_size}],
+    });
+    let (manifest_digest, manifest_size) = put(manifest.to_string().as_bytes());
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "manifests": [{
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": manifest_digest, "size": manifest_size,
+            "annotations": {"io.containerd.image.name": IMAGE, "org.opencontainers.image.ref.name": "latest"},
+        }],
+    });
+    std::fs::write(dir.join("index.json"), index.to_string()).unwrap();
+    std::fs::write(dir.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+    let st = Command::new("tar").arg("-C").arg(&dir).arg("-cf").arg(out).args(["oci-layout", "index.json", "blobs"]).status().unwrap();
+    assert!(st.success(), "tar the image layout");
+}
+
+/// A private containerd: own config, root, state, sockets; a unique namespace (which is also
+/// the cgroup parent of its containers: ctr uses cgroupsPath /<namespace>/<id>).
+struct Containerd {
+    work: PathBuf,
+    sock: PathBuf,
+    ns: String,
+    child: Option<Child>,
+}
+
+impl Containerd {
+    fn start() -> Containerd {
+        for tool in ["containerd", "ctr", "containerd-shim-runc-v2"] {
+            let found = Command::new("sh").args(["-c", &format!("command -v {tool}")]).stdout(Stdio::null()).status().unwrap().success();
+            assert!(found, "{tool} not found: install Debian's containerd package (make deps)");
+        }
+        let tag = format!("vsoci{}", std::process::id());
+        let work = PathBuf::from(format!("/tmp/vslice-oci-containerd-{tag}"));
+        let _ = std::fs::remove_dir_all(&work);
+        std::fs::create_dir_all(&work).unwrap();
+        let sock = work.join("containerd.sock");
+        let config = format!(
+            "version = 2\nroot = \"{w}/root\"\nstate = \"{w}/state\"\n\
+             disabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n\
+             [grpc]\n  address = \"{s}\"\n[ttrpc]\n  address = \"{s}.ttrpc\"\n[debug]\n  address = \"{w}/debug.sock\"\n",
+            w = work.display(),
+            s = sock.display()
+        );
+        std::fs::write(work.join("config.toml"), config).unwrap();
+        let log = std::fs::File::create(work.join("containerd.log")).unwrap();
+        let child = Command::new("containerd")
+            .arg("--config")
+            .arg(work.join("config.toml"))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start containerd");
+        let mut c = Containerd { work, sock, ns: tag, child: Some(child) };
+        assert!(
+            wait_for(20, || c.ctr(&["version"]).status.success()),
+            "containerd did not come up: {}",
+            std::fs::read_to_string(c.work.join("containerd.log")).unwrap_or_default()
+        );
+        let image = c.work.join("busybox-oci.tar");
+        make_oci_image(&oci_support::busybox_rootfs(), &c.work, &image);
+        c.ok(&["images", "import", image.to_str().unwrap()]);
+        let _ = &mut c;
+        c
+    }
+
+    fn ctr_cmd(&self) -> Command {
+        let mut c = Command::new("timeout");
+        c.args(["60", "ctr", "--address"]).arg(&self.sock).args(["--namespace", &self.ns]);
+        c.stdin(Stdio::null());
+        c
+    }
+
+    fn ctr(&self, args: &[&str]) -> Output {
+        self.ctr_cmd().args(args).output().expect("run ctr")
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let o = self.ctr(args);
+        assert!(
+            o.status.success(),
+            "ctr {args:?} failed ({:?}):\nstdout: {}\nstderr: {}\nvslice-runc logs: {}",
+            o.status.code(),
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr),
+            self.runtime_logs()
+        );
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+
+    /// The --log files the shim gave vslice-runc.
+    fn runtime_logs(&self) -> String {
+        let dir = self.work.join("state/io.containerd.runtime.v2.task").join(&self.ns);
+        let mut out = String::new();
+        for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            if let Ok(t) = std::fs::read_to_string(e.path().join("log.json")) {
+                out.push_str(&t);
+            }
+        }
+        out
+    }
+
+    /// `ctr run --runc-binary vslice-runc [flags] IMAGE ID ARGS...`
+    fn run_args(&self, flags: &[&str], id: &str, args: &[&str]) -> Vec<String> {
+        let mut v: Vec<String> = vec!["run".into(), "--runc-binary".into(), runc_bin().to_string_lossy().into_owned()];
+        v.extend(flags.iter().map(|s| s.to_string()));
+        v.push(IMAGE.into());
+        v.push(id.into());
+        v.extend(args.iter().map(|s| s.to_string()));
+        v
+    }
+
+    fn run(&self, flags: &[&str], id: &str, args: &[&str]) -> Output {
+        let v = self.run_args(flags, id, args);
+        self.ctr(&v.iter().map(String::as_str).collect::<Vec<_>>())
+    }
+
+    /// The shell command line of `ctr ...` for `script`.
+    fn ctr_line(&self, args: &[String]) -> String {
+        let mut s = format!("timeout 60 ctr --address {} --namespace {}", self.sock.display(), self.ns);
+        for a in args {
+            s.push_str(&format!(" '{}'", a.replace('\'', r"'\''")));
+        }
+        s
+    }
+
+    /// vslice-runc's state root for our namespace (the shim passes --root /run/containerd/runc/<ns>).
+    fn runtime_root(&self) -> PathBuf {
+        PathBuf::from("/run/containerd/runc").join(&self.ns)
+    }
+
+    fn shim_pids(&self) -> Vec<i32> {
+        let mut out = Vec::new();
+        let needle = self.sock.to_string_lossy().into_owned();
+        for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else { continue };
+            let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let cmd = String::from_utf8_lossy(&cmd);
+            if cmd.starts_with("/usr/bin/containerd-shim") && cmd.contains(&needle) {
+                out.push(pid);
+            }
+        }
+        out
+    }
+}
+
+impl Drop for Containerd {
+    fn drop(&mut self) {
+        // Containers and tasks, through containerd.
+        let list = self.ctr(&["containers", "list", "--quiet"]);
+        for id in String::from_utf8_lossy(&list.stdout).lines().map(str::trim).filter(|l| !l.is_empty()) {
+            let _ = self.ctr(&["task", "kill", "--signal", "SIGKILL", id]);
+            let _ = self.ctr(&["task", "delete", "--force", id]);
+            let _ = self.ctr(&["containers", "delete", id]);
+        }
+        // Anything vslice-runc still knows in our namespace.
+        if let Ok(rd) = std::fs::read_dir(self.runtime_root()) {
+            for e in rd.flatten() {
+                let id = e.file_name().to_string_lossy().into_owned();
+                let _ = Command::new(runc_bin())
+                    .arg("--root")
+                    .arg(self.runtime_root())
+                    .args(["delete", "--force", &id])
+                    .stderr(Stdio::null())
+                    .status();
+            }
+        }
+        // The shims we caused, then containerd itself, by PID.
+        for pid in self.shim_pids() {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+        }
+        if let Some(mut c) = self.child.take() {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(c.id() as i32), nix::sys::signal::Signal::SIGTERM);
+            if !wait_for(10, || c.try_wait().map(|s| s.is_some()).unwrap_or(true)) {
+                let _ = c.kill();
+            }
+            let _ = c.wait();
+        }
+        // Mounts under our dirs (snapshots, rootfs of a task whose shim died), deepest first.
+        let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+        let mut ours: Vec<&str> = mounts
+            .lines()
+            .filter_map(|l| l.split_whitespace().nth(1))
+            .filter(|m| m.starts_with(self.work.to_str().unwrap()))
+            .collect();
+        ours.sort_by_key(|m| std::cmp::Reverse(m.len()));
+        for m in ours {
+            let _ = nix::mount::umount2(m, nix::mount::MntFlags::MNT_DETACH);
+        }
+        for d in cgroup_dirs_named(&self.ns) {
+            remove_cgroup_tree(&d);
+        }
+        let _ = std::fs::remove_dir_all(self.runtime_root());
+        // Directories containerd and its shim make under /run/containerd: remove if empty.
+        for d in ["/run/containerd/runc", "/run/containerd/s", "/run/containerd/fifo", "/run/containerd"] {
+            let _ = std::fs::remove_dir(d);
+        }
+        let _ = std::fs::remove_dir_all(&self.work);
+    }
+}
+
+fn text(o: &Output) -> (String, String) {
+    (String::from_utf8_lossy(&o.stdout).into_owned(), String::from_utf8_lossy(&o.stderr).into_owned())
+}
+
+#[test]
+fn containerd_runs_containers_through_vslice_runc() {
+    let c = Containerd::start();
+
+    // Exit code and stdout; the container's cgroup is /<namespace>/<id>, made by vslice-runc.
+    let o = c.run(&["--rm"], "exit7", &["sh", "-c", "echo hello from busybox; cat /proc/self/cgroup | grep memory; exit 7"]);
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(7), "stdout: {out}\nstderr: {err}\nlogs: {}", c.runtime_logs());
+    assert!(out.contains("hello from busybox"), "{out}");
+    assert!(out.contains(&format!(":memory:/{}/exit7", c.ns)), "{out}");
+    let o = c.run(&["--rm"], "exit0", &["true"]);
+    assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
+
+    // Memory limit from `ctr run --memory-limit`, visible in the container's cgroup.
+    let o = c.run(&["--rm", "--memory-limit", "67108864"], "mem", &["sh", "-c", "cat /proc/self/cgroup | grep :memory: | cut -d: -f3"]);
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{out} {err}");
+    let cg = out.trim().to_string();
+    assert_eq!(cg, format!("/{}/mem", c.ns));
+
+    // A long-running container: limits on the host side, exec, ps, kill.
+    c.ok(&c.run_args(&["-d", "--memory-limit", "33554432"], "long", &["sleep", "1000"]).iter().map(String::as_str).collect::<Vec<_>>());
+    let state: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(c.runtime_root().join("long/state.json")).expect("vslice-runc's state.json"))
+            .unwrap();
+    assert!(state["pid_start"].as_u64().is_some(), "the container was not created by vslice-runc: {state}");
+    let pid = state["pid"].as_i64().unwrap() as i32;
+    let limit_file = if vslice::cgroup::detect() == vslice::cgroup::Version::V2 {
+        format!("/sys/fs/cgroup/{}/long/memory.max", c.ns)
+    } else {
+        format!("/sys/fs/cgroup/memory/{}/long/memory.limit_in_bytes", c.ns)
+    };
+    assert_eq!(std::fs::read_to_string(&limit_file).unwrap().trim(), "33554432");
+
+    let o = c.ctr(&["task", "exec", "--exec-id", "e1", "long", "sh", "-c", "echo exec-out; test $(cat /proc/1/comm) = sleep; exit 5"]);
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(5), "{out} {err}\nlogs: {}", c.runtime_logs());
+    assert!(out.contains("exec-out"), "{out}");
+
+    let ps = c.ok(&["task", "ps", "long"]);
+    assert!(ps.contains(&pid.to_string()), "{ps}");
+
+    // A tty for an exec'd process (ctr needs a terminal: script gives it one).
+    let line = c.ctr_line(&["task", "exec", "-t", "--exec-id", "e2", "long", "sh", "-c", "tty; exit 4"].map(String::from));
+    let o = Command::new("script").args(["-eqc", &line, "/dev/null"]).stdin(Stdio::null()).output().unwrap();
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(4), "{out} {err}");
+    assert!(out.contains("/dev/pts/"), "{out}");
+
+    // kill: SIGKILL reaches init; the task reports 137 and can be deleted.
+    c.ok(&["task", "kill", "--signal", "SIGKILL", "long"]);
+    assert!(wait_for(10, || c.ok(&["task", "ls"]).lines().any(|l| l.starts_with("long") && l.contains("STOPPED"))));
+    c.ok(&["task", "delete", "long"]);
+    c.ok(&["containers", "delete", "long"]);
+    assert!(!c.runtime_root().join("long").exists(), "vslice-runc state left behind");
+    assert!(!Path::new(&limit_file).exists(), "cgroup left behind");
+
+    // A tty for the container itself: `ctr run -t`, input through the terminal.
+    let line = c.ctr_line(&c.run_args(&["--rm", "-t"], "tty", &["sh"]));
+    let mut child = Command::new("script")
+        .args(["-eqc", &line, "/dev/null"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(1500));
+        stdin.write_all(b"tty; echo sum-$((40+2))\nexit 6\n").unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(1500));
+    }
+    let o = child.wait_with_output().unwrap();
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(6), "{out} {err}\nlogs: {}", c.runtime_logs());
+    assert!(out.contains("sum-42") && out.contains("/dev/pts/0"), "{out}");
+
+    // Nothing of ours is left in any hierarchy once the containers are gone.
+    let left: Vec<PathBuf> = cgroup_dirs_named(&c.ns).into_iter().filter(|d| std::fs::read_dir(d).map(|r| r.count() > 0).unwrap_or(false)).collect();
+    assert!(
+        cgroup_dirs_named(&c.ns).is_empty(),
+        "cgroups left: {:?} (non-empty: {left:?})",
+        cgroup_dirs_named(&c.ns)
+    );
+}
