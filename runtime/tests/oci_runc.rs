@@ -18,7 +18,7 @@ fn create_start_state_exec_ps_kill_delete() {
         c["annotations"] = serde_json::json!({"org.example/test": "yes"});
     });
     let pid_file = env.work.join("life.pid");
-    env.ok(&["create", "--bundle", b.to_str().unwrap(), "--pid-file", pid_file.to_str().unwrap(), "life"]);
+    env.ok_detached(&["create", "--bundle", b.to_str().unwrap(), "--pid-file", pid_file.to_str().unwrap(), "life"]);
 
     let st = env.state("life");
     assert_eq!(st["status"], "created");
@@ -83,10 +83,14 @@ fn run_returns_the_exit_code_and_cleans_up() {
     assert!(!env.root.join("ex").exists());
     assert!(env.cgroup_dirs().is_empty(), "{:?}", env.cgroup_dirs());
 
-    // Killed by a signal: 128+n, like a shell.
-    let b = env.bundle("sig", |c| c["process"]["args"] = serde_json::json!(["sh", "-c", "kill -9 $$"]));
-    let o = env.cmd().args(["run", "--bundle", b.to_str().unwrap(), "sig"]).output().unwrap();
-    assert_eq!(o.status.code(), Some(137));
+    // Killed by a signal (from outside: PID 1 ignores its own SIGKILL): 128+n, like a shell.
+    let b = env.bundle("sig", sleeper);
+    let log = std::fs::File::create(env.work.join("sig.out")).unwrap();
+    let mut run = env.cmd().args(["run", "--bundle", b.to_str().unwrap(), "sig"]).stdout(log.try_clone().unwrap()).stderr(log).spawn().unwrap();
+    assert!(wait_for(10, || env.run(&["state", "sig"]).stdout.windows(9).any(|w| w == b"\"running\"")));
+    // A signal sent to `run` is forwarded to the container's init.
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(run.id() as i32), nix::sys::signal::Signal::SIGUSR1).unwrap();
+    assert_eq!(run.wait().unwrap().code(), Some(128 + libc::SIGUSR1), "{}", std::fs::read_to_string(env.work.join("sig.out")).unwrap());
 
     // Program not found: the reason on stderr, 127.
     let b = env.bundle("nf", |c| c["process"]["args"] = serde_json::json!(["/bin/nonexistent"]));
@@ -105,7 +109,7 @@ fn cgroup_limits_are_applied_and_removed() {
         c["linux"]["resources"]["pids"] = serde_json::json!({"limit": 50});
         c["linux"]["resources"]["cpu"] = serde_json::json!({"quota": 20000, "period": 100000});
     });
-    env.ok(&["run", "--detach", "--bundle", b.to_str().unwrap(), "lim"]);
+    env.ok_detached(&["run", "--detach", "--bundle", b.to_str().unwrap(), "lim"]);
     let v2 = vslice::cgroup::detect() == vslice::cgroup::Version::V2;
     let read = |rel: &str| {
         std::fs::read_to_string(std::path::Path::new("/sys/fs/cgroup").join(rel)).unwrap_or_else(|e| panic!("{rel}: {e}")).trim().to_string()
@@ -182,7 +186,7 @@ fn hooks_run_at_their_points_with_the_state() {
         c["hooks"]["startContainer"] = serde_json::json!([{"path": "/bin/sh", "args": ["sh", "-c", "cat > /tmp/startContainer.json"]}]);
         c["root"]["readonly"] = false.into();
     });
-    env.ok(&["create", "--bundle", b.to_str().unwrap(), "hk"]);
+    env.ok_detached(&["create", "--bundle", b.to_str().unwrap(), "hk"]);
     let pid = env.state("hk")["pid"].as_i64().unwrap();
     let read = |n: &str| -> serde_json::Value {
         serde_json::from_str(&std::fs::read_to_string(out.join(format!("{n}.json"))).unwrap_or_else(|e| panic!("{n}: {e}"))).unwrap()
@@ -296,7 +300,7 @@ fn isolation_basics_readonly_root_masks_user_namespace() {
         c["linux"]["uidMappings"] = m.clone();
         c["linux"]["gidMappings"] = m;
     });
-    env.ok(&["run", "-d", "--bundle", b.to_str().unwrap(), "uns"]);
+    env.ok_detached(&["run", "-d", "--bundle", b.to_str().unwrap(), "uns"]);
     let pid = env.state("uns")["pid"].as_i64().unwrap();
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     let uid_line = status.lines().find(|l| l.starts_with("Uid:")).unwrap();

@@ -56,11 +56,16 @@ Units:
   10mbit, 1gbit, 500kbit (bits/s, powers of 1000; NNNbps = bytes/s).
 
 Exit codes:
-  0 success          1 failure           2 usage error        3 no such slice
-  4 conflict (exists, already running, not running)           5 invalid request (the
-  message names the field)   6 vsliced is not reachable      7 permission denied
+  0  success
+  1  failure (also `audit verify` when the log is damaged)
+  2  usage error
+  3  no such slice
+  4  conflict: the slice exists, is already running, or is not running
+  5  invalid request (the message names the field)
+  6  vsliced is not reachable (not running, or no socket)
+  7  permission denied
   `exec` and `enter` exit with the command's own code (126: could not run it, 127: not found
-  in the slice, 128+N: killed by signal N). `audit verify` exits 1 when the log is damaged.
+  in the slice, 128+N: killed by signal N).
   With --json, errors are also printed on stdout as {\"error\", \"code\", \"field\", \"exit_code\"}.";
 
 #[derive(Parser, Debug)]

@@ -283,6 +283,9 @@ impl Daemon {
                 let polled = self
                     .blocking(move |m| {
                         w.lock().unwrap_or_else(|p| p.into_inner()).scan(&m.paths);
+                        if let Err(e) = m.enforce_net_budgets() {
+                            tracing::warn!(error = %e, "enforcing network byte budgets");
+                        }
                         m.list()
                     })
                     .await;

@@ -206,7 +206,7 @@ pub fn create(g: &Global, a: &CreateArgs, console: Option<OwnedFd>) -> Result<Co
     let result = (|| -> Result<i32> {
         let config = serde_json::to_vec(&spec).map_err(|e| err!("serialize config: {e}"))?;
         let cfg_path = c.dir.join(super::state::CONFIG_FILE);
-        io_ctx(std::fs::write(&cfg_path, config), "write", &cfg_path)?;
+        crate::util::fs::write_atomic(&cfg_path, &config, 0o600)?;
         let fifo = c.fifo();
         nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600))
             .map_err(|e| err!("mkfifo {}: {e}", fifo.display()))?;

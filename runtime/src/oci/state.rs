@@ -1,7 +1,7 @@
 //! Container state under `--root/<id>/`, surviving the process that created the container:
 //!
 //! ```text
-//! <root>/<id>/            0700, one directory per container, flock'ed by every command
+//! <root>/<id>/            0711, one directory per container, locked (lock) by every command
 //!   config.json           the resolved spec (root.path absolute, cgroupsPath mapped), written
 //!                         before anything is created so `delete` can always find the cgroup
 //!   exec.fifo             the start FIFO: present = created, removed by `start`
@@ -134,7 +134,10 @@ impl Container {
         validate_id(id)?;
         ensure_root(root)?;
         let dir = root.join(id);
-        match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
+        // 0711 (as runc): a user-namespaced init, an unprivileged uid on the host, must be
+        // able to reach the start FIFO (chowned to it) from the directory; nothing can be
+        // listed, and every other file in it is 0600.
+        match std::fs::DirBuilder::new().mode(0o711).create(&dir) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
                 return Err(err!("container with id {id} already exists"))

@@ -228,6 +228,16 @@ impl Manager {
         Ok(net)
     }
 
+    /// Apply the daily byte budgets (PlanetLab's net_max_kbyte / net_thresh_kbyte): slices past
+    /// their threshold get a rate that makes the rest of the budget last the rest of the day.
+    /// The daemon calls this periodically; a node without bridge slices does nothing.
+    pub fn enforce_net_budgets(&self) -> Result<Vec<crate::net::BudgetStatus>, SliceError> {
+        if !self.paths.root.join("net").exists() {
+            return Ok(Vec::new());
+        }
+        Ok(self.node_net()?.enforce_budgets()?)
+    }
+
     /// Give a just-started bridge-mode slice its veth, address, shaping and /etc files.
     fn attach_network(&self, spec: &SliceSpec, init_pid: i32) -> Result<(), SliceError> {
         if spec.net.mode != crate::net::NetMode::Bridge {

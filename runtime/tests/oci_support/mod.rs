@@ -125,6 +125,25 @@ impl Env {
         String::from_utf8_lossy(&o.stdout).into_owned()
     }
 
+    /// Run a command that leaves a container process behind (`create`, `run --detach`): its
+    /// stdout/stderr go to files (the container inherits them; a pipe would never reach EOF).
+    /// Requires success; returns stderr.
+    pub fn ok_detached(&self, args: &[&str]) -> String {
+        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+        let out = self.work.join(format!("out-{n}"));
+        let err = self.work.join(format!("err-{n}"));
+        let st = self
+            .cmd()
+            .args(args)
+            .stdout(std::fs::File::create(&out).unwrap())
+            .stderr(std::fs::File::create(&err).unwrap())
+            .status()
+            .expect("run vslice-runc");
+        let errs = std::fs::read_to_string(&err).unwrap_or_default();
+        assert!(st.success(), "vslice-runc {args:?} failed ({:?}): {errs}", st.code());
+        errs
+    }
+
     pub fn state(&self, id: &str) -> serde_json::Value {
         serde_json::from_str(&self.ok(&["state", id])).expect("state JSON")
     }

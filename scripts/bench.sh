@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# `make bench`: the figures every issue asks for, each peer measured in the same run.
+#   scripts/bench.sh BIN_DIR
+# Environment: BENCH_N (slices for the sandbox figures, default 100), BENCH_SLICES and
+# BENCH_CYCLES (daemon RSS figures, default 1000 and 1000), BENCH_SKIP (space-separated
+# sections to skip: sandbox daemon net oci).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BIN=${1:-target/release}
+export VSLICE_BIN_DIR=$(cd "$BIN" && pwd)
+export VSLICE_TEST_IMAGES=${VSLICE_TEST_IMAGES:-/tmp/vslice-test-images}
+[ -x "$VSLICE_TEST_IMAGES/busybox/rootfs/bin/busybox" ] || bash images/busybox/build.sh "$VSLICE_TEST_IMAGES/busybox/rootfs" >/dev/null
+skip() { [[ " ${BENCH_SKIP:-} " == *" $1 "* ]]; }
+section() { printf '\n== %s ==\n' "$1"; }
+
+if ! skip sandbox; then
+  section "slice sandbox (create-and-start, exec, shim PSS; crun and runc on the same rootfs)"
+  cargo run --release -q -p vslice-integration --example slice_bench -- "${BENCH_N:-100}"
+fi
+if ! skip daemon; then
+  section "node daemon (API throughput, latency, RSS)"
+  cargo run --release -q -p vslice --example daemon_bench -- --slices "${BENCH_SLICES:-1000}" --cycles "${BENCH_CYCLES:-1000}"
+fi
+if ! skip net; then
+  section "networking (measured over configured rate, fairness, shaping cost)"
+  cargo run --release -q -p vslice --example net_bench
+fi
+if ! skip oci && [ -f runtime/examples/oci_bench.rs ]; then
+  section "OCI runtime (vslice-runc vs crun vs runc, full lifecycle of /bin/true)"
+  cargo run --release -q -p vslice --example oci_bench
+fi
+bash scripts/leak-check.sh
