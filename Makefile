@@ -43,7 +43,7 @@ demo: deps image
 
 test: deps build
 	@rm -rf $(TEST_IMAGES) && bash images/busybox/build.sh $(TEST_IMAGES)/busybox/rootfs >/dev/null
-	VSLICE_BIN_DIR=$(BIN) VSLICE_TEST_IMAGES=$(TEST_IMAGES) $(CARGO) test --workspace --release -- --test-threads=2
+	VSLICE_BIN_DIR=$(BIN) VSLICE_TEST_IMAGES=$(TEST_IMAGES) $(CARGO) test --workspace --release --no-fail-fast -- --test-threads=2
 	@bash scripts/leak-check.sh
 
 leak-check:

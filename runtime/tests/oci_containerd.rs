@@ -80,8 +80,8 @@ impl Containerd {
             let found = Command::new("sh").args(["-c", &format!("command -v {tool}")]).stdout(Stdio::null()).status().unwrap().success();
             assert!(found, "{tool} not found: install Debian's containerd package (make deps)");
         }
-        let tag = format!("vsoci{}", std::process::id());
-        let work = PathBuf::from(format!("/tmp/vslice-oci-containerd-{tag}"));
+        let tag = format!("vslice-test-ctrd-{}", std::process::id());
+        let work = PathBuf::from(format!("/tmp/{tag}"));
         let _ = std::fs::remove_dir_all(&work);
         std::fs::create_dir_all(&work).unwrap();
         let sock = work.join("containerd.sock");

@@ -83,14 +83,26 @@ fn run_returns_the_exit_code_and_cleans_up() {
     assert!(!env.root.join("ex").exists());
     assert!(env.cgroup_dirs().is_empty(), "{:?}", env.cgroup_dirs());
 
-    // Killed by a signal (from outside: PID 1 ignores its own SIGKILL): 128+n, like a shell.
+    // Killed by a signal: 128+n, like a shell.
     let b = env.bundle("sig", sleeper);
     let log = std::fs::File::create(env.work.join("sig.out")).unwrap();
     let mut run = env.cmd().args(["run", "--bundle", b.to_str().unwrap(), "sig"]).stdout(log.try_clone().unwrap()).stderr(log).spawn().unwrap();
-    assert!(wait_for(10, || env.run(&["state", "sig"]).stdout.windows(9).any(|w| w == b"\"running\"")));
-    // A signal sent to `run` is forwarded to the container's init.
+    let running = |id: &str| env.run(&["state", id]).stdout.windows(9).any(|w| w == b"\"running\"");
+    assert!(wait_for(10, || running("sig")));
+    env.ok(&["kill", "sig", "KILL"]);
+    assert_eq!(run.wait().unwrap().code(), Some(137), "{}", std::fs::read_to_string(env.work.join("sig.out")).unwrap());
+
+    // A signal sent to `run` is forwarded to the container's init (which, as PID 1 of its
+    // namespace, only gets signals it handles).
+    let b = env.bundle("fwd", |c| {
+        c["process"]["args"] = serde_json::json!(["sh", "-c", "trap 'exit 42' USR1; while :; do sleep 0.05; done"]);
+    });
+    let log = std::fs::File::create(env.work.join("fwd.out")).unwrap();
+    let mut run = env.cmd().args(["run", "--bundle", b.to_str().unwrap(), "fwd"]).stdout(log.try_clone().unwrap()).stderr(log).spawn().unwrap();
+    assert!(wait_for(10, || running("fwd")));
+    std::thread::sleep(std::time::Duration::from_millis(200)); // let sh install its trap
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(run.id() as i32), nix::sys::signal::Signal::SIGUSR1).unwrap();
-    assert_eq!(run.wait().unwrap().code(), Some(128 + libc::SIGUSR1), "{}", std::fs::read_to_string(env.work.join("sig.out")).unwrap());
+    assert_eq!(run.wait().unwrap().code(), Some(42), "{}", std::fs::read_to_string(env.work.join("fwd.out")).unwrap());
 
     // Program not found: the reason on stderr, 127.
     let b = env.bundle("nf", |c| c["process"]["args"] = serde_json::json!(["/bin/nonexistent"]));
@@ -145,10 +157,6 @@ fn cgroup_limits_are_applied_and_removed() {
 
 #[test]
 fn device_cgroup_denies_what_the_spec_does_not_allow() {
-    if vslice::cgroup::detect() == vslice::cgroup::Version::V2 {
-        eprintln!("skipped: device rules on cgroup v2 are refused (no eBPF device program yet)");
-        return;
-    }
     let env = Env::new();
     let b = env.bundle("dev", |c| {
         c["process"]["args"] = serde_json::json!(["sh", "-c",
@@ -309,4 +317,53 @@ fn isolation_basics_readonly_root_masks_user_namespace() {
     assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "0", "{}", String::from_utf8_lossy(&o.stderr));
     env.ok(&["delete", "--force", "uns"]);
     assert!(env.cgroup_dirs().is_empty());
+}
+
+/// The cgroup v2 device filter (an eBPF program), tested on whatever v2 hierarchy this host
+/// has: the unified one (/sys/fs/cgroup/unified on a hybrid host) or /sys/fs/cgroup.
+#[test]
+fn device_filter_ebpf_program_on_cgroup_v2() {
+    let base = if std::path::Path::new("/sys/fs/cgroup/unified/cgroup.procs").exists() {
+        std::path::PathBuf::from("/sys/fs/cgroup/unified")
+    } else if std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
+        std::path::PathBuf::from("/sys/fs/cgroup")
+    } else {
+        eprintln!("skipped: no cgroup v2 hierarchy on this host");
+        return;
+    };
+    struct Dir(std::path::PathBuf);
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            oci_support::remove_cgroup_tree(&self.0);
+        }
+    }
+    let dir = Dir(base.join(format!("vslice-test-oci-bpf-{}", std::process::id())));
+    std::fs::create_dir_all(&dir.0).unwrap();
+    let rules: Vec<oci_spec::runtime::LinuxDeviceCgroup> = serde_json::from_value(serde_json::json!([
+        {"allow": false, "access": "rwm"},
+        {"allow": true, "type": "c", "major": 1, "minor": 3, "access": "rw"},
+        {"allow": true, "type": "c", "major": 1, "minor": 5, "access": "rwm"},
+        {"allow": false, "type": "c", "major": 1, "minor": 5, "access": "w"},
+        {"allow": true, "type": "c", "major": 1, "minor": 9, "access": "r"}
+    ]))
+    .unwrap();
+    vslice::oci::devices::bpf::attach(&dir.0, &rules).expect("attach the device program");
+    let script = format!(
+        "echo $$ > {}/cgroup.procs || exit 99; \
+         echo x > /dev/null && echo null-w; \
+         head -c1 /dev/zero >/dev/null && echo zero-r; echo x 2>/dev/null > /dev/zero || echo zero-w-denied; \
+         head -c1 /dev/urandom >/dev/null && echo urandom-r; \
+         head -c1 /dev/full >/dev/null 2>&1 || echo full-denied; \
+         mknod /tmp/vslice-test-oci-bpf-node-$$ c 1 3 2>/dev/null || echo mknod-null-denied; \
+         mknod /tmp/vslice-test-oci-bpf-node-$$ c 1 5 2>/dev/null && echo mknod-zero && rm -f /tmp/vslice-test-oci-bpf-node-$$",
+        dir.0.display()
+    );
+    let o = Command::new("sh").args(["-c", &script]).output().unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(
+        out.lines().collect::<Vec<_>>(),
+        ["null-w", "zero-r", "zero-w-denied", "urandom-r", "full-denied", "mknod-null-denied", "mknod-zero"],
+        "stderr: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
 }

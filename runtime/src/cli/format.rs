@@ -1,6 +1,6 @@
 //! Human-readable output of the CLI: tables and one-line renderings of events and audit
 //! records (with `--json` the CLI prints the API's JSON instead).
-use super::units::{format_rate, format_size};
+use super::units::format_size;
 use crate::api::types::{Event, EventKind, Image, Stats, VerifyReport};
 use crate::slice::{Limits, SliceInfo, Status};
 use serde_json::Value;
@@ -303,24 +303,6 @@ pub fn image_table(images: &[Image], with_size: bool) -> String {
         );
     }
     s
-}
-
-/// Network settings of a slice for readable output (`bridge 8080:80/tcp egress 10mbit`).
-pub fn net_str(n: &crate::net::NetSpec) -> String {
-    let mut parts = vec![match n.mode {
-        crate::net::NetMode::Bridge => "bridge".to_string(),
-        crate::net::NetMode::None => "none".to_string(),
-    }];
-    for p in &n.ports {
-        parts.push(super::units::format_publish(p));
-    }
-    if let Some(r) = n.egress_rate {
-        parts.push(format!("egress {}", format_rate(r)));
-    }
-    if let Some(r) = n.ingress_rate {
-        parts.push(format!("ingress {}", format_rate(r)));
-    }
-    parts.join(" ")
 }
 
 #[cfg(test)]

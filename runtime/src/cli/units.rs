@@ -99,7 +99,8 @@ pub fn format_rate(bps: u64) -> String {
             return if (v - v.round()).abs() < 0.005 {
                 format!("{:.0}{unit}", v)
             } else {
-                format!("{:.2}{unit}", v).replace(".00", "")
+                let n = format!("{v:.2}");
+                format!("{}{unit}", n.trim_end_matches('0').trim_end_matches('.'))
             };
         }
     }

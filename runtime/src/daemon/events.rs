@@ -403,6 +403,7 @@ mod tests {
             started_at,
             last_exit: None,
             usage: None,
+            net: None,
         }
     }
 

@@ -74,6 +74,7 @@ mod tests {
             cgroup_parent: "x".into(),
             policy_dir: d.path().into(),
             shim: d.path().into(),
+            net: Default::default(),
         };
         let a = paths.slice_dir("a");
         std::fs::create_dir_all(&a).unwrap();

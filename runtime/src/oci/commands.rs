@@ -838,7 +838,7 @@ pub fn features() -> serde_json::Value {
             "org.opencontainers.runc.checkpoint.enabled": "false",
             "io.vslice.runtime": "vslice-runc",
             "io.vslice.cgroup.version": match crate::cgroup::detect() { crate::cgroup::Version::V1 => "v1", crate::cgroup::Version::V2 => "v2" },
-            "io.vslice.devices.v2": "unsupported"
+            "io.vslice.devices": "v1 devices cgroup; v2 eBPF (BPF_CGROUP_DEVICE)"
         }
     })
 }

@@ -328,8 +328,14 @@ pub fn validate_resources(r: &oci_spec::runtime::LinuxResources) -> Result<()> {
             return unsupported("blockIO");
         }
     }
-    if r.hugepage_limits().as_ref().is_some_and(|v| !v.is_empty()) {
-        return unsupported("hugepageLimits");
+    if r.hugepage_limits().as_ref().is_some_and(|v| !v.is_empty()) && host_has_hugepages() {
+        // The kubelet sends a limit (often 0) for every page size. With no huge page
+        // reserved or overcommittable on the host, no container can use any: the limit
+        // holds without a hugetlb cgroup. Otherwise it would not be enforced: refuse.
+        return Err(err!(
+            "linux.resources.hugepageLimits: this host has huge pages available and vslice-runc \
+             does not apply hugetlb limits"
+        ));
     }
     if let Some(n) = r.network() {
         if n.class_id().is_some() || n.priorities().as_ref().is_some_and(|p| !p.is_empty()) {
@@ -343,6 +349,16 @@ pub fn validate_resources(r: &oci_spec::runtime::LinuxResources) -> Result<()> {
         return Err(err!("linux.resources.unified: cgroup v2 settings on a cgroup v1 host"));
     }
     Ok(())
+}
+
+/// Whether any huge page size has pages reserved or overcommittable on this host.
+pub fn host_has_hugepages() -> bool {
+    let Ok(rd) = std::fs::read_dir("/sys/kernel/mm/hugepages") else { return false };
+    rd.flatten().any(|e| {
+        ["nr_hugepages", "nr_overcommit_hugepages"].iter().any(|f| {
+            std::fs::read_to_string(e.path().join(f)).ok().and_then(|v| v.trim().parse::<u64>().ok()).unwrap_or(0) > 0
+        })
+    })
 }
 
 /// The v1 controllers vslice's cgroup module places a container in (cgroup::v1's list).

@@ -94,7 +94,7 @@ pub struct Env {
 impl Env {
     pub fn new() -> Env {
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);
-        let tag = format!("vslice-oci-test-{}-{n}", std::process::id());
+        let tag = format!("vslice-test-oci-{}-{n}", std::process::id());
         let root = PathBuf::from(format!("/run/{tag}"));
         let work = PathBuf::from(format!("/tmp/{tag}"));
         let _ = std::fs::remove_dir_all(&work);
