@@ -22,11 +22,19 @@ fn stats(mut v: Vec<f64>) -> (f64, f64) {
 
 fn pss_kib(pid: i32) -> Option<u64> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok()?;
-    s.lines().find(|l| l.starts_with("Pss:"))?.split_whitespace().nth(1)?.parse().ok()
+    s.lines()
+        .find(|l| l.starts_with("Pss:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
 }
 
 fn main() {
-    let n: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(100);
+    let n: usize = std::env::args()
+        .nth(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(100);
     let env = Env::new();
     // Warm-up (page cache, first cgroup creation), not timed.
     let w = env.name("warm");
@@ -56,7 +64,10 @@ fn main() {
 
     let mut pss = Vec::new();
     for name in &names {
-        if let Some(kib) = env.inspect(name)["shim_pid"].as_i64().and_then(|p| pss_kib(p as i32)) {
+        if let Some(kib) = env.inspect(name)["shim_pid"]
+            .as_i64()
+            .and_then(|p| pss_kib(p as i32))
+        {
             pss.push(kib as f64);
         }
     }
@@ -89,12 +100,21 @@ fn main() {
             .parse()
             .ok()
     };
-    for (peer, metric) in [("crun", "run_true_ms"), ("crun", "run_true_userns_ms"), ("runc", "run_true_ms"), ("runc", "run_true_userns_ms")] {
+    for (peer, metric) in [
+        ("crun", "run_true_ms"),
+        ("crun", "run_true_userns_ms"),
+        ("runc", "run_true_ms"),
+        ("runc", "run_true_userns_ms"),
+    ] {
         if let Some(m) = median(peer, metric) {
             println!(
                 "ratio slice_create_start/{peer}_{metric} = {:.2} ({})",
                 start_med / m,
-                if start_med <= m { "slice start is no slower" } else { "slice start is slower" }
+                if start_med <= m {
+                    "slice start is no slower"
+                } else {
+                    "slice start is slower"
+                }
             );
         }
     }

@@ -23,16 +23,26 @@ pub fn bin_dir() -> PathBuf {
 }
 
 pub fn repo_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").canonicalize().expect("repo dir")
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .canonicalize()
+        .expect("repo dir")
 }
 
 /// The shared busybox image for tests, built once by `make test` (or on first use).
 pub fn images_dir() -> PathBuf {
-    let dir = PathBuf::from(std::env::var("VSLICE_TEST_IMAGES").unwrap_or_else(|_| "/tmp/vslice-test-images".into()));
+    let dir = PathBuf::from(
+        std::env::var("VSLICE_TEST_IMAGES").unwrap_or_else(|_| "/tmp/vslice-test-images".into()),
+    );
     let rootfs = dir.join("busybox/rootfs");
     if !rootfs.join("bin/busybox").exists() {
-        let lock = std::fs::OpenOptions::new().create(true).append(true).open("/tmp/vslice-test-images.lock").expect("lock");
-        let _guard = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive).expect("flock");
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open("/tmp/vslice-test-images.lock")
+            .expect("lock");
+        let _guard =
+            nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive).expect("flock");
         if !rootfs.join("bin/busybox").exists() {
             let st = Command::new("bash")
                 .arg(repo_dir().join("images/busybox/build.sh"))
@@ -60,7 +70,11 @@ impl Env {
         let _ = std::fs::remove_dir_all(&root);
         std::fs::create_dir_all(&root).expect("mkdir test root");
         std::os::unix::fs::symlink(images_dir(), root.join("images")).expect("link images");
-        Env { root, cgroup_parent: format!("vslice-it-{pid}-{n}"), prefix: format!("t{n}") }
+        Env {
+            root,
+            cgroup_parent: format!("vslice-it-{pid}-{n}"),
+            prefix: format!("t{n}"),
+        }
     }
 
     /// A `vslice` command bound to this installation.
@@ -161,10 +175,16 @@ impl Drop for Env {
                 if !name.starts_with('.') {
                     let _ = self.run(&["rm", &name]);
                 }
-                if let Ok(st) = vslice::util::fs::read_json::<vslice::slice::state::RuntimeState>(&e.path().join("state.json")) {
-                    for (pid, start) in [(st.init_pid, st.init_start), (st.shim_pid, st.shim_start)] {
+                if let Ok(st) = vslice::util::fs::read_json::<vslice::slice::state::RuntimeState>(
+                    &e.path().join("state.json"),
+                ) {
+                    for (pid, start) in [(st.init_pid, st.init_start), (st.shim_pid, st.shim_start)]
+                    {
                         if vslice::slice::state::is_alive(pid, start) {
-                            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+                            let _ = nix::sys::signal::kill(
+                                nix::unistd::Pid::from_raw(pid),
+                                nix::sys::signal::Signal::SIGKILL,
+                            );
                         }
                     }
                 }
@@ -174,7 +194,11 @@ impl Drop for Env {
             if let Ok(rd) = std::fs::read_dir(&dir) {
                 for e in rd.flatten() {
                     if e.path().is_dir() {
-                        let cg = vslice::cgroup::Cgroup::new(&format!("{}/{}", self.cgroup_parent, e.file_name().to_string_lossy()));
+                        let cg = vslice::cgroup::Cgroup::new(&format!(
+                            "{}/{}",
+                            self.cgroup_parent,
+                            e.file_name().to_string_lossy()
+                        ));
                         let _ = cg.destroy();
                     }
                 }

@@ -4,7 +4,9 @@ use std::path::Path;
 use vslice_integration::Env;
 
 fn init_pid(env: &Env, name: &str) -> i32 {
-    env.inspect(name)["init_pid"].as_i64().expect("running slice has an init pid") as i32
+    env.inspect(name)["init_pid"]
+        .as_i64()
+        .expect("running slice has an init pid") as i32
 }
 
 fn host_uid_of(pid: i32) -> u32 {
@@ -22,27 +24,37 @@ fn slice_runs_as_root_inside_and_nobody_on_the_host() {
     assert_eq!(info["status"], "running");
 
     // Inside: uid 0, PID 1 is init, hostname is the slice's name, only the slice's processes.
-    let (code, out, err) = env.sh(&a, "id -u; hostname; cat /proc/1/comm; ls /proc | grep -c '^[0-9]'");
+    let (code, out, err) = env.sh(
+        &a,
+        "id -u; hostname; cat /proc/1/comm; ls /proc | grep -c '^[0-9]'",
+    );
     assert_eq!(code, 0, "{err}");
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines[0], "0");
     assert_eq!(lines[1], a);
     assert_eq!(lines[2], "init");
     let visible: u32 = lines[3].parse().unwrap();
-    assert!(visible <= 5, "slice sees {visible} processes: it must see only its own");
+    assert!(
+        visible <= 5,
+        "slice sees {visible} processes: it must see only its own"
+    );
 
     // Host side: init runs as an unprivileged uid of the slice's own range; ranges don't overlap.
     let base_a = info["spec"]["uid_base"].as_u64().unwrap() as u32;
     let base_b = env.inspect(&b)["spec"]["uid_base"].as_u64().unwrap() as u32;
     assert!(base_a >= 65536 && base_b >= 65536);
-    assert!(base_a.abs_diff(base_b) >= 65536, "ranges overlap: {base_a} {base_b}");
+    assert!(
+        base_a.abs_diff(base_b) >= 65536,
+        "ranges overlap: {base_a} {base_b}"
+    );
     assert_eq!(host_uid_of(init_pid(&env, &a)), base_a);
     assert_eq!(host_uid_of(init_pid(&env, &b)), base_b);
 
     // A process started inside also runs as the slice's base uid on the host.
     let (code, out, _) = env.sh(&a, "sleep 300 >/dev/null 2>&1 & echo started");
     assert_eq!((code, out.trim()), (0, "started"));
-    let sleeper = find_host_child_named(init_pid(&env, &a), "sleep").expect("sleep visible from host");
+    let sleeper =
+        find_host_child_named(init_pid(&env, &a), "sleep").expect("sleep visible from host");
     assert_eq!(host_uid_of(sleeper), base_a);
 }
 
@@ -51,9 +63,16 @@ fn find_host_child_named(init: i32, comm: &str) -> Option<i32> {
     let ns = std::fs::read_link(format!("/proc/{init}/ns/pid")).ok()?;
     for _ in 0..100 {
         for e in std::fs::read_dir("/proc").ok()?.flatten() {
-            let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else { continue };
-            if std::fs::read_link(format!("/proc/{pid}/ns/pid")).ok().as_ref() == Some(&ns)
-                && std::fs::read_to_string(format!("/proc/{pid}/comm")).map(|c| c.trim() == comm).unwrap_or(false)
+            let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+                continue;
+            };
+            if std::fs::read_link(format!("/proc/{pid}/ns/pid"))
+                .ok()
+                .as_ref()
+                == Some(&ns)
+                && std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                    .map(|c| c.trim() == comm)
+                    .unwrap_or(false)
             {
                 return Some(pid);
             }
@@ -77,22 +96,45 @@ fn rootfs_is_copy_on_write_over_a_shared_image_shown_as_root_owned() {
     );
     assert_eq!(code, 0, "{err}");
     let lines: Vec<&str> = out.lines().collect();
-    assert_eq!(lines, vec!["0:0", "0:0", "1000"], "image files must show as root-owned inside");
+    assert_eq!(
+        lines,
+        vec!["0:0", "0:0", "1000"],
+        "image files must show as root-owned inside"
+    );
     // The image is untouched; the change landed in this slice's upper dir, owned by base+N.
-    assert_eq!(std::fs::read(image.join("etc/passwd")).unwrap(), passwd_before);
+    assert_eq!(
+        std::fs::read(image.join("etc/passwd")).unwrap(),
+        passwd_before
+    );
     let upper = env.root.join("slices").join(&name).join("fs/upper");
     use std::os::unix::fs::MetadataExt;
     let f = std::fs::metadata(upper.join("home/dev/f")).expect("copied-up file in upper dir");
     assert_eq!(f.uid(), base + 1000);
-    assert_eq!(std::fs::metadata(upper.join("etc/passwd")).unwrap().uid(), base);
+    assert_eq!(
+        std::fs::metadata(upper.join("etc/passwd")).unwrap().uid(),
+        base
+    );
     // Creating the slice copied nothing: the upper dir holds only what the slice wrote.
     let copied = walk_count(&upper);
-    assert!(copied < 20, "upper dir has {copied} entries; creating a slice must not copy the image");
+    assert!(
+        copied < 20,
+        "upper dir has {copied} entries; creating a slice must not copy the image"
+    );
 }
 
 fn walk_count(p: &Path) -> usize {
     std::fs::read_dir(p)
-        .map(|rd| rd.flatten().map(|e| 1 + if e.path().is_dir() && !e.path().is_symlink() { walk_count(&e.path()) } else { 0 }).sum())
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| {
+                    1 + if e.path().is_dir() && !e.path().is_symlink() {
+                        walk_count(&e.path())
+                    } else {
+                        0
+                    }
+                })
+                .sum()
+        })
         .unwrap_or(0)
 }
 
@@ -109,7 +151,10 @@ fn root_inside_can_do_what_root_does() {
          mkdir -p /home/svc && chown svc:svc /home/svc && stat -c %U /home/svc",
     );
     assert_eq!(code, 0, "{err}");
-    assert_eq!(out.lines().collect::<Vec<_>>(), vec!["bind-ok", "renamed", "svc"]);
+    assert_eq!(
+        out.lines().collect::<Vec<_>>(),
+        vec!["bind-ok", "renamed", "svc"]
+    );
     // The host's hostname is untouched.
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
     assert_ne!(host.trim(), "renamed");
@@ -128,13 +173,25 @@ fn setuid_binaries_work_inside() {
     let src = dir.join("euid.c");
     std::fs::write(&src, "#include <stdio.h>\n#include <unistd.h>\nint main(void){printf(\"%d %d\\n\",(int)getuid(),(int)geteuid());return 0;}\n").unwrap();
     let bin = dir.join("euid");
-    let st = std::process::Command::new("cc").args(["-static", "-O2", "-o"]).arg(&bin).arg(&src).status().expect("cc");
+    let st = std::process::Command::new("cc")
+        .args(["-static", "-O2", "-o"])
+        .arg(&bin)
+        .arg(&src)
+        .status()
+        .expect("cc");
     assert!(st.success(), "compiling the setuid probe failed");
     let data = std::fs::read(&bin).unwrap();
     let _ = std::fs::remove_dir_all(&dir);
     let mut child = env
         .cmd()
-        .args(["exec", &name, "--", "/bin/sh", "-c", "cat > /bin/euid && chmod 4755 /bin/euid && su -s /bin/euid nobody"])
+        .args([
+            "exec",
+            &name,
+            "--",
+            "/bin/sh",
+            "-c",
+            "cat > /bin/euid && chmod 4755 /bin/euid && su -s /bin/euid nobody",
+        ])
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -144,21 +201,35 @@ fn setuid_binaries_work_inside() {
     child.stdin.take().unwrap().write_all(&data).unwrap();
     let o = child.wait_with_output().unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "65534 0", "setuid root must take effect inside the slice");
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout).trim(),
+        "65534 0",
+        "setuid root must take effect inside the slice"
+    );
 }
 
 #[test]
 fn a_service_outlives_the_shell_that_started_it() {
     let env = Env::new();
     let name = env.slice("svc", &[]);
-    let (code, _, err) = env.sh(&name, "mkdir -p /www && hostname > /www/h && httpd -p 8080 -h /www");
+    let (code, _, err) = env.sh(
+        &name,
+        "mkdir -p /www && hostname > /www/h && httpd -p 8080 -h /www",
+    );
     assert_eq!(code, 0, "{err}");
     std::thread::sleep(std::time::Duration::from_millis(200));
-    let (code, out, _) = env.sh(&name, "wget -q -O - http://127.0.0.1:8080/h; ps -o ppid,comm | grep httpd");
+    let (code, out, _) = env.sh(
+        &name,
+        "wget -q -O - http://127.0.0.1:8080/h; ps -o ppid,comm | grep httpd",
+    );
     assert_eq!(code, 0);
     assert!(out.contains(&name), "service did not answer: {out}");
     // Re-parented to the slice's init.
-    assert!(out.lines().any(|l| l.split_whitespace().next() == Some("1")), "httpd not adopted by init: {out}");
+    assert!(
+        out.lines()
+            .any(|l| l.split_whitespace().next() == Some("1")),
+        "httpd not adopted by init: {out}"
+    );
 }
 
 #[test]
@@ -175,20 +246,35 @@ fn stop_start_keeps_files_and_destroy_removes_everything() {
     assert!(info["last_exit"]["reason"].is_string());
     assert!(gone(shim), "shim still running after stop");
     assert!(gone(init), "init still running after stop");
-    assert!(env.cgroup_dirs().iter().all(|d| !d.join(&name).exists()), "cgroup left after stop");
+    assert!(
+        env.cgroup_dirs().iter().all(|d| !d.join(&name).exists()),
+        "cgroup left after stop"
+    );
     // exec into a stopped slice is refused with the conflict exit code.
-    assert_eq!(env.run(&["exec", &name, "--", "true"]).status.code(), Some(4));
+    assert_eq!(
+        env.run(&["exec", &name, "--", "true"]).status.code(),
+        Some(4)
+    );
     env.ok(&["start", &name]);
     let (code, out, _) = env.sh(&name, "cat /root/note");
     assert_eq!((code, out.trim()), (0, "kept"));
     let info = env.inspect(&name);
     let shim = info["shim_pid"].as_i64().unwrap() as i32;
     env.ok(&["rm", &name]);
-    assert!(!env.root.join("slices").join(&name).exists(), "state dir left after destroy");
+    assert!(
+        !env.root.join("slices").join(&name).exists(),
+        "state dir left after destroy"
+    );
     assert!(gone(shim), "shim left after destroy");
-    assert!(env.cgroup_dirs().iter().all(|d| !d.join(&name).exists()), "cgroup left after destroy");
+    assert!(
+        env.cgroup_dirs().iter().all(|d| !d.join(&name).exists()),
+        "cgroup left after destroy"
+    );
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-    assert!(!mounts.contains(env.root.to_str().unwrap()), "mount left after destroy");
+    assert!(
+        !mounts.contains(env.root.to_str().unwrap()),
+        "mount left after destroy"
+    );
     assert_eq!(env.run(&["inspect", &name]).status.code(), Some(3));
 }
 
@@ -197,11 +283,19 @@ fn exec_returns_the_command_exit_code_and_refuses_bad_input() {
     let env = Env::new();
     let name = env.slice("codes", &[]);
     assert_eq!(env.sh(&name, "exit 7").0, 7);
-    assert_eq!(env.run(&["exec", &name, "--", "/no/such/program"]).status.code(), Some(127));
+    assert_eq!(
+        env.run(&["exec", &name, "--", "/no/such/program"])
+            .status
+            .code(),
+        Some(127)
+    );
     let o = env.run(&["exec", &name, "--env", "NOEQUALS", "--", "true"]);
     assert_eq!(o.status.code(), Some(5));
     assert!(String::from_utf8_lossy(&o.stderr).contains("env[0]"));
-    assert_eq!(env.run(&["exec", "nope", "--", "true"]).status.code(), Some(3));
+    assert_eq!(
+        env.run(&["exec", "nope", "--", "true"]).status.code(),
+        Some(3)
+    );
 }
 
 #[test]
@@ -223,9 +317,18 @@ fn failed_creates_say_why_and_leave_nothing() {
         let o = env.run(&args);
         let err = String::from_utf8_lossy(&o.stderr);
         assert!(!o.status.success(), "create {flags:?} succeeded");
-        assert!(err.contains(needle), "create {flags:?}: error {err:?} does not mention {needle:?}");
-        assert!(!env.root.join("slices").join(&name).exists(), "create {flags:?} left its state dir");
-        assert!(env.cgroup_dirs().iter().all(|d| !d.join(&name).exists()), "create {flags:?} left a cgroup");
+        assert!(
+            err.contains(needle),
+            "create {flags:?}: error {err:?} does not mention {needle:?}"
+        );
+        assert!(
+            !env.root.join("slices").join(&name).exists(),
+            "create {flags:?} left its state dir"
+        );
+        assert!(
+            env.cgroup_dirs().iter().all(|d| !d.join(&name).exists()),
+            "create {flags:?} left a cgroup"
+        );
     }
     let o = env.run(&["create", "Bad_Name"]);
     assert_eq!(o.status.code(), Some(5));
@@ -238,23 +341,44 @@ fn failed_creates_say_why_and_leave_nothing() {
 fn limits_change_on_a_running_slice() {
     let env = Env::new();
     let name = env.slice("set", &["--memory", "64M", "--pids", "100", "--cpus", "1"]);
-    env.ok(&["set", &name, "--memory", "96M", "--pids", "150", "--cpus", "0.5", "--cpu-weight", "300"]);
+    env.ok(&[
+        "set",
+        &name,
+        "--memory",
+        "96M",
+        "--pids",
+        "150",
+        "--cpus",
+        "0.5",
+        "--cpu-weight",
+        "300",
+    ]);
     let info = env.inspect(&name);
     assert_eq!(info["spec"]["limits"]["memory_max"], 96u64 << 20);
     let cg = vslice::cgroup::Cgroup::new(&format!("{}/{}", env.cgroup_parent, name));
     match cg.version {
         vslice::cgroup::Version::V1 => {
-            let mem = std::fs::read_to_string(format!("/sys/fs/cgroup/memory/{}/memory.limit_in_bytes", cg.path)).unwrap();
+            let mem = std::fs::read_to_string(format!(
+                "/sys/fs/cgroup/memory/{}/memory.limit_in_bytes",
+                cg.path
+            ))
+            .unwrap();
             assert_eq!(mem.trim().parse::<u64>().unwrap(), 96 << 20);
-            let pids = std::fs::read_to_string(format!("/sys/fs/cgroup/pids/{}/pids.max", cg.path)).unwrap();
+            let pids = std::fs::read_to_string(format!("/sys/fs/cgroup/pids/{}/pids.max", cg.path))
+                .unwrap();
             assert_eq!(pids.trim(), "150");
-            let quota = std::fs::read_to_string(format!("/sys/fs/cgroup/cpu/{}/cpu.cfs_quota_us", cg.path)).unwrap();
+            let quota =
+                std::fs::read_to_string(format!("/sys/fs/cgroup/cpu/{}/cpu.cfs_quota_us", cg.path))
+                    .unwrap();
             assert_eq!(quota.trim(), "50000");
-            let shares = std::fs::read_to_string(format!("/sys/fs/cgroup/cpu/{}/cpu.shares", cg.path)).unwrap();
+            let shares =
+                std::fs::read_to_string(format!("/sys/fs/cgroup/cpu/{}/cpu.shares", cg.path))
+                    .unwrap();
             assert_eq!(shares.trim(), "3072");
         }
         vslice::cgroup::Version::V2 => {
-            let mem = std::fs::read_to_string(format!("/sys/fs/cgroup/{}/memory.max", cg.path)).unwrap();
+            let mem =
+                std::fs::read_to_string(format!("/sys/fs/cgroup/{}/memory.max", cg.path)).unwrap();
             assert_eq!(mem.trim().parse::<u64>().unwrap(), 96 << 20);
         }
     }
@@ -268,6 +392,10 @@ fn limits_change_on_a_running_slice() {
 fn gone(pid: i32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         Err(_) => true,
-        Ok(stat) => stat.rsplit(')').next().map(|r| r.trim_start().starts_with('Z')).unwrap_or(false),
+        Ok(stat) => stat
+            .rsplit(')')
+            .next()
+            .map(|r| r.trim_start().starts_with('Z'))
+            .unwrap_or(false),
     }
 }

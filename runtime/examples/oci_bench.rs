@@ -37,6 +37,8 @@ struct Runtime {
     bin: PathBuf,
     root: PathBuf,
     samples: Vec<f64>,
+    /// Per-phase times (create, start, wait, delete) of the timed cycles.
+    phases: [Vec<f64>; 4],
     ids: Vec<String>,
 }
 
@@ -48,23 +50,50 @@ fn which(name: &str) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-fn run(argv: &[&std::ffi::OsStr]) -> Result<(), String> {
-    let o = Command::new(argv[0])
+/// Seconds a single runtime command may take before it is killed (and the bench fails).
+const COMMAND_TIMEOUT_S: u32 = 30;
+
+extern "C" fn on_alarm(_: libc::c_int) {}
+
+/// Run a runtime command to completion. Its stderr goes to a file, never a pipe: `create`
+/// leaves the container's init holding the descriptors it inherited, so a pipe would not
+/// reach EOF until the container exits. A command that hangs is killed after
+/// COMMAND_TIMEOUT_S (SIGALRM interrupts the wait).
+fn run(argv: &[&std::ffi::OsStr], err_file: &Path) -> Result<(), String> {
+    use nix::sys::wait::{waitpid, WaitStatus};
+    let err =
+        std::fs::File::create(err_file).map_err(|e| format!("{}: {e}", err_file.display()))?;
+    let child = Command::new(argv[0])
         .args(&argv[1..])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .output()
+        .stderr(err)
+        .spawn()
         .map_err(|e| format!("{:?}: {e}", argv[0]))?;
-    if o.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "{}: {}: {}",
-            argv.iter().map(|a| a.to_string_lossy()).collect::<Vec<_>>().join(" "),
-            o.status,
-            String::from_utf8_lossy(&o.stderr).trim()
-        ))
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    // SAFETY: alarm(2) is a plain syscall; the handler does nothing.
+    unsafe { libc::alarm(COMMAND_TIMEOUT_S) };
+    let status = waitpid(pid, None);
+    unsafe { libc::alarm(0) };
+    let line = || {
+        argv.iter()
+            .map(|a| a.to_string_lossy())
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    match status {
+        Ok(WaitStatus::Exited(_, 0)) => Ok(()),
+        Ok(st) => Err(format!(
+            "{}: {st:?}: {}",
+            line(),
+            std::fs::read_to_string(err_file).unwrap_or_default().trim()
+        )),
+        Err(nix::Error::EINTR) => {
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+            let _ = waitpid(pid, None);
+            Err(format!("{}: timed out after {COMMAND_TIMEOUT_S}s", line()))
+        }
+        Err(e) => Err(format!("{}: wait: {e}", line())),
     }
 }
 
@@ -72,39 +101,82 @@ fn write_config(bundle: &Path, base: &serde_json::Value, id: &str) -> Result<(),
     let mut c = base.clone();
     c["linux"]["cgroupsPath"] = format!("/vslice-bench/{id}").into();
     let tmp = bundle.join("config.json.tmp");
-    std::fs::write(&tmp, serde_json::to_vec_pretty(&c).map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
+    std::fs::write(
+        &tmp,
+        serde_json::to_vec_pretty(&c).map_err(|e| e.to_string())?,
+    )
+    .map_err(|e| e.to_string())?;
     std::fs::rename(&tmp, bundle.join("config.json")).map_err(|e| e.to_string())
 }
 
 /// One timed lifecycle: create, start, wait for init, delete.
-fn cycle(rt: &mut Runtime, bundle: &Path, base: &serde_json::Value, id: &str, timed: bool) -> Result<(), String> {
+fn cycle(
+    rt: &mut Runtime,
+    bundle: &Path,
+    base: &serde_json::Value,
+    id: &str,
+    timed: bool,
+) -> Result<(), String> {
     write_config(bundle, base, id)?;
     let pid_file = rt.root.join(format!("{id}.pid"));
     rt.ids.push(id.to_string());
     let root = rt.root.as_os_str();
     let bin = rt.bin.as_os_str();
     let os = |s: &str| std::ffi::OsString::from(s);
+    let err = rt.root.join("stderr");
     let t0 = Instant::now();
-    run(&[bin, &os("--root"), root, &os("create"), &os("--bundle"), bundle.as_os_str(), &os("--pid-file"), pid_file.as_os_str(), &os(id)])?;
-    run(&[bin, &os("--root"), root, &os("start"), &os(id)])?;
+    run(
+        &[
+            bin,
+            &os("--root"),
+            root,
+            &os("create"),
+            &os("--bundle"),
+            bundle.as_os_str(),
+            &os("--pid-file"),
+            pid_file.as_os_str(),
+            &os(id),
+        ],
+        &err,
+    )?;
+    let t_create = t0.elapsed();
+    run(&[bin, &os("--root"), root, &os("start"), &os(id)], &err)?;
+    let t_start = t0.elapsed();
     let pid: i32 = std::fs::read_to_string(&pid_file)
         .map_err(|e| format!("{}: {e}", pid_file.display()))?
         .trim()
         .parse()
         .map_err(|e| format!("pid file: {e}"))?;
-    loop {
+    // SAFETY: see `run`.
+    unsafe { libc::alarm(COMMAND_TIMEOUT_S) };
+    let waited = loop {
         match nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None) {
-            Ok(nix::sys::wait::WaitStatus::Exited(..)) | Ok(nix::sys::wait::WaitStatus::Signaled(..)) => break,
-            Ok(_) | Err(nix::Error::EINTR) => continue,
-            Err(e) => return Err(format!("waitpid {pid} ({}): {e}", rt.name)),
+            Ok(nix::sys::wait::WaitStatus::Exited(..))
+            | Ok(nix::sys::wait::WaitStatus::Signaled(..)) => break Ok(()),
+            Ok(_) => continue,
+            Err(nix::Error::EINTR) => {
+                break Err(format!(
+                    "{}: container init {pid} still running after {COMMAND_TIMEOUT_S}s",
+                    rt.name
+                ))
+            }
+            Err(e) => break Err(format!("waitpid {pid} ({}): {e}", rt.name)),
         }
-    }
-    run(&[bin, &os("--root"), root, &os("delete"), &os(id)])?;
+    };
+    unsafe { libc::alarm(0) };
+    waited?;
+    let t_wait = t0.elapsed();
+    run(&[bin, &os("--root"), root, &os("delete"), &os(id)], &err)?;
     let ms = t0.elapsed().as_secs_f64() * 1000.0;
     rt.ids.pop(); // deleted: nothing left to clean up for it
     let _ = std::fs::remove_file(&pid_file);
     if timed {
         rt.samples.push(ms);
+        let ms_of = |d: std::time::Duration| d.as_secs_f64() * 1000.0;
+        rt.phases[0].push(ms_of(t_create));
+        rt.phases[1].push(ms_of(t_start - t_create));
+        rt.phases[2].push(ms_of(t_wait - t_start));
+        rt.phases[3].push(ms - ms_of(t_wait));
     }
     Ok(())
 }
@@ -130,7 +202,9 @@ fn p99(s: &[f64]) -> f64 {
 fn busybox_rootfs(arg: Option<String>) -> Option<PathBuf> {
     let candidates = arg.map(PathBuf::from).into_iter().chain(
         [
-            std::env::var("VSLICE_TEST_IMAGES").ok().map(|d| format!("{d}/busybox/rootfs")),
+            std::env::var("VSLICE_TEST_IMAGES")
+                .ok()
+                .map(|d| format!("{d}/busybox/rootfs")),
             Some("/tmp/vslice-test-images/busybox/rootfs".into()),
             Some("/var/lib/vslice/images/busybox/rootfs".into()),
         ]
@@ -143,10 +217,36 @@ fn busybox_rootfs(arg: Option<String>) -> Option<PathBuf> {
 
 fn setup_namespace() -> Result<(), String> {
     use nix::mount::{mount, umount2, MntFlags, MsFlags};
-    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS).map_err(|e| format!("unshare mount namespace: {e}"))?;
-    mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>).map_err(|e| format!("make / rprivate: {e}"))?;
-    if std::fs::read_to_string("/proc/self/mounts").unwrap_or_default().contains(" /sys/fs/cgroup/unified ") {
-        umount2("/sys/fs/cgroup/unified", MntFlags::MNT_DETACH).map_err(|e| format!("umount /sys/fs/cgroup/unified: {e}"))?;
+    use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
+    // SIGALRM interrupts waits (no SA_RESTART) instead of killing us: see `run`.
+    // SAFETY: the handler does nothing.
+    unsafe {
+        sigaction(
+            Signal::SIGALRM,
+            &SigAction::new(
+                SigHandler::Handler(on_alarm),
+                SaFlags::empty(),
+                SigSet::empty(),
+            ),
+        )
+    }
+    .map_err(|e| format!("sigaction: {e}"))?;
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS)
+        .map_err(|e| format!("unshare mount namespace: {e}"))?;
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )
+    .map_err(|e| format!("make / rprivate: {e}"))?;
+    if std::fs::read_to_string("/proc/self/mounts")
+        .unwrap_or_default()
+        .contains(" /sys/fs/cgroup/unified ")
+    {
+        umount2("/sys/fs/cgroup/unified", MntFlags::MNT_DETACH)
+            .map_err(|e| format!("umount /sys/fs/cgroup/unified: {e}"))?;
     }
     nix::sys::prctl::set_child_subreaper(true).map_err(|e| format!("PR_SET_CHILD_SUBREAPER: {e}"))
 }
@@ -154,24 +254,46 @@ fn setup_namespace() -> Result<(), String> {
 fn bench(work: &Path, runtimes: &mut [Runtime], n: usize, rootfs: &Path) -> Result<(), String> {
     let bundle = work.join("bundle");
     std::fs::create_dir_all(&bundle).map_err(|e| e.to_string())?;
-    let st = Command::new("cp").arg("-a").arg(rootfs).arg(bundle.join("rootfs")).status().map_err(|e| e.to_string())?;
+    let st = Command::new("cp")
+        .arg("-a")
+        .arg(rootfs)
+        .arg(bundle.join("rootfs"))
+        .status()
+        .map_err(|e| e.to_string())?;
     if !st.success() {
         return Err("copy rootfs".into());
     }
     // crun's default spec when crun is there (what bench/peers.sh uses), else ours.
-    let spec_tool = runtimes.iter().find(|r| r.name == "crun").or_else(|| runtimes.iter().find(|r| r.name == "vslice-runc")).unwrap();
-    let st = Command::new(&spec_tool.bin).arg("spec").current_dir(&bundle).stdout(Stdio::null()).status().map_err(|e| e.to_string())?;
+    let spec_tool = runtimes
+        .iter()
+        .find(|r| r.name == "crun")
+        .or_else(|| runtimes.iter().find(|r| r.name == "vslice-runc"))
+        .unwrap();
+    let st = Command::new(&spec_tool.bin)
+        .arg("spec")
+        .current_dir(&bundle)
+        .stdout(Stdio::null())
+        .status()
+        .map_err(|e| e.to_string())?;
     if !st.success() {
         return Err(format!("{} spec failed", spec_tool.name));
     }
-    let mut base: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(bundle.join("config.json")).map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
+    let mut base: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(bundle.join("config.json")).map_err(|e| e.to_string())?,
+    )
+    .map_err(|e| e.to_string())?;
     base["process"]["terminal"] = false.into();
     base["process"]["args"] = serde_json::json!(["/bin/true"]);
     base["process"]["env"] = serde_json::json!(["PATH=/usr/sbin:/usr/bin:/sbin:/bin"]);
     base["root"] = serde_json::json!({"path": "rootfs", "readonly": true});
     base["hostname"] = "vslice-bench".into();
-    eprintln!("# config from `{} spec`; {} cycles per runtime after {WARMUP} warm-up", spec_tool.name, n);
+    eprintln!(
+        "# config from `{} spec`; {} cycles per runtime after {WARMUP} warm-up",
+        spec_tool.name, n
+    );
+    for rt in runtimes.iter() {
+        std::fs::create_dir_all(&rt.root).map_err(|e| format!("{}: {e}", rt.root.display()))?;
+    }
     let prefix = format!("vslice-bench-oci-{}", std::process::id());
     for i in 0..WARMUP + n {
         for rt in runtimes.iter_mut() {
@@ -214,7 +336,10 @@ fn cleanup(work: &Path, runtimes: &[Runtime]) {
             let _ = std::fs::remove_dir(&parent);
         }
     }
-    if !std::fs::read_to_string("/proc/self/mounts").unwrap_or_default().contains(&work.to_string_lossy().into_owned()) {
+    if !std::fs::read_to_string("/proc/self/mounts")
+        .unwrap_or_default()
+        .contains(&work.to_string_lossy().into_owned())
+    {
         let _ = std::fs::remove_dir_all(work);
     }
 }
@@ -234,8 +359,13 @@ fn main() {
         std::process::exit(1);
     }
     // vslice-runc next to this example (target/<profile>/examples/ -> target/<profile>/).
-    let own = std::env::current_exe().ok().and_then(|p| p.parent()?.parent().map(|d| d.join("vslice-runc")));
-    let vslice = std::env::var_os("VSLICE_RUNC").map(PathBuf::from).or(own).filter(|p| p.is_file());
+    let own = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.parent()?.parent().map(|d| d.join("vslice-runc")));
+    let vslice = std::env::var_os("VSLICE_RUNC")
+        .map(PathBuf::from)
+        .or(own)
+        .filter(|p| p.is_file());
     let Some(vslice) = vslice else {
         eprintln!("oci_bench: vslice-runc not found (build it, or set VSLICE_RUNC)");
         std::process::exit(1)
@@ -243,9 +373,20 @@ fn main() {
     let work = PathBuf::from(format!("/tmp/vslice-bench-oci-{}", std::process::id()));
     let _ = std::fs::create_dir_all(&work);
     let mut runtimes = vec![];
-    for (name, bin) in [("crun", which("crun")), ("runc", which("runc")), ("vslice-runc", Some(vslice))] {
+    for (name, bin) in [
+        ("crun", which("crun")),
+        ("runc", which("runc")),
+        ("vslice-runc", Some(vslice)),
+    ] {
         match bin {
-            Some(bin) => runtimes.push(Runtime { name, bin, root: work.join(format!("{name}-root")), samples: vec![], ids: vec![] }),
+            Some(bin) => runtimes.push(Runtime {
+                name,
+                bin,
+                root: work.join(format!("{name}-root")),
+                samples: vec![],
+                phases: Default::default(),
+                ids: vec![],
+            }),
             None => eprintln!("# {name} not installed (apt-get install {name}): skipped"),
         }
     }
@@ -256,9 +397,28 @@ fn main() {
         std::process::exit(1);
     }
     for rt in &runtimes {
-        println!("oci lifecycle {} median_ms={:.1} p99={:.1} n={}", rt.name, median(&rt.samples), p99(&rt.samples), rt.samples.len());
+        println!(
+            "oci lifecycle {} median_ms={:.1} p99={:.1} n={}",
+            rt.name,
+            median(&rt.samples),
+            p99(&rt.samples),
+            rt.samples.len()
+        );
+        eprintln!(
+            "# phases {} median_ms create={:.1} start={:.1} wait={:.1} delete={:.1}",
+            rt.name,
+            median(&rt.phases[0]),
+            median(&rt.phases[1]),
+            median(&rt.phases[2]),
+            median(&rt.phases[3])
+        );
     }
-    let med = |name: &str| runtimes.iter().find(|r| r.name == name).map(|r| median(&r.samples));
+    let med = |name: &str| {
+        runtimes
+            .iter()
+            .find(|r| r.name == name)
+            .map(|r| median(&r.samples))
+    };
     let v = med("vslice-runc").unwrap_or(f64::NAN);
     let mut line = format!("oci lifecycle vslice-runc median_ms={v:.1}");
     for peer in ["crun", "runc"] {

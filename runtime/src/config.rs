@@ -68,7 +68,13 @@ impl Paths {
             .unwrap_or_else(|| DEFAULT_CGROUP_PARENT.to_string());
         let policy_dir = env_path("VSLICE_POLICY_DIR").unwrap_or_else(default_policy_dir);
         let shim = env_path("VSLICE_SHIM").unwrap_or_else(|| sibling_binary("vslice-shim"));
-        Paths { root, cgroup_parent, policy_dir, shim, net: NetSettings::from_env() }
+        Paths {
+            root,
+            cgroup_parent,
+            policy_dir,
+            shim,
+            net: NetSettings::from_env(),
+        }
     }
 
     pub fn slices_dir(&self) -> PathBuf {
@@ -87,7 +93,9 @@ impl Paths {
 }
 
 fn env_path(var: &str) -> Option<PathBuf> {
-    std::env::var_os(var).filter(|v| !v.is_empty()).map(PathBuf::from)
+    std::env::var_os(var)
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
 }
 
 /// A checkout runs from `target/<profile>/`; the policies then live in `<repo>/policies`.

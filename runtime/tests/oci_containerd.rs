@@ -61,7 +61,14 @@ fn make_oci_image(rootfs: &Path, work: &Path, out: &Path) {
     });
     std::fs::write(dir.join("index.json"), index.to_string()).unwrap();
     std::fs::write(dir.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
-    let st = Command::new("tar").arg("-C").arg(&dir).arg("-cf").arg(out).args(["oci-layout", "index.json", "blobs"]).status().unwrap();
+    let st = Command::new("tar")
+        .arg("-C")
+        .arg(&dir)
+        .arg("-cf")
+        .arg(out)
+        .args(["oci-layout", "index.json", "blobs"])
+        .status()
+        .unwrap();
     assert!(st.success(), "tar the image layout");
 }
 
@@ -77,8 +84,16 @@ struct Containerd {
 impl Containerd {
     fn start() -> Containerd {
         for tool in ["containerd", "ctr", "containerd-shim-runc-v2"] {
-            let found = Command::new("sh").args(["-c", &format!("command -v {tool}")]).stdout(Stdio::null()).status().unwrap().success();
-            assert!(found, "{tool} not found: install Debian's containerd package (make deps)");
+            let found = Command::new("sh")
+                .args(["-c", &format!("command -v {tool}")])
+                .stdout(Stdio::null())
+                .status()
+                .unwrap()
+                .success();
+            assert!(
+                found,
+                "{tool} not found: install Debian's containerd package (make deps)"
+            );
         }
         let tag = format!("vslice-test-ctrd-{}", std::process::id());
         let work = PathBuf::from(format!("/tmp/{tag}"));
@@ -102,7 +117,12 @@ impl Containerd {
             .stderr(log)
             .spawn()
             .expect("start containerd");
-        let mut c = Containerd { work, sock, ns: tag, child: Some(child) };
+        let mut c = Containerd {
+            work,
+            sock,
+            ns: tag,
+            child: Some(child),
+        };
         assert!(
             wait_for(20, || c.ctr(&["version"]).status.success()),
             "containerd did not come up: {}",
@@ -117,7 +137,9 @@ impl Containerd {
 
     fn ctr_cmd(&self) -> Command {
         let mut c = Command::new("timeout");
-        c.args(["60", "ctr", "--address"]).arg(&self.sock).args(["--namespace", &self.ns]);
+        c.args(["60", "ctr", "--address"])
+            .arg(&self.sock)
+            .args(["--namespace", &self.ns]);
         c.stdin(Stdio::null());
         c
     }
@@ -141,7 +163,10 @@ impl Containerd {
 
     /// The --log files the shim gave vslice-runc.
     fn runtime_logs(&self) -> String {
-        let dir = self.work.join("state/io.containerd.runtime.v2.task").join(&self.ns);
+        let dir = self
+            .work
+            .join("state/io.containerd.runtime.v2.task")
+            .join(&self.ns);
         let mut out = String::new();
         for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
             if let Ok(t) = std::fs::read_to_string(e.path().join("log.json")) {
@@ -153,7 +178,11 @@ impl Containerd {
 
     /// `ctr run --runc-binary vslice-runc [flags] IMAGE ID ARGS...`
     fn run_args(&self, flags: &[&str], id: &str, args: &[&str]) -> Vec<String> {
-        let mut v: Vec<String> = vec!["run".into(), "--runc-binary".into(), runc_bin().to_string_lossy().into_owned()];
+        let mut v: Vec<String> = vec![
+            "run".into(),
+            "--runc-binary".into(),
+            runc_bin().to_string_lossy().into_owned(),
+        ];
         v.extend(flags.iter().map(|s| s.to_string()));
         v.push(IMAGE.into());
         v.push(id.into());
@@ -168,7 +197,11 @@ impl Containerd {
 
     /// The shell command line of `ctr ...` for `script`.
     fn ctr_line(&self, args: &[String]) -> String {
-        let mut s = format!("timeout 60 ctr --address {} --namespace {}", self.sock.display(), self.ns);
+        let mut s = format!(
+            "timeout 60 ctr --address {} --namespace {}",
+            self.sock.display(),
+            self.ns
+        );
         for a in args {
             s.push_str(&format!(" '{}'", a.replace('\'', r"'\''")));
         }
@@ -184,7 +217,9 @@ impl Containerd {
         let mut out = Vec::new();
         let needle = self.sock.to_string_lossy().into_owned();
         for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-            let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else { continue };
+            let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+                continue;
+            };
             let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
             let cmd = String::from_utf8_lossy(&cmd);
             if cmd.starts_with("/usr/bin/containerd-shim") && cmd.contains(&needle) {
@@ -199,7 +234,11 @@ impl Drop for Containerd {
     fn drop(&mut self) {
         // Containers and tasks, through containerd.
         let list = self.ctr(&["containers", "list", "--quiet"]);
-        for id in String::from_utf8_lossy(&list.stdout).lines().map(str::trim).filter(|l| !l.is_empty()) {
+        for id in String::from_utf8_lossy(&list.stdout)
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+        {
             let _ = self.ctr(&["task", "kill", "--signal", "SIGKILL", id]);
             let _ = self.ctr(&["task", "delete", "--force", id]);
             let _ = self.ctr(&["containers", "delete", id]);
@@ -218,10 +257,16 @@ impl Drop for Containerd {
         }
         // The shims we caused, then containerd itself, by PID.
         for pid in self.shim_pids() {
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
         }
         if let Some(mut c) = self.child.take() {
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(c.id() as i32), nix::sys::signal::Signal::SIGTERM);
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(c.id() as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
             if !wait_for(10, || c.try_wait().map(|s| s.is_some()).unwrap_or(true)) {
                 let _ = c.kill();
             }
@@ -243,7 +288,12 @@ impl Drop for Containerd {
         }
         let _ = std::fs::remove_dir_all(self.runtime_root());
         // Directories containerd and its shim make under /run/containerd: remove if empty.
-        for d in ["/run/containerd/runc", "/run/containerd/s", "/run/containerd/fifo", "/run/containerd"] {
+        for d in [
+            "/run/containerd/runc",
+            "/run/containerd/s",
+            "/run/containerd/fifo",
+            "/run/containerd",
+        ] {
             let _ = std::fs::remove_dir(d);
         }
         let _ = std::fs::remove_dir_all(&self.work);
@@ -251,7 +301,10 @@ impl Drop for Containerd {
 }
 
 fn text(o: &Output) -> (String, String) {
-    (String::from_utf8_lossy(&o.stdout).into_owned(), String::from_utf8_lossy(&o.stderr).into_owned())
+    (
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
 }
 
 #[test]
@@ -259,56 +312,130 @@ fn containerd_runs_containers_through_vslice_runc() {
     let c = Containerd::start();
 
     // Exit code and stdout; the container's cgroup is /<namespace>/<id>, made by vslice-runc.
-    let o = c.run(&["--rm"], "exit7", &["sh", "-c", "echo hello from busybox; cat /proc/self/cgroup | grep memory; exit 7"]);
+    let o = c.run(
+        &["--rm"],
+        "exit7",
+        &[
+            "sh",
+            "-c",
+            "echo hello from busybox; cat /proc/self/cgroup | grep memory; exit 7",
+        ],
+    );
     let (out, err) = text(&o);
-    assert_eq!(o.status.code(), Some(7), "stdout: {out}\nstderr: {err}\nlogs: {}", c.runtime_logs());
+    assert_eq!(
+        o.status.code(),
+        Some(7),
+        "stdout: {out}\nstderr: {err}\nlogs: {}",
+        c.runtime_logs()
+    );
     assert!(out.contains("hello from busybox"), "{out}");
     assert!(out.contains(&format!(":memory:/{}/exit7", c.ns)), "{out}");
     let o = c.run(&["--rm"], "exit0", &["true"]);
     assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
 
     // Memory limit from `ctr run --memory-limit`, visible in the container's cgroup.
-    let o = c.run(&["--rm", "--memory-limit", "67108864"], "mem", &["sh", "-c", "cat /proc/self/cgroup | grep :memory: | cut -d: -f3"]);
+    let o = c.run(
+        &["--rm", "--memory-limit", "67108864"],
+        "mem",
+        &[
+            "sh",
+            "-c",
+            "cat /proc/self/cgroup | grep :memory: | cut -d: -f3",
+        ],
+    );
     let (out, err) = text(&o);
     assert!(o.status.success(), "{out} {err}");
     let cg = out.trim().to_string();
     assert_eq!(cg, format!("/{}/mem", c.ns));
 
     // A long-running container: limits on the host side, exec, ps, kill.
-    c.ok(&c.run_args(&["-d", "--memory-limit", "33554432"], "long", &["sleep", "1000"]).iter().map(String::as_str).collect::<Vec<_>>());
-    let state: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(c.runtime_root().join("long/state.json")).expect("vslice-runc's state.json"))
-            .unwrap();
-    assert!(state["pid_start"].as_u64().is_some(), "the container was not created by vslice-runc: {state}");
+    c.ok(&c
+        .run_args(
+            &["-d", "--memory-limit", "33554432"],
+            "long",
+            &["sleep", "1000"],
+        )
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>());
+    let state: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(c.runtime_root().join("long/state.json"))
+            .expect("vslice-runc's state.json"),
+    )
+    .unwrap();
+    assert!(
+        state["pid_start"].as_u64().is_some(),
+        "the container was not created by vslice-runc: {state}"
+    );
     let pid = state["pid"].as_i64().unwrap() as i32;
     let limit_file = if vslice::cgroup::detect() == vslice::cgroup::Version::V2 {
         format!("/sys/fs/cgroup/{}/long/memory.max", c.ns)
     } else {
         format!("/sys/fs/cgroup/memory/{}/long/memory.limit_in_bytes", c.ns)
     };
-    assert_eq!(std::fs::read_to_string(&limit_file).unwrap().trim(), "33554432");
+    assert_eq!(
+        std::fs::read_to_string(&limit_file).unwrap().trim(),
+        "33554432"
+    );
 
-    let o = c.ctr(&["task", "exec", "--exec-id", "e1", "long", "sh", "-c", "echo exec-out; test $(cat /proc/1/comm) = sleep; exit 5"]);
+    let o = c.ctr(&[
+        "task",
+        "exec",
+        "--exec-id",
+        "e1",
+        "long",
+        "sh",
+        "-c",
+        "echo exec-out; test $(cat /proc/1/comm) = sleep; exit 5",
+    ]);
     let (out, err) = text(&o);
-    assert_eq!(o.status.code(), Some(5), "{out} {err}\nlogs: {}", c.runtime_logs());
+    assert_eq!(
+        o.status.code(),
+        Some(5),
+        "{out} {err}\nlogs: {}",
+        c.runtime_logs()
+    );
     assert!(out.contains("exec-out"), "{out}");
 
     let ps = c.ok(&["task", "ps", "long"]);
     assert!(ps.contains(&pid.to_string()), "{ps}");
 
     // A tty for an exec'd process (ctr needs a terminal: script gives it one).
-    let line = c.ctr_line(&["task", "exec", "-t", "--exec-id", "e2", "long", "sh", "-c", "tty; exit 4"].map(String::from));
-    let o = Command::new("script").args(["-eqc", &line, "/dev/null"]).stdin(Stdio::null()).output().unwrap();
+    let line = c.ctr_line(
+        &[
+            "task",
+            "exec",
+            "-t",
+            "--exec-id",
+            "e2",
+            "long",
+            "sh",
+            "-c",
+            "tty; exit 4",
+        ]
+        .map(String::from),
+    );
+    let o = Command::new("script")
+        .args(["-eqc", &line, "/dev/null"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
     let (out, err) = text(&o);
     assert_eq!(o.status.code(), Some(4), "{out} {err}");
     assert!(out.contains("/dev/pts/"), "{out}");
 
     // kill: SIGKILL reaches init; the task reports 137 and can be deleted.
     c.ok(&["task", "kill", "--signal", "SIGKILL", "long"]);
-    assert!(wait_for(10, || c.ok(&["task", "ls"]).lines().any(|l| l.starts_with("long") && l.contains("STOPPED"))));
+    assert!(wait_for(10, || c
+        .ok(&["task", "ls"])
+        .lines()
+        .any(|l| l.starts_with("long") && l.contains("STOPPED"))));
     c.ok(&["task", "delete", "long"]);
     c.ok(&["containers", "delete", "long"]);
-    assert!(!c.runtime_root().join("long").exists(), "vslice-runc state left behind");
+    assert!(
+        !c.runtime_root().join("long").exists(),
+        "vslice-runc state left behind"
+    );
     assert!(!Path::new(&limit_file).exists(), "cgroup left behind");
 
     // A tty for the container itself: `ctr run -t`, input through the terminal.
@@ -324,16 +451,29 @@ fn containerd_runs_containers_through_vslice_runc() {
         use std::io::Write;
         let mut stdin = child.stdin.take().unwrap();
         std::thread::sleep(std::time::Duration::from_millis(1500));
-        stdin.write_all(b"tty; echo sum-$((40+2))\nexit 6\n").unwrap();
+        stdin
+            .write_all(b"tty; echo sum-$((40+2))\nexit 6\n")
+            .unwrap();
         std::thread::sleep(std::time::Duration::from_millis(1500));
     }
     let o = child.wait_with_output().unwrap();
     let (out, err) = text(&o);
-    assert_eq!(o.status.code(), Some(6), "{out} {err}\nlogs: {}", c.runtime_logs());
-    assert!(out.contains("sum-42") && out.contains("/dev/pts/0"), "{out}");
+    assert_eq!(
+        o.status.code(),
+        Some(6),
+        "{out} {err}\nlogs: {}",
+        c.runtime_logs()
+    );
+    assert!(
+        out.contains("sum-42") && out.contains("/dev/pts/0"),
+        "{out}"
+    );
 
     // Nothing of ours is left in any hierarchy once the containers are gone.
-    let left: Vec<PathBuf> = cgroup_dirs_named(&c.ns).into_iter().filter(|d| std::fs::read_dir(d).map(|r| r.count() > 0).unwrap_or(false)).collect();
+    let left: Vec<PathBuf> = cgroup_dirs_named(&c.ns)
+        .into_iter()
+        .filter(|d| std::fs::read_dir(d).map(|r| r.count() > 0).unwrap_or(false))
+        .collect();
     assert!(
         cgroup_dirs_named(&c.ns).is_empty(),
         "cgroups left: {:?} (non-empty: {left:?})",

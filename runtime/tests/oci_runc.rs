@@ -18,7 +18,14 @@ fn create_start_state_exec_ps_kill_delete() {
         c["annotations"] = serde_json::json!({"org.example/test": "yes"});
     });
     let pid_file = env.work.join("life.pid");
-    env.ok_detached(&["create", "--bundle", b.to_str().unwrap(), "--pid-file", pid_file.to_str().unwrap(), "life"]);
+    env.ok_detached(&[
+        "create",
+        "--bundle",
+        b.to_str().unwrap(),
+        "--pid-file",
+        pid_file.to_str().unwrap(),
+        "life",
+    ]);
 
     let st = env.state("life");
     assert_eq!(st["status"], "created");
@@ -26,29 +33,56 @@ fn create_start_state_exec_ps_kill_delete() {
     assert_eq!(st["bundle"], b.to_str().unwrap());
     assert_eq!(st["annotations"]["org.example/test"], "yes");
     let pid = st["pid"].as_i64().unwrap() as i32;
-    assert_eq!(std::fs::read_to_string(&pid_file).unwrap().trim(), pid.to_string());
+    assert_eq!(
+        std::fs::read_to_string(&pid_file).unwrap().trim(),
+        pid.to_string()
+    );
     assert!(is_alive(pid));
     // Created: init is set up but has not exec'd its program yet.
-    assert_ne!(std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap().trim(), "sleep");
+    assert_ne!(
+        std::fs::read_to_string(format!("/proc/{pid}/comm"))
+            .unwrap()
+            .trim(),
+        "sleep"
+    );
     // In its own cgroup, below the hierarchy root (not below ours).
     let cg = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
-    assert!(cg.contains(&format!(":memory:/{}/life", env.cgroup_parent)), "{cg}");
+    assert!(
+        cg.contains(&format!(":memory:/{}/life", env.cgroup_parent)),
+        "{cg}"
+    );
 
     env.ok(&["start", "life"]);
     assert_eq!(env.state("life")["status"], "running");
-    assert!(wait_for(5, || std::fs::read_to_string(format!("/proc/{pid}/comm")).map(|c| c.trim() == "sleep").unwrap_or(false)));
+    assert!(wait_for(5, || std::fs::read_to_string(format!(
+        "/proc/{pid}/comm"
+    ))
+    .map(|c| c.trim() == "sleep")
+    .unwrap_or(false)));
     let again = env.run(&["start", "life"]);
     assert!(!again.status.success(), "starting twice must fail");
 
     // exec: exit code, stdout, same namespaces as init.
-    let o = env.run(&["exec", "life", "sh", "-c", "echo out-$((6*7)); test \"$(cat /proc/1/comm)\" = sleep && exit 5"]);
-    assert_eq!(o.status.code(), Some(5), "stderr: {}", String::from_utf8_lossy(&o.stderr));
+    let o = env.run(&[
+        "exec",
+        "life",
+        "sh",
+        "-c",
+        "echo out-$((6*7)); test \"$(cat /proc/1/comm)\" = sleep && exit 5",
+    ]);
+    assert_eq!(
+        o.status.code(),
+        Some(5),
+        "stderr: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "out-42");
     let o = env.run(&["exec", "life", "/no/such/program"]);
     assert_eq!(o.status.code(), Some(127));
 
     // ps: host PIDs of the container's processes.
-    let pids: Vec<i32> = serde_json::from_str(&env.ok(&["ps", "--format", "json", "life"])).unwrap();
+    let pids: Vec<i32> =
+        serde_json::from_str(&env.ok(&["ps", "--format", "json", "life"])).unwrap();
     assert_eq!(pids, vec![pid]);
     assert!(env.ok(&["ps", "life"]).contains("sleep 1000"));
     assert!(env.ok(&["list"]).contains("life"));
@@ -56,7 +90,11 @@ fn create_start_state_exec_ps_kill_delete() {
     // A running container is not deleted without --force.
     let o = env.run(&["delete", "life"]);
     assert!(!o.status.success());
-    assert!(String::from_utf8_lossy(&o.stderr).contains("not stopped"), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("not stopped"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
 
     // pid 1 of a PID namespace ignores SIGTERM without a handler: KILL.
     env.ok(&["kill", "life", "KILL"]);
@@ -66,7 +104,11 @@ fn create_start_state_exec_ps_kill_delete() {
 
     env.ok(&["delete", "life"]);
     assert!(!env.root.join("life").exists(), "state dir left behind");
-    assert!(env.cgroup_dirs().is_empty(), "cgroups left behind: {:?}", env.cgroup_dirs());
+    assert!(
+        env.cgroup_dirs().is_empty(),
+        "cgroups left behind: {:?}",
+        env.cgroup_dirs()
+    );
     let o = env.run(&["state", "life"]);
     assert!(String::from_utf8_lossy(&o.stderr).contains("does not exist"));
 }
@@ -75,38 +117,95 @@ fn create_start_state_exec_ps_kill_delete() {
 fn run_returns_the_exit_code_and_cleans_up() {
     let env = Env::new();
     let b = env.bundle("ex", |c| {
-        c["process"]["args"] = serde_json::json!(["sh", "-c", "echo hello from $(hostname) as $(id -u) home=$HOME; exit 7"]);
+        c["process"]["args"] = serde_json::json!([
+            "sh",
+            "-c",
+            "echo hello from $(hostname) as $(id -u) home=$HOME; exit 7"
+        ]);
     });
-    let o = env.cmd().args(["run", "--bundle", b.to_str().unwrap(), "ex"]).output().unwrap();
-    assert_eq!(o.status.code(), Some(7), "stderr: {}", String::from_utf8_lossy(&o.stderr));
-    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "hello from vslice as 0 home=/root");
+    let o = env
+        .cmd()
+        .args(["run", "--bundle", b.to_str().unwrap(), "ex"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        o.status.code(),
+        Some(7),
+        "stderr: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout).trim(),
+        "hello from vslice as 0 home=/root"
+    );
     assert!(!env.root.join("ex").exists());
     assert!(env.cgroup_dirs().is_empty(), "{:?}", env.cgroup_dirs());
 
     // Killed by a signal: 128+n, like a shell.
     let b = env.bundle("sig", sleeper);
     let log = std::fs::File::create(env.work.join("sig.out")).unwrap();
-    let mut run = env.cmd().args(["run", "--bundle", b.to_str().unwrap(), "sig"]).stdout(log.try_clone().unwrap()).stderr(log).spawn().unwrap();
-    let running = |id: &str| env.run(&["state", id]).stdout.windows(9).any(|w| w == b"\"running\"");
+    let mut run = env
+        .cmd()
+        .args(["run", "--bundle", b.to_str().unwrap(), "sig"])
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let running = |id: &str| {
+        env.run(&["state", id])
+            .stdout
+            .windows(9)
+            .any(|w| w == b"\"running\"")
+    };
     assert!(wait_for(10, || running("sig")));
     env.ok(&["kill", "sig", "KILL"]);
-    assert_eq!(run.wait().unwrap().code(), Some(137), "{}", std::fs::read_to_string(env.work.join("sig.out")).unwrap());
+    assert_eq!(
+        run.wait().unwrap().code(),
+        Some(137),
+        "{}",
+        std::fs::read_to_string(env.work.join("sig.out")).unwrap()
+    );
 
     // A signal sent to `run` is forwarded to the container's init (which, as PID 1 of its
     // namespace, only gets signals it handles).
     let b = env.bundle("fwd", |c| {
-        c["process"]["args"] = serde_json::json!(["sh", "-c", "trap 'exit 42' USR1; while :; do sleep 0.05; done"]);
+        c["process"]["args"] = serde_json::json!([
+            "sh",
+            "-c",
+            "trap 'exit 42' USR1; while :; do sleep 0.05; done"
+        ]);
     });
     let log = std::fs::File::create(env.work.join("fwd.out")).unwrap();
-    let mut run = env.cmd().args(["run", "--bundle", b.to_str().unwrap(), "fwd"]).stdout(log.try_clone().unwrap()).stderr(log).spawn().unwrap();
+    let mut run = env
+        .cmd()
+        .args(["run", "--bundle", b.to_str().unwrap(), "fwd"])
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
     assert!(wait_for(10, || running("fwd")));
     std::thread::sleep(std::time::Duration::from_millis(200)); // let sh install its trap
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(run.id() as i32), nix::sys::signal::Signal::SIGUSR1).unwrap();
-    assert_eq!(run.wait().unwrap().code(), Some(42), "{}", std::fs::read_to_string(env.work.join("fwd.out")).unwrap());
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(run.id() as i32),
+        nix::sys::signal::Signal::SIGUSR1,
+    )
+    .unwrap();
+    assert_eq!(
+        run.wait().unwrap().code(),
+        Some(42),
+        "{}",
+        std::fs::read_to_string(env.work.join("fwd.out")).unwrap()
+    );
 
     // Program not found: the reason on stderr, 127.
-    let b = env.bundle("nf", |c| c["process"]["args"] = serde_json::json!(["/bin/nonexistent"]));
-    let o = env.cmd().args(["run", "--bundle", b.to_str().unwrap(), "nf"]).output().unwrap();
+    let b = env.bundle("nf", |c| {
+        c["process"]["args"] = serde_json::json!(["/bin/nonexistent"])
+    });
+    let o = env
+        .cmd()
+        .args(["run", "--bundle", b.to_str().unwrap(), "nf"])
+        .output()
+        .unwrap();
     assert_eq!(o.status.code(), Some(127));
     assert!(String::from_utf8_lossy(&o.stderr).contains("nonexistent"));
     assert!(env.cgroup_dirs().is_empty(), "{:?}", env.cgroup_dirs());
@@ -124,7 +223,10 @@ fn cgroup_limits_are_applied_and_removed() {
     env.ok_detached(&["run", "--detach", "--bundle", b.to_str().unwrap(), "lim"]);
     let v2 = vslice::cgroup::detect() == vslice::cgroup::Version::V2;
     let read = |rel: &str| {
-        std::fs::read_to_string(std::path::Path::new("/sys/fs/cgroup").join(rel)).unwrap_or_else(|e| panic!("{rel}: {e}")).trim().to_string()
+        std::fs::read_to_string(std::path::Path::new("/sys/fs/cgroup").join(rel))
+            .unwrap_or_else(|e| panic!("{rel}: {e}"))
+            .trim()
+            .to_string()
     };
     let cg = format!("{}/lim", env.cgroup_parent);
     if v2 {
@@ -132,18 +234,29 @@ fn cgroup_limits_are_applied_and_removed() {
         assert_eq!(read(&format!("{cg}/pids.max")), "50");
         assert_eq!(read(&format!("{cg}/cpu.max")), "20000 100000");
     } else {
-        assert_eq!(read(&format!("memory/{cg}/memory.limit_in_bytes")), "67108864");
+        assert_eq!(
+            read(&format!("memory/{cg}/memory.limit_in_bytes")),
+            "67108864"
+        );
         assert_eq!(read(&format!("pids/{cg}/pids.max")), "50");
         assert_eq!(read(&format!("cpu/{cg}/cpu.cfs_quota_us")), "20000");
         // The container sees its own cgroup (read-only) at /sys/fs/cgroup.
         let o = env.run(&["exec", "lim", "sh", "-c", "cat /sys/fs/cgroup/memory/memory.limit_in_bytes; touch /sys/fs/cgroup/x 2>&1 || echo ro"]);
         let out = String::from_utf8_lossy(&o.stdout);
-        assert!(out.starts_with("67108864"), "{out} {}", String::from_utf8_lossy(&o.stderr));
+        assert!(
+            out.starts_with("67108864"),
+            "{out} {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
         assert!(out.contains("ro"), "{out}");
     }
     // update changes the limit of the live container.
     env.ok(&["update", "--memory", "33554432", "lim"]);
-    let mem = if v2 { format!("{cg}/memory.max") } else { format!("memory/{cg}/memory.limit_in_bytes") };
+    let mem = if v2 {
+        format!("{cg}/memory.max")
+    } else {
+        format!("memory/{cg}/memory.limit_in_bytes")
+    };
     assert_eq!(read(&mem), "33554432");
     // pause / resume through the freezer.
     env.ok(&["pause", "lim"]);
@@ -152,7 +265,11 @@ fn cgroup_limits_are_applied_and_removed() {
     assert_eq!(env.state("lim")["status"], "running");
 
     env.ok(&["delete", "--force", "lim"]);
-    assert!(env.cgroup_dirs().is_empty(), "cgroups left behind: {:?}", env.cgroup_dirs());
+    assert!(
+        env.cgroup_dirs().is_empty(),
+        "cgroups left behind: {:?}",
+        env.cgroup_dirs()
+    );
 }
 
 #[test]
@@ -166,9 +283,18 @@ fn device_cgroup_denies_what_the_spec_does_not_allow() {
             c["process"]["capabilities"][set] = serde_json::json!(["CAP_MKNOD", "CAP_DAC_OVERRIDE"]);
         }
     });
-    let o = env.cmd().args(["run", "--bundle", b.to_str().unwrap(), "dev"]).output().unwrap();
+    let o = env
+        .cmd()
+        .args(["run", "--bundle", b.to_str().unwrap(), "dev"])
+        .output()
+        .unwrap();
     let out = String::from_utf8_lossy(&o.stdout);
-    assert_eq!(out.lines().collect::<Vec<_>>(), ["null-ok", "mknod-ok", "open-denied"], "stderr: {}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(
+        out.lines().collect::<Vec<_>>(),
+        ["null-ok", "mknod-ok", "open-denied"],
+        "stderr: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     assert!(env.cgroup_dirs().is_empty(), "{:?}", env.cgroup_dirs());
 }
 
@@ -197,7 +323,11 @@ fn hooks_run_at_their_points_with_the_state() {
     env.ok_detached(&["create", "--bundle", b.to_str().unwrap(), "hk"]);
     let pid = env.state("hk")["pid"].as_i64().unwrap();
     let read = |n: &str| -> serde_json::Value {
-        serde_json::from_str(&std::fs::read_to_string(out.join(format!("{n}.json"))).unwrap_or_else(|e| panic!("{n}: {e}"))).unwrap()
+        serde_json::from_str(
+            &std::fs::read_to_string(out.join(format!("{n}.json")))
+                .unwrap_or_else(|e| panic!("{n}: {e}")),
+        )
+        .unwrap()
     };
     for n in ["prestart", "createRuntime", "createContainer"] {
         let s = read(n);
@@ -214,7 +344,10 @@ fn hooks_run_at_their_points_with_the_state() {
     assert_ne!(cc.trim(), host_mnt.to_str().unwrap());
     env.ok(&["start", "hk"]);
     assert_eq!(read("poststart")["status"], "running");
-    let sc: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(b.join("rootfs/tmp/startContainer.json")).unwrap()).unwrap();
+    let sc: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(b.join("rootfs/tmp/startContainer.json")).unwrap(),
+    )
+    .unwrap();
     assert_eq!(sc["id"], "hk");
     env.ok(&["delete", "--force", "hk"]);
     assert_eq!(read("poststop")["status"], "stopped");
@@ -227,7 +360,10 @@ fn hooks_run_at_their_points_with_the_state() {
     let o = env.run(&["create", "--bundle", b.to_str().unwrap(), "bad"]);
     assert!(!o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(err.contains("createRuntime hook") && err.contains("no way"), "{err}");
+    assert!(
+        err.contains("createRuntime hook") && err.contains("no way"),
+        "{err}"
+    );
     assert!(!env.root.join("bad").exists());
     assert!(env.cgroup_dirs().is_empty(), "{:?}", env.cgroup_dirs());
 }
@@ -237,29 +373,66 @@ fn terminal_through_run_and_console_socket_rules() {
     let env = Env::new();
     let b = env.bundle("tty", |c| {
         c["process"]["terminal"] = true.into();
-        c["process"]["args"] = serde_json::json!(["sh", "-c", "tty; test -t 0 && echo stdin-is-tty; exit 3"]);
+        c["process"]["args"] =
+            serde_json::json!(["sh", "-c", "tty; test -t 0 && echo stdin-is-tty; exit 3"]);
     });
     // No --console-socket: create refuses, run allocates its own and relays (needs a terminal).
     let o = env.run(&["create", "--bundle", b.to_str().unwrap(), "tty"]);
     assert!(String::from_utf8_lossy(&o.stderr).contains("--console-socket is required"));
-    let cmdline = format!("{} --root {} run --bundle {} tty", oci_support::runc_bin().display(), env.root.display(), b.display());
-    let o = Command::new("script").args(["-eqc", &cmdline, "/dev/null"]).stdin(Stdio::null()).output().unwrap();
+    let cmdline = format!(
+        "{} --root {} run --bundle {} tty",
+        oci_support::runc_bin().display(),
+        env.root.display(),
+        b.display()
+    );
+    let o = Command::new("script")
+        .args(["-eqc", &cmdline, "/dev/null"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
     let out = String::from_utf8_lossy(&o.stdout);
     assert_eq!(o.status.code(), Some(3), "{out}");
-    assert!(out.contains("/dev/pts/0") && out.contains("stdin-is-tty"), "{out}");
+    assert!(
+        out.contains("/dev/pts/0") && out.contains("stdin-is-tty"),
+        "{out}"
+    );
     assert!(env.cgroup_dirs().is_empty());
 }
 
 #[test]
 fn what_cannot_be_honoured_is_refused() {
     let env = Env::new();
-    let cases: Vec<(&str, Box<dyn Fn(&mut serde_json::Value)>, &str)> = vec![
-        ("aa", Box::new(|c| c["process"]["apparmorProfile"] = "docker-default".into()),
-         "apparmor profile docker-default requested but AppArmor is not enabled on this host"),
-        ("se", Box::new(|c| c["process"]["selinuxLabel"] = "system_u:system_r:container_t:s0".into()), "SELinux"),
-        ("sc", Box::new(|c| c["linux"]["sysctl"] = serde_json::json!({"kernel.core_pattern": "|/tmp/x"})), "not namespaced"),
-        ("hn", Box::new(|c| c["linux"]["namespaces"] = serde_json::json!([{"type": "mount"}, {"type": "pid"}])), "UTS namespace"),
-        ("bio", Box::new(|c| c["linux"]["resources"]["blockIO"] = serde_json::json!({"weight": 100})), "blockIO"),
+    type Edit = Box<dyn Fn(&mut serde_json::Value)>;
+    let cases: Vec<(&str, Edit, &str)> = vec![
+        (
+            "aa",
+            Box::new(|c| c["process"]["apparmorProfile"] = "docker-default".into()),
+            "apparmor profile docker-default requested but AppArmor is not enabled on this host",
+        ),
+        (
+            "se",
+            Box::new(|c| c["process"]["selinuxLabel"] = "system_u:system_r:container_t:s0".into()),
+            "SELinux",
+        ),
+        (
+            "sc",
+            Box::new(|c| {
+                c["linux"]["sysctl"] = serde_json::json!({"kernel.core_pattern": "|/tmp/x"})
+            }),
+            "not namespaced",
+        ),
+        (
+            "hn",
+            Box::new(|c| {
+                c["linux"]["namespaces"] = serde_json::json!([{"type": "mount"}, {"type": "pid"}])
+            }),
+            "UTS namespace",
+        ),
+        (
+            "bio",
+            Box::new(|c| c["linux"]["resources"]["blockIO"] = serde_json::json!({"weight": 100})),
+            "blockIO",
+        ),
         ("pfd", Box::new(|_| {}), "preserve-fds"),
     ];
     for (id, edit, want) in cases {
@@ -294,16 +467,28 @@ fn isolation_basics_readonly_root_masks_user_namespace() {
         c["process"]["args"] = serde_json::json!(["sh", "-c",
             "touch /x 2>/dev/null || echo ro-root; test -s /proc/kcore || echo kcore-masked; ls /proc | grep -c '^[0-9]'"]);
     });
-    let o = env.cmd().args(["run", "--bundle", b.to_str().unwrap(), "iso"]).output().unwrap();
+    let o = env
+        .cmd()
+        .args(["run", "--bundle", b.to_str().unwrap(), "iso"])
+        .output()
+        .unwrap();
     let out = String::from_utf8_lossy(&o.stdout);
     let lines: Vec<&str> = out.lines().collect();
-    assert_eq!(&lines[..2], ["ro-root", "kcore-masked"], "{out} {}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(
+        &lines[..2],
+        ["ro-root", "kcore-masked"],
+        "{out} {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     assert!(lines[2].parse::<u32>().unwrap() <= 3, "{out}");
 
     // A user namespace: root inside, an unprivileged uid on the host.
     let b = env.bundle("uns", |c| {
         sleeper(c);
-        c["linux"]["namespaces"].as_array_mut().unwrap().push(serde_json::json!({"type": "user"}));
+        c["linux"]["namespaces"]
+            .as_array_mut()
+            .unwrap()
+            .push(serde_json::json!({"type": "user"}));
         let m = serde_json::json!([{"containerID": 0, "hostID": 200000, "size": 65536}]);
         c["linux"]["uidMappings"] = m.clone();
         c["linux"]["gidMappings"] = m;
@@ -314,7 +499,12 @@ fn isolation_basics_readonly_root_masks_user_namespace() {
     let uid_line = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
     assert!(uid_line.contains("200000"), "{uid_line}");
     let o = env.run(&["exec", "uns", "id", "-u"]);
-    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "0", "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout).trim(),
+        "0",
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     env.ok(&["delete", "--force", "uns"]);
     assert!(env.cgroup_dirs().is_empty());
 }
@@ -339,14 +529,15 @@ fn device_filter_ebpf_program_on_cgroup_v2() {
     }
     let dir = Dir(base.join(format!("vslice-test-oci-bpf-{}", std::process::id())));
     std::fs::create_dir_all(&dir.0).unwrap();
-    let rules: Vec<oci_spec::runtime::LinuxDeviceCgroup> = serde_json::from_value(serde_json::json!([
-        {"allow": false, "access": "rwm"},
-        {"allow": true, "type": "c", "major": 1, "minor": 3, "access": "rw"},
-        {"allow": true, "type": "c", "major": 1, "minor": 5, "access": "rwm"},
-        {"allow": false, "type": "c", "major": 1, "minor": 5, "access": "w"},
-        {"allow": true, "type": "c", "major": 1, "minor": 9, "access": "r"}
-    ]))
-    .unwrap();
+    let rules: Vec<oci_spec::runtime::LinuxDeviceCgroup> =
+        serde_json::from_value(serde_json::json!([
+            {"allow": false, "access": "rwm"},
+            {"allow": true, "type": "c", "major": 1, "minor": 3, "access": "rw"},
+            {"allow": true, "type": "c", "major": 1, "minor": 5, "access": "rwm"},
+            {"allow": false, "type": "c", "major": 1, "minor": 5, "access": "w"},
+            {"allow": true, "type": "c", "major": 1, "minor": 9, "access": "r"}
+        ]))
+        .unwrap();
     vslice::oci::devices::bpf::attach(&dir.0, &rules).expect("attach the device program");
     let script = format!(
         "echo $$ > {}/cgroup.procs || exit 99; \
@@ -362,8 +553,56 @@ fn device_filter_ebpf_program_on_cgroup_v2() {
     let out = String::from_utf8_lossy(&o.stdout);
     assert_eq!(
         out.lines().collect::<Vec<_>>(),
-        ["null-w", "zero-r", "zero-w-denied", "urandom-r", "full-denied", "mknod-null-denied", "mknod-zero"],
+        [
+            "null-w",
+            "zero-r",
+            "zero-w-denied",
+            "urandom-r",
+            "full-denied",
+            "mknod-null-denied",
+            "mknod-zero"
+        ],
         "stderr: {}",
         String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+/// `--systemd-cgroup`: `slice:prefix:name` becomes the directory systemd would use, made and
+/// removed by vslice-runc itself.
+#[test]
+fn systemd_cgroups_path_is_mapped_to_a_plain_directory() {
+    let env = Env::new();
+    let slice = format!("vslicetestoci{}", std::process::id());
+    struct Cleanup(String);
+    impl Drop for Cleanup {
+        fn drop(&mut self) {
+            for d in oci_support::cgroup_dirs_named(&format!("{}.slice", self.0)) {
+                oci_support::remove_cgroup_tree(&d);
+            }
+        }
+    }
+    let _cleanup = Cleanup(slice.clone());
+    let b = env.bundle("sd", |c| {
+        sleeper(c);
+        c["linux"]["cgroupsPath"] = format!("{slice}.slice:vs:sd").into();
+    });
+    env.ok_detached(&[
+        "--systemd-cgroup",
+        "run",
+        "-d",
+        "--bundle",
+        b.to_str().unwrap(),
+        "sd",
+    ]);
+    let pid = env.state("sd")["pid"].as_i64().unwrap();
+    let cg = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    assert!(
+        cg.contains(&format!(":memory:/{slice}.slice/vs-sd.scope")),
+        "{cg}"
+    );
+    env.ok(&["delete", "--force", "sd"]);
+    assert!(
+        oci_support::cgroup_dirs_named(&format!("{slice}.slice")).is_empty(),
+        "the slice parent made by create is removed"
     );
 }

@@ -38,14 +38,24 @@ struct Args {
 }
 
 fn parse(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
-    let mut a = Args { root: PathBuf::new(), name: String::new(), tty: false, console_socket: None, cwd: None, env: vec![], command: vec![] };
+    let mut a = Args {
+        root: PathBuf::new(),
+        name: String::new(),
+        tty: false,
+        console_socket: None,
+        cwd: None,
+        env: vec![],
+        command: vec![],
+    };
     while let Some(arg) = it.next() {
         let mut value = |flag: &str| it.next().ok_or_else(|| format!("{flag} needs a value"));
         match arg.as_str() {
             "--root" => a.root = PathBuf::from(value("--root")?),
             "--name" => a.name = value("--name")?,
             "--tty" => a.tty = true,
-            "--console-socket" => a.console_socket = Some(PathBuf::from(value("--console-socket")?)),
+            "--console-socket" => {
+                a.console_socket = Some(PathBuf::from(value("--console-socket")?))
+            }
             "--cwd" => a.cwd = Some(value("--cwd")?),
             "--env" => a.env.push(value("--env")?),
             "--" => {
@@ -88,7 +98,12 @@ fn main() {
 }
 
 fn log(msg: &str) {
-    let _ = writeln!(std::io::stderr(), "{} vslice-shim[{}]: {msg}", state::now_secs(), std::process::id());
+    let _ = writeln!(
+        std::io::stderr(),
+        "{} vslice-shim[{}]: {msg}",
+        state::now_secs(),
+        std::process::id()
+    );
 }
 
 fn start(dir: &Path) -> ! {
@@ -108,13 +123,22 @@ fn start(dir: &Path) -> ! {
         Ok(l) => l,
         Err(e) => report_failure(&e.to_string()),
     };
-    let cgroup = launch.spec.linux().as_ref().and_then(|l| l.cgroups_path().clone()).map(|p| Cgroup::new(&p.to_string_lossy()));
+    let cgroup = launch
+        .spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.cgroups_path().clone())
+        .map(|p| Cgroup::new(&p.to_string_lossy()));
     let init_pid = match setup(&launch) {
         Ok(pid) => pid,
         Err(e) => report_failure(&e),
     };
     drop(launch);
-    let oom_at_start = cgroup.as_ref().and_then(|c| c.usage().ok()).map(|u| u.oom_kills).unwrap_or(0);
+    let oom_at_start = cgroup
+        .as_ref()
+        .and_then(|c| c.usage().ok())
+        .map(|u| u.oom_kills)
+        .unwrap_or(0);
     let me = std::process::id() as i32;
     let rs = RuntimeState {
         shim_pid: me,
@@ -125,7 +149,10 @@ fn start(dir: &Path) -> ! {
         oom_kills_at_start: oom_at_start,
     };
     if let Err(e) = write_json_volatile(&dir.join(state::STATE_FILE), &rs) {
-        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(init_pid), nix::sys::signal::Signal::SIGKILL);
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(init_pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
         let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(init_pid), None);
         if let Some(cg) = &cgroup {
             let _ = cg.destroy();
@@ -172,14 +199,27 @@ fn detach_stdout() {
 
 fn setup(launch: &Launch) -> Result<i32, String> {
     // Re-parent the slice's init to us when the executor's intermediate process exits.
-    nix::sys::prctl::set_child_subreaper(true).map_err(|e| format!("prctl PR_SET_CHILD_SUBREAPER: {e}"))?;
+    nix::sys::prctl::set_child_subreaper(true)
+        .map_err(|e| format!("prctl PR_SET_CHILD_SUBREAPER: {e}"))?;
     // A private mount namespace for the rootfs mounts: they never appear in the host's mount
     // table and are released when this shim and its slice are gone.
-    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS).map_err(|e| format!("unshare mount namespace: {e}"))?;
-    nix::mount::mount(None::<&str>, "/", None::<&str>, nix::mount::MsFlags::MS_REC | nix::mount::MsFlags::MS_PRIVATE, None::<&str>)
-        .map_err(|e| format!("make / rprivate: {e}"))?;
-    let opts = CreateOptions { null_stdio: true, start_fifo: None };
-    sandbox::create(launch, &opts).map(|c| c.pid).map_err(|e| e.to_string())
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS)
+        .map_err(|e| format!("unshare mount namespace: {e}"))?;
+    nix::mount::mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        nix::mount::MsFlags::MS_REC | nix::mount::MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )
+    .map_err(|e| format!("make / rprivate: {e}"))?;
+    let opts = CreateOptions {
+        null_stdio: true,
+        start_fifo: None,
+    };
+    sandbox::create(launch, &opts)
+        .map(|c| c.pid)
+        .map_err(|e| e.to_string())
 }
 
 /// Reap until init exits; classify how it ended.
@@ -197,7 +237,10 @@ fn supervise(init_pid: i32, cgroup: Option<&Cgroup>, oom_at_start: u64) -> ExitI
             }
         }
     };
-    let oom_now = cgroup.and_then(|c| c.usage().ok()).map(|u| u.oom_kills).unwrap_or(0);
+    let oom_now = cgroup
+        .and_then(|c| c.usage().ok())
+        .map(|u| u.oom_kills)
+        .unwrap_or(0);
     let oom_killed = signal == Some(libc::SIGKILL) && oom_now > oom_at_start;
     let reason = if oom_killed {
         "oom-killed"
@@ -206,7 +249,13 @@ fn supervise(init_pid: i32, cgroup: Option<&Cgroup>, oom_at_start: u64) -> ExitI
     } else {
         "exited"
     };
-    ExitInfo { code, signal, oom_killed, reason: reason.into(), at: state::now_secs() }
+    ExitInfo {
+        code,
+        signal,
+        oom_killed,
+        reason: reason.into(),
+        at: state::now_secs(),
+    }
 }
 
 fn exec(dir: &Path, args: &Args) -> ! {
@@ -237,9 +286,16 @@ fn exec(dir: &Path, args: &Args) -> ! {
         env.push(e.clone());
     }
     process.set_env(Some(env));
-    process.set_cwd(PathBuf::from(args.cwd.clone().unwrap_or_else(|| "/".into())));
+    process.set_cwd(PathBuf::from(
+        args.cwd.clone().unwrap_or_else(|| "/".into()),
+    ));
     let linux = launch.spec.linux().clone().unwrap_or_default();
-    let seccomp = match linux.seccomp().as_ref().map(sandbox::seccomp::compile).transpose() {
+    let seccomp = match linux
+        .seccomp()
+        .as_ref()
+        .map(sandbox::seccomp::compile)
+        .transpose()
+    {
         Ok(s) => s,
         Err(e) => fail(e.to_string()),
     };
@@ -247,7 +303,13 @@ fn exec(dir: &Path, args: &Args) -> ! {
         Ok(p) => p,
         Err(e) => fail(e.to_string()),
     };
-    let target = join::Target { init_pid: st.init_pid, cgroup: linux.cgroups_path().as_ref().map(|p| p.to_string_lossy().into_owned()) };
+    let target = join::Target {
+        init_pid: st.init_pid,
+        cgroup: linux
+            .cgroups_path()
+            .as_ref()
+            .map(|p| p.to_string_lossy().into_owned()),
+    };
     if !args.tty {
         match join::spawn(&target, &plan, join::Stdio::Inherit) {
             Ok(pid) => exit(join::wait(pid)),

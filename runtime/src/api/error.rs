@@ -83,7 +83,9 @@ impl From<SliceError> for ApiError {
             SliceError::Start { .. } => {
                 ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "start_failed", message)
             }
-            SliceError::Io(_) | SliceError::Cgroup(_) | SliceError::Net(_) => ApiError::internal(message),
+            SliceError::Io(_) | SliceError::Cgroup(_) | SliceError::Net(_) => {
+                ApiError::internal(message)
+            }
         }
     }
 }

@@ -202,7 +202,8 @@ fn resources_from(
     patch: impl FnOnce(&mut serde_json::Value),
 ) -> super::Result<oci_spec::runtime::LinuxResources> {
     let mut v: serde_json::Value = match file {
-        Some(p) if p.as_os_str() == "-" => serde_json::from_reader(std::io::stdin()).map_err(|e| super::err!("parse resources from stdin: {e}"))?,
+        Some(p) if p.as_os_str() == "-" => serde_json::from_reader(std::io::stdin())
+            .map_err(|e| super::err!("parse resources from stdin: {e}"))?,
         Some(p) => {
             let data = std::fs::read(p).map_err(|e| super::err!("read {}: {e}", p.display()))?;
             serde_json::from_slice(&data).map_err(|e| super::err!("parse {}: {e}", p.display()))?
@@ -243,7 +244,10 @@ fn dispatch(cli: &Cli) -> super::Result<i32> {
             return Err(super::err!("--rootless {r}: vslice-runc runs as root only"));
         }
     }
-    let g = Global { root: cli.root.clone(), systemd_cgroup: cli.systemd_cgroup };
+    let g = Global {
+        root: cli.root.clone(),
+        systemd_cgroup: cli.systemd_cgroup,
+    };
     log::debug(&format!("{:?}", cli.cmd));
     match &cli.cmd {
         Cmd::Create(f) => {
@@ -257,9 +261,18 @@ fn dispatch(cli: &Cli) -> super::Result<i32> {
         }
         Cmd::Kill { all, id, signal } => commands::kill(&g, id, signal, *all).map(|()| 0),
         Cmd::Delete { force, id } => commands::delete(&g, id, *force).map(|()| 0),
-        Cmd::Run { create, detach, keep } => {
-            commands::run(&g, &RunArgs { create: create_args(create), detach: *detach, keep: *keep })
-        }
+        Cmd::Run {
+            create,
+            detach,
+            keep,
+        } => commands::run(
+            &g,
+            &RunArgs {
+                create: create_args(create),
+                detach: *detach,
+                keep: *keep,
+            },
+        ),
         Cmd::Exec {
             process,
             tty,
@@ -308,7 +321,7 @@ fn dispatch(cli: &Cli) -> super::Result<i32> {
         Cmd::List { format, quiet } => {
             let mut rows = Vec::new();
             for id in super::state::list(&g.root)? {
-                if let Ok(c) = super::state::Container::load(&g.root, &id) {
+                if let Ok(c) = super::state::Container::peek(&g.root, &id) {
                     rows.push(c.oci_state(c.status()));
                 }
             }
@@ -318,9 +331,14 @@ fn dispatch(cli: &Cli) -> super::Result<i32> {
                 }
             } else {
                 match format {
-                    PsFormat::Json => println!("{}", serde_json::to_string(&rows).unwrap_or_default()),
+                    PsFormat::Json => {
+                        println!("{}", serde_json::to_string(&rows).unwrap_or_default())
+                    }
                     PsFormat::Table => {
-                        println!("{:<24} {:<8} {:<9} {:<40} {}", "ID", "PID", "STATUS", "BUNDLE", "CREATED");
+                        println!(
+                            "{:<24} {:<8} {:<9} {:<40} CREATED",
+                            "ID", "PID", "STATUS", "BUNDLE"
+                        );
                         for r in &rows {
                             println!(
                                 "{:<24} {:<8} {:<9} {:<40} {}",

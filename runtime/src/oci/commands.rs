@@ -4,7 +4,9 @@
 use super::state::{Container, Saved, Status};
 use super::{devices, err, hooks, io_ctx, log, spec, Result};
 use crate::cgroup::Cgroup;
-use crate::sandbox::{self, join, process::ExecPlan, pty, ContainerHook, CreateOptions, Launch, OciExtras};
+use crate::sandbox::{
+    self, join, process::ExecPlan, pty, ContainerHook, CreateOptions, Launch, OciExtras,
+};
 use oci_spec::runtime::{Hook, Process, Spec};
 use std::collections::BTreeMap;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
@@ -32,18 +34,51 @@ fn absolute(p: &Path) -> Result<PathBuf> {
     std::path::absolute(p).map_err(|e| err!("resolve {}: {e}", p.display()))
 }
 
+/// Write a file through a temporary and a rename (readers never see it half-written), without
+/// fsync: for files that are only meaningful while the machine is up.
+fn write_replace(path: &Path, data: &[u8], mode: u32) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = path.with_file_name(format!(".{name}.tmp.{}", std::process::id()));
+    let r = (|| {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(mode)
+            .open(&tmp)?;
+        f.write_all(data)?;
+        std::fs::rename(&tmp, path)
+    })();
+    if r.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    io_ctx(r, "write", path)
+}
+
 /// Write a pid file atomically (runc: the number, no newline).
 fn write_pid_file(path: &Path, pid: i32) -> Result<()> {
-    let path = absolute(path)?;
-    crate::util::fs::write_atomic(&path, pid.to_string().as_bytes(), 0o644)?;
-    Ok(())
+    write_replace(&absolute(path)?, pid.to_string().as_bytes(), 0o644)
 }
 
 fn hook_list(spec: &Spec, pick: fn(&oci_spec::runtime::Hooks) -> &Option<Vec<Hook>>) -> Vec<Hook> {
-    spec.hooks().as_ref().and_then(|h| pick(h).clone()).unwrap_or_default()
+    spec.hooks()
+        .as_ref()
+        .and_then(|h| pick(h).clone())
+        .unwrap_or_default()
 }
 
-fn hook_state(id: &str, status: &str, pid: i32, bundle: &Path, annotations: &BTreeMap<String, String>) -> String {
+fn hook_state(
+    id: &str,
+    status: &str,
+    pid: i32,
+    bundle: &Path,
+    annotations: &BTreeMap<String, String>,
+) -> String {
     let mut v = serde_json::json!({
         "ociVersion": super::OCI_VERSION, "id": id, "status": status, "pid": pid,
         "bundle": bundle.to_string_lossy(),
@@ -57,10 +92,16 @@ fn hook_state(id: &str, status: &str, pid: i32, bundle: &Path, annotations: &BTr
 /// Connect to runc's console socket.
 fn connect_console(path: &Path) -> Result<OwnedFd> {
     use nix::sys::socket::{connect, socket, AddressFamily, SockFlag, SockType, UnixAddr};
-    let s = socket(AddressFamily::Unix, SockType::Stream, SockFlag::SOCK_CLOEXEC, None)
-        .map_err(|e| err!("console socket {}: socket: {e}", path.display()))?;
+    let s = socket(
+        AddressFamily::Unix,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .map_err(|e| err!("console socket {}: socket: {e}", path.display()))?;
     let addr = UnixAddr::new(path).map_err(|e| err!("console socket {}: {e}", path.display()))?;
-    connect(s.as_raw_fd(), &addr).map_err(|e| err!("connect to console socket {}: {e}", path.display()))?;
+    connect(s.as_raw_fd(), &addr)
+        .map_err(|e| err!("connect to console socket {}: {e}", path.display()))?;
     Ok(s)
 }
 
@@ -70,9 +111,17 @@ fn recv_fd(sock: &OwnedFd) -> Result<OwnedFd> {
     let mut buf = [0u8; 4096];
     let mut iov = [std::io::IoSliceMut::new(&mut buf)];
     let mut cmsg = nix::cmsg_space!([std::os::fd::RawFd; 1]);
-    let msg = recvmsg::<()>(sock.as_raw_fd(), &mut iov, Some(&mut cmsg), MsgFlags::MSG_CMSG_CLOEXEC)
-        .map_err(|e| err!("receive the console from init: {e}"))?;
-    for c in msg.cmsgs().map_err(|e| err!("receive the console from init: {e}"))? {
+    let msg = recvmsg::<()>(
+        sock.as_raw_fd(),
+        &mut iov,
+        Some(&mut cmsg),
+        MsgFlags::MSG_CMSG_CLOEXEC,
+    )
+    .map_err(|e| err!("receive the console from init: {e}"))?;
+    for c in msg
+        .cmsgs()
+        .map_err(|e| err!("receive the console from init: {e}"))?
+    {
         if let ControlMessageOwned::ScmRights(fds) = c {
             if let Some(fd) = fds.first() {
                 // SAFETY: the kernel just installed this descriptor for us.
@@ -80,16 +129,22 @@ fn recv_fd(sock: &OwnedFd) -> Result<OwnedFd> {
             }
         }
     }
-    Err(err!("receive the console from init: no descriptor in the message"))
+    Err(err!(
+        "receive the console from init: no descriptor in the message"
+    ))
 }
 
 /// Host uid/gid that the container's root maps to (for files init must open), or (0, 0).
 fn root_host_ids(spec: &Spec) -> (u32, u32) {
     let map = |m: Option<&Vec<oci_spec::runtime::LinuxIdMapping>>| {
-        m.and_then(|v| v.iter().find(|m| m.container_id() == 0 && m.size() > 0)).map_or(0, |m| m.host_id())
+        m.and_then(|v| v.iter().find(|m| m.container_id() == 0 && m.size() > 0))
+            .map_or(0, |m| m.host_id())
     };
     let l = spec.linux().as_ref();
-    (map(l.and_then(|l| l.uid_mappings().as_ref())), map(l.and_then(|l| l.gid_mappings().as_ref())))
+    (
+        map(l.and_then(|l| l.uid_mappings().as_ref())),
+        map(l.and_then(|l| l.gid_mappings().as_ref())),
+    )
 }
 
 /// The home directory of `uid` from `<rootfs>/etc/passwd`, read without following symlinks
@@ -101,10 +156,26 @@ fn home_of(rootfs: &Path, uid: u32) -> Option<String> {
     let root = open(rootfs, flags | OFlag::O_DIRECTORY, Mode::empty()).ok()?;
     // SAFETY: descriptors just returned by open(2)/openat(2), owned here.
     let root = unsafe { OwnedFd::from_raw_fd(root) };
-    let etc = unsafe { OwnedFd::from_raw_fd(openat(Some(root.as_raw_fd()), "etc", flags | OFlag::O_DIRECTORY, Mode::empty()).ok()?) };
-    let passwd = unsafe { OwnedFd::from_raw_fd(openat(Some(etc.as_raw_fd()), "passwd", flags, Mode::empty()).ok()?) };
+    let etc = unsafe {
+        OwnedFd::from_raw_fd(
+            openat(
+                Some(root.as_raw_fd()),
+                "etc",
+                flags | OFlag::O_DIRECTORY,
+                Mode::empty(),
+            )
+            .ok()?,
+        )
+    };
+    let passwd = unsafe {
+        OwnedFd::from_raw_fd(openat(Some(etc.as_raw_fd()), "passwd", flags, Mode::empty()).ok()?)
+    };
     let mut text = String::new();
-    std::io::Read::read_to_string(&mut std::io::Read::take(std::fs::File::from(passwd), 1 << 20), &mut text).ok()?;
+    std::io::Read::read_to_string(
+        &mut std::io::Read::take(std::fs::File::from(passwd), 1 << 20),
+        &mut text,
+    )
+    .ok()?;
     text.lines().find_map(|l| {
         let f: Vec<&str> = l.split(':').collect();
         (f.len() >= 7 && f[2].parse::<u32>().ok() == Some(uid)).then(|| f[5].to_string())
@@ -118,7 +189,9 @@ fn ensure_home(p: &mut Process, rootfs: &Path) {
     if env.iter().any(|e| e.starts_with("HOME=")) {
         return;
     }
-    let home = home_of(rootfs, p.user().uid()).filter(|h| !h.is_empty()).unwrap_or_else(|| "/".into());
+    let home = home_of(rootfs, p.user().uid())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "/".into());
     env.push(format!("HOME={home}"));
     p.set_env(Some(env));
 }
@@ -153,7 +226,10 @@ impl Made {
 /// Ancestors of `cgroup` (shallowest first) that do not exist yet.
 fn missing_parents(cgroup: &str) -> Vec<String> {
     let parts: Vec<&str> = cgroup.split('/').collect();
-    (1..parts.len()).map(|n| parts[..n].join("/")).filter(|p| !Cgroup::new(p).exists()).collect()
+    (1..parts.len())
+        .map(|n| parts[..n].join("/"))
+        .filter(|p| !Cgroup::new(p).exists())
+        .collect()
 }
 
 /// `create`: set up the container and leave init waiting on the start FIFO. Returns the
@@ -169,14 +245,20 @@ pub fn create(g: &Global, a: &CreateArgs, console: Option<OwnedFd>) -> Result<Co
     let process = spec.process().clone().expect("validated");
     let terminal = process.terminal().unwrap_or(false);
     if terminal && a.console_socket.is_none() && console.is_none() {
-        return Err(err!("process.terminal is true: --console-socket is required"));
+        return Err(err!(
+            "process.terminal is true: --console-socket is required"
+        ));
     }
     if !terminal && a.console_socket.is_some() {
         return Err(err!("--console-socket given but process.terminal is false"));
     }
     // root.path, absolute.
     let mut root = spec.root().clone().ok_or_else(|| err!("root: missing"))?;
-    let rootfs = if root.path().is_absolute() { root.path().clone() } else { bundle.join(root.path()) };
+    let rootfs = if root.path().is_absolute() {
+        root.path().clone()
+    } else {
+        bundle.join(root.path())
+    };
     if !rootfs.is_dir() {
         return Err(err!("root.path {}: not a directory", rootfs.display()));
     }
@@ -189,7 +271,11 @@ pub fn create(g: &Global, a: &CreateArgs, console: Option<OwnedFd>) -> Result<Co
     let mut linux = spec.linux().clone().expect("validated");
     let cgroup = spec::map_cgroups_path(linux.cgroups_path().as_deref(), &a.id, g.systemd_cgroup)?;
     linux.set_cgroups_path(Some(PathBuf::from(&cgroup)));
-    let device_rules = linux.resources().as_ref().and_then(|r| r.devices().clone()).unwrap_or_default();
+    let device_rules = linux
+        .resources()
+        .as_ref()
+        .and_then(|r| r.devices().clone())
+        .unwrap_or_default();
     spec.set_linux(Some(linux));
     let extra_ro = spec::rewrite_cgroup_mounts(&mut spec, &cgroup, !device_rules.is_empty())?;
     if !extra_ro.is_empty() {
@@ -199,21 +285,35 @@ pub fn create(g: &Global, a: &CreateArgs, console: Option<OwnedFd>) -> Result<Co
         linux.set_readonly_paths(Some(ro));
         spec.set_linux(Some(linux));
     }
-    let annotations: BTreeMap<String, String> = spec.annotations().clone().unwrap_or_default().into_iter().collect();
+    let annotations: BTreeMap<String, String> = spec
+        .annotations()
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .collect();
 
     let mut c = Container::create_dir(&g.root, &a.id)?;
-    let mut made = Made { cgroup: cgroup.clone(), parents: Vec::new(), devices: None };
+    let mut made = Made {
+        cgroup: cgroup.clone(),
+        parents: Vec::new(),
+        devices: None,
+    };
     let result = (|| -> Result<i32> {
         let config = serde_json::to_vec(&spec).map_err(|e| err!("serialize config: {e}"))?;
         let cfg_path = c.dir.join(super::state::CONFIG_FILE);
-        crate::util::fs::write_atomic(&cfg_path, &config, 0o600)?;
+        // Not fsync'ed: state.json (durable) is what commits a container.
+        write_replace(&cfg_path, &config, 0o600)?;
         let fifo = c.fifo();
         nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600))
             .map_err(|e| err!("mkfifo {}: {e}", fifo.display()))?;
         let (uid, gid) = root_host_ids(&spec);
         if (uid, gid) != (0, 0) {
-            nix::unistd::chown(&fifo, Some(nix::unistd::Uid::from_raw(uid)), Some(nix::unistd::Gid::from_raw(gid)))
-                .map_err(|e| err!("chown {}: {e}", fifo.display()))?;
+            nix::unistd::chown(
+                &fifo,
+                Some(nix::unistd::Uid::from_raw(uid)),
+                Some(nix::unistd::Gid::from_raw(gid)),
+            )
+            .map_err(|e| err!("chown {}: {e}", fifo.display()))?;
         }
         made.parents = missing_parents(&cgroup);
         made.devices = devices::setup(&cgroup, &device_rules)?;
@@ -222,9 +322,18 @@ pub fn create(g: &Global, a: &CreateArgs, console: Option<OwnedFd>) -> Result<Co
             (None, Some(path)) => Some(connect_console(path)?),
             (None, None) => None,
         };
-        let console_size = process.console_size().as_ref().map(|b| (b.width() as u16, b.height() as u16));
-        let prestart = [hook_list(&spec, |h| h.prestart()), hook_list(&spec, |h| h.create_runtime())];
-        let in_container = [hook_list(&spec, |h| h.create_container()), hook_list(&spec, |h| h.start_container())];
+        let console_size = process
+            .console_size()
+            .as_ref()
+            .map(|b| (b.width() as u16, b.height() as u16));
+        let prestart = [
+            hook_list(&spec, |h| h.prestart()),
+            hook_list(&spec, |h| h.create_runtime()),
+        ];
+        let in_container = [
+            hook_list(&spec, |h| h.create_container()),
+            hook_list(&spec, |h| h.start_container()),
+        ];
         let runtime_hooks = |pid: i32| -> std::result::Result<(), String> {
             let state = hook_state(&a.id, "creating", pid, &bundle, &annotations);
             hooks::run_all("prestart", &prestart[0], &state)?;
@@ -232,30 +341,50 @@ pub fn create(g: &Global, a: &CreateArgs, console: Option<OwnedFd>) -> Result<Co
         };
         let container_hooks = |which: ContainerHook, pid: i32| -> std::result::Result<(), String> {
             match which {
-                ContainerHook::CreateContainer => {
-                    hooks::run_all("createContainer", &in_container[0], &hook_state(&a.id, "creating", pid, &bundle, &annotations))
-                }
-                ContainerHook::StartContainer => {
-                    hooks::run_all("startContainer", &in_container[1], &hook_state(&a.id, "created", pid, &bundle, &annotations))
-                }
+                ContainerHook::CreateContainer => hooks::run_all(
+                    "createContainer",
+                    &in_container[0],
+                    &hook_state(&a.id, "creating", pid, &bundle, &annotations),
+                ),
+                ContainerHook::StartContainer => hooks::run_all(
+                    "startContainer",
+                    &in_container[1],
+                    &hook_state(&a.id, "created", pid, &bundle, &annotations),
+                ),
             }
         };
         let extras = OciExtras {
             console,
             console_size,
-            runtime_hooks: if prestart.iter().any(|l| !l.is_empty()) { Some(&runtime_hooks) } else { None },
-            container_hooks: if in_container.iter().any(|l| !l.is_empty()) { Some(&container_hooks) } else { None },
+            runtime_hooks: if prestart.iter().any(|l| !l.is_empty()) {
+                Some(&runtime_hooks)
+            } else {
+                None
+            },
+            container_hooks: if in_container.iter().any(|l| !l.is_empty()) {
+                Some(&container_hooks)
+            } else {
+                None
+            },
             new_session_keyring: !a.no_new_keyring,
+            extra_cgroup_dirs: made.devices.iter().cloned().collect(),
         };
-        let launch = Launch { spec: spec.clone(), overlay: None };
-        let opts = CreateOptions { null_stdio: false, start_fifo: Some(fifo) };
-        log::debug(&format!("create {}: cgroup {cgroup}, rootfs {}", a.id, rootfs.display()));
+        let launch = Launch {
+            spec: spec.clone(),
+            overlay: None,
+        };
+        let opts = CreateOptions {
+            null_stdio: false,
+            start_fifo: Some(fifo),
+        };
+        log::debug(&format!(
+            "create {}: cgroup {cgroup}, rootfs {}",
+            a.id,
+            rootfs.display()
+        ));
         let created = sandbox::create_with(&launch, &opts, &extras)?;
         let pid = created.pid;
         let finish = (|| -> Result<()> {
-            if let Some(d) = &made.devices {
-                devices::add_pid(d, pid)?;
-            }
             let pid_start = crate::slice::state::process_start_time(pid)
                 .ok_or_else(|| err!("container init (pid {pid}) exited during create"))?;
             c.save(Saved {
@@ -277,7 +406,10 @@ pub fn create(g: &Global, a: &CreateArgs, console: Option<OwnedFd>) -> Result<Co
             Ok(())
         })();
         if let Err(e) = finish {
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
             return Err(e);
         }
         Ok(pid)
@@ -304,8 +436,12 @@ fn start_loaded(c: &Container) -> Result<()> {
     match status {
         Status::Created => {}
         Status::Stopped => return Err(err!("cannot start a container that has stopped")),
-        Status::Running | Status::Paused => return Err(err!("cannot start an already running container")),
-        Status::Creating => return Err(err!("cannot start a container that is still being created")),
+        Status::Running | Status::Paused => {
+            return Err(err!("cannot start an already running container"))
+        }
+        Status::Creating => {
+            return Err(err!("cannot start a container that is still being created"))
+        }
     }
     let saved = c.saved.as_ref().expect("created has state");
     let fifo_path = c.fifo();
@@ -330,7 +466,11 @@ fn start_loaded(c: &Container) -> Result<()> {
             Err(e) => return Err(err!("poll {}: {e}", fifo_path.display())),
         }
         if !crate::slice::state::is_alive(saved.pid, saved.pid_start) {
-            return Err(err!("container init (pid {}) exited before it was started", saved.pid));
+            return Err(err!(
+                "container init (pid {}) exited before it was started (a failing startContainer hook or exec \
+                 error is reported on the container's stderr)",
+                saved.pid
+            ));
         }
     }
     drop(fifo);
@@ -338,7 +478,17 @@ fn start_loaded(c: &Container) -> Result<()> {
     let spec = c.spec()?;
     let post = hook_list(&spec, |h| h.poststart());
     if !post.is_empty() {
-        hooks::run_all_logged("poststart", &post, &hook_state(&c.id, "running", saved.pid, &saved.bundle, &saved.annotations));
+        hooks::run_all_logged(
+            "poststart",
+            &post,
+            &hook_state(
+                &c.id,
+                "running",
+                saved.pid,
+                &saved.bundle,
+                &saved.annotations,
+            ),
+        );
     }
     Ok(())
 }
@@ -356,7 +506,7 @@ impl NonBlock for std::fs::OpenOptions {
 
 /// `state`: the OCI state JSON.
 pub fn state(g: &Global, id: &str) -> Result<serde_json::Value> {
-    let c = Container::load(&g.root, id)?;
+    let c = Container::peek(&g.root, id)?;
     Ok(c.oci_state(c.status()))
 }
 
@@ -369,16 +519,33 @@ pub fn parse_signal(s: &str) -> Result<i32> {
         return Err(err!("invalid signal {s:?}"));
     }
     let upper = s.to_ascii_uppercase();
-    let name = if upper.starts_with("SIG") { upper } else { format!("SIG{upper}") };
+    let name = if upper.starts_with("SIG") {
+        upper
+    } else {
+        format!("SIG{upper}")
+    };
     if let Some(rest) = name.strip_prefix("SIGRTMIN") {
-        let off: i32 = if rest.is_empty() { 0 } else { rest.trim_start_matches('+').parse().map_err(|_| err!("invalid signal {s:?}"))? };
+        let off: i32 = if rest.is_empty() {
+            0
+        } else {
+            rest.trim_start_matches('+')
+                .parse()
+                .map_err(|_| err!("invalid signal {s:?}"))?
+        };
         return Ok(libc::SIGRTMIN() + off);
     }
     if let Some(rest) = name.strip_prefix("SIGRTMAX") {
-        let off: i32 = if rest.is_empty() { 0 } else { rest.parse::<i32>().map_err(|_| err!("invalid signal {s:?}"))? };
+        let off: i32 = if rest.is_empty() {
+            0
+        } else {
+            rest.parse::<i32>()
+                .map_err(|_| err!("invalid signal {s:?}"))?
+        };
         return Ok(libc::SIGRTMAX() + off);
     }
-    name.parse::<nix::sys::signal::Signal>().map(|s| s as i32).map_err(|_| err!("invalid signal {s:?}"))
+    name.parse::<nix::sys::signal::Signal>()
+        .map(|s| s as i32)
+        .map_err(|_| err!("invalid signal {s:?}"))
 }
 
 fn send(pid: i32, sig: i32) -> std::io::Result<()> {
@@ -431,16 +598,29 @@ pub fn delete(g: &Global, id: &str, force: bool) -> Result<()> {
     let c = Container::load(&g.root, id)?;
     let status = c.status();
     if matches!(status, Status::Running | Status::Paused) && !force {
-        return Err(err!("cannot delete container {id} that is not stopped: {}", status.as_str()));
+        return Err(err!(
+            "cannot delete container {id} that is not stopped: {}",
+            status.as_str()
+        ));
     }
     let spec = c.spec().ok();
     let made = match &c.saved {
-        Some(s) => Made { cgroup: s.cgroup.clone(), parents: s.cgroup_parents_made.clone(), devices: s.devices_cgroup.clone() },
+        Some(s) => Made {
+            cgroup: s.cgroup.clone(),
+            parents: s.cgroup_parents_made.clone(),
+            devices: s.devices_cgroup.clone(),
+        },
         None => {
             // create never finished (or crashed): find the cgroup from the stored config.
-            let cg = spec.as_ref().and_then(|s| s.linux().as_ref()?.cgroups_path().clone());
+            let cg = spec
+                .as_ref()
+                .and_then(|s| s.linux().as_ref()?.cgroups_path().clone());
             match cg {
-                Some(p) => Made { cgroup: p.to_string_lossy().trim_matches('/').to_string(), parents: Vec::new(), devices: None },
+                Some(p) => Made {
+                    cgroup: p.to_string_lossy().trim_matches('/').to_string(),
+                    parents: Vec::new(),
+                    devices: None,
+                },
                 None => {
                     c.remove_dir()?;
                     return Ok(());
@@ -460,7 +640,11 @@ pub fn delete(g: &Global, id: &str, force: bool) -> Result<()> {
     if let (Some(s), Some(spec)) = (&c.saved, &spec) {
         let post = hook_list(spec, |h| h.poststop());
         if !post.is_empty() {
-            hooks::run_all_logged("poststop", &post, &hook_state(id, "stopped", 0, &s.bundle, &s.annotations));
+            hooks::run_all_logged(
+                "poststop",
+                &post,
+                &hook_state(id, "stopped", 0, &s.bundle, &s.annotations),
+            );
         }
     }
     c.remove_dir()
@@ -468,7 +652,7 @@ pub fn delete(g: &Global, id: &str, force: bool) -> Result<()> {
 
 /// `ps`: host PIDs of the container's processes.
 pub fn pids(g: &Global, id: &str) -> Result<Vec<i32>> {
-    let c = Container::load(&g.root, id)?;
+    let c = Container::peek(&g.root, id)?;
     match &c.saved {
         Some(s) => Ok(Cgroup::new(&s.cgroup).pids()?),
         None => Ok(Vec::new()),
@@ -486,10 +670,19 @@ pub fn ps_table(pids: &[i32]) -> String {
         let ppid = f.next().unwrap_or("?").to_string();
         let uid = std::fs::read_to_string(format!("/proc/{pid}/status"))
             .ok()
-            .and_then(|s| s.lines().find(|l| l.starts_with("Uid:")).and_then(|l| l.split_whitespace().nth(1).map(String::from)))
+            .and_then(|s| {
+                s.lines()
+                    .find(|l| l.starts_with("Uid:"))
+                    .and_then(|l| l.split_whitespace().nth(1).map(String::from))
+            })
             .unwrap_or_else(|| "?".into());
         let cmd = std::fs::read(format!("/proc/{pid}/cmdline"))
-            .map(|b| String::from_utf8_lossy(&b).replace('\0', " ").trim().to_string())
+            .map(|b| {
+                String::from_utf8_lossy(&b)
+                    .replace('\0', " ")
+                    .trim()
+                    .to_string()
+            })
             .unwrap_or_default();
         out.push_str(&format!("{uid:<10} {pid:<7} {ppid:<7} {st:<5} {cmd}\n"));
     }
@@ -497,14 +690,19 @@ pub fn ps_table(pids: &[i32]) -> String {
 }
 
 fn set_frozen(cgroup: &str, frozen: bool) -> Result<()> {
-    let v1 = Path::new("/sys/fs/cgroup/freezer").join(cgroup).join("freezer.state");
+    let v1 = Path::new("/sys/fs/cgroup/freezer")
+        .join(cgroup)
+        .join("freezer.state");
     if v1.exists() {
         let value = if frozen { "FROZEN" } else { "THAWED" };
         io_ctx(std::fs::write(&v1, value), "write", &v1)?;
         if frozen {
             // Wait (bounded) for FREEZING to become FROZEN.
             for _ in 0..200 {
-                if std::fs::read_to_string(&v1).map(|s| s.trim() == "FROZEN").unwrap_or(true) {
+                if std::fs::read_to_string(&v1)
+                    .map(|s| s.trim() == "FROZEN")
+                    .unwrap_or(true)
+                {
                     break;
                 }
                 std::thread::sleep(std::time::Duration::from_millis(1));
@@ -512,8 +710,14 @@ fn set_frozen(cgroup: &str, frozen: bool) -> Result<()> {
         }
         return Ok(());
     }
-    let v2 = Path::new("/sys/fs/cgroup").join(cgroup).join("cgroup.freeze");
-    io_ctx(std::fs::write(&v2, if frozen { "1" } else { "0" }), "write", &v2)
+    let v2 = Path::new("/sys/fs/cgroup")
+        .join(cgroup)
+        .join("cgroup.freeze");
+    io_ctx(
+        std::fs::write(&v2, if frozen { "1" } else { "0" }),
+        "write",
+        &v2,
+    )
 }
 
 /// `pause` / `resume`.
@@ -532,7 +736,9 @@ pub fn pause(g: &Global, id: &str, frozen: bool) -> Result<()> {
 pub fn update(g: &Global, id: &str, res: &oci_spec::runtime::LinuxResources) -> Result<()> {
     spec::validate_resources(res)?;
     if res.devices().as_ref().is_some_and(|d| !d.is_empty()) {
-        return Err(err!("update: changing device rules of a live container is not supported"));
+        return Err(err!(
+            "update: changing device rules of a live container is not supported"
+        ));
     }
     let c = Container::load(&g.root, id)?;
     if c.status() == Status::Stopped {
@@ -566,7 +772,11 @@ fn exec_process(spec: &Spec, a: &ExecArgs) -> Result<Process> {
     if let Some(path) = &a.process {
         let data = if path == Path::new("-") {
             let mut s = Vec::new();
-            io_ctx(std::io::Read::read_to_end(&mut std::io::stdin(), &mut s), "read", "stdin")?;
+            io_ctx(
+                std::io::Read::read_to_end(&mut std::io::stdin(), &mut s),
+                "read",
+                "stdin",
+            )?;
             s
         } else {
             io_ctx(std::fs::read(path), "read", path)?
@@ -576,7 +786,10 @@ fn exec_process(spec: &Spec, a: &ExecArgs) -> Result<Process> {
     if a.command.is_empty() {
         return Err(err!("exec: give a command or --process"));
     }
-    let mut p = spec.process().clone().ok_or_else(|| err!("container has no process"))?;
+    let mut p = spec
+        .process()
+        .clone()
+        .ok_or_else(|| err!("container has no process"))?;
     p.set_args(Some(a.command.clone()));
     p.set_terminal(Some(a.tty));
     if let Some(cwd) = &a.cwd {
@@ -596,7 +809,9 @@ fn exec_process(spec: &Spec, a: &ExecArgs) -> Result<Process> {
             Some((u, g)) => (u.parse::<u32>().ok(), g.parse::<u32>().ok()),
             None => (u.parse::<u32>().ok(), Some(0)),
         };
-        let (Some(uid), Some(gid)) = (uid, gid) else { return Err(err!("--user {u:?}: expected UID[:GID] (numbers)")) };
+        let (Some(uid), Some(gid)) = (uid, gid) else {
+            return Err(err!("--user {u:?}: expected UID[:GID] (numbers)"));
+        };
         let mut user = p.user().clone();
         user.set_uid(uid);
         user.set_gid(gid);
@@ -616,8 +831,13 @@ fn exec_process(spec: &Spec, a: &ExecArgs) -> Result<Process> {
             .caps
             .iter()
             .map(|c| {
-                let name = if c.to_ascii_uppercase().starts_with("CAP_") { c.to_ascii_uppercase() } else { format!("CAP_{}", c.to_ascii_uppercase()) };
-                serde_json::from_value(serde_json::Value::String(name.clone())).map_err(|_| err!("--cap {c}: unknown capability"))
+                let name = if c.to_ascii_uppercase().starts_with("CAP_") {
+                    c.to_ascii_uppercase()
+                } else {
+                    format!("CAP_{}", c.to_ascii_uppercase())
+                };
+                serde_json::from_value(serde_json::Value::String(name.clone()))
+                    .map_err(|_| err!("--cap {c}: unknown capability"))
             })
             .collect::<Result<_>>()?;
         let add = |set: &Option<oci_spec::runtime::Capabilities>| {
@@ -660,21 +880,37 @@ pub fn exec(g: &Global, a: &ExecArgs) -> Result<Execd> {
     ensure_home(&mut process, &saved.rootfs);
     let terminal = process.terminal().unwrap_or(false);
     if terminal && a.detach && a.console_socket.is_none() {
-        return Err(err!("cannot allocate a tty for a detached exec without --console-socket"));
+        return Err(err!(
+            "cannot allocate a tty for a detached exec without --console-socket"
+        ));
     }
     if !terminal && a.console_socket.is_some() {
-        return Err(err!("--console-socket given but the process has no terminal"));
+        return Err(err!(
+            "--console-socket given but the process has no terminal"
+        ));
     }
-    let seccomp = spec.linux().as_ref().and_then(|l| l.seccomp().as_ref()).map(sandbox::seccomp::compile).transpose()?;
+    let seccomp = spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.seccomp().as_ref())
+        .map(sandbox::seccomp::compile)
+        .transpose()?;
     let plan = ExecPlan::from_process(&process, seccomp)?;
-    let target = join::Target { init_pid: saved.pid, cgroup: Some(saved.cgroup.clone()) };
+    let target = join::Target {
+        init_pid: saved.pid,
+        cgroup: Some(saved.cgroup.clone()),
+    };
     // The device cgroup is not one the executor joins: enter it ourselves, children inherit.
     if let Some(d) = &saved.devices_cgroup {
-        devices::add_pid(d, std::process::id() as i32)?;
+        devices::join_self(d)?;
     }
     let (stdio, relay_master) = if terminal {
         let p = pty::open_in_sandbox(saved.pid)?;
-        if let Some((cols, rows)) = process.console_size().as_ref().map(|b| (b.width() as u16, b.height() as u16)) {
+        if let Some((cols, rows)) = process
+            .console_size()
+            .as_ref()
+            .map(|b| (b.width() as u16, b.height() as u16))
+        {
             let _ = pty::set_size(&p.master, cols, rows);
         }
         match &a.console_socket {
@@ -718,12 +954,19 @@ pub struct RunArgs {
 pub fn run(g: &Global, a: &RunArgs) -> Result<i32> {
     use nix::sys::signal::{SigSet, Signal};
     use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
-    let spec_terminal = spec::load(&absolute(&a.create.bundle)?)?.process().as_ref().and_then(|p| p.terminal()).unwrap_or(false);
+    let spec_terminal = spec::load(&absolute(&a.create.bundle)?)?
+        .process()
+        .as_ref()
+        .and_then(|p| p.terminal())
+        .unwrap_or(false);
     if spec_terminal && a.detach && a.create.console_socket.is_none() {
-        return Err(err!("cannot allocate a tty for a detached container without --console-socket"));
+        return Err(err!(
+            "cannot allocate a tty for a detached container without --console-socket"
+        ));
     }
     if !a.detach {
-        nix::sys::prctl::set_child_subreaper(true).map_err(|e| err!("prctl PR_SET_CHILD_SUBREAPER: {e}"))?;
+        nix::sys::prctl::set_child_subreaper(true)
+            .map_err(|e| err!("prctl PR_SET_CHILD_SUBREAPER: {e}"))?;
     }
     let (ours, theirs) = if spec_terminal && a.create.console_socket.is_none() {
         let (x, y) = nix::sys::socket::socketpair(
@@ -773,7 +1016,16 @@ pub fn run(g: &Global, a: &RunArgs) -> Result<i32> {
         }
     } else {
         let mut set = SigSet::empty();
-        for s in [Signal::SIGCHLD, Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP, Signal::SIGQUIT, Signal::SIGUSR1, Signal::SIGUSR2, Signal::SIGWINCH] {
+        for s in [
+            Signal::SIGCHLD,
+            Signal::SIGINT,
+            Signal::SIGTERM,
+            Signal::SIGHUP,
+            Signal::SIGQUIT,
+            Signal::SIGUSR1,
+            Signal::SIGUSR2,
+            Signal::SIGWINCH,
+        ] {
             set.add(s);
         }
         set.thread_block().map_err(|e| err!("sigprocmask: {e}"))?;
@@ -810,7 +1062,12 @@ pub fn run(g: &Global, a: &RunArgs) -> Result<i32> {
 
 /// `features`: what this runtime supports (runtime-spec features.md).
 pub fn features() -> serde_json::Value {
-    let caps: Vec<String> = caps::all().iter().map(|c| c.to_string()).collect::<std::collections::BTreeSet<_>>().into_iter().collect();
+    let caps: Vec<String> = caps::all()
+        .iter()
+        .map(|c| c.to_string())
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
     serde_json::json!({
         "ociVersionMin": "1.0.0",
         "ociVersionMax": "1.1.0",
@@ -849,7 +1106,8 @@ pub fn write_spec(bundle: &Path) -> Result<PathBuf> {
     if path.exists() {
         return Err(err!("{} already exists; remove it first", path.display()));
     }
-    let text = serde_json::to_string_pretty(&spec::default_spec()).map_err(|e| err!("serialize: {e}"))?;
+    let text =
+        serde_json::to_string_pretty(&spec::default_spec()).map_err(|e| err!("serialize: {e}"))?;
     io_ctx(std::fs::write(&path, text + "\n"), "write", &path)?;
     Ok(path)
 }

@@ -3,8 +3,8 @@
 //! capability set does) could create and open the host's disks.
 //!
 //! cgroup v1: a directory in the `devices` hierarchy at the container's cgroup path, the rules
-//! written in order to `devices.deny` / `devices.allow`, init moved in before `start` (and
-//! every `exec`'d process before it joins). The rest of vslice's cgroup code does not use the
+//! written in order to `devices.deny` / `devices.allow`, joined by the executor's
+//! intermediate process before it forks init (and by `exec` before it forks the joiner). The rest of vslice's cgroup code does not use the
 //! devices controller (slices rely on their user namespace instead), so this lives here.
 //!
 //! cgroup v2 has no devices files: the same rules are compiled into a
@@ -37,21 +37,43 @@ pub fn rule_line(r: &LinuxDeviceCgroup) -> Result<String> {
         LinuxDeviceType::A => "a",
         LinuxDeviceType::C | LinuxDeviceType::U => "c",
         LinuxDeviceType::B => "b",
-        LinuxDeviceType::P => return Err(err!("linux.resources.devices: type \"p\" is not a device cgroup type")),
+        LinuxDeviceType::P => {
+            return Err(err!(
+                "linux.resources.devices: type \"p\" is not a device cgroup type"
+            ))
+        }
     };
-    let num = |n: Option<i64>| n.filter(|n| *n >= 0).map_or("*".to_string(), |n| n.to_string());
+    let num = |n: Option<i64>| {
+        n.filter(|n| *n >= 0)
+            .map_or("*".to_string(), |n| n.to_string())
+    };
     let access = r.access().clone().unwrap_or_else(|| "rwm".into());
     if access.is_empty() || !access.chars().all(|c| "rwm".contains(c)) {
         return Err(err!("linux.resources.devices: invalid access {access:?}"));
     }
-    Ok(format!("{t} {}:{} {access}", num(r.major()), num(r.minor())))
+    Ok(format!(
+        "{t} {}:{} {access}",
+        num(r.major()),
+        num(r.minor())
+    ))
 }
 
 /// Rules runc adds after the spec's own: mknod of any node (opening one still needs a rule),
 /// and the nodes every container gets (null, zero, full, random, urandom, tty, console, ptmx,
 /// the container's own ptys). A spec that denies everything still gets a usable /dev/null.
-pub const IMPLICIT_ALLOW: &[&str] =
-    &["c *:* m", "b *:* m", "c 1:3 rwm", "c 1:5 rwm", "c 1:7 rwm", "c 1:8 rwm", "c 1:9 rwm", "c 5:0 rwm", "c 5:1 rwm", "c 5:2 rwm", "c 136:* rwm"];
+pub const IMPLICIT_ALLOW: &[&str] = &[
+    "c *:* m",
+    "b *:* m",
+    "c 1:3 rwm",
+    "c 1:5 rwm",
+    "c 1:7 rwm",
+    "c 1:8 rwm",
+    "c 1:9 rwm",
+    "c 5:0 rwm",
+    "c 5:1 rwm",
+    "c 5:2 rwm",
+    "c 136:* rwm",
+];
 
 /// Make the device cgroup for `cgroup` and write `rules` (then [`IMPLICIT_ALLOW`]); returns
 /// its directory. No rules: no device cgroup (every device allowed, as the spec says).
@@ -59,7 +81,10 @@ pub fn setup(cgroup: &str, rules: &[LinuxDeviceCgroup]) -> Result<Option<PathBuf
     if rules.is_empty() {
         return Ok(None);
     }
-    let mut lines: Vec<(bool, String)> = rules.iter().map(|r| Ok((r.allow(), rule_line(r)?))).collect::<Result<_>>()?;
+    let mut lines: Vec<(bool, String)> = rules
+        .iter()
+        .map(|r| Ok((r.allow(), rule_line(r)?)))
+        .collect::<Result<_>>()?;
     lines.extend(IMPLICIT_ALLOW.iter().map(|l| (true, l.to_string())));
     if crate::cgroup::detect() == crate::cgroup::Version::V2 {
         // The cgroup itself carries the program (created here; the executor's create is
@@ -71,13 +96,20 @@ pub fn setup(cgroup: &str, rules: &[LinuxDeviceCgroup]) -> Result<Option<PathBuf
         bpf::attach(&dir, &all)?;
         return Ok(None);
     }
-    let mount = v1_mount().ok_or_else(|| err!("linux.resources.devices: the cgroup v1 devices controller is not mounted"))?;
+    let mount = v1_mount().ok_or_else(|| {
+        err!("linux.resources.devices: the cgroup v1 devices controller is not mounted")
+    })?;
     let dir = mount.join(cgroup);
     std::fs::create_dir_all(&dir).map_err(|e| err!("mkdir {}: {e}", dir.display()))?;
     let result = (|| {
         for (allow, line) in &lines {
-            let file = dir.join(if *allow { "devices.allow" } else { "devices.deny" });
-            std::fs::write(&file, line).map_err(|e| err!("write {} ({line}): {e}", file.display()))?;
+            let file = dir.join(if *allow {
+                "devices.allow"
+            } else {
+                "devices.deny"
+            });
+            std::fs::write(&file, line)
+                .map_err(|e| err!("write {} ({line}): {e}", file.display()))?;
         }
         Ok(())
     })();
@@ -94,7 +126,11 @@ fn implicit_rules() -> Vec<LinuxDeviceCgroup> {
         .iter()
         .map(|l| {
             let mut f = l.split(' ');
-            let (t, num, access) = (f.next().unwrap_or("a"), f.next().unwrap_or("*:*"), f.next().unwrap_or("rwm"));
+            let (t, num, access) = (
+                f.next().unwrap_or("a"),
+                f.next().unwrap_or("*:*"),
+                f.next().unwrap_or("rwm"),
+            );
             let (maj, min) = num.split_once(':').unwrap_or(("*", "*"));
             let n = |x: &str| x.parse::<i64>().ok();
             serde_json::from_value(serde_json::json!({
@@ -105,9 +141,11 @@ fn implicit_rules() -> Vec<LinuxDeviceCgroup> {
         .collect()
 }
 
-pub fn add_pid(dir: &Path, pid: i32) -> Result<()> {
-    let file = dir.join("cgroup.procs");
-    std::fs::write(&file, pid.to_string()).map_err(|e| err!("write {} ({pid}): {e}", file.display()))
+/// Move the calling single-threaded process into the v1 device cgroup `dir` (writing "0" to
+/// `tasks`: no global lock, see `sandbox::spawn`).
+pub fn join_self(dir: &Path) -> Result<()> {
+    let file = dir.join("tasks");
+    std::fs::write(&file, "0").map_err(|e| err!("write {}: {e}", file.display()))
 }
 
 /// Remove the directory (retrying briefly while exiting tasks still hold it).
@@ -117,7 +155,10 @@ pub fn remove(dir: &Path) -> Result<()> {
         match std::fs::remove_dir(dir) {
             Ok(()) => return Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-            Err(e) if e.raw_os_error() == Some(libc::EBUSY) && std::time::Instant::now() < deadline => {
+            Err(e)
+                if e.raw_os_error() == Some(libc::EBUSY)
+                    && std::time::Instant::now() < deadline =>
+            {
                 std::thread::sleep(std::time::Duration::from_millis(5))
             }
             Err(e) => return Err(err!("rmdir {}: {e}", dir.display())),
@@ -161,7 +202,12 @@ pub mod bpf {
     }
 
     fn insn(code: u8, dst: u8, src: u8, off: i16, imm: i32) -> Insn {
-        Insn { code, regs: (src << 4) | (dst & 0xf), off, imm }
+        Insn {
+            code,
+            regs: (src << 4) | (dst & 0xf),
+            off,
+            imm,
+        }
     }
     fn ldx_w(dst: u8, src: u8, off: i16) -> Insn {
         insn(0x61, dst, src, off, 0) // BPF_LDX | BPF_MEM | BPF_W
@@ -220,7 +266,14 @@ pub mod bpf {
             }
         }
         // r2 = type, r3 = requested access, r4 = major, r5 = minor.
-        let mut prog = vec![ldx_w(2, 1, 0), and32(2, 0xffff), ldx_w(3, 1, 0), rsh32(3, 16), ldx_w(4, 1, 4), ldx_w(5, 1, 8)];
+        let mut prog = vec![
+            ldx_w(2, 1, 0),
+            and32(2, 0xffff),
+            ldx_w(3, 1, 0),
+            rsh32(3, 16),
+            ldx_w(4, 1, 4),
+            ldx_w(5, 1, 8),
+        ];
         // Last matching rule wins: test them last to first, the first match returns.
         for r in rules[start..].iter().rev() {
             // Each check is a conditional jump to the end of this rule's block (`None` offset
@@ -230,7 +283,11 @@ pub mod bpf {
                 LinuxDeviceType::A => {}
                 LinuxDeviceType::B => block.push((jne(2, DEV_BLOCK, 0), true)),
                 LinuxDeviceType::C | LinuxDeviceType::U => block.push((jne(2, DEV_CHAR, 0), true)),
-                LinuxDeviceType::P => return Err(err!("linux.resources.devices: type \"p\" is not a device cgroup type")),
+                LinuxDeviceType::P => {
+                    return Err(err!(
+                        "linux.resources.devices: type \"p\" is not a device cgroup type"
+                    ))
+                }
             }
             let acc = access_bits(r);
             if acc != ACC_READ | ACC_WRITE | ACC_MKNOD {
@@ -313,18 +370,29 @@ pub mod bpf {
             kern_version: 0,
             prog_flags: 0,
         };
-        let fd = match bpf(BPF_PROG_LOAD, &attr as *const ProgLoad as *const u8, std::mem::size_of::<ProgLoad>()) {
+        let fd = match bpf(
+            BPF_PROG_LOAD,
+            &attr as *const ProgLoad as *const u8,
+            std::mem::size_of::<ProgLoad>(),
+        ) {
             Ok(fd) => fd,
             Err(_) => {
                 // Again with the verifier's log, for the error message.
                 attr.log_level = 1;
                 attr.log_size = log.len() as u32;
                 attr.log_buf = log.as_mut_ptr() as u64;
-                match bpf(BPF_PROG_LOAD, &attr as *const ProgLoad as *const u8, std::mem::size_of::<ProgLoad>()) {
+                match bpf(
+                    BPF_PROG_LOAD,
+                    &attr as *const ProgLoad as *const u8,
+                    std::mem::size_of::<ProgLoad>(),
+                ) {
                     Ok(fd) => fd,
                     Err(e) => {
                         let text = String::from_utf8_lossy(&log);
-                        return Err(err!("load the device cgroup eBPF program: {e}: {}", text.trim_end_matches('\0').trim()));
+                        return Err(err!(
+                            "load the device cgroup eBPF program: {e}: {}",
+                            text.trim_end_matches('\0').trim()
+                        ));
                     }
                 }
             }
@@ -344,8 +412,12 @@ pub mod bpf {
             attach_type: BPF_CGROUP_DEVICE,
             attach_flags: BPF_F_ALLOW_MULTI,
         };
-        bpf(BPF_PROG_ATTACH, &attr as *const ProgAttach as *const u8, std::mem::size_of::<ProgAttach>())
-            .map_err(|e| err!("attach the device eBPF program to {}: {e}", dir.display()))?;
+        bpf(
+            BPF_PROG_ATTACH,
+            &attr as *const ProgAttach as *const u8,
+            std::mem::size_of::<ProgAttach>(),
+        )
+        .map_err(|e| err!("attach the device eBPF program to {}: {e}", dir.display()))?;
         Ok(())
     }
 }
@@ -356,13 +428,18 @@ mod tests {
 
     #[test]
     fn rules_render_like_the_kernel_wants() {
-        let r: LinuxDeviceCgroup = serde_json::from_value(serde_json::json!({"allow": false, "access": "rwm"})).unwrap();
+        let r: LinuxDeviceCgroup =
+            serde_json::from_value(serde_json::json!({"allow": false, "access": "rwm"})).unwrap();
         assert_eq!(rule_line(&r).unwrap(), "a *:* rwm");
-        let r: LinuxDeviceCgroup =
-            serde_json::from_value(serde_json::json!({"allow": true, "type": "c", "major": 136, "access": "rwm"})).unwrap();
+        let r: LinuxDeviceCgroup = serde_json::from_value(
+            serde_json::json!({"allow": true, "type": "c", "major": 136, "access": "rwm"}),
+        )
+        .unwrap();
         assert_eq!(rule_line(&r).unwrap(), "c 136:* rwm");
-        let r: LinuxDeviceCgroup =
-            serde_json::from_value(serde_json::json!({"allow": true, "type": "b", "major": 8, "minor": 0, "access": "x"})).unwrap();
+        let r: LinuxDeviceCgroup = serde_json::from_value(
+            serde_json::json!({"allow": true, "type": "b", "major": 8, "minor": 0, "access": "x"}),
+        )
+        .unwrap();
         assert!(rule_line(&r).is_err());
     }
 }

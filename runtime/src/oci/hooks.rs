@@ -10,7 +10,7 @@
 //! | prestart        | `create`, host side          | runtime's           | namespaces exist, before pivot|
 //! | createRuntime   | `create`, host side          | runtime's           | right after prestart          |
 //! | createContainer | init                         | container's (not yet pivoted: host paths) | before pivot_root |
-//! | startContainer  | init                         | container's         | after `start`, before exec    |
+//! | startContainer  | init                         | container's         | once `start` opened the FIFO, before exec; `start` returns after them |
 //! | poststart       | `start`                      | runtime's           | after the program was started |
 //! | poststop        | `delete`                     | runtime's           | after the container is gone   |
 use oci_spec::runtime::Hook;
@@ -22,7 +22,8 @@ use std::time::{Duration, Instant};
 /// Run `hooks` in order; stop at the first failure.
 pub fn run_all(kind: &str, hooks: &[Hook], state_json: &str) -> Result<(), String> {
     for (i, h) in hooks.iter().enumerate() {
-        run(h, state_json).map_err(|e| format!("{kind} hook #{i} ({}): {e}", h.path().display()))?;
+        run(h, state_json)
+            .map_err(|e| format!("{kind} hook #{i} ({}): {e}", h.path().display()))?;
     }
     Ok(())
 }
@@ -64,13 +65,20 @@ fn run(h: &Hook, state_json: &str) -> Result<(), String> {
     }
     let mut out = memfd()?;
     let out2 = out.try_clone().map_err(|e| format!("dup: {e}"))?;
-    cmd.stdin(Stdio::piped()).stdout(Stdio::from(out2.try_clone().map_err(|e| format!("dup: {e}"))?)).stderr(Stdio::from(out2));
+    cmd.stdin(Stdio::piped())
+        .stdout(Stdio::from(
+            out2.try_clone().map_err(|e| format!("dup: {e}"))?,
+        ))
+        .stderr(Stdio::from(out2));
     let mut child = cmd.spawn().map_err(|e| format!("cannot run: {e}"))?;
     if let Some(mut stdin) = child.stdin.take() {
         // A hook that does not read its stdin may exit first: EPIPE is not an error.
         let _ = stdin.write_all(state_json.as_bytes());
     }
-    let timeout = h.timeout().filter(|t| *t > 0).map(|t| Duration::from_secs(t as u64));
+    let timeout = h
+        .timeout()
+        .filter(|t| *t > 0)
+        .map(|t| Duration::from_secs(t as u64));
     let started = Instant::now();
     let mut nap = Duration::from_micros(200);
     let status = loop {
@@ -96,7 +104,10 @@ fn run(h: &Hook, state_json: &str) -> Result<(), String> {
     let _ = out.rewind();
     let _ = Read::by_ref(&mut out).take(4096).read_to_string(&mut text);
     let text = text.trim();
-    Err(format!("{status}{}{text}", if text.is_empty() { "" } else { ": " }))
+    Err(format!(
+        "{status}{}{text}",
+        if text.is_empty() { "" } else { ": " }
+    ))
 }
 
 #[cfg(test)]
@@ -117,15 +128,25 @@ mod tests {
             "env": ["FOO=bar"],
         }));
         run_all("test", &[h], "{\"id\":\"x\"}").unwrap();
-        assert_eq!(std::fs::read_to_string(&out).unwrap(), "{\"id\":\"x\"}bar:\n");
+        assert_eq!(
+            std::fs::read_to_string(&out).unwrap(),
+            "{\"id\":\"x\"}bar:\n"
+        );
     }
 
     #[test]
     fn failure_and_timeout_are_errors_with_output() {
-        let h = hook(serde_json::json!({"path": "/bin/sh", "args": ["sh", "-c", "echo nope >&2; exit 3"]}));
+        let h = hook(
+            serde_json::json!({"path": "/bin/sh", "args": ["sh", "-c", "echo nope >&2; exit 3"]}),
+        );
         let e = run_all("prestart", &[h], "{}").unwrap_err();
-        assert!(e.contains("prestart hook #0") && e.contains("nope") && e.contains('3'), "{e}");
-        let h = hook(serde_json::json!({"path": "/bin/sh", "args": ["sh", "-c", "sleep 5"], "timeout": 1}));
+        assert!(
+            e.contains("prestart hook #0") && e.contains("nope") && e.contains('3'),
+            "{e}"
+        );
+        let h = hook(
+            serde_json::json!({"path": "/bin/sh", "args": ["sh", "-c", "sleep 5"], "timeout": 1}),
+        );
         let t = Instant::now();
         let e = run_all("poststart", &[h], "{}").unwrap_err();
         assert!(e.contains("timed out"), "{e}");

@@ -20,7 +20,11 @@ struct Config {
 static CONFIG: OnceLock<Config> = OnceLock::new();
 
 pub fn init(path: Option<PathBuf>, format: Format, debug: bool) {
-    let _ = CONFIG.set(Config { path, format, debug });
+    let _ = CONFIG.set(Config {
+        path,
+        format,
+        debug,
+    });
 }
 
 fn write(level: &str, msg: &str) {
@@ -31,7 +35,11 @@ fn write(level: &str, msg: &str) {
         Format::Json => serde_json::json!({"level": level, "msg": msg, "time": time}).to_string(),
         Format::Text => format!("time=\"{time}\" level={level} msg={msg:?}"),
     };
-    if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(path) {
+    if let Ok(mut f) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+    {
         let _ = writeln!(f, "{line}");
     }
 }

@@ -86,7 +86,11 @@ macro_rules! oci_err {
 pub(crate) use oci_err as err;
 
 /// Attach context to an io::Result.
-pub(crate) fn io_ctx<T>(r: std::io::Result<T>, op: &str, path: impl AsRef<std::path::Path>) -> Result<T> {
+pub(crate) fn io_ctx<T>(
+    r: std::io::Result<T>,
+    op: &str,
+    path: impl AsRef<std::path::Path>,
+) -> Result<T> {
     r.map_err(|e| Error(format!("{op} {}: {e}", path.as_ref().display())))
 }
 

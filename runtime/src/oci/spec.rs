@@ -30,11 +30,18 @@ pub fn default_cgroup(id: &str, systemd: bool) -> String {
 
 /// systemd's slice naming: `a-b-c.slice` lives in `a.slice/a-b.slice/a-b-c.slice`.
 pub fn expand_slice(slice: &str) -> Result<String> {
-    let name = slice.strip_suffix(".slice").ok_or_else(|| err!("cgroupsPath: {slice:?} is not a systemd slice name"))?;
+    let name = slice
+        .strip_suffix(".slice")
+        .ok_or_else(|| err!("cgroupsPath: {slice:?} is not a systemd slice name"))?;
     if name == "-" {
         return Ok(String::new());
     }
-    if name.is_empty() || name.contains('/') || name.starts_with('-') || name.ends_with('-') || name.contains("--") {
+    if name.is_empty()
+        || name.contains('/')
+        || name.starts_with('-')
+        || name.ends_with('-')
+        || name.contains("--")
+    {
         return Err(err!("cgroupsPath: invalid systemd slice name {slice:?}"));
     }
     let mut parts = Vec::new();
@@ -60,16 +67,24 @@ pub fn expand_slice(slice: &str) -> Result<String> {
 ///   path is *not* nested under the caller's cgroup (runc would): vslice-runc never creates
 ///   cgroups under someone else's (DESIGN.md, "Rules for touching the host").
 pub fn map_cgroups_path(raw: Option<&Path>, id: &str, systemd: bool) -> Result<String> {
-    let raw = raw.map(|p| p.to_string_lossy().into_owned()).unwrap_or_default();
+    let raw = raw
+        .map(|p| p.to_string_lossy().into_owned())
+        .unwrap_or_default();
     if raw.is_empty() {
         return Ok(default_cgroup(id, systemd));
     }
     let mapped = if systemd && raw.contains(':') && !raw.starts_with('/') {
         let parts: Vec<&str> = raw.split(':').collect();
         if parts.len() != 3 {
-            return Err(err!("cgroupsPath {raw:?}: expected slice:prefix:name with --systemd-cgroup"));
+            return Err(err!(
+                "cgroupsPath {raw:?}: expected slice:prefix:name with --systemd-cgroup"
+            ));
         }
-        let slice = if parts[0].is_empty() { "system.slice" } else { parts[0] };
+        let slice = if parts[0].is_empty() {
+            "system.slice"
+        } else {
+            parts[0]
+        };
         let base = expand_slice(slice)?;
         let unit = if parts[2].ends_with(".slice") {
             parts[2].to_string()
@@ -88,7 +103,9 @@ pub fn map_cgroups_path(raw: Option<&Path>, id: &str, systemd: bool) -> Result<S
     };
     let ok = !mapped.is_empty()
         && !mapped.contains("//")
-        && mapped.split('/').all(|c| !c.is_empty() && c != "." && c != "..")
+        && mapped
+            .split('/')
+            .all(|c| !c.is_empty() && c != "." && c != "..")
         && !mapped.contains('\n')
         && !mapped.contains('\0');
     if !ok {
@@ -99,7 +116,9 @@ pub fn map_cgroups_path(raw: Option<&Path>, id: &str, systemd: bool) -> Result<S
 
 /// Whether the host has AppArmor enabled (module loaded and securityfs shows it).
 pub fn apparmor_enabled() -> bool {
-    std::fs::read_to_string("/sys/module/apparmor/parameters/enabled").map(|s| s.trim() == "Y").unwrap_or(false)
+    std::fs::read_to_string("/sys/module/apparmor/parameters/enabled")
+        .map(|s| s.trim() == "Y")
+        .unwrap_or(false)
         && Path::new("/sys/kernel/security/apparmor").exists()
 }
 
@@ -137,7 +156,10 @@ pub fn validate_process(p: &Process, what: &str) -> Result<()> {
         return Err(err!("{what}.args: must name a program"));
     }
     if !p.cwd().is_absolute() {
-        return Err(err!("{what}.cwd: {} is not an absolute path", p.cwd().display()));
+        return Err(err!(
+            "{what}.cwd: {} is not an absolute path",
+            p.cwd().display()
+        ));
     }
     Ok(())
 }
@@ -145,9 +167,30 @@ pub fn validate_process(p: &Process, what: &str) -> Result<()> {
 /// Mount options that a bind mount honours (attributes, propagation); others are refused
 /// rather than ignored.
 const BIND_OPTIONS: &[&str] = &[
-    "bind", "rbind", "ro", "rw", "nosuid", "suid", "nodev", "dev", "noexec", "exec", "noatime", "atime", "relatime",
-    "strictatime", "nodiratime", "diratime", "private", "rprivate", "slave", "rslave", "shared", "rshared",
-    "unbindable", "runbindable",
+    "bind",
+    "rbind",
+    "ro",
+    "rw",
+    "nosuid",
+    "suid",
+    "nodev",
+    "dev",
+    "noexec",
+    "exec",
+    "noatime",
+    "atime",
+    "relatime",
+    "strictatime",
+    "nodiratime",
+    "diratime",
+    "private",
+    "rprivate",
+    "slave",
+    "rslave",
+    "shared",
+    "rshared",
+    "unbindable",
+    "runbindable",
 ];
 
 fn ns_present(spec: &Spec, t: LinuxNamespaceType) -> Option<Option<PathBuf>> {
@@ -168,7 +211,10 @@ fn private_ns(spec: &Spec, t: LinuxNamespaceType, proc_name: &str) -> bool {
         Some(None) => true,
         Some(Some(path)) => {
             use std::os::unix::fs::MetadataExt;
-            match (std::fs::metadata(&path), std::fs::metadata(format!("/proc/self/ns/{proc_name}"))) {
+            match (
+                std::fs::metadata(&path),
+                std::fs::metadata(format!("/proc/self/ns/{proc_name}")),
+            ) {
                 (Ok(a), Ok(b)) => !(a.ino() == b.ino() && a.dev() == b.dev()),
                 _ => false,
             }
@@ -179,8 +225,14 @@ fn private_ns(spec: &Spec, t: LinuxNamespaceType, proc_name: &str) -> bool {
 /// Which namespace a sysctl needs (runc's rule); None: not namespaced, refused.
 fn sysctl_namespace(key: &str) -> Option<(LinuxNamespaceType, &'static str)> {
     const IPC: &[&str] = &[
-        "kernel.msgmax", "kernel.msgmnb", "kernel.msgmni", "kernel.sem", "kernel.shmall", "kernel.shmmax",
-        "kernel.shmmni", "kernel.shm_rmid_forced",
+        "kernel.msgmax",
+        "kernel.msgmnb",
+        "kernel.msgmni",
+        "kernel.sem",
+        "kernel.shmall",
+        "kernel.shmmax",
+        "kernel.shmmni",
+        "kernel.shm_rmid_forced",
     ];
     if IPC.contains(&key) || key.starts_with("fs.mqueue.") {
         Some((LinuxNamespaceType::Ipc, "ipc"))
@@ -196,28 +248,47 @@ fn sysctl_namespace(key: &str) -> Option<(LinuxNamespaceType, &'static str)> {
 /// Refuse everything in `spec` that vslice-runc would otherwise not honour.
 pub fn validate(spec: &Spec) -> Result<()> {
     if !spec.version().starts_with("1.") {
-        return Err(err!("ociVersion {:?}: vslice-runc implements runtime-spec 1.x", spec.version()));
+        return Err(err!(
+            "ociVersion {:?}: vslice-runc implements runtime-spec 1.x",
+            spec.version()
+        ));
     }
     if spec.solaris().is_some() || spec.windows().is_some() || spec.vm().is_some() {
-        return Err(err!("solaris/windows/vm sections are not supported on Linux"));
+        return Err(err!(
+            "solaris/windows/vm sections are not supported on Linux"
+        ));
     }
-    let process = spec.process().as_ref().ok_or_else(|| err!("process: missing"))?;
+    let process = spec
+        .process()
+        .as_ref()
+        .ok_or_else(|| err!("process: missing"))?;
     validate_process(process, "process")?;
-    let linux = spec.linux().as_ref().ok_or_else(|| err!("linux: missing"))?;
+    let linux = spec
+        .linux()
+        .as_ref()
+        .ok_or_else(|| err!("linux: missing"))?;
     if let Some(label) = linux.mount_label().as_deref().filter(|s| !s.is_empty()) {
-        return Err(err!("linux.mountLabel: SELinux mount label {label} requested but {}", if selinux_enabled() {
-            "vslice-runc does not apply SELinux labels yet"
-        } else {
-            "SELinux is not enabled on this host"
-        }));
+        return Err(err!(
+            "linux.mountLabel: SELinux mount label {label} requested but {}",
+            if selinux_enabled() {
+                "vslice-runc does not apply SELinux labels yet"
+            } else {
+                "SELinux is not enabled on this host"
+            }
+        ));
     }
     if linux.intel_rdt().is_some() {
         return Err(err!("linux.intelRdt: not supported by vslice-runc"));
     }
     if let Some(p) = linux.personality() {
-        let default = serde_json::to_value(p.domain()).ok().and_then(|v| v.as_str().map(String::from)) == Some("LINUX".into());
+        let default = serde_json::to_value(p.domain())
+            .ok()
+            .and_then(|v| v.as_str().map(String::from))
+            == Some("LINUX".into());
         if !default || p.flags().as_ref().is_some_and(|f| !f.is_empty()) {
-            return Err(err!("linux.personality: only the default LINUX domain without flags is supported"));
+            return Err(err!(
+                "linux.personality: only the default LINUX domain without flags is supported"
+            ));
         }
     }
     if linux.time_offsets().as_ref().is_some_and(|t| !t.is_empty()) {
@@ -239,9 +310,15 @@ pub fn validate(spec: &Spec) -> Result<()> {
         match sysctl_namespace(key) {
             Some((t, name)) if private_ns(spec, t, name) => {}
             Some((_, name)) => {
-                return Err(err!("linux.sysctl {key}: needs a private {name} namespace (it would change the host's)"))
+                return Err(err!(
+                "linux.sysctl {key}: needs a private {name} namespace (it would change the host's)"
+            ))
             }
-            None => return Err(err!("linux.sysctl {key}: not namespaced; setting it would change the host")),
+            None => {
+                return Err(err!(
+                    "linux.sysctl {key}: not namespaced; setting it would change the host"
+                ))
+            }
         }
     }
     if let Some(r) = linux.resources() {
@@ -251,10 +328,20 @@ pub fn validate(spec: &Spec) -> Result<()> {
         validate_mount(m)?;
     }
     if let Some(h) = spec.hooks() {
-        for list in [h.prestart(), h.create_runtime(), h.create_container(), h.start_container(), h.poststart(), h.poststop()] {
+        for list in [
+            h.prestart(),
+            h.create_runtime(),
+            h.create_container(),
+            h.start_container(),
+            h.poststart(),
+            h.poststop(),
+        ] {
             for hook in list.iter().flatten() {
                 if !hook.path().is_absolute() {
-                    return Err(err!("hooks: path {} is not absolute", hook.path().display()));
+                    return Err(err!(
+                        "hooks: path {} is not absolute",
+                        hook.path().display()
+                    ));
                 }
             }
         }
@@ -265,19 +352,33 @@ pub fn validate(spec: &Spec) -> Result<()> {
 fn validate_mount(m: &Mount) -> Result<()> {
     let dest = m.destination();
     if !dest.is_absolute() {
-        return Err(err!("mounts: destination {} is not absolute", dest.display()));
+        return Err(err!(
+            "mounts: destination {} is not absolute",
+            dest.display()
+        ));
     }
     let opts = m.options().clone().unwrap_or_default();
-    let is_bind = m.typ().as_deref() == Some("bind") || opts.iter().any(|o| o == "bind" || o == "rbind");
+    let is_bind =
+        m.typ().as_deref() == Some("bind") || opts.iter().any(|o| o == "bind" || o == "rbind");
     if is_bind {
         for o in &opts {
             if !BIND_OPTIONS.contains(&o.as_str()) {
-                return Err(err!("mounts {}: option {o:?} is not supported on a bind mount", dest.display()));
+                return Err(err!(
+                    "mounts {}: option {o:?} is not supported on a bind mount",
+                    dest.display()
+                ));
             }
         }
-        let src = m.source().as_ref().ok_or_else(|| err!("mounts {}: bind mount without source", dest.display()))?;
+        let src = m
+            .source()
+            .as_ref()
+            .ok_or_else(|| err!("mounts {}: bind mount without source", dest.display()))?;
         if !src.is_absolute() {
-            return Err(err!("mounts {}: bind source {} must be absolute", dest.display(), src.display()));
+            return Err(err!(
+                "mounts {}: bind source {} must be absolute",
+                dest.display(),
+                src.display()
+            ));
         }
     }
     Ok(())
@@ -306,7 +407,9 @@ pub fn validate_resources(r: &oci_spec::runtime::LinuxResources) -> Result<()> {
         }
     }
     if let Some(c) = r.cpu() {
-        if c.realtime_runtime().is_some_and(|v| v != 0) || c.realtime_period().is_some_and(|v| v != 0) {
+        if c.realtime_runtime().is_some_and(|v| v != 0)
+            || c.realtime_period().is_some_and(|v| v != 0)
+        {
             return unsupported("cpu.realtimeRuntime/realtimePeriod");
         }
         if c.idle().is_some_and(|v| v != 0) {
@@ -320,10 +423,18 @@ pub fn validate_resources(r: &oci_spec::runtime::LinuxResources) -> Result<()> {
         let empty = b.weight().is_none()
             && b.leaf_weight().is_none()
             && b.weight_device().as_ref().is_none_or(|v| v.is_empty())
-            && b.throttle_read_bps_device().as_ref().is_none_or(|v| v.is_empty())
-            && b.throttle_write_bps_device().as_ref().is_none_or(|v| v.is_empty())
-            && b.throttle_read_iops_device().as_ref().is_none_or(|v| v.is_empty())
-            && b.throttle_write_iops_device().as_ref().is_none_or(|v| v.is_empty());
+            && b.throttle_read_bps_device()
+                .as_ref()
+                .is_none_or(|v| v.is_empty())
+            && b.throttle_write_bps_device()
+                .as_ref()
+                .is_none_or(|v| v.is_empty())
+            && b.throttle_read_iops_device()
+                .as_ref()
+                .is_none_or(|v| v.is_empty())
+            && b.throttle_write_iops_device()
+                .as_ref()
+                .is_none_or(|v| v.is_empty());
         if !empty {
             return unsupported("blockIO");
         }
@@ -345,18 +456,27 @@ pub fn validate_resources(r: &oci_spec::runtime::LinuxResources) -> Result<()> {
     if r.rdma().as_ref().is_some_and(|m| !m.is_empty()) {
         return unsupported("rdma");
     }
-    if r.unified().as_ref().is_some_and(|m| !m.is_empty()) && crate::cgroup::detect() == Version::V1 {
-        return Err(err!("linux.resources.unified: cgroup v2 settings on a cgroup v1 host"));
+    if r.unified().as_ref().is_some_and(|m| !m.is_empty()) && crate::cgroup::detect() == Version::V1
+    {
+        return Err(err!(
+            "linux.resources.unified: cgroup v2 settings on a cgroup v1 host"
+        ));
     }
     Ok(())
 }
 
 /// Whether any huge page size has pages reserved or overcommittable on this host.
 pub fn host_has_hugepages() -> bool {
-    let Ok(rd) = std::fs::read_dir("/sys/kernel/mm/hugepages") else { return false };
+    let Ok(rd) = std::fs::read_dir("/sys/kernel/mm/hugepages") else {
+        return false;
+    };
     rd.flatten().any(|e| {
         ["nr_hugepages", "nr_overcommit_hugepages"].iter().any(|f| {
-            std::fs::read_to_string(e.path().join(f)).ok().and_then(|v| v.trim().parse::<u64>().ok()).unwrap_or(0) > 0
+            std::fs::read_to_string(e.path().join(f))
+                .ok()
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .unwrap_or(0)
+                > 0
         })
     })
 }
@@ -369,12 +489,19 @@ fn v1_hierarchies() -> Vec<(PathBuf, Vec<String>)> {
     let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
     let mut out: Vec<(PathBuf, Vec<String>)> = Vec::new();
     for line in text.lines() {
-        let Some((left, right)) = line.split_once(" - ") else { continue };
+        let Some((left, right)) = line.split_once(" - ") else {
+            continue;
+        };
         let mut r = right.split_whitespace();
         if r.next() != Some("cgroup") {
             continue;
         }
-        let opts: Vec<String> = r.nth(1).unwrap_or("").split(',').map(String::from).collect();
+        let opts: Vec<String> = r
+            .nth(1)
+            .unwrap_or("")
+            .split(',')
+            .map(String::from)
+            .collect();
         if let Some(mp) = left.split_whitespace().nth(4) {
             let mp = PathBuf::from(mp);
             if !out.iter().any(|(p, _)| *p == mp) {
@@ -400,9 +527,18 @@ fn mount_json(dest: &str, typ: &str, source: &str, options: &[String]) -> Result
 ///   the container's own cgroup directory (like runc), made read-only afterwards if asked.
 ///
 /// Returns the paths to add to readonlyPaths.
-pub fn rewrite_cgroup_mounts(spec: &mut Spec, cgroup: &str, with_devices: bool) -> Result<Vec<String>> {
-    let Some(mounts) = spec.mounts().clone() else { return Ok(Vec::new()) };
-    if !mounts.iter().any(|m| matches!(m.typ().as_deref(), Some("cgroup") | Some("cgroup2"))) {
+pub fn rewrite_cgroup_mounts(
+    spec: &mut Spec,
+    cgroup: &str,
+    with_devices: bool,
+) -> Result<Vec<String>> {
+    let Some(mounts) = spec.mounts().clone() else {
+        return Ok(Vec::new());
+    };
+    if !mounts
+        .iter()
+        .any(|m| matches!(m.typ().as_deref(), Some("cgroup") | Some("cgroup2")))
+    {
         return Ok(Vec::new());
     }
     let cgroupns = ns_present(spec, LinuxNamespaceType::Cgroup) == Some(None);
@@ -417,7 +553,12 @@ pub fn rewrite_cgroup_mounts(spec: &mut Spec, cgroup: &str, with_devices: bool) 
         let opts = m.options().clone().unwrap_or_default();
         let flags: Vec<String> = opts
             .iter()
-            .filter(|o| matches!(o.as_str(), "ro" | "rw" | "nosuid" | "nodev" | "noexec" | "relatime" | "noatime"))
+            .filter(|o| {
+                matches!(
+                    o.as_str(),
+                    "ro" | "rw" | "nosuid" | "nodev" | "noexec" | "relatime" | "noatime"
+                )
+            })
             .cloned()
             .collect();
         if crate::cgroup::detect() == Version::V2 {
@@ -426,12 +567,19 @@ pub fn rewrite_cgroup_mounts(spec: &mut Spec, cgroup: &str, with_devices: bool) 
             } else {
                 let mut o = flags.clone();
                 o.push("rbind".into());
-                out.push(mount_json(&dest, "bind", &format!("/sys/fs/cgroup/{cgroup}"), &o)?);
+                out.push(mount_json(
+                    &dest,
+                    "bind",
+                    &format!("/sys/fs/cgroup/{cgroup}"),
+                    &o,
+                )?);
             }
             continue;
         }
         // rw while the binds are attached into it; made read-only afterwards if asked.
-        let tmpfs_opts: Vec<String> = ["nosuid", "nodev", "noexec", "mode=755"].map(String::from).to_vec();
+        let tmpfs_opts: Vec<String> = ["nosuid", "nodev", "noexec", "mode=755"]
+            .map(String::from)
+            .to_vec();
         out.push(mount_json(&dest, "tmpfs", "cgroup", &tmpfs_opts)?);
         let mut used: Vec<&str> = V1_CONTROLLERS.to_vec();
         if with_devices {
@@ -441,10 +589,17 @@ pub fn rewrite_cgroup_mounts(spec: &mut Spec, cgroup: &str, with_devices: bool) 
             if !ctrls.iter().any(|c| used.contains(&c.as_str())) {
                 continue;
             }
-            let Some(name) = mp.file_name().map(|n| n.to_string_lossy().into_owned()) else { continue };
+            let Some(name) = mp.file_name().map(|n| n.to_string_lossy().into_owned()) else {
+                continue;
+            };
             let mut o = flags.clone();
             o.push("rbind".into());
-            out.push(mount_json(&format!("{dest}/{name}"), "bind", &mp.join(cgroup).to_string_lossy(), &o)?);
+            out.push(mount_json(
+                &format!("{dest}/{name}"),
+                "bind",
+                &mp.join(cgroup).to_string_lossy(),
+                &o,
+            )?);
         }
         if opts.iter().any(|o| o == "ro") {
             readonly.push(dest.clone());
@@ -497,17 +652,35 @@ mod tests {
 
     #[test]
     fn cgroups_paths_map_to_plain_paths() {
-        assert_eq!(map_cgroups_path(None, "c1", false).unwrap(), "vslice-runc/c1");
-        assert_eq!(map_cgroups_path(Some(Path::new("/default/c1")), "c1", false).unwrap(), "default/c1");
-        assert_eq!(map_cgroups_path(Some(Path::new("rel/c1")), "c1", false).unwrap(), "rel/c1");
+        assert_eq!(
+            map_cgroups_path(None, "c1", false).unwrap(),
+            "vslice-runc/c1"
+        );
+        assert_eq!(
+            map_cgroups_path(Some(Path::new("/default/c1")), "c1", false).unwrap(),
+            "default/c1"
+        );
+        assert_eq!(
+            map_cgroups_path(Some(Path::new("rel/c1")), "c1", false).unwrap(),
+            "rel/c1"
+        );
         assert_eq!(
             map_cgroups_path(Some(Path::new("kubepods-burstable-pod1.slice:cri-containerd:abc")), "abc", true).unwrap(),
             "kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod1.slice/cri-containerd-abc.scope"
         );
-        assert_eq!(map_cgroups_path(Some(Path::new("system.slice:vs:c1")), "c1", true).unwrap(), "system.slice/vs-c1.scope");
-        assert_eq!(map_cgroups_path(None, "c1", true).unwrap(), "system.slice/vslice-runc-c1.scope");
+        assert_eq!(
+            map_cgroups_path(Some(Path::new("system.slice:vs:c1")), "c1", true).unwrap(),
+            "system.slice/vs-c1.scope"
+        );
+        assert_eq!(
+            map_cgroups_path(None, "c1", true).unwrap(),
+            "system.slice/vslice-runc-c1.scope"
+        );
         for bad in ["/a/../b", "/", "a//b", "/./a"] {
-            assert!(map_cgroups_path(Some(Path::new(bad)), "x", false).is_err(), "{bad}");
+            assert!(
+                map_cgroups_path(Some(Path::new(bad)), "x", false).is_err(),
+                "{bad}"
+            );
         }
         assert!(map_cgroups_path(Some(Path::new("a:b")), "x", true).is_err());
     }
@@ -518,7 +691,10 @@ mod tests {
         v["process"]["apparmorProfile"] = "docker-default".into();
         let spec: Spec = serde_json::from_value(v).unwrap();
         let e = validate(&spec).unwrap_err().0;
-        assert!(e.contains("apparmor profile docker-default requested"), "{e}");
+        assert!(
+            e.contains("apparmor profile docker-default requested"),
+            "{e}"
+        );
 
         let mut v = default_spec();
         v["linux"]["sysctl"] = serde_json::json!({"kernel.core_pattern": "|/x"});
@@ -527,6 +703,7 @@ mod tests {
 
         let mut v = default_spec();
         v["linux"]["namespaces"] = serde_json::json!([{"type": "pid"}, {"type": "mount"}]);
+        v.as_object_mut().unwrap().remove("hostname");
         v["linux"]["sysctl"] = serde_json::json!({"net.ipv4.ip_forward": "1"});
         let e = validate(&serde_json::from_value(v).unwrap()).unwrap_err().0;
         assert!(e.contains("private net namespace"), "{e}");

@@ -73,11 +73,15 @@ pub fn validate_id(id: &str) -> Result<()> {
         && id != "."
         && id != ".."
         && id.len() <= 1024
-        && id.chars().all(|c| c.is_ascii_alphanumeric() || "_+-.".contains(c));
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_+-.".contains(c));
     if ok {
         Ok(())
     } else {
-        Err(err!("invalid container id {id:?}: use letters, digits and _ + - . only"))
+        Err(err!(
+            "invalid container id {id:?}: use letters, digits and _ + - . only"
+        ))
     }
 }
 
@@ -91,7 +95,13 @@ pub struct Lock {
 
 fn lock_dir(dir: &Path) -> std::io::Result<Lock> {
     use std::os::unix::fs::OpenOptionsExt;
-    let f = std::fs::OpenOptions::new().read(true).write(true).create(true).mode(0o600).open(dir.join("lock"))?;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(dir.join("lock"))?;
     let fd = OwnedFd::from(f);
     // SAFETY: zeroed flock is valid; we set the fields F_SETLKW reads.
     let mut fl: libc::flock = unsafe { std::mem::zeroed() };
@@ -115,13 +125,18 @@ pub struct Container {
     pub dir: PathBuf,
     /// None while `create` has not finished (or after it crashed).
     pub saved: Option<Saved>,
-    _lock: Lock,
+    /// None for a read-only view ([`Container::peek`]).
+    _lock: Option<Lock>,
 }
 
 /// Make the state root (0700) if needed.
 pub fn ensure_root(root: &Path) -> Result<()> {
     use std::os::unix::fs::DirBuilderExt;
-    match std::fs::DirBuilder::new().recursive(true).mode(0o700).create(root) {
+    match std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(root)
+    {
         Ok(()) => Ok(()),
         Err(e) => Err(err!("create state root {}: {e}", root.display())),
     }
@@ -145,7 +160,12 @@ impl Container {
             Err(e) => return Err(err!("create {}: {e}", dir.display())),
         }
         let lock = io_ctx(lock_dir(&dir), "lock", &dir)?;
-        Ok(Container { id: id.to_string(), dir, saved: None, _lock: lock })
+        Ok(Container {
+            id: id.to_string(),
+            dir,
+            saved: None,
+            _lock: Some(lock),
+        })
     }
 
     /// Open (and lock) an existing container.
@@ -164,8 +184,45 @@ impl Container {
             return Err(err!("container {id} does not exist"));
         }
         let state = dir.join(STATE_FILE);
-        let saved = if state.exists() { Some(read_json::<Saved>(&state)?) } else { None };
-        Ok(Container { id: id.to_string(), dir, saved, _lock: lock })
+        let saved = if state.exists() {
+            Some(read_json::<Saved>(&state)?)
+        } else {
+            None
+        };
+        Ok(Container {
+            id: id.to_string(),
+            dir,
+            saved,
+            _lock: Some(lock),
+        })
+    }
+
+    /// A read-only view without the lock, for `state`, `ps` and `list`: state.json is
+    /// replaced atomically, so it is always whole; and a hook run by `create` (which holds the
+    /// lock) may itself ask for the state.
+    pub fn peek(root: &Path, id: &str) -> Result<Container> {
+        validate_id(id)?;
+        let dir = root.join(id);
+        if !dir.is_dir() {
+            return Err(err!("container {id} does not exist"));
+        }
+        let state = dir.join(STATE_FILE);
+        let saved = match read_json::<Saved>(&state) {
+            Ok(s) => Some(s),
+            Err(e) if e.source.kind() == std::io::ErrorKind::NotFound => {
+                if !dir.is_dir() {
+                    return Err(err!("container {id} does not exist"));
+                }
+                None
+            }
+            Err(e) => return Err(e.into()),
+        };
+        Ok(Container {
+            id: id.to_string(),
+            dir,
+            saved,
+            _lock: None,
+        })
     }
 
     pub fn fifo(&self) -> PathBuf {
@@ -187,7 +244,9 @@ impl Container {
 
     /// Derived from the kernel: see the module docs.
     pub fn status(&self) -> Status {
-        let Some(s) = &self.saved else { return Status::Creating };
+        let Some(s) = &self.saved else {
+            return Status::Creating;
+        };
         if !crate::slice::state::is_alive(s.pid, s.pid_start) {
             return Status::Stopped;
         }
@@ -217,7 +276,10 @@ impl Container {
             m.insert("created".into(), s.created.clone().into());
             m.insert("owner".into(), s.owner.clone().into());
             if !s.annotations.is_empty() {
-                m.insert("annotations".into(), serde_json::to_value(&s.annotations).unwrap_or_default());
+                m.insert(
+                    "annotations".into(),
+                    serde_json::to_value(&s.annotations).unwrap_or_default(),
+                );
             }
         }
         v
@@ -235,17 +297,25 @@ impl Container {
 
 /// The freezer state of a cgroup (v1 freezer.state FROZEN, v2 cgroup.freeze 1).
 pub fn is_frozen(cgroup: &str) -> bool {
-    let v1 = Path::new("/sys/fs/cgroup/freezer").join(cgroup).join("freezer.state");
+    let v1 = Path::new("/sys/fs/cgroup/freezer")
+        .join(cgroup)
+        .join("freezer.state");
     if let Ok(s) = std::fs::read_to_string(&v1) {
         return s.trim() == "FROZEN";
     }
-    let v2 = Path::new("/sys/fs/cgroup").join(cgroup).join("cgroup.freeze");
-    std::fs::read_to_string(v2).map(|s| s.trim() == "1").unwrap_or(false)
+    let v2 = Path::new("/sys/fs/cgroup")
+        .join(cgroup)
+        .join("cgroup.freeze");
+    std::fs::read_to_string(v2)
+        .map(|s| s.trim() == "1")
+        .unwrap_or(false)
 }
 
 /// Now as RFC 3339 with nanoseconds, UTC (what runc prints in `created`).
 pub fn now_rfc3339() -> String {
-    let d = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let d = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
     let secs = d.as_secs() as i64;
     let (days, rem) = (secs.div_euclid(86400), secs.rem_euclid(86400));
     // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).

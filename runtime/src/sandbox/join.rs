@@ -60,7 +60,8 @@ fn open_namespaces(pid: i32) -> Result<Vec<(CloneFlags, OwnedFd, String)>, Sandb
         if same_ns(&theirs, &format!("/proc/self/ns/{name}")) {
             continue;
         }
-        let f = std::fs::File::open(&theirs).map_err(|e| sys_err("open", theirs.clone(), io_errno(&e)))?;
+        let f = std::fs::File::open(&theirs)
+            .map_err(|e| sys_err("open", theirs.clone(), io_errno(&e)))?;
         out.push((*flag, OwnedFd::from(f), theirs));
     }
     Ok(out)
@@ -107,25 +108,35 @@ fn joiner(
     stdio: Stdio,
 ) -> Result<i32, (i32, SandboxError)> {
     let cannot = |e: SandboxError| (EXIT_CANNOT_RUN, e);
-    nix::sys::prctl::set_dumpable(false).map_err(|e| cannot(sys_err("prctl", "PR_SET_DUMPABLE", e)))?;
+    nix::sys::prctl::set_dumpable(false)
+        .map_err(|e| cannot(sys_err("prctl", "PR_SET_DUMPABLE", e)))?;
     // If whoever ran the exec goes away (a client disconnects, a timeout kills it), the
     // command must not linger in the slice holding its pipes.
     nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
         .map_err(|e| cannot(sys_err("prctl", "PR_SET_PDEATHSIG", e)))?;
     if let Some(cg) = cgroup {
-        cg.add_pid(std::process::id() as i32).map_err(|e| cannot(e.into()))?;
+        cg.add_pid(std::process::id() as i32)
+            .map_err(|e| cannot(e.into()))?;
     }
     plan.apply_rlimits().map_err(cannot)?;
     for (flag, fd, path) in namespaces {
         nix::sched::setns(fd, *flag).map_err(|e| cannot(sys_err("setns", path.clone(), e)))?;
     }
-    let (err_r, err_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| cannot(sys_err("pipe2", "", e)))?;
+    let (err_r, err_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .map_err(|e| cannot(sys_err("pipe2", "", e)))?;
     // SAFETY: single-threaded forked child.
     match unsafe { nix::unistd::fork() }.map_err(|e| cannot(sys_err("fork", "command", e)))? {
         ForkResult::Child => {
             drop(err_r);
             let e = command(plan, stdio);
-            let not_found = matches!(&e, SandboxError::Sys { op: "execve", source: nix::Error::ENOENT, .. });
+            let not_found = matches!(
+                &e,
+                SandboxError::Sys {
+                    op: "execve",
+                    source: nix::Error::ENOENT,
+                    ..
+                }
+            );
             let mut w = std::fs::File::from(err_w);
             let _ = write!(w, "{}{}", if not_found { "N" } else { "C" }, e);
             // SAFETY: forked child.

@@ -53,7 +53,11 @@ pub enum SandboxError {
 }
 
 fn sys_err(op: &'static str, target: impl Into<String>, e: nix::Error) -> SandboxError {
-    SandboxError::Sys { op, target: target.into(), source: e }
+    SandboxError::Sys {
+        op,
+        target: target.into(),
+        source: e,
+    }
 }
 
 /// What to run and how to build its root filesystem.
@@ -95,6 +99,9 @@ pub struct OciExtras<'a> {
     /// Join a new anonymous session keyring in init (runc's default), so that the sandbox
     /// does not share the caller's session keyring.
     pub new_session_keyring: bool,
+    /// More cgroup v1 directories init joins besides the spec's cgroup in the executor's
+    /// hierarchies (OCI: the `devices` cgroup).
+    pub extra_cgroup_dirs: Vec<PathBuf>,
 }
 
 impl std::fmt::Debug for OciExtras<'_> {
@@ -105,6 +112,7 @@ impl std::fmt::Debug for OciExtras<'_> {
             .field("runtime_hooks", &self.runtime_hooks.is_some())
             .field("container_hooks", &self.container_hooks.is_some())
             .field("new_session_keyring", &self.new_session_keyring)
+            .field("extra_cgroup_dirs", &self.extra_cgroup_dirs)
             .finish()
     }
 }
@@ -150,15 +158,27 @@ fn ns_flag(t: LinuxNamespaceType) -> CloneFlags {
 }
 
 fn open_ns(path: &std::path::Path) -> Result<OwnedFd, SandboxError> {
-    std::fs::File::open(path)
-        .map(OwnedFd::from)
-        .map_err(|e| sys_err("open namespace", path.display().to_string(), process::io_errno(&e)))
+    std::fs::File::open(path).map(OwnedFd::from).map_err(|e| {
+        sys_err(
+            "open namespace",
+            path.display().to_string(),
+            process::io_errno(&e),
+        )
+    })
 }
 
 fn plan_namespaces(spec: &Spec) -> Result<NamespacePlan, SandboxError> {
-    let mut plan =
-        NamespacePlan { new_user: false, join_user: None, unshare: CloneFlags::empty(), join: Vec::new() };
-    let nss = spec.linux().as_ref().and_then(|l| l.namespaces().clone()).unwrap_or_default();
+    let mut plan = NamespacePlan {
+        new_user: false,
+        join_user: None,
+        unshare: CloneFlags::empty(),
+        join: Vec::new(),
+    };
+    let nss = spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.namespaces().clone())
+        .unwrap_or_default();
     for ns in nss {
         let flag = ns_flag(ns.typ());
         match (ns.typ(), ns.path()) {
@@ -169,7 +189,9 @@ fn plan_namespaces(spec: &Spec) -> Result<NamespacePlan, SandboxError> {
         }
     }
     // Mounting anything requires our own mount namespace; never touch the caller's.
-    if !plan.unshare.contains(CloneFlags::CLONE_NEWNS) && !plan.join.iter().any(|j| j.0 == CloneFlags::CLONE_NEWNS) {
+    if !plan.unshare.contains(CloneFlags::CLONE_NEWNS)
+        && !plan.join.iter().any(|j| j.0 == CloneFlags::CLONE_NEWNS)
+    {
         plan.unshare |= CloneFlags::CLONE_NEWNS;
     }
     Ok(plan)
@@ -234,10 +256,14 @@ fn write_id_maps(pid: Pid, spec: &Spec) -> Result<(), SandboxError> {
     ] {
         let maps = maps.unwrap_or_default();
         if maps.is_empty() {
-            return Err(SandboxError::Spec(format!("linux.{file}: a new user namespace needs mappings")));
+            return Err(SandboxError::Spec(format!(
+                "linux.{file}: a new user namespace needs mappings"
+            )));
         }
-        let text: String =
-            maps.iter().map(|m| format!("{} {} {}\n", m.container_id(), m.host_id(), m.size())).collect();
+        let text: String = maps
+            .iter()
+            .map(|m| format!("{} {} {}\n", m.container_id(), m.host_id(), m.size()))
+            .collect();
         let path = format!("/proc/{pid}/{file}");
         std::fs::write(&path, text).map_err(|e| sys_err("write", path, process::io_errno(&e)))?;
     }
@@ -251,9 +277,16 @@ pub fn create(launch: &Launch, opts: &CreateOptions) -> Result<Created, SandboxE
 }
 
 /// [`create`] with the steps only the OCI runtime command needs (console, hooks, keyring).
-pub fn create_with(launch: &Launch, opts: &CreateOptions, extras: &OciExtras) -> Result<Created, SandboxError> {
+pub fn create_with(
+    launch: &Launch,
+    opts: &CreateOptions,
+    extras: &OciExtras,
+) -> Result<Created, SandboxError> {
     let spec = &launch.spec;
-    let process = spec.process().as_ref().ok_or_else(|| SandboxError::Spec("process: missing".into()))?;
+    let process = spec
+        .process()
+        .as_ref()
+        .ok_or_else(|| SandboxError::Spec("process: missing".into()))?;
     let linux = spec.linux().clone().unwrap_or_default();
     let seccomp = linux.seccomp().as_ref().map(seccomp::compile).transpose()?;
     let exec = ExecPlan::from_process(process, seccomp)?;
@@ -277,39 +310,55 @@ pub fn create_with(launch: &Launch, opts: &CreateOptions, extras: &OciExtras) ->
     }
     let rootfs_propagation = match linux.rootfs_propagation().as_deref() {
         None | Some("") => None,
-        Some(p) => Some(
-            propagation_flags(p).ok_or_else(|| SandboxError::Spec(format!("linux.rootfsPropagation: unknown value {p:?}")))?,
-        ),
+        Some(p) => Some(propagation_flags(p).ok_or_else(|| {
+            SandboxError::Spec(format!("linux.rootfsPropagation: unknown value {p:?}"))
+        })?),
     };
     let fifo_dir = match &opts.start_fifo {
         Some(fifo) => {
             let dir = fifo.parent().unwrap_or(std::path::Path::new("/"));
             let fd = nix::fcntl::open(
                 dir,
-                nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_CLOEXEC,
+                nix::fcntl::OFlag::O_PATH
+                    | nix::fcntl::OFlag::O_DIRECTORY
+                    | nix::fcntl::OFlag::O_CLOEXEC,
                 nix::sys::stat::Mode::empty(),
             )
             .map_err(|e| sys_err("open", dir.display().to_string(), e))?;
             // SAFETY: fd was just returned by open(2).
-            Some((unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) }, fifo.file_name().unwrap_or_default().to_os_string()))
+            Some((
+                unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) },
+                fifo.file_name().unwrap_or_default().to_os_string(),
+            ))
         }
         None => None,
     };
     let init = InitPlan {
         rootfs,
-        readonly_root: spec.root().as_ref().and_then(|r| r.readonly()).unwrap_or(false),
+        readonly_root: spec
+            .root()
+            .as_ref()
+            .and_then(|r| r.readonly())
+            .unwrap_or(false),
         hostname: spec.hostname().clone(),
         mounts,
         masked: linux.masked_paths().clone().unwrap_or_default(),
         readonly: linux.readonly_paths().clone().unwrap_or_default(),
-        sysctl: linux.sysctl().clone().unwrap_or_default().into_iter().collect(),
+        sysctl: linux
+            .sysctl()
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .collect(),
         null_stdio: opts.null_stdio,
         domainname: spec.domainname().clone().filter(|d| !d.is_empty()),
         devices: linux.devices().clone().unwrap_or_default(),
         in_userns: ns.new_user || ns.join_user.is_some(),
         propagation,
         rootfs_propagation,
-        fifo_dir: fifo_dir.as_ref().map(|(fd, name)| (fd.as_raw_fd(), name.clone())),
+        fifo_dir: fifo_dir
+            .as_ref()
+            .map(|(fd, name)| (fd.as_raw_fd(), name.clone())),
         console: extras.console.as_ref().map(|fd| fd.as_raw_fd()),
         console_size: extras.console_size,
         runtime_hooks: extras.runtime_hooks.is_some(),
@@ -350,6 +399,21 @@ fn spawn(
 ) -> Result<Created, SandboxError> {
     let (go_r, go_w) = pipe()?;
     let (st_r, st_w) = pipe()?;
+    // cgroup v1: the intermediate joins by writing "0" to each hierarchy's `tasks` (moving
+    // itself, one thread); writing a PID to cgroup.procs instead takes the kernel's global
+    // threadgroup lock, which costs an RCU grace period (10-20 ms here) per create.
+    let mut self_join: Vec<PathBuf> = Vec::new();
+    if let Some(cg) = cgroup {
+        if cg.version == crate::cgroup::Version::V1 {
+            self_join.extend(
+                cg.dirs()?
+                    .into_iter()
+                    .filter(|d| d.is_dir())
+                    .map(|d| d.join("tasks")),
+            );
+        }
+    }
+    self_join.extend(extras.extra_cgroup_dirs.iter().map(|d| d.join("tasks")));
     // SAFETY: callers are single-threaded (the shim, the OCI command, tests' forked helpers);
     // the child only runs our own code until exec.
     let child = match unsafe { nix::unistd::fork() }.map_err(|e| sys_err("fork", "", e))? {
@@ -357,8 +421,18 @@ fn spawn(
             drop(go_w);
             drop(st_r);
             let mut status = std::fs::File::from(st_w);
+            for tasks in &self_join {
+                if let Err(e) = std::fs::write(tasks, "0") {
+                    let _ = report(
+                        &mut status,
+                        &format!("error join cgroup {}: {e}", tasks.display()),
+                    );
+                    // SAFETY: _exit in a forked child.
+                    unsafe { libc::_exit(1) }
+                }
+            }
             let err = intermediate(ns, init, exec, go_r, &mut status);
-            let _ = writeln!(status, "error {}", err.to_string().replace('\n', " "));
+            let _ = report(&mut status, &format!("error {err}").replace('\n', " "));
             // SAFETY: _exit in a forked child; no destructors or atexit handlers must run.
             unsafe { libc::_exit(1) }
         }
@@ -378,13 +452,16 @@ fn spawn(
             write_id_maps(child, &launch.spec)?;
         }
         if let Some(cg) = cgroup {
-            cg.add_pid(child.as_raw())?;
+            if cg.version != crate::cgroup::Version::V1 {
+                cg.add_pid(child.as_raw())?;
+            }
         }
         if let Some(overlay) = &launch.overlay {
             let userns = open_ns(std::path::Path::new(&format!("/proc/{child}/ns/user")))?;
             overlay.mount(&userns)?;
         }
-        go.write_all(b"g").map_err(|e| sys_err("write", "sync pipe", process::io_errno(&e)))?;
+        go.write_all(b"g")
+            .map_err(|e| sys_err("write", "sync pipe", process::io_errno(&e)))?;
         // The intermediate reports init's PID; init itself may report "hooks" (it waits for
         // the runtime hooks), "ready" (it waits on the start FIFO) or an error. Both write to
         // the same pipe, so the lines may come in either order. EOF: init exec'd (the pipe is
@@ -409,21 +486,31 @@ fn spawn(
                 if let Some(run) = extras.runtime_hooks {
                     run(pid).map_err(SandboxError::Child)?;
                 }
-                go.write_all(b"h").map_err(|e| sys_err("write", "sync pipe", process::io_errno(&e)))?;
+                go.write_all(b"h")
+                    .map_err(|e| sys_err("write", "sync pipe", process::io_errno(&e)))?;
             }
         }
     })();
     let _ = nix::sys::wait::waitpid(child, None);
     match outcome {
-        Ok(()) => Ok(Created { pid: init_pid.unwrap_or_default() }),
+        Ok(()) => Ok(Created {
+            pid: init_pid.unwrap_or_default(),
+        }),
         Err(e) => {
             if let Some(pid) = init_pid {
-                let _ = nix::sys::signal::kill(Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+                let _ =
+                    nix::sys::signal::kill(Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
                 let _ = nix::sys::wait::waitpid(Pid::from_raw(pid), None);
             }
             Err(e)
         }
     }
+}
+
+/// One line on the status pipe, in a single write(2): the intermediate and init share the
+/// pipe, and a line written in pieces could interleave with the other's.
+fn report(status: &mut std::fs::File, line: &str) -> std::io::Result<()> {
+    status.write_all(format!("{line}\n").as_bytes())
 }
 
 fn child_error(line: &str) -> SandboxError {
@@ -437,7 +524,8 @@ fn child_error(line: &str) -> SandboxError {
 
 fn read_line(r: &mut impl BufRead) -> Result<String, SandboxError> {
     let mut line = String::new();
-    r.read_line(&mut line).map_err(|e| sys_err("read", "sync pipe", process::io_errno(&e)))?;
+    r.read_line(&mut line)
+        .map_err(|e| sys_err("read", "sync pipe", process::io_errno(&e)))?;
     Ok(line.trim_end().to_string())
 }
 
@@ -455,15 +543,24 @@ fn intermediate(
         nix::sys::prctl::set_dumpable(false).map_err(|e| sys_err("prctl", "PR_SET_DUMPABLE", e))?;
         exec.apply_rlimits()?;
         if let Some(fd) = &ns.join_user {
-            nix::sched::setns(fd, CloneFlags::CLONE_NEWUSER).map_err(|e| sys_err("setns", "user", e))?;
+            nix::sched::setns(fd, CloneFlags::CLONE_NEWUSER)
+                .map_err(|e| sys_err("setns", "user", e))?;
         } else if ns.new_user {
-            nix::sched::unshare(CloneFlags::CLONE_NEWUSER).map_err(|e| sys_err("unshare", "user", e))?;
-            writeln!(status, "userns").map_err(|e| sys_err("write", "sync pipe", process::io_errno(&e)))?;
+            nix::sched::unshare(CloneFlags::CLONE_NEWUSER)
+                .map_err(|e| sys_err("unshare", "user", e))?;
+            report(status, "userns")
+                .map_err(|e| sys_err("write", "sync pipe", process::io_errno(&e)))?;
         }
         let mut b = [0u8; 1];
         let mut go = std::fs::File::from(go_r);
-        if go.read(&mut b).map_err(|e| sys_err("read", "sync pipe", process::io_errno(&e)))? != 1 {
-            return Err(SandboxError::Child("caller went away before the sandbox was ready".into()));
+        if go
+            .read(&mut b)
+            .map_err(|e| sys_err("read", "sync pipe", process::io_errno(&e)))?
+            != 1
+        {
+            return Err(SandboxError::Child(
+                "caller went away before the sandbox was ready".into(),
+            ));
         }
         if ns.new_user || ns.join_user.is_some() {
             // Until now our kernel uid was the caller's (host root, unmapped here): become the
@@ -471,23 +568,25 @@ fn intermediate(
             let root = nix::unistd::Gid::from_raw(0);
             nix::unistd::setresgid(root, root, root).map_err(|e| sys_err("setresgid", "0", e))?;
             let uroot = nix::unistd::Uid::from_raw(0);
-            nix::unistd::setresuid(uroot, uroot, uroot).map_err(|e| sys_err("setresuid", "0", e))?;
+            nix::unistd::setresuid(uroot, uroot, uroot)
+                .map_err(|e| sys_err("setresuid", "0", e))?;
             nix::unistd::setgroups(&[]).map_err(|e| sys_err("setgroups", "[]", e))?;
         }
         for (flag, fd, path) in &ns.join {
             nix::sched::setns(fd, *flag).map_err(|e| sys_err("setns", path.clone(), e))?;
         }
-        nix::sched::unshare(ns.unshare).map_err(|e| sys_err("unshare", format!("{:?}", ns.unshare), e))?;
+        nix::sched::unshare(ns.unshare)
+            .map_err(|e| sys_err("unshare", format!("{:?}", ns.unshare), e))?;
         // SAFETY: still single-threaded; the child runs only our code until exec.
         match unsafe { nix::unistd::fork() }.map_err(|e| sys_err("fork", "init", e))? {
             ForkResult::Child => {
                 let e = run_init(init, exec, status, &mut go);
-                let _ = writeln!(status, "error {}", e.to_string().replace('\n', " "));
+                let _ = report(status, &format!("error {e}").replace('\n', " "));
                 // SAFETY: forked child.
                 unsafe { libc::_exit(1) }
             }
             ForkResult::Parent { child } => {
-                let _ = writeln!(status, "pid {child}");
+                let _ = report(status, &format!("pid {child}"));
                 // SAFETY: forked child; init is re-parented to the caller (subreaper).
                 unsafe { libc::_exit(0) }
             }
@@ -502,7 +601,12 @@ fn intermediate(
 /// Runs as the sandbox's PID 1 before exec. Returns only on error (before the start FIFO
 /// was opened; after it, a failure ends init with EXIT_START_* and a message on its stderr,
 /// since nobody reads the status pipe any more).
-fn run_init(init: &InitPlan, exec: &ExecPlan, status: &mut std::fs::File, go: &mut std::fs::File) -> SandboxError {
+fn run_init(
+    init: &InitPlan,
+    exec: &ExecPlan,
+    status: &mut std::fs::File,
+    go: &mut std::fs::File,
+) -> SandboxError {
     let mut host_pid = 0;
     let r = (|| -> Result<(), SandboxError> {
         nix::sys::prctl::set_dumpable(false).map_err(|e| sys_err("prctl", "PR_SET_DUMPABLE", e))?;
@@ -515,19 +619,34 @@ fn run_init(init: &InitPlan, exec: &ExecPlan, status: &mut std::fs::File, go: &m
                 .unwrap_or(0);
         }
         if init.runtime_hooks {
-            writeln!(status, "hooks").map_err(|e| sys_err("write", "sync pipe", process::io_errno(&e)))?;
+            report(status, "hooks")
+                .map_err(|e| sys_err("write", "sync pipe", process::io_errno(&e)))?;
             let mut b = [0u8; 1];
-            if go.read(&mut b).map_err(|e| sys_err("read", "sync pipe", process::io_errno(&e)))? != 1 {
+            if go
+                .read(&mut b)
+                .map_err(|e| sys_err("read", "sync pipe", process::io_errno(&e)))?
+                != 1
+            {
                 return Err(SandboxError::Child("runtime hooks failed".into()));
             }
         }
         if init.new_session_keyring {
             const KEYCTL_JOIN_SESSION_KEYRING: libc::c_long = 1;
             // SAFETY: plain syscall; a null name joins a new anonymous session keyring.
-            let r = unsafe { libc::syscall(libc::SYS_keyctl, KEYCTL_JOIN_SESSION_KEYRING, std::ptr::null::<libc::c_char>()) };
+            let r = unsafe {
+                libc::syscall(
+                    libc::SYS_keyctl,
+                    KEYCTL_JOIN_SESSION_KEYRING,
+                    std::ptr::null::<libc::c_char>(),
+                )
+            };
             // ENOSYS: a kernel without keys; nothing to isolate.
             if r < 0 && nix::Error::last() != nix::Error::ENOSYS {
-                return Err(sys_err("keyctl", "JOIN_SESSION_KEYRING", nix::Error::last()));
+                return Err(sys_err(
+                    "keyctl",
+                    "JOIN_SESSION_KEYRING",
+                    nix::Error::last(),
+                ));
             }
         }
         let prepared = mounts::prepare(&init.mounts)?;
@@ -538,7 +657,9 @@ fn run_init(init: &InitPlan, exec: &ExecPlan, status: &mut std::fs::File, go: &m
                 if is_default_device(&init.mounts, &path) {
                     continue;
                 }
-                let fd = sys::open_tree_clone(&path, false).map_err(|e| sys_err("open_tree (linux.devices, host node)", path.clone(), e))?;
+                let fd = sys::open_tree_clone(&path, false).map_err(|e| {
+                    sys_err("open_tree (linux.devices, host node)", path.clone(), e)
+                })?;
                 device_binds.push((path, fd));
             }
         }
@@ -547,14 +668,27 @@ fn run_init(init: &InitPlan, exec: &ExecPlan, status: &mut std::fs::File, go: &m
         }
         mounts::pivot_into(&init.rootfs)?;
         mounts::attach(prepared)?;
-        let has_pts = init.mounts.iter().any(|m| m.destination() == std::path::Path::new("/dev/pts"));
-        if init.mounts.iter().any(|m| m.destination() == std::path::Path::new("/dev")) {
+        let has_pts = init
+            .mounts
+            .iter()
+            .any(|m| m.destination() == std::path::Path::new("/dev/pts"));
+        if init
+            .mounts
+            .iter()
+            .any(|m| m.destination() == std::path::Path::new("/dev"))
+        {
             mounts::dev_symlinks(has_pts)?;
         }
         create_devices(init, device_binds)?;
         for (target, flags) in &init.propagation {
-            nix::mount::mount(None::<&str>, target.as_str(), None::<&str>, *flags, None::<&str>)
-                .map_err(|e| sys_err("set mount propagation", target.clone(), e))?;
+            nix::mount::mount(
+                None::<&str>,
+                target.as_str(),
+                None::<&str>,
+                *flags,
+                None::<&str>,
+            )
+            .map_err(|e| sys_err("set mount propagation", target.clone(), e))?;
         }
         if init.new_netns {
             loopback_up()?;
@@ -570,7 +704,8 @@ fn run_init(init: &InitPlan, exec: &ExecPlan, status: &mut std::fs::File, go: &m
         }
         for (key, value) in &init.sysctl {
             let path = format!("/proc/sys/{}", key.replace('.', "/"));
-            std::fs::write(&path, value).map_err(|e| sys_err("write sysctl", path, process::io_errno(&e)))?;
+            std::fs::write(&path, value)
+                .map_err(|e| sys_err("write sysctl", path, process::io_errno(&e)))?;
         }
         nix::unistd::setsid().map_err(|e| sys_err("setsid", "", e))?;
         if let Some(sock) = init.console {
@@ -586,8 +721,12 @@ fn run_init(init: &InitPlan, exec: &ExecPlan, status: &mut std::fs::File, go: &m
                 .map_err(|e| sys_err("set rootfs propagation", "/", e))?;
         }
         if init.null_stdio {
-            let null = nix::fcntl::open("/dev/null", nix::fcntl::OFlag::O_RDWR, nix::sys::stat::Mode::empty())
-                .map_err(|e| sys_err("open", "/dev/null (in sandbox)", e))?;
+            let null = nix::fcntl::open(
+                "/dev/null",
+                nix::fcntl::OFlag::O_RDWR,
+                nix::sys::stat::Mode::empty(),
+            )
+            .map_err(|e| sys_err("open", "/dev/null (in sandbox)", e))?;
             for target in 0..3 {
                 nix::unistd::dup2(null, target).map_err(|e| sys_err("dup2", "/dev/null", e))?;
             }
@@ -601,7 +740,7 @@ fn run_init(init: &InitPlan, exec: &ExecPlan, status: &mut std::fs::File, go: &m
         return e;
     }
     if let Some((dir, name)) = &init.fifo_dir {
-        if let Err(e) = writeln!(status, "ready") {
+        if let Err(e) = report(status, "ready") {
             return sys_err("write", "sync pipe", process::io_errno(&e));
         }
         // Blocks until `start` opens the FIFO for reading. From here on nobody reads the
@@ -613,18 +752,19 @@ fn run_init(init: &InitPlan, exec: &ExecPlan, status: &mut std::fs::File, go: &m
             nix::sys::stat::Mode::empty(),
         );
         let _ = nix::unistd::close(*dir);
-        match fifo {
-            Ok(fd) => {
-                let _ = nix::unistd::write(unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) }, b"0");
-                let _ = nix::unistd::close(fd);
-            }
+        let fifo = match fifo {
+            // SAFETY: fd was just returned by openat(2).
+            Ok(fd) => unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) },
             Err(e) => start_failed(sys_err("open", "start FIFO", e)),
-        }
+        };
+        // startContainer hooks belong to `start`: it returns once we write the byte.
         if let Some(hooks) = init.container_hooks {
             if let Err(e) = hooks(ContainerHook::StartContainer, host_pid) {
                 start_failed(SandboxError::Child(e));
             }
         }
+        let _ = nix::unistd::write(&fifo, b"0");
+        drop(fifo);
         start_failed(exec.exec())
     }
     let _ = status.as_raw_fd();
@@ -633,34 +773,56 @@ fn run_init(init: &InitPlan, exec: &ExecPlan, status: &mut std::fs::File, go: &m
 
 /// After `start`: report on stderr and end init (see [`EXIT_START_FAILED`]).
 fn start_failed(e: SandboxError) -> ! {
-    let not_found = matches!(&e, SandboxError::Sys { op: "execve", source: nix::Error::ENOENT, .. });
+    let not_found = matches!(
+        &e,
+        SandboxError::Sys {
+            op: "execve",
+            source: nix::Error::ENOENT,
+            ..
+        }
+    );
     let _ = writeln!(std::io::stderr(), "vslice: {e}");
     // SAFETY: forked child.
-    unsafe { libc::_exit(if not_found { EXIT_START_NOT_FOUND } else { EXIT_START_FAILED }) }
+    unsafe {
+        libc::_exit(if not_found {
+            EXIT_START_NOT_FOUND
+        } else {
+            EXIT_START_FAILED
+        })
+    }
 }
 
 /// Whether `path` is one of the nodes every sandbox with a /dev mount already gets.
 fn is_default_device(mounts: &[oci_spec::runtime::Mount], path: &str) -> bool {
-    mounts.iter().any(|m| m.destination() == std::path::Path::new("/dev"))
-        && path.strip_prefix("/dev/").is_some_and(|n| mounts::DEFAULT_DEVICES.contains(&n))
+    mounts
+        .iter()
+        .any(|m| m.destination() == std::path::Path::new("/dev"))
+        && path
+            .strip_prefix("/dev/")
+            .is_some_and(|n| mounts::DEFAULT_DEVICES.contains(&n))
 }
 
 /// `linux.devices`, inside the new root: mknod (with the spec's owner and mode) outside a
 /// user namespace; in one, bind the host's node prepared before pivot_root.
 fn create_devices(init: &InitPlan, binds: Vec<(String, OwnedFd)>) -> Result<(), SandboxError> {
-    use oci_spec::runtime::LinuxDeviceType;
     use nix::sys::stat::{Mode, SFlag};
+    use oci_spec::runtime::LinuxDeviceType;
     for (path, fd) in binds {
         if let Some(parent) = std::path::Path::new(&path).parent() {
             let _ = std::fs::create_dir_all(parent);
         }
-        match nix::fcntl::open(path.as_str(), nix::fcntl::OFlag::O_CREAT | nix::fcntl::OFlag::O_CLOEXEC, Mode::from_bits_truncate(0o644)) {
+        match nix::fcntl::open(
+            path.as_str(),
+            nix::fcntl::OFlag::O_CREAT | nix::fcntl::OFlag::O_CLOEXEC,
+            Mode::from_bits_truncate(0o644),
+        ) {
             Ok(f) => {
                 let _ = nix::unistd::close(f);
             }
             Err(e) => return Err(sys_err("create device mount target", path, e)),
         }
-        sys::move_mount_to(&fd, &path).map_err(|e| sys_err("move_mount (linux.devices)", path.clone(), e))?;
+        sys::move_mount_to(&fd, &path)
+            .map_err(|e| sys_err("move_mount (linux.devices)", path.clone(), e))?;
     }
     if init.in_userns {
         return Ok(());
@@ -674,28 +836,37 @@ fn create_devices(init: &InitPlan, binds: Vec<(String, OwnedFd)>) -> Result<(), 
             LinuxDeviceType::C | LinuxDeviceType::U => SFlag::S_IFCHR,
             LinuxDeviceType::B => SFlag::S_IFBLK,
             LinuxDeviceType::P => SFlag::S_IFIFO,
-            LinuxDeviceType::A => return Err(SandboxError::Spec(format!("linux.devices {path}: type \"a\" is not a node type"))),
+            LinuxDeviceType::A => {
+                return Err(SandboxError::Spec(format!(
+                    "linux.devices {path}: type \"a\" is not a node type"
+                )))
+            }
         };
         let mode = Mode::from_bits_truncate(d.file_mode().unwrap_or(0o666));
         let dev = nix::sys::stat::makedev(d.major() as u64, d.minor() as u64);
         if let Some(parent) = std::path::Path::new(&path).parent() {
             let _ = std::fs::create_dir_all(parent);
         }
-        match std::fs::symlink_metadata(&path) {
-            Ok(_) => {
-                // Replace whatever the image has there with the node the spec asks for.
-                std::fs::remove_file(&path).map_err(|e| sys_err("replace device node", path.clone(), process::io_errno(&e)))?;
-            }
-            Err(_) => {}
+        if std::fs::symlink_metadata(&path).is_ok() {
+            // Replace whatever the image has there with the node the spec asks for.
+            std::fs::remove_file(&path)
+                .map_err(|e| sys_err("replace device node", path.clone(), process::io_errno(&e)))?;
         }
-        nix::sys::stat::mknod(path.as_str(), kind, mode, dev).map_err(|e| sys_err("mknod", path.clone(), e))?;
+        nix::sys::stat::mknod(path.as_str(), kind, mode, dev)
+            .map_err(|e| sys_err("mknod", path.clone(), e))?;
         // mknod applies the umask; the spec's mode is meant literally.
-        nix::sys::stat::fchmodat(None, path.as_str(), mode, nix::sys::stat::FchmodatFlags::FollowSymlink)
-            .map_err(|e| sys_err("chmod", path.clone(), e))?;
+        nix::sys::stat::fchmodat(
+            None,
+            path.as_str(),
+            mode,
+            nix::sys::stat::FchmodatFlags::FollowSymlink,
+        )
+        .map_err(|e| sys_err("chmod", path.clone(), e))?;
         let uid = d.uid().map(nix::unistd::Uid::from_raw);
         let gid = d.gid().map(nix::unistd::Gid::from_raw);
         if uid.is_some() || gid.is_some() {
-            nix::unistd::chown(path.as_str(), uid, gid).map_err(|e| sys_err("chown", path.clone(), e))?;
+            nix::unistd::chown(path.as_str(), uid, gid)
+                .map_err(|e| sys_err("chown", path.clone(), e))?;
         }
     }
     Ok(())
@@ -708,24 +879,52 @@ const TIOCGPTPEER: libc::c_ulong = 0x5441;
 /// after setsid.
 fn setup_console(sock: std::os::fd::RawFd, size: Option<(u16, u16)>) -> Result<(), SandboxError> {
     use nix::fcntl::OFlag;
-    let master = nix::fcntl::open("/dev/pts/ptmx", OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC, nix::sys::stat::Mode::empty())
-        .map_err(|e| sys_err("open", "/dev/pts/ptmx (process.terminal needs a devpts mount on /dev/pts)", e))?;
+    let master = nix::fcntl::open(
+        "/dev/pts/ptmx",
+        OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .map_err(|e| {
+        sys_err(
+            "open",
+            "/dev/pts/ptmx (process.terminal needs a devpts mount on /dev/pts)",
+            e,
+        )
+    })?;
     // SAFETY: fd just returned by open(2).
     let master = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(master) };
     let unlock: libc::c_int = 0;
     // SAFETY: TIOCSPTLCK takes a pointer to int.
     if unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSPTLCK, &unlock) } != 0 {
-        return Err(sys_err("ioctl TIOCSPTLCK", "/dev/pts/ptmx", nix::Error::last()));
+        return Err(sys_err(
+            "ioctl TIOCSPTLCK",
+            "/dev/pts/ptmx",
+            nix::Error::last(),
+        ));
     }
     let mut n: libc::c_uint = 0;
     // SAFETY: TIOCGPTN fills an unsigned int.
     if unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCGPTN, &mut n) } != 0 {
-        return Err(sys_err("ioctl TIOCGPTN", "/dev/pts/ptmx", nix::Error::last()));
+        return Err(sys_err(
+            "ioctl TIOCGPTN",
+            "/dev/pts/ptmx",
+            nix::Error::last(),
+        ));
     }
     // SAFETY: TIOCGPTPEER returns a new fd for this master's slave, without a path lookup.
-    let slave = unsafe { libc::ioctl(master.as_raw_fd(), TIOCGPTPEER as _, libc::O_RDWR | libc::O_CLOEXEC) };
+    let slave = unsafe {
+        libc::ioctl(
+            master.as_raw_fd(),
+            TIOCGPTPEER as _,
+            libc::O_RDWR | libc::O_CLOEXEC,
+        )
+    };
     if slave < 0 {
-        return Err(sys_err("ioctl TIOCGPTPEER", "/dev/pts/ptmx", nix::Error::last()));
+        return Err(sys_err(
+            "ioctl TIOCGPTPEER",
+            "/dev/pts/ptmx",
+            nix::Error::last(),
+        ));
     }
     // SAFETY: the kernel just returned this fd.
     let slave = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(slave) };
@@ -744,7 +943,11 @@ fn setup_console(sock: std::os::fd::RawFd, size: Option<(u16, u16)>) -> Result<(
     }
     // /dev/console is the pty too (runc does the same). Best effort when /dev is read-only.
     let console = "/dev/console";
-    let target_ok = match nix::fcntl::open(console, OFlag::O_CREAT | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW, nix::sys::stat::Mode::from_bits_truncate(0o600)) {
+    let target_ok = match nix::fcntl::open(
+        console,
+        OFlag::O_CREAT | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW,
+        nix::sys::stat::Mode::from_bits_truncate(0o600),
+    ) {
         Ok(fd) => {
             let _ = nix::unistd::close(fd);
             true
@@ -754,21 +957,53 @@ fn setup_console(sock: std::os::fd::RawFd, size: Option<(u16, u16)>) -> Result<(
     };
     if target_ok {
         let pts = format!("/dev/pts/{n}");
-        nix::mount::mount(Some(pts.as_str()), console, None::<&str>, nix::mount::MsFlags::MS_BIND, None::<&str>)
-            .map_err(|e| sys_err("bind pty over", console, e))?;
+        nix::mount::mount(
+            Some(pts.as_str()),
+            console,
+            None::<&str>,
+            nix::mount::MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .map_err(|e| sys_err("bind pty over", console, e))?;
     }
     Ok(())
 }
 
 /// Send `fd` over a connected Unix socket (one SCM_RIGHTS message carrying `name`, as runc's
 /// console-socket protocol does).
-pub fn send_fd(sock: std::os::fd::RawFd, fd: &impl AsRawFd, name: &str) -> Result<(), SandboxError> {
+pub fn send_fd(
+    sock: std::os::fd::RawFd,
+    fd: &impl AsRawFd,
+    name: &str,
+) -> Result<(), SandboxError> {
     use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
     let fds = [fd.as_raw_fd()];
     let iov = [std::io::IoSlice::new(name.as_bytes())];
-    sendmsg::<()>(sock, &iov, &[ControlMessage::ScmRights(&fds)], MsgFlags::empty(), None)
-        .map_err(|e| sys_err("sendmsg", "console socket", e))?;
+    sendmsg::<()>(
+        sock,
+        &iov,
+        &[ControlMessage::ScmRights(&fds)],
+        MsgFlags::empty(),
+        None,
+    )
+    .map_err(|e| sys_err("sendmsg", "console socket", e))?;
     Ok(())
+}
+
+/// Move the calling (single-threaded) process into `cg`: on v1 by writing "0" to `tasks` in
+/// each hierarchy (no global lock, see `spawn`), on v2 through cgroup.procs.
+pub fn join_cgroup_self(cg: &crate::cgroup::Cgroup) -> Result<(), SandboxError> {
+    if cg.version == crate::cgroup::Version::V1 {
+        for d in cg.dirs()?.into_iter().filter(|d| d.is_dir()) {
+            let tasks = d.join("tasks");
+            std::fs::write(&tasks, "0").map_err(|e| {
+                sys_err("write", tasks.display().to_string(), process::io_errno(&e))
+            })?;
+        }
+        Ok(())
+    } else {
+        Ok(cg.add_pid(std::process::id() as i32)?)
+    }
 }
 
 /// runc's `exec --detach`: join a running sandbox like [`join::spawn`], but the joining
@@ -778,7 +1013,11 @@ pub fn send_fd(sock: std::os::fd::RawFd, fd: &impl AsRawFd, name: &str) -> Resul
 ///
 /// The namespace order is join.rs's (user first, mount last); the command side is the same
 /// ExecPlan as every other sandboxed process.
-pub fn exec_detached(target: &join::Target, plan: &ExecPlan, stdio: join::Stdio) -> Result<i32, SandboxError> {
+pub fn exec_detached(
+    target: &join::Target,
+    plan: &ExecPlan,
+    stdio: join::Stdio,
+) -> Result<i32, SandboxError> {
     const ORDER: &[(&str, CloneFlags)] = &[
         ("user", CloneFlags::CLONE_NEWUSER),
         ("cgroup", CloneFlags::CLONE_NEWCGROUP),
@@ -791,7 +1030,10 @@ pub fn exec_detached(target: &join::Target, plan: &ExecPlan, stdio: join::Stdio)
     let mut namespaces = Vec::new();
     for (name, flag) in ORDER {
         let theirs = format!("/proc/{}/ns/{name}", target.init_pid);
-        let (a, b) = (std::fs::metadata(&theirs), std::fs::metadata(format!("/proc/self/ns/{name}")));
+        let (a, b) = (
+            std::fs::metadata(&theirs),
+            std::fs::metadata(format!("/proc/self/ns/{name}")),
+        );
         if let (Ok(a), Ok(b)) = (&a, &b) {
             use std::os::unix::fs::MetadataExt;
             if a.ino() == b.ino() && a.dev() == b.dev() {
@@ -809,9 +1051,10 @@ pub fn exec_detached(target: &join::Target, plan: &ExecPlan, stdio: join::Stdio)
             drop(st_r);
             let mut status = std::fs::File::from(st_w);
             let r = (|| -> Result<(), SandboxError> {
-                nix::sys::prctl::set_dumpable(false).map_err(|e| sys_err("prctl", "PR_SET_DUMPABLE", e))?;
+                nix::sys::prctl::set_dumpable(false)
+                    .map_err(|e| sys_err("prctl", "PR_SET_DUMPABLE", e))?;
                 if let Some(cg) = &cgroup {
-                    cg.add_pid(std::process::id() as i32)?;
+                    join_cgroup_self(cg)?;
                 }
                 plan.apply_rlimits()?;
                 for (flag, fd, path) in &namespaces {
@@ -826,11 +1069,18 @@ pub fn exec_detached(target: &join::Target, plan: &ExecPlan, stdio: join::Stdio)
                             nix::unistd::setsid().map_err(|e| sys_err("setsid", "", e))?;
                             if let join::Stdio::Pty(slave) = &stdio {
                                 // SAFETY: TIOCSCTTY on a terminal fd we own.
-                                if unsafe { libc::ioctl(slave.as_raw_fd(), libc::TIOCSCTTY, 0) } != 0 {
-                                    return Err(sys_err("ioctl TIOCSCTTY", "pty", nix::Error::last()));
+                                if unsafe { libc::ioctl(slave.as_raw_fd(), libc::TIOCSCTTY, 0) }
+                                    != 0
+                                {
+                                    return Err(sys_err(
+                                        "ioctl TIOCSCTTY",
+                                        "pty",
+                                        nix::Error::last(),
+                                    ));
                                 }
                                 for t in 0..3 {
-                                    nix::unistd::dup2(slave.as_raw_fd(), t).map_err(|e| sys_err("dup2", "pty", e))?;
+                                    nix::unistd::dup2(slave.as_raw_fd(), t)
+                                        .map_err(|e| sys_err("dup2", "pty", e))?;
                                 }
                             }
                             Ok::<SandboxError, SandboxError>(plan.exec())
@@ -844,7 +1094,7 @@ pub fn exec_detached(target: &join::Target, plan: &ExecPlan, stdio: join::Stdio)
                     ForkResult::Parent { child } => {
                         drop(err_w);
                         drop(stdio);
-                        let _ = writeln!(status, "pid {child}");
+                        let _ = report(&mut status, &format!("pid {child}"));
                         let mut msg = String::new();
                         let _ = std::fs::File::from(err_r).read_to_string(&mut msg);
                         if !msg.is_empty() {
@@ -859,7 +1109,7 @@ pub fn exec_detached(target: &join::Target, plan: &ExecPlan, stdio: join::Stdio)
                 // SAFETY: forked child; the command is re-parented to the caller's subreaper.
                 Ok(()) => unsafe { libc::_exit(0) },
                 Err(e) => {
-                    let _ = writeln!(status, "error {}", e.to_string().replace('\n', " "));
+                    let _ = report(&mut status, &format!("error {e}").replace('\n', " "));
                     // SAFETY: forked child.
                     unsafe { libc::_exit(1) }
                 }
@@ -894,8 +1144,13 @@ pub fn exec_detached(target: &join::Target, plan: &ExecPlan, stdio: join::Stdio)
 /// and a socket protocol for one flag).
 fn loopback_up() -> Result<(), SandboxError> {
     use nix::sys::socket::{socket, AddressFamily, SockFlag, SockType};
-    let sock = socket(AddressFamily::Inet, SockType::Datagram, SockFlag::SOCK_CLOEXEC, None)
-        .map_err(|e| sys_err("socket", "loopback", e))?;
+    let sock = socket(
+        AddressFamily::Inet,
+        SockType::Datagram,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .map_err(|e| sys_err("socket", "loopback", e))?;
     // SAFETY: ifreq is plain data; we fill the name and read/write the flags union member.
     unsafe {
         let mut req: libc::ifreq = std::mem::zeroed();

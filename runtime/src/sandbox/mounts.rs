@@ -54,8 +54,9 @@ pub fn parse_options(opts: &[String]) -> Options {
                 o.recursive = true
             }
             // Defaults or propagation settings: every mount in the sandbox is private.
-            "rw" | "suid" | "dev" | "exec" | "relatime" | "atime" | "diratime" | "private" | "rprivate"
-            | "slave" | "rslave" | "shared" | "rshared" | "unbindable" | "runbindable" => {}
+            "rw" | "suid" | "dev" | "exec" | "relatime" | "atime" | "diratime" | "private"
+            | "rprivate" | "slave" | "rslave" | "shared" | "rshared" | "unbindable"
+            | "runbindable" => {}
             other => o.data.push(other.to_string()),
         }
     }
@@ -63,7 +64,11 @@ pub fn parse_options(opts: &[String]) -> Options {
 }
 
 fn err(op: &'static str, target: &str, e: nix::Error) -> SandboxError {
-    SandboxError::Sys { op, target: target.to_string(), source: e }
+    SandboxError::Sys {
+        op,
+        target: target.to_string(),
+        source: e,
+    }
 }
 
 /// Phase 1: create every mount of `mounts` detached, plus the default device nodes.
@@ -74,7 +79,11 @@ pub fn prepare(mounts: &[Mount]) -> Result<Vec<Prepared>, SandboxError> {
         let target = m.destination().to_string_lossy().into_owned();
         let opts = parse_options(m.options().as_deref().unwrap_or_default());
         let typ = m.typ().clone().unwrap_or_default();
-        let source = m.source().as_ref().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+        let source = m
+            .source()
+            .as_ref()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
         if opts.bind || typ == "bind" {
             let fd = sys::open_tree_clone(&source, opts.recursive)
                 .map_err(|e| err("open_tree (bind source)", &source, e))?;
@@ -82,7 +91,9 @@ pub fn prepare(mounts: &[Mount]) -> Result<Vec<Prepared>, SandboxError> {
                 sys::mount_setattr(&fd, opts.attrs, 0, None)
                     .map_err(|e| err("mount_setattr (bind flags)", &target, e))?;
             }
-            let dir = std::fs::metadata(&source).map(|md| md.is_dir()).unwrap_or(true);
+            let dir = std::fs::metadata(&source)
+                .map(|md| md.is_dir())
+                .unwrap_or(true);
             out.push(Prepared { target, fd, dir });
         } else {
             let fs_opts: Vec<FsOption> = opts
@@ -95,15 +106,24 @@ pub fn prepare(mounts: &[Mount]) -> Result<Vec<Prepared>, SandboxError> {
                 .collect();
             let fd = sys::fs_mount(&typ, &source, &fs_opts, opts.attrs)
                 .map_err(|e| err_fs(&typ, &target, &opts.data, e))?;
-            out.push(Prepared { target: target.clone(), fd, dir: true });
+            out.push(Prepared {
+                target: target.clone(),
+                fd,
+                dir: true,
+            });
         }
         // Device nodes go right after /dev is mounted, before anything nests deeper.
         if !devices_done && m.destination() == Path::new("/dev") {
             devices_done = true;
             for dev in DEFAULT_DEVICES {
                 let host = format!("/dev/{dev}");
-                let fd = sys::open_tree_clone(&host, false).map_err(|e| err("open_tree (device)", &host, e))?;
-                out.push(Prepared { target: host, fd, dir: false });
+                let fd = sys::open_tree_clone(&host, false)
+                    .map_err(|e| err("open_tree (device)", &host, e))?;
+                out.push(Prepared {
+                    target: host,
+                    fd,
+                    dir: false,
+                });
             }
         }
     }
@@ -113,7 +133,11 @@ pub fn prepare(mounts: &[Mount]) -> Result<Vec<Prepared>, SandboxError> {
 fn err_fs(typ: &str, target: &str, data: &[String], e: nix::Error) -> SandboxError {
     SandboxError::Spec(format!(
         "mount {typ} on {target} (options {}): {}",
-        if data.is_empty() { "none".to_string() } else { data.join(",") },
+        if data.is_empty() {
+            "none".to_string()
+        } else {
+            data.join(",")
+        },
         e.desc()
     ))
 }
@@ -121,13 +145,25 @@ fn err_fs(typ: &str, target: &str, data: &[String], e: nix::Error) -> SandboxErr
 /// Make every mount private (nothing we do propagates back to the host), then pivot into
 /// `rootfs` and detach the old root entirely.
 pub fn pivot_into(rootfs: &str) -> Result<(), SandboxError> {
-    mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>)
-        .map_err(|e| err("make-rprivate", "/", e))?;
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )
+    .map_err(|e| err("make-rprivate", "/", e))?;
     // pivot_root needs a mount point (an OCI bundle's rootfs is usually a plain directory), and
     // refuses a mount that was locked when our user namespace copied the mount table (the
     // slice's overlay is): a fresh bind made here is neither.
-    mount(Some(rootfs), rootfs, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>)
-        .map_err(|e| err("bind rootfs", rootfs, e))?;
+    mount(
+        Some(rootfs),
+        rootfs,
+        None::<&str>,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None::<&str>,
+    )
+    .map_err(|e| err("bind rootfs", rootfs, e))?;
     nix::unistd::chdir(rootfs).map_err(|e| err("chdir", rootfs, e))?;
     // pivot_root(".", ".") stacks the old root on top of the new one; detaching "." then
     // removes it without needing a put_old directory inside the slice (runc does the same).
@@ -149,15 +185,28 @@ pub fn attach(prepared: Vec<Prepared>) -> Result<(), SandboxError> {
 fn ensure_target(target: &str, dir: bool) -> Result<(), SandboxError> {
     let path = Path::new(target);
     if dir {
-        std::fs::create_dir_all(path)
-            .map_err(|e| err("mkdir", target, nix::Error::from_raw(e.raw_os_error().unwrap_or(libc::EIO))))?;
+        std::fs::create_dir_all(path).map_err(|e| {
+            err(
+                "mkdir",
+                target,
+                nix::Error::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
+            )
+        })?;
     } else {
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent).map_err(|e| {
-                err("mkdir", target, nix::Error::from_raw(e.raw_os_error().unwrap_or(libc::EIO)))
+                err(
+                    "mkdir",
+                    target,
+                    nix::Error::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
+                )
             })?;
         }
-        match nix::fcntl::open(path, nix::fcntl::OFlag::O_CREAT | nix::fcntl::OFlag::O_CLOEXEC, Mode::from_bits_truncate(0o644)) {
+        match nix::fcntl::open(
+            path,
+            nix::fcntl::OFlag::O_CREAT | nix::fcntl::OFlag::O_CLOEXEC,
+            Mode::from_bits_truncate(0o644),
+        ) {
             Ok(fd) => drop(unsafe_owned(fd)),
             Err(nix::Error::EEXIST) => {}
             Err(e) => return Err(err("create mount target", target, e)),
@@ -187,7 +236,13 @@ pub fn dev_symlinks(with_pts: bool) -> Result<(), SandboxError> {
         match std::os::unix::fs::symlink(src, dst) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-            Err(e) => return Err(err("symlink", dst, nix::Error::from_raw(e.raw_os_error().unwrap_or(libc::EIO)))),
+            Err(e) => {
+                return Err(err(
+                    "symlink",
+                    dst,
+                    nix::Error::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
+                ))
+            }
         }
     }
     Ok(())
@@ -201,9 +256,21 @@ pub fn mask(paths: &[String]) -> Result<(), SandboxError> {
             Err(_) => continue, // nothing to hide
         };
         let r = if md.is_dir() {
-            mount(Some("tmpfs"), p.as_str(), Some("tmpfs"), MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC, Some("size=0,mode=0555"))
+            mount(
+                Some("tmpfs"),
+                p.as_str(),
+                Some("tmpfs"),
+                MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+                Some("size=0,mode=0555"),
+            )
         } else {
-            mount(Some("/dev/null"), p.as_str(), None::<&str>, MsFlags::MS_BIND, None::<&str>)
+            mount(
+                Some("/dev/null"),
+                p.as_str(),
+                None::<&str>,
+                MsFlags::MS_BIND,
+                None::<&str>,
+            )
         };
         r.map_err(|e| err("mask", p, e))?;
     }
@@ -216,8 +283,14 @@ pub fn make_readonly(paths: &[String]) -> Result<(), SandboxError> {
         if std::fs::symlink_metadata(p).is_err() {
             continue;
         }
-        mount(Some(p.as_str()), p.as_str(), None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>)
-            .map_err(|e| err("bind (read-only path)", p, e))?;
+        mount(
+            Some(p.as_str()),
+            p.as_str(),
+            None::<&str>,
+            MsFlags::MS_BIND | MsFlags::MS_REC,
+            None::<&str>,
+        )
+        .map_err(|e| err("bind (read-only path)", p, e))?;
         remount_readonly(p)?;
     }
     Ok(())
@@ -242,7 +315,8 @@ pub fn remount_readonly(p: &str) -> Result<(), SandboxError> {
             flags |= want;
         }
     }
-    mount(None::<&str>, p, None::<&str>, flags, None::<&str>).map_err(|e| err("remount read-only", p, e))
+    mount(None::<&str>, p, None::<&str>, flags, None::<&str>)
+        .map_err(|e| err("remount read-only", p, e))
 }
 
 #[cfg(test)]
@@ -251,7 +325,13 @@ mod tests {
 
     #[test]
     fn options_split_into_attrs_and_data() {
-        let o = parse_options(&["nosuid".into(), "rbind".into(), "mode=755".into(), "ro".into(), "rprivate".into()]);
+        let o = parse_options(&[
+            "nosuid".into(),
+            "rbind".into(),
+            "mode=755".into(),
+            "ro".into(),
+            "rprivate".into(),
+        ]);
         assert!(o.bind && o.recursive);
         assert_eq!(o.attrs, sys::MOUNT_ATTR_NOSUID | sys::MOUNT_ATTR_RDONLY);
         assert_eq!(o.data, vec!["mode=755".to_string()]);

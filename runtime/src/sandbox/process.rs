@@ -10,15 +10,23 @@ use std::ffi::CString;
 use std::str::FromStr;
 
 fn sys_err(op: &'static str, target: impl Into<String>, e: nix::Error) -> SandboxError {
-    SandboxError::Sys { op, target: target.into(), source: e }
+    SandboxError::Sys {
+        op,
+        target: target.into(),
+        source: e,
+    }
 }
 
 /// Convert OCI capability names to the caps crate's type.
 pub fn to_caps(set: Option<&oci_spec::runtime::Capabilities>) -> Result<CapsHashSet, SandboxError> {
     let mut out = CapsHashSet::new();
     for c in set.into_iter().flatten() {
-        let name = serde_json::to_value(c).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
-        let cap = Capability::from_str(&name).map_err(|_| SandboxError::Spec(format!("unknown capability {name:?}")))?;
+        let name = serde_json::to_value(c)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default();
+        let cap = Capability::from_str(&name)
+            .map_err(|_| SandboxError::Spec(format!("unknown capability {name:?}")))?;
         out.insert(cap);
     }
     Ok(out)
@@ -36,7 +44,9 @@ pub struct CapSets {
 
 impl CapSets {
     pub fn from_spec(c: Option<&LinuxCapabilities>) -> Result<CapSets, SandboxError> {
-        let Some(c) = c else { return Ok(CapSets::default()) };
+        let Some(c) = c else {
+            return Ok(CapSets::default());
+        };
         Ok(CapSets {
             bounding: to_caps(c.bounding().as_ref())?,
             effective: to_caps(c.effective().as_ref())?,
@@ -75,8 +85,12 @@ pub fn rlimit_resource(name: &str) -> Option<libc::c_int> {
 pub fn rlimits_from_spec(r: Option<&Vec<PosixRlimit>>) -> Result<Vec<Rlimit>, SandboxError> {
     let mut out = Vec::new();
     for l in r.into_iter().flatten() {
-        let name = serde_json::to_value(l.typ()).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
-        let res = rlimit_resource(&name).ok_or_else(|| SandboxError::Spec(format!("unknown rlimit {name:?}")))?;
+        let name = serde_json::to_value(l.typ())
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default();
+        let res = rlimit_resource(&name)
+            .ok_or_else(|| SandboxError::Spec(format!("unknown rlimit {name:?}")))?;
         out.push((res, l.soft(), l.hard()));
     }
     Ok(out)
@@ -103,12 +117,18 @@ pub struct ExecPlan {
 
 fn cstrings(v: &[String], what: &str) -> Result<Vec<CString>, SandboxError> {
     v.iter()
-        .map(|s| CString::new(s.as_str()).map_err(|_| SandboxError::Spec(format!("{what}: NUL byte in {s:?}"))))
+        .map(|s| {
+            CString::new(s.as_str())
+                .map_err(|_| SandboxError::Spec(format!("{what}: NUL byte in {s:?}")))
+        })
         .collect()
 }
 
 impl ExecPlan {
-    pub fn from_process(p: &Process, seccomp: Option<CompiledFilters>) -> Result<ExecPlan, SandboxError> {
+    pub fn from_process(
+        p: &Process,
+        seccomp: Option<CompiledFilters>,
+    ) -> Result<ExecPlan, SandboxError> {
         let args = p.args().clone().unwrap_or_default();
         if args.is_empty() {
             return Err(SandboxError::Spec("process.args: empty".into()));
@@ -117,7 +137,9 @@ impl ExecPlan {
         let path_var = env
             .iter()
             .find_map(|e| e.strip_prefix("PATH=").map(str::to_string))
-            .unwrap_or_else(|| "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
+            .unwrap_or_else(|| {
+                "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into()
+            });
         Ok(ExecPlan {
             argv: cstrings(&args, "process.args")?,
             env: cstrings(&env, "process.env")?,
@@ -140,14 +162,20 @@ impl ExecPlan {
     /// which the slice's root never has. The limits are inherited by everything it forks.
     pub fn apply_rlimits(&self) -> Result<(), SandboxError> {
         for &(res, soft, hard) in &self.rlimits {
-            let mut lim = libc::rlimit { rlim_cur: soft, rlim_max: hard };
+            let mut lim = libc::rlimit {
+                rlim_cur: soft,
+                rlim_max: hard,
+            };
             // SAFETY: plain syscall with a valid struct.
             if unsafe { libc::setrlimit(res as _, &lim) } == 0 {
                 continue;
             }
             // Without CAP_SYS_RESOURCE (some hosts drop it even for root) a hard limit can only
             // be lowered: keep the caller's hard limit as the ceiling rather than fail the slice.
-            let mut cur = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+            let mut cur = libc::rlimit {
+                rlim_cur: 0,
+                rlim_max: 0,
+            };
             // SAFETY: plain syscalls with valid structs.
             let ok = unsafe { libc::getrlimit(res as _, &mut cur) } == 0 && {
                 lim.rlim_max = lim.rlim_max.min(cur.rlim_max);
@@ -155,7 +183,11 @@ impl ExecPlan {
                 unsafe { libc::setrlimit(res as _, &lim) == 0 }
             };
             if !ok {
-                return Err(sys_err("setrlimit", format!("resource {res} soft {soft} hard {hard}"), nix::Error::last()));
+                return Err(sys_err(
+                    "setrlimit",
+                    format!("resource {res} soft {soft} hard {hard}"),
+                    nix::Error::last(),
+                ));
             }
         }
         Ok(())
@@ -178,21 +210,32 @@ impl ExecPlan {
         }
         // Bounding set first: dropping needs CAP_SETPCAP, which a non-root uid would lose.
         for cap in caps::all() {
-            if !self.caps.bounding.contains(&cap) && caps::has_cap(None, CapSet::Bounding, cap).unwrap_or(false) {
-                caps::drop(None, CapSet::Bounding, cap)
-                    .map_err(|e| SandboxError::Spec(format!("drop {cap} from bounding set: {e}")))?;
+            if !self.caps.bounding.contains(&cap)
+                && caps::has_cap(None, CapSet::Bounding, cap).unwrap_or(false)
+            {
+                caps::drop(None, CapSet::Bounding, cap).map_err(|e| {
+                    SandboxError::Spec(format!("drop {cap} from bounding set: {e}"))
+                })?;
             }
         }
         // Keep permitted caps across the uid change; we set the final sets right after.
         nix::sys::prctl::set_keepcaps(true).map_err(|e| sys_err("prctl", "PR_SET_KEEPCAPS", e))?;
-        let gids: Vec<Gid> = self.additional_gids.iter().map(|g| Gid::from_raw(*g)).collect();
-        nix::unistd::setgroups(&gids).map_err(|e| sys_err("setgroups", format!("{:?}", self.additional_gids), e))?;
+        let gids: Vec<Gid> = self
+            .additional_gids
+            .iter()
+            .map(|g| Gid::from_raw(*g))
+            .collect();
+        nix::unistd::setgroups(&gids)
+            .map_err(|e| sys_err("setgroups", format!("{:?}", self.additional_gids), e))?;
         let gid = Gid::from_raw(self.gid);
-        nix::unistd::setresgid(gid, gid, gid).map_err(|e| sys_err("setresgid", self.gid.to_string(), e))?;
+        nix::unistd::setresgid(gid, gid, gid)
+            .map_err(|e| sys_err("setresgid", self.gid.to_string(), e))?;
         let uid = Uid::from_raw(self.uid);
-        nix::unistd::setresuid(uid, uid, uid).map_err(|e| sys_err("setresuid", self.uid.to_string(), e))?;
+        nix::unistd::setresuid(uid, uid, uid)
+            .map_err(|e| sys_err("setresuid", self.uid.to_string(), e))?;
         let set = |which: CapSet, caps: &CapsHashSet| {
-            caps::set(None, which, caps).map_err(|e| SandboxError::Spec(format!("set {which:?} capabilities: {e}")))
+            caps::set(None, which, caps)
+                .map_err(|e| SandboxError::Spec(format!("set {which:?} capabilities: {e}")))
         };
         // Without no_new_privs the kernel only accepts a filter from a process holding
         // CAP_SYS_ADMIN in its user namespace, so install it before capabilities are dropped
@@ -203,7 +246,12 @@ impl ExecPlan {
             }
         }
         // Effective first: the kernel refuses a permitted set smaller than the effective one.
-        let effective: CapsHashSet = self.caps.effective.intersection(&self.caps.permitted).copied().collect();
+        let effective: CapsHashSet = self
+            .caps
+            .effective
+            .intersection(&self.caps.permitted)
+            .copied()
+            .collect();
         set(CapSet::Effective, &effective)?;
         set(CapSet::Permitted, &self.caps.permitted)?;
         set(CapSet::Inheritable, &self.caps.inheritable)?;
@@ -217,7 +265,8 @@ impl ExecPlan {
         }
         nix::unistd::chdir(self.cwd.as_str()).map_err(|e| sys_err("chdir", &self.cwd, e))?;
         if self.no_new_privileges {
-            nix::sys::prctl::set_no_new_privs().map_err(|e| sys_err("prctl", "PR_SET_NO_NEW_PRIVS", e))?;
+            nix::sys::prctl::set_no_new_privs()
+                .map_err(|e| sys_err("prctl", "PR_SET_NO_NEW_PRIVS", e))?;
         }
         let program = self.resolve_program()?;
         super::sys::cloexec_from(3).map_err(|e| sys_err("close_range", "3..", e))?;
@@ -239,10 +288,15 @@ impl ExecPlan {
         for dir in self.path_var.split(':').filter(|d| !d.is_empty()) {
             let candidate = format!("{dir}/{arg0}");
             if nix::unistd::access(candidate.as_str(), nix::unistd::AccessFlags::X_OK).is_ok() {
-                return CString::new(candidate).map_err(|_| SandboxError::Spec("NUL in PATH".into()));
+                return CString::new(candidate)
+                    .map_err(|_| SandboxError::Spec("NUL in PATH".into()));
             }
         }
-        Err(sys_err("execve", format!("{arg0} (not found in PATH {})", self.path_var), nix::Error::ENOENT))
+        Err(sys_err(
+            "execve",
+            format!("{arg0} (not found in PATH {})", self.path_var),
+            nix::Error::ENOENT,
+        ))
     }
 }
 

@@ -31,15 +31,23 @@ pub fn open_in_sandbox(init_pid: i32) -> Result<Pty, SandboxError> {
         .custom_flags(libc::O_NOCTTY | libc::O_CLOEXEC | libc::O_NOFOLLOW | libc::O_NONBLOCK)
         .open(&path)
         .map_err(|e| sys_err("open", path.clone(), io_errno(&e)))?;
-    let md = f.metadata().map_err(|e| sys_err("fstat", path.clone(), io_errno(&e)))?;
+    let md = f
+        .metadata()
+        .map_err(|e| sys_err("fstat", path.clone(), io_errno(&e)))?;
     let rdev = md.rdev();
-    if !md.file_type().is_char_device() || libc::major(rdev) as u64 != PTMX_MAJOR || libc::minor(rdev) as u64 != PTMX_MINOR {
+    if !md.file_type().is_char_device()
+        || libc::major(rdev) as u64 != PTMX_MAJOR
+        || libc::minor(rdev) as u64 != PTMX_MINOR
+    {
         return Err(SandboxError::Child(format!("{path} is not a ptmx device")));
     }
     let master = OwnedFd::from(f);
     // Back to blocking for the relay.
-    nix::fcntl::fcntl(master.as_raw_fd(), nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::empty()))
-        .map_err(|e| sys_err("fcntl", path.clone(), e))?;
+    nix::fcntl::fcntl(
+        master.as_raw_fd(),
+        nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::empty()),
+    )
+    .map_err(|e| sys_err("fcntl", path.clone(), e))?;
     let unlock: libc::c_int = 0;
     // SAFETY: TIOCSPTLCK takes a pointer to int.
     if unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSPTLCK, &unlock) } != 0 {
@@ -47,19 +55,33 @@ pub fn open_in_sandbox(init_pid: i32) -> Result<Pty, SandboxError> {
     }
     // SAFETY: TIOCGPTPEER returns a new fd for the slave of this very master, without any path
     // lookup (no race with the sandbox renaming things under /dev/pts).
-    let slave = unsafe { libc::ioctl(master.as_raw_fd(), TIOCGPTPEER as _, libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC) };
+    let slave = unsafe {
+        libc::ioctl(
+            master.as_raw_fd(),
+            TIOCGPTPEER as _,
+            libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC,
+        )
+    };
     if slave < 0 {
         return Err(sys_err("ioctl TIOCGPTPEER", path, nix::Error::last()));
     }
     // SAFETY: the kernel just returned this fd.
-    Ok(Pty { master, slave: unsafe { OwnedFd::from_raw_fd(slave) } })
+    Ok(Pty {
+        master,
+        slave: unsafe { OwnedFd::from_raw_fd(slave) },
+    })
 }
 
 use std::os::unix::fs::OpenOptionsExt;
 
 /// Set the window size of a pty.
 pub fn set_size(fd: &impl AsRawFd, cols: u16, rows: u16) -> Result<(), SandboxError> {
-    let ws = libc::winsize { ws_row: rows, ws_col: cols, ws_xpixel: 0, ws_ypixel: 0 };
+    let ws = libc::winsize {
+        ws_row: rows,
+        ws_col: cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
     // SAFETY: TIOCSWINSZ takes a pointer to winsize.
     if unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCSWINSZ, &ws) } != 0 {
         return Err(sys_err("ioctl TIOCSWINSZ", "pty", nix::Error::last()));
@@ -68,7 +90,12 @@ pub fn set_size(fd: &impl AsRawFd, cols: u16, rows: u16) -> Result<(), SandboxEr
 }
 
 fn get_size(fd: i32) -> Option<(u16, u16)> {
-    let mut ws = libc::winsize { ws_row: 0, ws_col: 0, ws_xpixel: 0, ws_ypixel: 0 };
+    let mut ws = libc::winsize {
+        ws_row: 0,
+        ws_col: 0,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
     // SAFETY: TIOCGWINSZ fills the struct.
     if unsafe { libc::ioctl(fd, libc::TIOCGWINSZ, &mut ws) } == 0 && ws.ws_col > 0 {
         Some((ws.ws_col, ws.ws_row))
@@ -78,18 +105,36 @@ fn get_size(fd: i32) -> Option<(u16, u16)> {
 }
 
 /// Send the master to a Unix socket (runc's console-socket protocol: one SCM_RIGHTS message).
-pub fn send_to_console_socket(master: &OwnedFd, socket_path: &std::path::Path) -> Result<(), SandboxError> {
-    use nix::sys::socket::{connect, sendmsg, socket, AddressFamily, ControlMessage, MsgFlags, SockFlag, SockType, UnixAddr};
+pub fn send_to_console_socket(
+    master: &OwnedFd,
+    socket_path: &std::path::Path,
+) -> Result<(), SandboxError> {
+    use nix::sys::socket::{
+        connect, sendmsg, socket, AddressFamily, ControlMessage, MsgFlags, SockFlag, SockType,
+        UnixAddr,
+    };
     let where_ = socket_path.display().to_string();
-    let s = socket(AddressFamily::Unix, SockType::Stream, SockFlag::SOCK_CLOEXEC, None)
-        .map_err(|e| sys_err("socket", where_.clone(), e))?;
-    let addr = UnixAddr::new(socket_path).map_err(|e| sys_err("console socket address", where_.clone(), e))?;
+    let s = socket(
+        AddressFamily::Unix,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .map_err(|e| sys_err("socket", where_.clone(), e))?;
+    let addr = UnixAddr::new(socket_path)
+        .map_err(|e| sys_err("console socket address", where_.clone(), e))?;
     connect(s.as_raw_fd(), &addr).map_err(|e| sys_err("connect", where_.clone(), e))?;
     let fds = [master.as_raw_fd()];
     let name = b"/dev/pts/ptmx";
     let iov = [std::io::IoSlice::new(name)];
-    sendmsg::<()>(s.as_raw_fd(), &iov, &[ControlMessage::ScmRights(&fds)], MsgFlags::empty(), None)
-        .map_err(|e| sys_err("sendmsg", where_, e))?;
+    sendmsg::<()>(
+        s.as_raw_fd(),
+        &iov,
+        &[ControlMessage::ScmRights(&fds)],
+        MsgFlags::empty(),
+        None,
+    )
+    .map_err(|e| sys_err("sendmsg", where_, e))?;
     Ok(())
 }
 
@@ -104,7 +149,11 @@ pub fn relay(master: &OwnedFd) -> Result<(), SandboxError> {
     use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
     let stdin = std::io::stdin();
     let is_tty = nix::unistd::isatty(0).unwrap_or(false);
-    let saved = if is_tty { termios::tcgetattr(stdin.as_fd()).ok() } else { None };
+    let saved = if is_tty {
+        termios::tcgetattr(stdin.as_fd()).ok()
+    } else {
+        None
+    };
     if let Some(t) = &saved {
         let mut raw = t.clone();
         termios::cfmakeraw(&mut raw);
@@ -115,7 +164,10 @@ pub fn relay(master: &OwnedFd) -> Result<(), SandboxError> {
     }
     // SAFETY: installing a handler that only stores to an atomic.
     unsafe {
-        let _ = nix::sys::signal::signal(nix::sys::signal::Signal::SIGWINCH, nix::sys::signal::SigHandler::Handler(on_winch));
+        let _ = nix::sys::signal::signal(
+            nix::sys::signal::Signal::SIGWINCH,
+            nix::sys::signal::SigHandler::Handler(on_winch),
+        );
     }
     let mut buf = [0u8; 8192];
     let mut stdin_open = true;
@@ -135,7 +187,10 @@ pub fn relay(master: &OwnedFd) -> Result<(), SandboxError> {
             Ok(_) => {}
         }
         let m = fds[0].revents().unwrap_or(PollFlags::empty());
-        let i = fds.get(1).and_then(|f| f.revents()).unwrap_or(PollFlags::empty());
+        let i = fds
+            .get(1)
+            .and_then(|f| f.revents())
+            .unwrap_or(PollFlags::empty());
         if m.intersects(PollFlags::POLLIN) {
             match nix::unistd::read(master.as_raw_fd(), &mut buf) {
                 Ok(0) | Err(nix::Error::EIO) => break Ok(()),

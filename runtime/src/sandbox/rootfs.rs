@@ -27,24 +27,36 @@ pub struct IdmappedOverlay {
 }
 
 fn err(op: &'static str, target: &std::path::Path, e: nix::Error) -> SandboxError {
-    SandboxError::Sys { op, target: target.display().to_string(), source: e }
+    SandboxError::Sys {
+        op,
+        target: target.display().to_string(),
+        source: e,
+    }
 }
 
 impl IdmappedOverlay {
     /// Mount both layers; `userns` is a user namespace fd mapped `0 <base> 65536`.
     pub fn mount(&self, userns: &std::os::fd::OwnedFd) -> Result<(), SandboxError> {
         let image = self.image.to_string_lossy();
-        let clone = sys::open_tree_clone(&image, true).map_err(|e| err("open_tree", &self.image, e))?;
+        let clone =
+            sys::open_tree_clone(&image, true).map_err(|e| err("open_tree", &self.image, e))?;
         sys::mount_setattr(&clone, sys::MOUNT_ATTR_RDONLY, 0, Some(userns.as_raw_fd()))
             .map_err(|e| err("mount_setattr idmap", &self.image, e))?;
-        sys::move_mount_to(&clone, &self.lower.to_string_lossy()).map_err(|e| err("move_mount", &self.lower, e))?;
+        sys::move_mount_to(&clone, &self.lower.to_string_lossy())
+            .map_err(|e| err("move_mount", &self.lower, e))?;
         let data = format!(
             "lowerdir={},upperdir={},workdir={}",
             self.lower.display(),
             self.upper.display(),
             self.work.display()
         );
-        mount(Some("overlay"), &self.merged, Some("overlay"), MsFlags::empty(), Some(data.as_str()))
-            .map_err(|e| err("mount overlay", &self.merged, e))
+        mount(
+            Some("overlay"),
+            &self.merged,
+            Some("overlay"),
+            MsFlags::empty(),
+            Some(data.as_str()),
+        )
+        .map_err(|e| err("mount overlay", &self.merged, e))
     }
 }

@@ -88,7 +88,11 @@ pub fn move_mount_to(fd: &OwnedFd, target: &str) -> nix::Result<()> {
 pub fn mount_setattr(fd: &OwnedFd, set: u64, clear: u64, userns: Option<RawFd>) -> nix::Result<()> {
     use std::os::fd::AsRawFd;
     let empty = cstr("")?;
-    let mut attr = MountAttr { attr_set: set, attr_clr: clear, ..Default::default() };
+    let mut attr = MountAttr {
+        attr_set: set,
+        attr_clr: clear,
+        ..Default::default()
+    };
     if let Some(ns) = userns {
         attr.attr_set |= MOUNT_ATTR_IDMAP;
         attr.userns_fd = ns as u64;
@@ -115,7 +119,12 @@ pub enum FsOption<'a> {
 /// Create a new, detached filesystem mount (fsopen + fsconfig + fsmount). The mount is
 /// created now, in the caller's namespaces (procfs takes the caller's PID namespace, sysfs
 /// its network namespace), and can be attached later with [`move_mount_to`].
-pub fn fs_mount(fstype: &str, source: &str, options: &[FsOption], attrs: u64) -> nix::Result<OwnedFd> {
+pub fn fs_mount(
+    fstype: &str,
+    source: &str,
+    options: &[FsOption],
+    attrs: u64,
+) -> nix::Result<OwnedFd> {
     use std::os::fd::AsRawFd;
     let t = cstr(fstype)?;
     // SAFETY: valid NUL-terminated string.
@@ -125,7 +134,9 @@ pub fn fs_mount(fstype: &str, source: &str, options: &[FsOption], attrs: u64) ->
         let v = value.map(cstr).transpose()?;
         let vp = v.as_ref().map_or(std::ptr::null(), |v| v.as_ptr());
         // SAFETY: valid fd and strings that outlive the call.
-        unit_result(unsafe { libc::syscall(libc::SYS_fsconfig, fs.as_raw_fd(), cmd, k.as_ptr(), vp, 0) })
+        unit_result(unsafe {
+            libc::syscall(libc::SYS_fsconfig, fs.as_raw_fd(), cmd, k.as_ptr(), vp, 0)
+        })
     };
     if !source.is_empty() {
         set(FSCONFIG_SET_STRING, "source", Some(source))?;
@@ -163,5 +174,7 @@ pub fn pivot_root(new_root: &str, put_old: &str) -> nix::Result<()> {
 /// the slice's program (CVE-2024-21626 was a leaked directory fd).
 pub fn cloexec_from(first: u32) -> nix::Result<()> {
     // SAFETY: plain syscall.
-    unit_result(unsafe { libc::syscall(libc::SYS_close_range, first, u32::MAX, CLOSE_RANGE_CLOEXEC) })
+    unit_result(unsafe {
+        libc::syscall(libc::SYS_close_range, first, u32::MAX, CLOSE_RANGE_CLOEXEC)
+    })
 }

@@ -41,7 +41,11 @@ pub enum SliceError {
     Invalid { field: String, reason: String },
     /// The slice is not in a state that allows the operation.
     #[error("slice {name:?} is {state}: {reason}")]
-    Conflict { name: String, state: String, reason: String },
+    Conflict {
+        name: String,
+        state: String,
+        reason: String,
+    },
     #[error("{0}")]
     Io(#[from] PathError),
     #[error("{0}")]
@@ -57,7 +61,11 @@ impl From<crate::net::NetError> for SliceError {
         match e {
             // Spec errors name fields of the `net` part of the request.
             crate::net::NetError::Invalid { field, msg } => {
-                let field = if field.starts_with("net") { field } else { format!("net.{field}") };
+                let field = if field.starts_with("net") {
+                    field
+                } else {
+                    format!("net.{field}")
+                };
                 SliceError::Invalid { field, reason: msg }
             }
             other => SliceError::Net(other),
@@ -74,7 +82,10 @@ impl SliceError {
         }
     }
     fn invalid(field: &str, reason: impl Into<String>) -> SliceError {
-        SliceError::Invalid { field: field.to_string(), reason: reason.into() }
+        SliceError::Invalid {
+            field: field.to_string(),
+            reason: reason.into(),
+        }
     }
 }
 
@@ -101,7 +112,9 @@ pub struct Manager {
 pub fn validate_name(name: &str) -> Result<(), SliceError> {
     let ok = !name.is_empty()
         && name.len() <= 63
-        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !name.starts_with('-')
         && !name.ends_with('-');
     if ok {
@@ -121,16 +134,25 @@ pub fn validate_limits(l: &Limits, p: &Policy) -> Result<(), SliceError> {
     let m = &p.maxima;
     if let Some(w) = l.cpu_weight {
         if !(1..=10000).contains(&w) {
-            return Err(SliceError::invalid("limits.cpu_weight", format!("{w} is outside 1..=10000")));
+            return Err(SliceError::invalid(
+                "limits.cpu_weight",
+                format!("{w} is outside 1..=10000"),
+            ));
         }
     }
     if let Some(c) = l.cpu_max {
         if !(c.is_finite() && c >= 0.01) {
-            return Err(SliceError::invalid("limits.cpu_max", format!("{c} CPUs: must be at least 0.01")));
+            return Err(SliceError::invalid(
+                "limits.cpu_max",
+                format!("{c} CPUs: must be at least 0.01"),
+            ));
         }
         if let Some(max) = m.cpu_max {
             if c > max {
-                return Err(SliceError::invalid("limits.cpu_max", format!("{c} CPUs exceeds policy {:?} maximum {max}", p.name)));
+                return Err(SliceError::invalid(
+                    "limits.cpu_max",
+                    format!("{c} CPUs exceeds policy {:?} maximum {max}", p.name),
+                ));
             }
         }
     }
@@ -146,30 +168,46 @@ pub fn validate_limits(l: &Limits, p: &Policy) -> Result<(), SliceError> {
                 }
             });
         if !valid {
-            return Err(SliceError::invalid("limits.cpuset", format!("{s:?} is not a CPU list like \"0-1,3\"")));
+            return Err(SliceError::invalid(
+                "limits.cpuset",
+                format!("{s:?} is not a CPU list like \"0-1,3\""),
+            ));
         }
     }
-    let check_max = |field: &str, v: Option<u64>, max: Option<u64>, unit: &str| -> Result<(), SliceError> {
-        if let (Some(v), Some(max)) = (v, max) {
-            if v > max {
-                return Err(SliceError::invalid(field, format!("{v}{unit} exceeds policy {:?} maximum {max}{unit}", p.name)));
+    let check_max =
+        |field: &str, v: Option<u64>, max: Option<u64>, unit: &str| -> Result<(), SliceError> {
+            if let (Some(v), Some(max)) = (v, max) {
+                if v > max {
+                    return Err(SliceError::invalid(
+                        field,
+                        format!("{v}{unit} exceeds policy {:?} maximum {max}{unit}", p.name),
+                    ));
+                }
             }
-        }
-        Ok(())
-    };
+            Ok(())
+        };
     if let Some(mem) = l.memory_max {
         if mem < MIN_MEMORY {
-            return Err(SliceError::invalid("limits.memory_max", format!("{mem} bytes: must be at least {MIN_MEMORY} (4M)")));
+            return Err(SliceError::invalid(
+                "limits.memory_max",
+                format!("{mem} bytes: must be at least {MIN_MEMORY} (4M)"),
+            ));
         }
     }
     check_max("limits.memory_max", l.memory_max, m.memory_max, " bytes")?;
     if l.swap_max.is_some() && l.memory_max.is_none() {
-        return Err(SliceError::invalid("limits.swap_max", "a swap limit needs a memory limit (memory_max)"));
+        return Err(SliceError::invalid(
+            "limits.swap_max",
+            "a swap limit needs a memory limit (memory_max)",
+        ));
     }
     check_max("limits.swap_max", l.swap_max, m.swap_max, " bytes")?;
     if let Some(p) = l.pids_max {
         if p < 2 {
-            return Err(SliceError::invalid("limits.pids_max", format!("{p}: must be at least 2 (init and one process)")));
+            return Err(SliceError::invalid(
+                "limits.pids_max",
+                format!("{p}: must be at least 2 (init and one process)"),
+            ));
         }
     }
     check_max("limits.pids_max", l.pids_max, m.pids_max, "")?;
@@ -192,7 +230,11 @@ fn io_err(op: &'static str, path: &Path, e: std::io::Error) -> SliceError {
 }
 
 fn lock(path: &Path) -> Result<Flock<fs::File>, SliceError> {
-    let f = fs::OpenOptions::new().create(true).append(true).open(path).ctx("open lock", path)?;
+    let f = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .ctx("open lock", path)?;
     Flock::lock(f, FlockArg::LockExclusive)
         .map_err(|(_, e)| io_err("flock", path, std::io::Error::from_raw_os_error(e as i32)))
 }
@@ -214,7 +256,9 @@ impl Manager {
             net.bridge = b.clone();
         }
         if let Some(sub) = &n.subnet {
-            net.subnet = sub.parse().map_err(|e| SliceError::invalid("net.subnet", format!("{sub:?}: {e}")))?;
+            net.subnet = sub
+                .parse()
+                .map_err(|e| SliceError::invalid("net.subnet", format!("{sub:?}: {e}")))?;
         }
         if let Some(t) = &n.nft_table {
             net.nft_table = t.clone();
@@ -245,7 +289,11 @@ impl Manager {
         }
         let net = self.node_net()?;
         net.ensure()?;
-        let attached = net.attach(&spec.name, crate::net::Netns::Pid(init_pid as u32), &spec.net)?;
+        let attached = net.attach(
+            &spec.name,
+            crate::net::Netns::Pid(init_pid as u32),
+            &spec.net,
+        )?;
         // Through /proc/<pid>/root: the slice's own view of its root, so nothing on the host
         // is written even if the slice planted symlinks (write_etc refuses to follow them).
         let root = PathBuf::from(format!("/proc/{init_pid}/root/."));
@@ -275,28 +323,41 @@ impl Manager {
     }
 
     fn load_policy(&self, name: &str) -> Result<Policy, SliceError> {
-        policy::load(&self.paths.policy_dir, name).map_err(|e| SliceError::invalid("policy", e.to_string()))
+        policy::load(&self.paths.policy_dir, name)
+            .map_err(|e| SliceError::invalid("policy", e.to_string()))
     }
 
     /// Validate, allocate a uid range, and persist a new slice; start it if asked. On any
     /// failure nothing of it remains.
     pub fn create(&self, req: &CreateRequest) -> Result<SliceInfo, SliceError> {
         validate_name(&req.name)?;
-        let image_name = req.image.clone().unwrap_or_else(|| DEFAULT_IMAGE.to_string());
+        let image_name = req
+            .image
+            .clone()
+            .unwrap_or_else(|| DEFAULT_IMAGE.to_string());
         crate::image::resolve(&self.paths.images_dir(), &image_name)
             .map_err(|e| SliceError::invalid("image", e.to_string()))?;
-        let policy_name = req.policy.clone().unwrap_or_else(|| DEFAULT_POLICY.to_string());
+        let policy_name = req
+            .policy
+            .clone()
+            .unwrap_or_else(|| DEFAULT_POLICY.to_string());
         let policy = self.load_policy(&policy_name)?;
         let limits = with_defaults(req.limits.clone(), &policy);
         validate_limits(&limits, &policy)?;
-        let init = req.init.clone().unwrap_or_else(|| vec![DEFAULT_INIT.to_string()]);
+        let init = req
+            .init
+            .clone()
+            .unwrap_or_else(|| vec![DEFAULT_INIT.to_string()]);
         if init.is_empty() || init[0].is_empty() {
             return Err(SliceError::invalid("init", "must name a program"));
         }
         req.net.validate()?;
         for (i, o) in req.owners.iter().enumerate() {
             if nix::unistd::User::from_name(o).ok().flatten().is_none() {
-                return Err(SliceError::invalid(&format!("owners[{i}]"), format!("no host user {o:?}")));
+                return Err(SliceError::invalid(
+                    &format!("owners[{i}]"),
+                    format!("no host user {o:?}"),
+                ));
             }
         }
         self.ensure_store()?;
@@ -342,11 +403,19 @@ impl Manager {
         (0..MAX_SLICES)
             .map(|k| FIRST_UID_BASE + k * UID_COUNT)
             .find(|b| !used.contains(b))
-            .ok_or_else(|| SliceError::invalid("name", format!("no free uid range: {MAX_SLICES} slices exist")))
+            .ok_or_else(|| {
+                SliceError::invalid(
+                    "name",
+                    format!("no free uid range: {MAX_SLICES} slices exist"),
+                )
+            })
     }
 
     fn write_new_slice(&self, spec: &SliceSpec) -> Result<(), SliceError> {
-        let tmp = self.paths.slices_dir().join(format!(".{}.creating", spec.name));
+        let tmp = self
+            .paths
+            .slices_dir()
+            .join(format!(".{}.creating", spec.name));
         if tmp.exists() {
             fs::remove_dir_all(&tmp).ctx("remove stale", &tmp)?;
         }
@@ -355,8 +424,14 @@ impl Manager {
             fs::set_permissions(&tmp, fs::Permissions::from_mode(0o711)).ctx("chmod", &tmp)?;
             let layers = tmp.join("fs");
             fs::create_dir(&layers).ctx("mkdir", &layers)?;
-            fs::set_permissions(&layers, fs::Permissions::from_mode(0o700)).ctx("chmod", &layers)?;
-            for (sub, mode, owned) in [("fs/upper", 0o755, true), ("fs/work", 0o700, false), ("lower", 0o700, false), ("rootfs", 0o755, false)] {
+            fs::set_permissions(&layers, fs::Permissions::from_mode(0o700))
+                .ctx("chmod", &layers)?;
+            for (sub, mode, owned) in [
+                ("fs/upper", 0o755, true),
+                ("fs/work", 0o700, false),
+                ("lower", 0o700, false),
+                ("rootfs", 0o755, false),
+            ] {
                 let d = tmp.join(sub);
                 fs::create_dir(&d).ctx("mkdir", &d)?;
                 fs::set_permissions(&d, fs::Permissions::from_mode(mode)).ctx("chmod", &d)?;
@@ -382,7 +457,8 @@ impl Manager {
 
     /// Running = the shim that recorded state.json is still that process.
     fn running_state(&self, name: &str) -> Option<RuntimeState> {
-        self.runtime_state(name).filter(|s| state::is_alive(s.shim_pid, s.shim_start))
+        self.runtime_state(name)
+            .filter(|s| state::is_alive(s.shim_pid, s.shim_start))
     }
 
     /// Start a stopped slice: write its launch description and spawn its shim, which reports
@@ -392,15 +468,27 @@ impl Manager {
         let dir = self.dir(name);
         let _guard = lock(&dir.join(".lock"))?;
         if self.running_state(name).is_some() {
-            return Err(SliceError::Conflict { name: name.into(), state: "running".into(), reason: "already started".into() });
+            return Err(SliceError::Conflict {
+                name: name.into(),
+                state: "running".into(),
+                reason: "already started".into(),
+            });
         }
         self.clean_stale_run(name, &spec)?;
         let policy = self.load_policy(&spec.policy)?;
         let image = crate::image::resolve(&self.paths.images_dir(), &spec.image)
             .map_err(|e| SliceError::invalid("image", e.to_string()))?;
         let rootfs = dir.join("rootfs");
-        let oci = oci::slice_spec(&spec, &policy, &self.cgroup_path(name), &rootfs.to_string_lossy())
-            .map_err(|reason| SliceError::Start { name: name.into(), reason })?;
+        let oci = oci::slice_spec(
+            &spec,
+            &policy,
+            &self.cgroup_path(name),
+            &rootfs.to_string_lossy(),
+        )
+        .map_err(|reason| SliceError::Start {
+            name: name.into(),
+            reason,
+        })?;
         let launch = Launch {
             spec: oci,
             overlay: Some(IdmappedOverlay {
@@ -417,7 +505,10 @@ impl Manager {
         if let Some(st) = self.running_state(name) {
             if let Err(e) = self.attach_network(&spec, st.init_pid) {
                 // Roll back: a slice that cannot get its network does not run half-made.
-                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(st.init_pid), nix::sys::signal::Signal::SIGKILL);
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(st.init_pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
                 wait_gone(st.shim_pid, st.shim_start, KILL_WAIT);
                 let _ = self.clean_stale_run(name, &spec);
                 return Err(e);
@@ -431,7 +522,10 @@ impl Manager {
     fn clean_stale_run(&self, name: &str, _spec: &SliceSpec) -> Result<(), SliceError> {
         if let Some(st) = self.runtime_state(name) {
             if state::is_alive(st.init_pid, st.init_start) {
-                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(st.init_pid), nix::sys::signal::Signal::SIGKILL);
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(st.init_pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
             }
             let _ = fs::remove_file(self.dir(name).join(state::STATE_FILE));
         }
@@ -453,7 +547,11 @@ impl Manager {
     fn spawn_shim(&self, name: &str, lock: &Flock<fs::File>) -> Result<(), SliceError> {
         let dir = self.dir(name);
         let log_path = dir.join(state::SHIM_LOG);
-        let log = fs::OpenOptions::new().create(true).append(true).open(&log_path).ctx("open", &log_path)?;
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .ctx("open", &log_path)?;
         let shim = &self.paths.shim;
         use std::os::fd::AsRawFd;
         use std::os::unix::process::CommandExt;
@@ -491,8 +589,18 @@ impl Manager {
             return Ok(());
         }
         let reason = line.strip_prefix("error ").unwrap_or(line);
-        let reason = if reason.is_empty() { format!("the shim exited without reporting; see {}", log_path.display()) } else { reason.to_string() };
-        Err(SliceError::Start { name: name.into(), reason })
+        let reason = if reason.is_empty() {
+            format!(
+                "the shim exited without reporting; see {}",
+                log_path.display()
+            )
+        } else {
+            reason.to_string()
+        };
+        Err(SliceError::Start {
+            name: name.into(),
+            reason,
+        })
     }
 
     /// SIGTERM to init, then SIGKILL after `timeout`. Stopping a stopped slice succeeds.
@@ -514,7 +622,10 @@ impl Manager {
                 return Err(SliceError::Conflict {
                     name: name.into(),
                     state: "running".into(),
-                    reason: format!("shim {} did not exit after its init was killed", st.shim_pid),
+                    reason: format!(
+                        "shim {} did not exit after its init was killed",
+                        st.shim_pid
+                    ),
                 });
             }
         }
@@ -570,7 +681,9 @@ impl Manager {
         let dir = self.dir(name);
         let running = self.running_state(name);
         let last_exit = read_json::<ExitInfo>(&dir.join(state::EXIT_FILE)).ok();
-        let usage = running.as_ref().and_then(|_| Cgroup::new(&self.cgroup_path(name)).usage().ok());
+        let usage = running
+            .as_ref()
+            .and_then(|_| Cgroup::new(&self.cgroup_path(name)).usage().ok());
         let net = match (&running, spec.net.mode) {
             (Some(_), crate::net::NetMode::Bridge) => self.node_net().ok().and_then(|n| {
                 let attached = n.get(name).ok().flatten()?;
@@ -583,7 +696,11 @@ impl Manager {
             _ => None,
         };
         Ok(SliceInfo {
-            status: if running.is_some() { Status::Running } else { Status::Stopped },
+            status: if running.is_some() {
+                Status::Running
+            } else {
+                Status::Stopped
+            },
             init_pid: running.as_ref().map(|s| s.init_pid),
             shim_pid: running.as_ref().map(|s| s.shim_pid),
             started_at: running.as_ref().map(|s| s.started_at),
@@ -644,26 +761,45 @@ impl Manager {
     /// spawns it with the stdio it wants; its exit code is the command's. With `req.tty` and
     /// `console_socket`, the shim sends the pty master fd over that Unix socket (runc's
     /// console-socket protocol) instead of relaying its own stdio.
-    pub fn exec_command(&self, name: &str, req: &ExecRequest, console_socket: Option<&Path>) -> Result<Command, SliceError> {
+    pub fn exec_command(
+        &self,
+        name: &str,
+        req: &ExecRequest,
+        console_socket: Option<&Path>,
+    ) -> Result<Command, SliceError> {
         self.load_spec(name)?;
         if req.argv.is_empty() || req.argv[0].is_empty() {
             return Err(SliceError::invalid("argv", "must name a program"));
         }
         for (i, e) in req.env.iter().enumerate() {
             if !e.contains('=') || e.starts_with('=') {
-                return Err(SliceError::invalid(&format!("env[{i}]"), format!("{e:?} is not NAME=value")));
+                return Err(SliceError::invalid(
+                    &format!("env[{i}]"),
+                    format!("{e:?} is not NAME=value"),
+                ));
             }
         }
         if let Some(cwd) = &req.cwd {
             if !cwd.starts_with('/') {
-                return Err(SliceError::invalid("cwd", format!("{cwd:?} is not an absolute path")));
+                return Err(SliceError::invalid(
+                    "cwd",
+                    format!("{cwd:?} is not an absolute path"),
+                ));
             }
         }
         if self.running_state(name).is_none() {
-            return Err(SliceError::Conflict { name: name.into(), state: "stopped".into(), reason: "start it first".into() });
+            return Err(SliceError::Conflict {
+                name: name.into(),
+                state: "stopped".into(),
+                reason: "start it first".into(),
+            });
         }
         let mut cmd = Command::new(&self.paths.shim);
-        cmd.arg("exec").arg("--root").arg(&self.paths.root).arg("--name").arg(name);
+        cmd.arg("exec")
+            .arg("--root")
+            .arg(&self.paths.root)
+            .arg("--name")
+            .arg(name);
         if req.tty {
             cmd.arg("--tty");
             if let Some(s) = console_socket {
@@ -708,7 +844,12 @@ mod tests {
             rlimits: vec![],
             masked_paths: vec![],
             readonly_paths: vec![],
-            maxima: policy::Maxima { cpu_max: Some(2.0), memory_max: Some(1 << 30), swap_max: None, pids_max: Some(500) },
+            maxima: policy::Maxima {
+                cpu_max: Some(2.0),
+                memory_max: Some(1 << 30),
+                swap_max: None,
+                pids_max: Some(500),
+            },
         }
     }
 
@@ -726,18 +867,63 @@ mod tests {
     #[test]
     fn limits_are_checked_against_policy_maxima_naming_the_field() {
         let p = policy();
-        let e = validate_limits(&Limits { memory_max: Some(2 << 30), ..Default::default() }, &p).unwrap_err();
+        let e = validate_limits(
+            &Limits {
+                memory_max: Some(2 << 30),
+                ..Default::default()
+            },
+            &p,
+        )
+        .unwrap_err();
         assert_eq!(e.field(), Some("limits.memory_max"));
         assert!(e.to_string().contains("maximum"), "{e}");
-        let e = validate_limits(&Limits { cpu_max: Some(3.0), ..Default::default() }, &p).unwrap_err();
+        let e = validate_limits(
+            &Limits {
+                cpu_max: Some(3.0),
+                ..Default::default()
+            },
+            &p,
+        )
+        .unwrap_err();
         assert_eq!(e.field(), Some("limits.cpu_max"));
-        let e = validate_limits(&Limits { cpu_weight: Some(0), ..Default::default() }, &p).unwrap_err();
+        let e = validate_limits(
+            &Limits {
+                cpu_weight: Some(0),
+                ..Default::default()
+            },
+            &p,
+        )
+        .unwrap_err();
         assert_eq!(e.field(), Some("limits.cpu_weight"));
-        let e = validate_limits(&Limits { cpuset: Some("1-0".into()), ..Default::default() }, &p).unwrap_err();
+        let e = validate_limits(
+            &Limits {
+                cpuset: Some("1-0".into()),
+                ..Default::default()
+            },
+            &p,
+        )
+        .unwrap_err();
         assert_eq!(e.field(), Some("limits.cpuset"));
-        let e = validate_limits(&Limits { pids_max: Some(501), ..Default::default() }, &p).unwrap_err();
+        let e = validate_limits(
+            &Limits {
+                pids_max: Some(501),
+                ..Default::default()
+            },
+            &p,
+        )
+        .unwrap_err();
         assert_eq!(e.field(), Some("limits.pids_max"));
-        assert!(validate_limits(&Limits { cpu_max: Some(0.5), memory_max: Some(64 << 20), pids_max: Some(100), cpuset: Some("0-1,3".into()), ..Default::default() }, &p).is_ok());
+        assert!(validate_limits(
+            &Limits {
+                cpu_max: Some(0.5),
+                memory_max: Some(64 << 20),
+                pids_max: Some(100),
+                cpuset: Some("0-1,3".into()),
+                ..Default::default()
+            },
+            &p
+        )
+        .is_ok());
     }
 
     #[test]

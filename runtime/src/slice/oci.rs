@@ -28,7 +28,10 @@ pub fn resources(l: &Limits) -> LinuxResources {
         cpu.insert("shares".into(), json!(w * 1024 / 100));
     }
     if let Some(c) = l.cpu_max {
-        cpu.insert("quota".into(), json!((c * CPU_PERIOD_US as f64).round() as i64));
+        cpu.insert(
+            "quota".into(),
+            json!((c * CPU_PERIOD_US as f64).round() as i64),
+        );
         cpu.insert("period".into(), json!(CPU_PERIOD_US));
     }
     if let Some(s) = &l.cpuset {
@@ -55,10 +58,18 @@ fn mount(dest: &str, typ: &str, opts: &[&str]) -> serde_json::Value {
 }
 
 /// The OCI spec of a slice's init.
-pub fn slice_spec(spec: &SliceSpec, policy: &Policy, cgroup_path: &str, rootfs: &str) -> Result<Spec, String> {
+pub fn slice_spec(
+    spec: &SliceSpec,
+    policy: &Policy,
+    cgroup_path: &str,
+    rootfs: &str,
+) -> Result<Spec, String> {
     let caps = &policy.capabilities;
-    let rlimits: Vec<_> =
-        policy.rlimits.iter().map(|r| json!({ "type": r.kind, "soft": r.soft, "hard": r.hard })).collect();
+    let rlimits: Vec<_> = policy
+        .rlimits
+        .iter()
+        .map(|r| json!({ "type": r.kind, "soft": r.soft, "hard": r.hard }))
+        .collect();
     let map = json!([{ "containerID": 0, "hostID": spec.uid_base, "size": UID_COUNT }]);
     let v = json!({
         "ociVersion": "1.2.0",

@@ -35,8 +35,12 @@ pub fn is_alive(pid: i32, start: u64) -> bool {
     if pid <= 0 {
         return false;
     }
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return false };
-    let Some(close) = stat.rfind(')') else { return false };
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    let Some(close) = stat.rfind(')') else {
+        return false;
+    };
     let rest = &stat[close + 2..];
     let mut fields = rest.split_whitespace();
     let state = fields.next().unwrap_or("");
@@ -47,7 +51,10 @@ pub fn is_alive(pid: i32, start: u64) -> bool {
 }
 
 pub fn now_secs() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 #[cfg(test)]
@@ -59,7 +66,10 @@ mod tests {
         let me = std::process::id() as i32;
         let start = process_start_time(me).expect("start time of self");
         assert!(is_alive(me, start));
-        assert!(!is_alive(me, start + 1), "a different start time must read as another process");
+        assert!(
+            !is_alive(me, start + 1),
+            "a different start time must read as another process"
+        );
         assert!(!is_alive(-1, start));
     }
 }

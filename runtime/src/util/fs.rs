@@ -17,7 +17,11 @@ pub struct PathError {
 
 impl PathError {
     pub fn new(op: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
-        PathError { op, path: path.into(), source }
+        PathError {
+            op,
+            path: path.into(),
+            source,
+        }
     }
 }
 
@@ -46,7 +50,10 @@ pub fn write_atomic_volatile(path: &Path, data: &[u8], mode: u32) -> Result<(), 
 
 fn write_atomic_with(path: &Path, data: &[u8], mode: u32, durable: bool) -> Result<(), PathError> {
     let dir = path.parent().unwrap_or_else(|| Path::new("."));
-    let file_name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let file_name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let tmp = dir.join(format!(".{}.tmp.{}", file_name, std::process::id()));
     let result = (|| {
         let mut f = OpenOptions::new()
@@ -87,7 +94,8 @@ pub fn write_json_atomic<T: serde::Serialize>(path: &Path, value: &T) -> Result<
 
 /// Serialize as JSON and write atomically without fsync (see [`write_atomic_volatile`]).
 pub fn write_json_volatile<T: serde::Serialize>(path: &Path, value: &T) -> Result<(), PathError> {
-    let data = serde_json::to_vec(value).map_err(|e| PathError::new("serialize", path, io::Error::other(e)))?;
+    let data = serde_json::to_vec(value)
+        .map_err(|e| PathError::new("serialize", path, io::Error::other(e)))?;
     write_atomic_volatile(path, &data, 0o600)
 }
 
@@ -108,7 +116,10 @@ mod tests {
         write_atomic(&p, b"one", 0o600).unwrap();
         write_atomic(&p, b"two", 0o600).unwrap();
         assert_eq!(fs::read(&p).unwrap(), b"two");
-        let names: Vec<_> = fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        let names: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
         assert_eq!(names.len(), 1, "temp file left behind: {names:?}");
     }
 

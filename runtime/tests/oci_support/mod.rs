@@ -13,16 +13,26 @@ pub fn runc_bin() -> PathBuf {
 }
 
 pub fn repo_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").canonicalize().expect("repo dir")
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .canonicalize()
+        .expect("repo dir")
 }
 
 /// The busybox test image rootfs ($VSLICE_TEST_IMAGES/busybox/rootfs), built on first use.
 pub fn busybox_rootfs() -> PathBuf {
-    let dir = PathBuf::from(std::env::var("VSLICE_TEST_IMAGES").unwrap_or_else(|_| "/tmp/vslice-test-images".into()));
+    let dir = PathBuf::from(
+        std::env::var("VSLICE_TEST_IMAGES").unwrap_or_else(|_| "/tmp/vslice-test-images".into()),
+    );
     let rootfs = dir.join("busybox/rootfs");
     if !rootfs.join("bin/busybox").exists() {
-        let lock = std::fs::OpenOptions::new().create(true).append(true).open("/tmp/vslice-test-images.lock").expect("lock");
-        let _guard = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive).expect("flock");
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open("/tmp/vslice-test-images.lock")
+            .expect("lock");
+        let _guard =
+            nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive).expect("flock");
         if !rootfs.join("bin/busybox").exists() {
             let st = Command::new("bash")
                 .arg(repo_dir().join("images/busybox/build.sh"))
@@ -99,7 +109,12 @@ impl Env {
         let work = PathBuf::from(format!("/tmp/{tag}"));
         let _ = std::fs::remove_dir_all(&work);
         std::fs::create_dir_all(&work).expect("mkdir work");
-        Env { root, work, cgroup_parent: tag.clone(), tag }
+        Env {
+            root,
+            work,
+            cgroup_parent: tag.clone(),
+            tag,
+        }
     }
 
     pub fn cmd(&self) -> Command {
@@ -140,7 +155,11 @@ impl Env {
             .status()
             .expect("run vslice-runc");
         let errs = std::fs::read_to_string(&err).unwrap_or_default();
-        assert!(st.success(), "vslice-runc {args:?} failed ({:?}): {errs}", st.code());
+        assert!(
+            st.success(),
+            "vslice-runc {args:?} failed ({:?}): {errs}",
+            st.code()
+        );
         errs
     }
 
@@ -152,11 +171,17 @@ impl Env {
     pub fn bundle(&self, id: &str, edit: impl FnOnce(&mut serde_json::Value)) -> PathBuf {
         let b = self.work.join(format!("bundle-{id}"));
         std::fs::create_dir_all(&b).unwrap();
-        let st = Command::new("cp").arg("-a").arg(busybox_rootfs()).arg(b.join("rootfs")).status().unwrap();
+        let st = Command::new("cp")
+            .arg("-a")
+            .arg(busybox_rootfs())
+            .arg(b.join("rootfs"))
+            .status()
+            .unwrap();
         assert!(st.success(), "copy rootfs");
         self.ok(&["spec", "--bundle", b.to_str().unwrap()]);
         let path = b.join("config.json");
-        let mut c: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        let mut c: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
         c["process"]["terminal"] = false.into();
         c["linux"]["cgroupsPath"] = format!("/{}/{id}", self.cgroup_parent).into();
         edit(&mut c);
@@ -181,14 +206,21 @@ impl Drop for Env {
         if let Ok(rd) = std::fs::read_dir(&self.root) {
             for e in rd.flatten() {
                 let id = e.file_name().to_string_lossy().into_owned();
-                let _ = self.cmd().args(["delete", "--force", &id]).stdout(Stdio::null()).stderr(Stdio::null()).status();
+                let _ = self
+                    .cmd()
+                    .args(["delete", "--force", &id])
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .status();
             }
         }
         let _ = std::fs::remove_dir_all(&self.root);
         for d in self.cgroup_dirs() {
             remove_cgroup_tree(&d);
         }
-        let mounted = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default().contains(self.work.to_str().unwrap());
+        let mounted = std::fs::read_to_string("/proc/self/mounts")
+            .unwrap_or_default()
+            .contains(self.work.to_str().unwrap());
         if !mounted {
             let _ = std::fs::remove_dir_all(&self.work);
         }
@@ -209,6 +241,10 @@ pub fn wait_for(secs: u64, mut f: impl FnMut() -> bool) -> bool {
 
 pub fn is_alive(pid: i32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|s| s.rfind(')').map(|i| !s[i + 2..].starts_with('Z')).unwrap_or(false))
+        .map(|s| {
+            s.rfind(')')
+                .map(|i| !s[i + 2..].starts_with('Z'))
+                .unwrap_or(false)
+        })
         .unwrap_or(false)
 }
