@@ -23,7 +23,8 @@
 //!   1.8 refuses the hybrid layout otherwise) and becomes a child subreaper, so every runtime's
 //!   init is re-parented to it and `waitpid` sees it exit — outside the timed region;
 //! * cycles are interleaved (one per runtime in turn) after 2 warm-up cycles each, so load
-//!   changes on the 2-core machine hit every runtime alike; state lives in private `--root`
+//!   changes on the 2-core machine hit every runtime alike (`VSLICE_BENCH_ORDER=blocks` runs
+//!   all cycles of one runtime before the next instead); state lives in private `--root`
 //!   dirs; whatever happens, every container is `delete --force`d and the cgroups and the temp
 //!   dir are removed (no panics: the release profile aborts, and Drop would not run).
 use std::path::{Path, PathBuf};
@@ -295,6 +296,17 @@ fn bench(work: &Path, runtimes: &mut [Runtime], n: usize, rootfs: &Path) -> Resu
         std::fs::create_dir_all(&rt.root).map_err(|e| format!("{}: {e}", rt.root.display()))?;
     }
     let prefix = format!("vslice-bench-oci-{}", std::process::id());
+    if std::env::var("VSLICE_BENCH_ORDER").as_deref() == Ok("blocks") {
+        // All cycles of one runtime, then the next: each runtime alone on the machine.
+        for rt in runtimes.iter_mut() {
+            for i in 0..WARMUP + n {
+                let id = format!("{prefix}-{}-{i}", rt.name);
+                cycle(rt, &bundle, &base, &id, i >= WARMUP)
+                    .map_err(|e| format!("{}: {e}", rt.name))?;
+            }
+        }
+        return Ok(());
+    }
     for i in 0..WARMUP + n {
         for rt in runtimes.iter_mut() {
             let id = format!("{prefix}-{}-{i}", rt.name);
