@@ -84,17 +84,9 @@ fn images_dir() -> PathBuf {
     let dir = PathBuf::from(
         std::env::var("VSLICE_TEST_IMAGES").unwrap_or_else(|_| "/tmp/vslice-test-images".into()),
     );
-    let rootfs = dir.join("busybox/rootfs");
-    if !rootfs.join("bin/busybox").exists() {
-        let st = Command::new("bash")
-            .arg(repo_dir().join("images/busybox/build.sh"))
-            .arg(&rootfs)
-            .stdout(Stdio::null())
-            .status();
-        if !st.is_ok_and(|s| s.success()) {
-            eprintln!("daemon_bench: building the busybox image failed");
-            std::process::exit(1);
-        }
+    if let Err(e) = vslice::image::ensure_busybox(&dir, &repo_dir().join("images")) {
+        eprintln!("daemon_bench: busybox image: {e}");
+        std::process::exit(1);
     }
     dir
 }

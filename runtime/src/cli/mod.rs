@@ -1009,9 +1009,12 @@ fn exec(
 }
 
 fn run_shim(mut cmd: std::process::Command) -> R<i32> {
-    let status = cmd
-        .status()
-        .map_err(|e| CliError::failure(format!("running vslice-shim: {e}")))?;
+    let status = cmd.status().map_err(|e| {
+        CliError::failure(format!(
+            "running {}: {e}",
+            cmd.get_program().to_string_lossy()
+        ))
+    })?;
     use std::os::unix::process::ExitStatusExt;
     Ok(status
         .code()

@@ -177,6 +177,26 @@ pub fn ensure_busybox(images_dir: &Path, repo_images_dir: &Path) -> Result<Image
         Err(ImageError::NotFound { .. }) => {}
         other => return other,
     }
+    // Several processes (parallel test binaries, a daemon and a CLI) may ask at once: build
+    // once, under a lock beside the images, and let the others find the finished image.
+    let io_err = |path: &Path, source: io::Error| ImageError::Io {
+        name: BUSYBOX.to_string(),
+        path: path.to_path_buf(),
+        source,
+    };
+    fs::create_dir_all(images_dir).map_err(|e| io_err(images_dir, e))?;
+    let lock_path = images_dir.join(".busybox.lock");
+    let lock = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&lock_path)
+        .map_err(|e| io_err(&lock_path, e))?;
+    let _guard = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive)
+        .map_err(|(_, e)| io_err(&lock_path, io::Error::from_raw_os_error(e as i32)))?;
+    match resolve(images_dir, BUSYBOX) {
+        Err(ImageError::NotFound { .. }) => {}
+        other => return other,
+    }
     // Shelling out: the recipe is a shell script on purpose. It is the one `make images` and
     // operators run by hand, it installs busybox-static with apt-get when the host lacks it,
     // and it builds into a temporary directory renamed into place, so a half-built image is

@@ -491,6 +491,9 @@ fn spawn(
             }
         }
     })();
+    // Close our end first: on an early error the intermediate (or init, waiting for its
+    // hooks) is still blocked reading it, and must see EOF and exit before we can reap it.
+    drop(go);
     let _ = nix::sys::wait::waitpid(child, None);
     match outcome {
         Ok(()) => Ok(Created {

@@ -24,26 +24,10 @@ pub fn busybox_rootfs() -> PathBuf {
     let dir = PathBuf::from(
         std::env::var("VSLICE_TEST_IMAGES").unwrap_or_else(|_| "/tmp/vslice-test-images".into()),
     );
-    let rootfs = dir.join("busybox/rootfs");
-    if !rootfs.join("bin/busybox").exists() {
-        let lock = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open("/tmp/vslice-test-images.lock")
-            .expect("lock");
-        let _guard =
-            nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive).expect("flock");
-        if !rootfs.join("bin/busybox").exists() {
-            let st = Command::new("bash")
-                .arg(repo_dir().join("images/busybox/build.sh"))
-                .arg(&rootfs)
-                .stdout(Stdio::null())
-                .status()
-                .expect("run images/busybox/build.sh");
-            assert!(st.success(), "building the busybox image failed");
-        }
+    match vslice::image::ensure_busybox(&dir, &repo_dir().join("images")) {
+        Ok(image) => image.rootfs,
+        Err(e) => panic!("busybox test image: {e}"),
     }
-    rootfs
 }
 
 /// Every directory named `name` directly under a cgroup hierarchy root.
