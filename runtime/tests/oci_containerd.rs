@@ -198,7 +198,10 @@ impl Containerd {
     /// The shell command line of `ctr ...` for `script`.
     fn ctr_line(&self, args: &[String]) -> String {
         let mut s = format!(
-            "timeout 60 ctr --address {} --namespace {}",
+            // --foreground: without it timeout moves ctr into a background process group,
+            // and ctr's tcsetattr on the pty then stops it with SIGTTOU (seen when script runs
+            // the line with dash, i.e. whenever $SHELL is unset as under CI).
+            "timeout --foreground 60 ctr --address {} --namespace {}",
             self.sock.display(),
             self.ns
         );
@@ -417,6 +420,7 @@ fn containerd_runs_containers_through_vslice_runc() {
     );
     let o = Command::new("script")
         .args(["-eqc", &line, "/dev/null"])
+        .env("SHELL", "/bin/sh")
         .stdin(Stdio::null())
         .output()
         .unwrap();
