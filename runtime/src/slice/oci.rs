@@ -128,10 +128,10 @@ mod tests {
         assert_eq!(cpu.shares(), Some(2048));
         assert_eq!(cpu.quota(), Some(50_000));
         assert_eq!(cpu.period(), Some(100_000));
-        let mem = r.memory().clone().unwrap();
+        let mem = r.memory().unwrap();
         assert_eq!(mem.limit(), Some(64 << 20));
         assert_eq!(mem.swap(), Some(80 << 20));
-        assert_eq!(r.pids().clone().unwrap().limit(), 100);
+        assert_eq!(r.pids().unwrap().limit(), 100);
     }
 
     #[test]
