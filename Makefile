@@ -60,7 +60,7 @@ lint:
 	$(CARGO) clippy --workspace --all-targets --release -- -D warnings
 
 install: build
-	install -m 0755 $(BIN)/vslice $(BIN)/vslice-shim $(PREFIX)/bin/
+	install -m 0755 $(BIN)/vslice $(BIN)/vslice-shim $(BIN)/vslice-runc $(PREFIX)/bin/
 	[ ! -f $(BIN)/vsliced ] || install -m 0755 $(BIN)/vsliced $(PREFIX)/bin/
 	mkdir -p /usr/share/vslice/policies/seccomp
 	install -m 0644 policies/*.toml /usr/share/vslice/policies/

@@ -283,6 +283,29 @@ fn exec_returns_the_command_exit_code_and_refuses_bad_input() {
     let env = Env::new();
     let name = env.slice("codes", &[]);
     assert_eq!(env.sh(&name, "exit 7").0, 7);
+    // Programs start with default signal handling, whatever the launching process had: no
+    // ignored signals (Rust ignores SIGPIPE) and none blocked.
+    // (Not through sh -c: busybox ash ignores SIGQUIT itself.)
+    let o = env.run(&[
+        "exec",
+        &name,
+        "--",
+        "grep",
+        "-E",
+        "^Sig(Ign|Blk)",
+        "/proc/self/status",
+    ]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{o:?}");
+    for line in out.lines() {
+        assert!(line.ends_with("\t0000000000000000"), "{out}");
+    }
+    assert_eq!(out.lines().count(), 2, "{out}");
+    // So a writer into a closed pipe dies of SIGPIPE (128 + 13), as everywhere else.
+    let (code, out, err) = env.sh(&name, "(yes; echo \"yes-status $?\" >&2) | head -n 1");
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, "y\n");
+    assert!(err.contains("yes-status 141"), "{err}");
     assert_eq!(
         env.run(&["exec", &name, "--", "/no/such/program"])
             .status

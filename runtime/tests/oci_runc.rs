@@ -358,8 +358,8 @@ fn hooks_run_at_their_points_with_the_state() {
         c["hooks"] = serde_json::json!({"createRuntime": [{"path": "/bin/sh", "args": ["sh", "-c", "echo no way >&2; exit 3"]}]});
     });
     let o = env.run(&["create", "--bundle", b.to_str().unwrap(), "bad"]);
-    assert!(!o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "{:?} stderr: {err}", o.status);
     assert!(
         err.contains("createRuntime hook") && err.contains("no way"),
         "{err}"

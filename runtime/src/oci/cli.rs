@@ -216,12 +216,10 @@ fn resources_from(
 
 /// Run the command line; returns the process exit code.
 pub fn main() -> i32 {
-    // Rust ignores SIGPIPE before main; the disposition would be inherited by every process
-    // we start (container programs, hooks). Restore the default.
-    // SAFETY: setting a signal disposition to SIG_DFL.
-    unsafe {
-        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
-    }
+    // SIGPIPE stays ignored (Rust's default): with the default disposition a hook or sandbox
+    // child that exits before reading what we write to it would kill the runtime silently,
+    // mid-create. Container programs get the default back from the sandbox's exec path and
+    // hooks from std's Command.
     let cli = Cli::parse();
     log::init(cli.log.clone(), cli.log_format, cli.debug);
     match dispatch(&cli) {

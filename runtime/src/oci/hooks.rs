@@ -63,18 +63,22 @@ fn run(h: &Hook, state_json: &str) -> Result<(), String> {
             None => cmd.env(e, ""),
         };
     }
+    // The state goes in through a file, not a pipe: a hook that never reads its stdin can
+    // neither block us on a full pipe (before its timeout is even armed) nor make us write
+    // into a closed one.
+    let mut state = memfd()?;
+    state
+        .write_all(state_json.as_bytes())
+        .and_then(|()| state.rewind())
+        .map_err(|e| format!("state for stdin: {e}"))?;
     let mut out = memfd()?;
     let out2 = out.try_clone().map_err(|e| format!("dup: {e}"))?;
-    cmd.stdin(Stdio::piped())
+    cmd.stdin(Stdio::from(state))
         .stdout(Stdio::from(
             out2.try_clone().map_err(|e| format!("dup: {e}"))?,
         ))
         .stderr(Stdio::from(out2));
     let mut child = cmd.spawn().map_err(|e| format!("cannot run: {e}"))?;
-    if let Some(mut stdin) = child.stdin.take() {
-        // A hook that does not read its stdin may exit first: EPIPE is not an error.
-        let _ = stdin.write_all(state_json.as_bytes());
-    }
     let timeout = h
         .timeout()
         .filter(|t| *t > 0)

@@ -464,22 +464,29 @@ fn spawn(
             .map_err(|e| sys_err("write", "sync pipe", process::io_errno(&e)))?;
         // The intermediate reports init's PID; init itself may report "hooks" (it waits for
         // the runtime hooks), "ready" (it waits on the start FIFO) or an error. Both write to
-        // the same pipe, so the lines may come in either order. EOF: init exec'd (the pipe is
-        // close-on-exec) or everything exited.
+        // the same pipe, so init's lines may come before the PID (a descheduled intermediate
+        // loses that race). EOF: init exec'd (the pipe is close-on-exec) or everything exited.
         let mut hooks_pending = false;
+        let mut ready = false;
         loop {
             let line = read_line(&mut status)?;
             if let Some(pid) = line.strip_prefix("pid ") {
                 init_pid = Some(pid.parse::<i32>().map_err(|_| child_error(&line))?);
             } else if line == "hooks" {
                 hooks_pending = true;
-            } else if line == "ready" || line.is_empty() {
-                if init_pid.is_none() {
+            } else if line == "ready" {
+                ready = true;
+            } else if line.is_empty() {
+                // With a start FIFO, init cannot have exec'd: EOF before "ready" means it died.
+                if init_pid.is_none() || (init.fifo_dir.is_some() && !ready) {
                     return Err(child_error(""));
                 }
                 return Ok(());
             } else {
                 return Err(child_error(&line));
+            }
+            if ready && init_pid.is_some() {
+                return Ok(());
             }
             if let (true, Some(pid)) = (hooks_pending, init_pid) {
                 hooks_pending = false;

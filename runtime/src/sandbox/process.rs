@@ -269,6 +269,7 @@ impl ExecPlan {
                 .map_err(|e| sys_err("prctl", "PR_SET_NO_NEW_PRIVS", e))?;
         }
         let program = self.resolve_program()?;
+        reset_signals()?;
         super::sys::cloexec_from(3).map_err(|e| sys_err("close_range", "3..", e))?;
         // With no_new_privs, seccomp goes last: the filter may deny syscalls used above.
         if self.no_new_privileges {
@@ -302,4 +303,53 @@ impl ExecPlan {
 
 pub fn io_errno(e: &std::io::Error) -> nix::Error {
     nix::Error::from_raw(e.raw_os_error().unwrap_or(libc::EIO))
+}
+
+/// Ignored signals and the blocked mask survive execve, and whoever launches a slice program
+/// may have left some: Rust ignores SIGPIPE before main, some of our processes block signals
+/// to handle them synchronously, and glibc's posix_spawn (behind std's Command) leaves its
+/// internal signals 32 and 33 ignored in the spawned program. Without this a slice's
+/// `yes | head` would print "Broken pipe" errors instead of ending quietly, and a blocked
+/// SIGTERM would never stop its service. crun resets every signal too.
+fn reset_signals() -> Result<(), SandboxError> {
+    use nix::sys::signal::{SigSet, SigmaskHow};
+    // The kernel's struct sigaction (x86_64, arm64). The raw syscall, because glibc's
+    // sigaction() refuses to touch its internal signals 32 and 33.
+    #[repr(C)]
+    struct KernelSigaction {
+        handler: libc::sighandler_t,
+        flags: libc::c_ulong,
+        restorer: libc::sighandler_t,
+        mask: u64,
+    }
+    let default = KernelSigaction {
+        handler: libc::SIG_DFL,
+        flags: 0,
+        restorer: 0,
+        mask: 0,
+    };
+    for signo in 1..=64 {
+        if signo == libc::SIGKILL || signo == libc::SIGSTOP {
+            continue;
+        }
+        // SAFETY: installs SIG_DFL from a valid struct of the kernel's layout; no code runs.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_rt_sigaction,
+                signo,
+                &default as *const KernelSigaction,
+                std::ptr::null_mut::<KernelSigaction>(),
+                std::mem::size_of::<u64>(),
+            )
+        };
+        if r != 0 {
+            return Err(sys_err(
+                "rt_sigaction",
+                signo.to_string(),
+                nix::Error::last(),
+            ));
+        }
+    }
+    nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None)
+        .map_err(|e| sys_err("sigprocmask", "SIG_SETMASK", e))
 }
