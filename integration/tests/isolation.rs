@@ -210,7 +210,6 @@ fn cannot_raise_its_limits_or_leave_its_cgroup() {
     let env = Env::new();
     let s = env.slice("cg", &["--memory", "64M", "--pids", "64"]);
     let cg = vslice::cgroup::Cgroup::new(&format!("{}/{}", env.cgroup_parent, s));
-    let before = cg.pids().unwrap().len();
     // cgroup v1 mounts are refused in a user namespace, so release_agent (CVE-2022-0492) is out of reach.
     assert_fails(&env, &s, "mount cgroup v1 (release_agent)", "mkdir -p /tmp/cg && mount -t cgroup -o memory cgroup /tmp/cg && echo /tmp/pwn > /tmp/cg/release_agent");
     assert_fails(
@@ -242,11 +241,22 @@ fn cannot_raise_its_limits_or_leave_its_cgroup() {
             std::fs::read_to_string(format!("/sys/fs/cgroup/pids/{}/pids.max", cg.path)).unwrap();
         assert_eq!(pids.trim(), "64");
     }
+    // A new slice process lands in the slice's cgroup: find it there by its PID as the slice
+    // sees it (the last NSpid field). Counting processes would race with init's own children.
     let (_, out, _) = env.sh(&s, "sleep 30 >/dev/null 2>&1 & echo $!");
-    assert!(!out.trim().is_empty());
+    let inner_pid = out.trim().to_string();
+    assert!(inner_pid.parse::<u32>().is_ok(), "{out}");
+    let in_cgroup = cg.pids().unwrap().into_iter().any(|pid| {
+        std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| l.strip_prefix("NSpid:"))
+            .and_then(|ns| ns.split_whitespace().last().map(str::to_string))
+            == Some(inner_pid.clone())
+    });
     assert!(
-        cg.pids().unwrap().len() > before,
-        "a new slice process must land in the slice's cgroup"
+        in_cgroup,
+        "slice process {inner_pid} is not in the slice's cgroup"
     );
 }
 
