@@ -173,9 +173,13 @@ pub fn list(images_dir: &Path) -> Result<Vec<Image>, ImageError> {
 /// An image that exists but fails validation (e.g. world-writable) is reported, not rebuilt:
 /// that is a sign of tampering or of a broken host the operator should look at.
 pub fn ensure_busybox(images_dir: &Path, repo_images_dir: &Path) -> Result<Image, ImageError> {
-    match resolve(images_dir, BUSYBOX) {
-        Err(ImageError::NotFound { .. }) => {}
-        other => return other,
+    // The image, or why it is unusable; None when it does not exist yet.
+    let existing = || match resolve(images_dir, BUSYBOX) {
+        Err(ImageError::NotFound { .. }) => None,
+        other => Some(other),
+    };
+    if let Some(found) = existing() {
+        return found;
     }
     // Several processes (parallel test binaries, a daemon and a CLI) may ask at once: build
     // once, under a lock beside the images, and let the others find the finished image.
@@ -193,9 +197,8 @@ pub fn ensure_busybox(images_dir: &Path, repo_images_dir: &Path) -> Result<Image
         .map_err(|e| io_err(&lock_path, e))?;
     let _guard = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive)
         .map_err(|(_, e)| io_err(&lock_path, io::Error::from_raw_os_error(e as i32)))?;
-    match resolve(images_dir, BUSYBOX) {
-        Err(ImageError::NotFound { .. }) => {}
-        other => return other,
+    if let Some(found) = existing() {
+        return found;
     }
     // Shelling out: the recipe is a shell script on purpose. It is the one `make images` and
     // operators run by hand, it installs busybox-static with apt-get when the host lacks it,
