@@ -1,6 +1,6 @@
 //! Attacks from inside a slice, as its root. Each must fail, and the host and a neighbouring
 //! slice must be unaffected. The slice's root is an unprivileged uid on the host, so nothing
-//! here runs attack code as host root (DESIGN.md, "Rules for touching the host").
+//! here runs attack code as host root (docs/design.md, "Host rules").
 use std::process::{Child, Command, Stdio};
 use vslice_integration::Env;
 

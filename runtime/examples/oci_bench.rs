@@ -15,7 +15,7 @@
 //! oci lifecycle vslice-runc median_ms=12.0 crun=14.1 runc=41.0 ratio_vs_crun=0.85 ratio_vs_runc=0.29
 //! ```
 //!
-//! How (the same for every runtime, see bench/peers.sh and DESIGN.md "Peers on this machine"):
+//! How (the same for every runtime, see bench/peers.sh and bench/README.md):
 //! * one bundle: a copy of the busybox rootfs, `crun spec`'s config (vslice-runc's own `spec`
 //!   if crun is missing) running /bin/true, no terminal, read-only root; each container gets a
 //!   unique id and the absolute cgroupsPath /vslice-bench/<id>;

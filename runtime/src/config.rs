@@ -1,5 +1,5 @@
 //! Where vslice keeps things. Every path can be overridden so that tests and benchmarks
-//! run beside a real installation without touching it (DESIGN.md, "Rules for touching the host").
+//! run beside a real installation without touching it (docs/design.md, "Host rules").
 use std::path::PathBuf;
 
 /// Default state root: slice specs, runtime state, upper dirs, images.

@@ -1,12 +1,18 @@
 //! vslice: slices — long-lived, vserver-style system containers on one Linux node.
 //!
-//! Dependency direction (a module may only use the ones below it):
+//! The design (process model, layers, state layout, invariants) is docs/design.md. Dependency
+//! direction (a module may only use the ones below it):
 //!
 //! ```text
-//! cli (src/bin)            the `vslice` command
-//!   slice                  spec, policy, uid ranges, state store, lifecycle
-//!     sandbox  cgroup  image  net      one kernel concern each
-//!       util                         atomic files, small helpers
+//! bin/ (vslice, vsliced, vslice-runc)   shim/ (vslice-shim, its own crate)
+//!   cli                  the vslice command (through client, or daemon::direct)
+//!   api                  HTTP routes, authorization, OpenAPI, metrics
+//!   client               the API client
+//!   oci                  the runc-compatible commands
+//!   daemon               config, callers, locks, events, reconcile, direct mode
+//!   slice                spec, policy, uid ranges, state store, lifecycle
+//!   sandbox cgroup net image audit      one kernel concern each
+//!   config util          paths and overrides; atomic files, path-naming errors
 //! ```
 pub mod api;
 pub mod audit;

@@ -64,6 +64,10 @@ pub struct Caller {
     pub user: Option<String>,
     #[serde(default)]
     pub pid: Option<i32>,
+    /// `direct` for actions taken by the CLI in direct mode (`VSLICE_DIRECT=1`), without the
+    /// daemon; absent for requests the daemon served.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<String>,
 }
 
 /// How a request ended.
@@ -127,6 +131,17 @@ pub struct DaemonRecord {
     pub slice: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
+}
+
+/// The `args` of `exec` / `exec_end` records: the command, the environment's names (values
+/// may be secrets and stay out of the log), working directory and whether it had a terminal.
+/// The daemon and direct mode both record execs with it, so the two read alike.
+pub fn exec_args(argv: &[String], env: &[String], cwd: Option<&str>, tty: bool) -> Value {
+    let env_names: Vec<&str> = env
+        .iter()
+        .map(|e| e.split('=').next().unwrap_or(""))
+        .collect();
+    serde_json::json!({ "argv": argv, "env": env_names, "cwd": cwd, "tty": tty })
 }
 
 /// The kind-specific part of a record, tagged by `kind`. Future kinds (network flows,
@@ -803,6 +818,7 @@ mod tests {
                 uid: 0,
                 user: Some("root".into()),
                 pid: Some(42),
+                mode: None,
             },
             action: action.into(),
             slice: Some(slice.into()),

@@ -8,7 +8,7 @@
 //!
 //! # Why the cgroupfs files are written directly instead of through cgroups-rs
 //!
-//! DESIGN.md names cgroups-rs, but what vslice needs is a dozen control files, and cgroups-rs
+//! The original design named cgroups-rs, but what vslice needs is a dozen control files, and cgroups-rs
 //! 0.5.1 (read at the source) fits badly:
 //! * On v1, `Cgroup::new`/`load` create the group in every v1 hierarchy the crate knows and
 //!   finds mounted (blkio, devices, net_cls, hugetlb, perf_event, ...), not only the six

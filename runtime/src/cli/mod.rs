@@ -1,7 +1,8 @@
 //! The `vslice` command line: a client of the `vsliced` API on its Unix socket
 //! ([`crate::client::BlockingClient`]). With `VSLICE_DIRECT=1` it drives the slice library
 //! itself instead (no daemon: a single node without vsliced, or recovery), with the same
-//! flags and output.
+//! flags and output, the same per-slice locking and the same audit records
+//! ([`crate::daemon::direct`]).
 //!
 //! Exit codes: 0 success, 1 failure, 2 usage error, 3 no such slice, 4 conflict (exists,
 //! already running, not running), 5 invalid request, 6 the daemon is not reachable, 7 permission
@@ -13,8 +14,10 @@ pub mod spec_file;
 pub mod units;
 
 use crate::api::types::{b64, ExecInput, Image, Stats, VerifyReport};
+use crate::audit::Outcome;
 use crate::client::{AuditQuery, BlockingClient, ClientError, EventFilter, TtyOptions};
 use crate::config::Paths;
+use crate::daemon::direct::{ActionError, DirectError, DirectSession};
 use crate::net::{NetMode, NetSpec, PortForward};
 use crate::slice::{
     CreateRequest, ExecRequest, Limits, LimitsPatch, Manager, SliceError, SliceInfo,
@@ -47,9 +50,11 @@ Daemon and direct mode:
   VSLICE_DIRECT=1 selects the daemon-less mode, for a single node without vsliced or for
   recovery when the daemon cannot run: vslice then drives the slices itself, with the state
   under $VSLICE_ROOT (default /var/lib/vslice), policies from $VSLICE_POLICY_DIR, cgroups
-  under $VSLICE_CGROUP_PARENT (default vslice) and $VSLICE_SHIM. Direct mode bypasses the
-  daemon's authorization and writes no audit records (audit show/verify still read the log);
-  `events` needs the daemon. Do not mix the two modes on a state root a daemon is serving.
+  under $VSLICE_CGROUP_PARENT (default vslice) and $VSLICE_SHIM. Direct mode is for the
+  node's root (it needs root to act at all); every action is locked against other commands
+  and recorded in the audit log like the daemon's, with the local user as caller and
+  mode \"direct\". It refuses to act while vsliced serves the same state root (exit 4);
+  `events` needs the daemon.
 
 Units:
   sizes 512M, 1.5G, 1048576 (powers of 1024); CPUs 0.5, 2; rates as tc writes them:
@@ -475,69 +480,117 @@ pub fn direct_mode() -> bool {
     )
 }
 
-/// Where the commands go: the daemon, or the slice library itself.
+/// Where the commands go: the daemon, or the slice library itself (locked and audited like
+/// the daemon does it, see [`DirectSession`]).
 enum Backend {
     Daemon(BlockingClient),
-    Direct(Box<Manager>, Paths),
+    Direct(Box<DirectSession>),
+}
+
+impl From<DirectError> for CliError {
+    fn from(e: DirectError) -> CliError {
+        match e {
+            DirectError::DaemonRunning(_) => {
+                CliError::new(exit::CONFLICT, "daemon_running", e.to_string())
+            }
+            other => CliError::failure(other.to_string()),
+        }
+    }
+}
+
+/// A direct-mode action: locked, run, recorded; the action's own error after the record.
+fn direct<T>(
+    d: &DirectSession,
+    action: &str,
+    slice: Option<&str>,
+    args: serde_json::Value,
+    ok_status: u16,
+    op: impl FnOnce(&Manager) -> Result<T, SliceError>,
+) -> R<T> {
+    Ok(d.act(action, slice, args, ok_status, op)??)
+}
+
+fn no_args() -> serde_json::Value {
+    serde_json::Value::Object(Default::default())
 }
 
 impl Backend {
     fn create(&self, req: &CreateRequest) -> R<SliceInfo> {
         match self {
             Backend::Daemon(c) => Ok(c.create(req)?),
-            Backend::Direct(m, _) => Ok(m.create(req)?),
+            Backend::Direct(d) => {
+                let args = serde_json::to_value(req).unwrap_or_else(|_| no_args());
+                direct(d, "create", Some(&req.name), args, 201, |m| m.create(req))
+            }
         }
     }
     fn list(&self) -> R<Vec<SliceInfo>> {
         match self {
             Backend::Daemon(c) => Ok(c.list()?),
-            Backend::Direct(m, _) => Ok(m.list()?),
+            Backend::Direct(d) => Ok(d.manager.list()?),
         }
     }
     fn inspect(&self, name: &str) -> R<SliceInfo> {
         match self {
             Backend::Daemon(c) => Ok(c.inspect(name)?),
-            Backend::Direct(m, _) => Ok(m.inspect(name)?),
+            Backend::Direct(d) => Ok(d.manager.inspect(name)?),
         }
     }
     fn update_limits(&self, name: &str, patch: &LimitsPatch) -> R<SliceInfo> {
         match self {
             Backend::Daemon(c) => Ok(c.update_limits(name, patch)?),
-            Backend::Direct(m, _) => Ok(m.update_limits(name, patch)?),
+            Backend::Direct(d) => {
+                let args = serde_json::to_value(patch).unwrap_or_else(|_| no_args());
+                direct(d, "update_limits", Some(name), args, 200, |m| {
+                    m.update_limits(name, patch)
+                })
+            }
         }
     }
     fn start(&self, name: &str) -> R<SliceInfo> {
         match self {
             Backend::Daemon(c) => Ok(c.start(name)?),
-            Backend::Direct(m, _) => Ok(m.start(name)?),
+            Backend::Direct(d) => direct(d, "start", Some(name), no_args(), 200, |m| m.start(name)),
         }
     }
     fn stop(&self, name: &str, timeout: Option<u64>) -> R<SliceInfo> {
         match self {
             Backend::Daemon(c) => Ok(c.stop(name, timeout.map(Duration::from_secs))?),
-            Backend::Direct(m, _) => Ok(m.stop(name, Duration::from_secs(timeout.unwrap_or(10)))?),
+            Backend::Direct(d) => {
+                let secs = timeout.unwrap_or(10);
+                let args = serde_json::json!({ "timeout": secs });
+                direct(d, "stop", Some(name), args, 200, |m| {
+                    m.stop(name, Duration::from_secs(secs))
+                })
+            }
         }
     }
     fn restart(&self, name: &str, timeout: Option<u64>) -> R<SliceInfo> {
         match self {
             Backend::Daemon(c) => Ok(c.restart(name, timeout.map(Duration::from_secs))?),
-            Backend::Direct(m, _) => {
-                m.stop(name, Duration::from_secs(timeout.unwrap_or(10)))?;
-                Ok(m.start(name)?)
+            Backend::Direct(d) => {
+                let secs = timeout.unwrap_or(10);
+                let args = serde_json::json!({ "timeout": secs });
+                direct(d, "restart", Some(name), args, 200, |m| {
+                    m.stop(name, Duration::from_secs(secs))?;
+                    m.start(name)
+                })
             }
         }
     }
     fn destroy(&self, name: &str) -> R<()> {
         match self {
             Backend::Daemon(c) => Ok(c.destroy(name)?),
-            Backend::Direct(m, _) => Ok(m.destroy(name)?),
+            Backend::Direct(d) => direct(d, "destroy", Some(name), no_args(), 204, |m| {
+                m.destroy(name)
+            }),
         }
     }
     fn stats(&self, name: &str) -> R<Stats> {
         match self {
             Backend::Daemon(c) => Ok(c.stats(name)?),
-            Backend::Direct(m, _) => {
-                let i = m.inspect(name)?;
+            Backend::Direct(d) => {
+                let i = d.manager.inspect(name)?;
                 Ok(Stats {
                     slice: i.spec.name,
                     time: crate::audit::time::now_rfc3339(),
@@ -553,8 +606,8 @@ impl Backend {
     fn images(&self, with_size: bool) -> R<Vec<Image>> {
         match self {
             Backend::Daemon(c) => Ok(c.images(with_size)?),
-            Backend::Direct(_, p) => {
-                let all = crate::image::list(&p.images_dir())
+            Backend::Direct(d) => {
+                let all = crate::image::list(&d.paths.images_dir())
                     .map_err(|e| CliError::failure(e.to_string()))?;
                 if !with_size {
                     return Ok(all);
@@ -568,7 +621,7 @@ impl Backend {
     fn audit_lines(&self, q: &AuditQuery) -> R<Vec<String>> {
         match self {
             Backend::Daemon(c) => Ok(c.audit_lines(q)?),
-            Backend::Direct(_, p) => {
+            Backend::Direct(d) => {
                 let time = |field: &str, v: &Option<String>| -> R<Option<i64>> {
                     v.as_deref()
                         .map(|t| {
@@ -589,7 +642,7 @@ impl Backend {
                     limit: q.limit,
                     tail: q.tail,
                 };
-                crate::audit::query(&p.root.join("audit"), &filter)
+                crate::audit::query(&d.paths.root.join("audit"), &filter)
                     .map_err(|e| CliError::failure(format!("audit log: {e}")))
             }
         }
@@ -597,7 +650,7 @@ impl Backend {
     fn audit_verify(&self) -> R<VerifyReport> {
         match self {
             Backend::Daemon(c) => Ok(c.audit_verify()?),
-            Backend::Direct(_, p) => crate::audit::verify(&p.root.join("audit"), None)
+            Backend::Direct(d) => crate::audit::verify(&d.paths.root.join("audit"), None)
                 .map_err(|e| CliError::failure(format!("audit log: {e}"))),
         }
     }
@@ -629,11 +682,9 @@ fn print_info(json: bool, info: &SliceInfo, verb: &str) {
 
 fn backend(cli_socket: Option<PathBuf>) -> R<Backend> {
     if direct_mode() {
-        let paths = Paths::from_env();
-        return Ok(Backend::Direct(
-            Box::new(Manager::new(paths.clone())),
-            paths,
-        ));
+        return Ok(Backend::Direct(Box::new(DirectSession::new(
+            Paths::from_env(),
+        ))));
     }
     let c = match cli_socket {
         Some(s) => BlockingClient::new(s),
@@ -812,14 +863,14 @@ fn dispatch(b: &Backend, cmd: Cmd, json: bool) -> R<i32> {
                         rows: 0,
                     },
                 )?),
-                Backend::Direct(m, _) => {
+                Backend::Direct(d) => {
                     let req = ExecRequest {
                         argv,
                         env: vec![],
                         cwd,
                         tty: true,
                     };
-                    run_shim(m.exec_command(&name, &req, None)?)
+                    direct_exec(d, &name, &req)
                 }
             }
         }
@@ -937,7 +988,7 @@ fn exec(
 ) -> R<i32> {
     let c = match b {
         Backend::Daemon(c) => c,
-        Backend::Direct(m, _) => {
+        Backend::Direct(d) => {
             if timeout.is_some() {
                 eprintln!("vslice: --timeout is not supported with VSLICE_DIRECT=1; ignored");
             }
@@ -948,7 +999,7 @@ fn exec(
                 cwd,
                 tty,
             };
-            return run_shim(m.exec_command(&name, &req, None)?);
+            return direct_exec(d, &name, &req);
         }
     };
     if tty {
@@ -1006,6 +1057,43 @@ fn exec(
         }
     }
     Ok(r.exit_code)
+}
+
+/// A direct-mode exec, recorded like the daemon records one: `exec` (fsynced) before the
+/// command starts, `exec_end` with its exit code after. The root lock is held only while
+/// writing each record, not for the command's lifetime.
+fn direct_exec(d: &DirectSession, name: &str, req: &ExecRequest) -> R<i32> {
+    let args = crate::audit::exec_args(&req.argv, &req.env, req.cwd.as_deref(), req.tty);
+    let cmd = {
+        let held = d.lock_root()?;
+        match d.manager.exec_command(name, req, None) {
+            Ok(cmd) => {
+                d.record(&held, "exec", Some(name), args.clone(), Outcome::ok(200))?;
+                cmd
+            }
+            Err(e) => {
+                let (status, code) = e.status_code();
+                let outcome = Outcome::error(status, code, &e.to_string());
+                d.record(&held, "exec", Some(name), args, outcome)?;
+                return Err(e.into());
+            }
+        }
+    };
+    let started = std::time::Instant::now();
+    let result = run_shim(cmd);
+    let mut outcome = match &result {
+        Ok(code) => Outcome {
+            exit_code: Some(*code),
+            ..Outcome::ok(200)
+        },
+        Err(e) => Outcome::error(500, "exec_failed", &e.message),
+    };
+    outcome.ok = result.is_ok();
+    let mut end_args = args;
+    end_args["duration_ms"] = serde_json::json!(started.elapsed().as_millis() as u64);
+    let held = d.lock_root()?;
+    d.record(&held, "exec_end", Some(name), end_args, outcome)?;
+    result
 }
 
 fn run_shim(mut cmd: std::process::Command) -> R<i32> {

@@ -37,6 +37,7 @@ impl Caller {
             uid: self.uid,
             user: self.user.clone(),
             pid: self.pid,
+            mode: None,
         }
     }
 

@@ -8,6 +8,7 @@
 //! All lifecycle calls are synchronous and run on blocking threads.
 pub mod auth;
 pub mod config;
+pub mod direct;
 pub mod events;
 pub mod janitor;
 pub mod locks;
@@ -30,6 +31,10 @@ pub use events::{Event, EventBus, EventKind};
 pub use locks::SliceLocks;
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Held by the daemon for its lifetime (and by a direct-mode action for its duration): one
+/// writer per state root.
+pub const ROOT_LOCK_FILE: &str = "vsliced.lock";
 
 /// How often the poller inspects every slice, not only those whose files changed, and
 /// cleans leftovers of interrupted operations.
@@ -93,7 +98,7 @@ impl Daemon {
             move |source| DaemonError::Io { op, path, source }
         };
         fs::create_dir_all(&paths.root).map_err(io("create", &paths.root))?;
-        let lock_path = paths.root.join("vsliced.lock");
+        let lock_path = paths.root.join(ROOT_LOCK_FILE);
         let lock_file = fs::OpenOptions::new()
             .create(true)
             .truncate(false)

@@ -2,7 +2,7 @@
 //! host root and shared by every slice.
 //!
 //! An image is only a directory tree; nothing here mounts or copies it (the sandbox makes an
-//! idmapped, copy-on-write view of it per slice, see DESIGN.md). What this module guarantees is
+//! idmapped, copy-on-write view of it per slice, see docs/design.md). What this module guarantees is
 //! that a name handed to the sandbox refers to a tree that is safe to share:
 //!
 //! * the name is a DNS-label-like single path component (`[a-z0-9][a-z0-9._-]{0,62}`, no `..`);

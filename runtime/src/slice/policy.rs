@@ -1,5 +1,6 @@
-//! Operator policies (policies/<name>.toml). OWNED BY THE POLICY HELPER — the struct shape is
-//! fixed (other modules use it); parsing/validation and the policy files are theirs.
+//! Operator policies (policies/<name>.toml): what a slice may be given (limit maxima,
+//! capabilities, seccomp profiles, rlimits, masked and read-only paths). The slice layer turns a
+//! policy plus a slice spec into the OCI spec the sandbox runs (slice/oci.rs).
 //!
 //! The TOML schema is documented at the top of `policies/default.toml`. Loading validates every
 //! field; an error names the policy, the field and the reason, e.g.
