@@ -302,7 +302,7 @@ class Sh:
                 i = len(t) if j < 0 else j + 1
                 continue
             if c == '"':
-                i = self.skip_dq(i + 1)
+                i = self.skip_dq(i + 1, scan=False)
                 continue
             if c == "(":
                 depth += 1
@@ -313,8 +313,34 @@ class Sh:
             i += 1
         return len(t)
 
-    def skip_dq(self, i):
-        """i is just after an opening '"': index after the closing one; scans $(...)."""
+    def skip_brace(self, i, scan=True):
+        """i is just after '${': index after the matching '}'; scans $(...) inside
+        (${X:-$(cmd)})."""
+        t, depth = self.t, 1
+        while i < len(t):
+            if t.startswith("$(", i) and not t.startswith("$((", i):
+                e = self.match_paren(i + 2)
+                if scan:
+                    self.sub(i + 2, e, self.line)
+                i = e + 1
+                continue
+            if t.startswith("${", i):
+                depth += 1
+                i += 2
+                continue
+            if t[i] == "\\":
+                i += 2
+                continue
+            if t[i] == "}":
+                depth -= 1
+                if depth == 0:
+                    return i + 1
+            i += 1
+        return i
+
+    def skip_dq(self, i, scan=True):
+        """i is just after an opening '"': index after the closing one; scans $(...) unless
+        called only to skip over the string."""
         t = self.t
         while i < len(t):
             c = t[i]
@@ -323,18 +349,23 @@ class Sh:
                 continue
             if c == '"':
                 return i + 1
+            if t.startswith("${", i):
+                i = self.skip_brace(i + 2, scan)
+                continue
             if t.startswith("$((", i):
                 i = self.match_paren(i + 3) + 2
                 continue
             if t.startswith("$(", i):
                 e = self.match_paren(i + 2)
-                self.sub(i + 2, e, self.line + t.count("\n", 0, i) - t.count("\n", 0, self.i))
+                if scan:
+                    self.sub(i + 2, e, self.line + t.count("\n", 0, i) - t.count("\n", 0, self.i))
                 i = e + 1
                 continue
             if c == "`":
                 e = t.find("`", i + 1)
                 e = len(t) if e < 0 else e
-                self.sub(i + 1, e, self.line)
+                if scan:
+                    self.sub(i + 1, e, self.line)
                 i = e + 1
                 continue
             i += 1
@@ -446,8 +477,7 @@ class Sh:
                         self.line += t.count("\n", self.i, e)
                         self.i = e + 1
                     elif t.startswith("${", self.i):
-                        e = t.find("}", self.i)
-                        self.i = n if e < 0 else e + 1
+                        self.i = self.skip_brace(self.i + 2)
                     else:
                         self.i += 1
                     continue
