@@ -672,70 +672,42 @@ def command(toks, i, funcs, found):
 
 # ---------------------------------------------------------------------------------------
 # Rust
+RUST_TOKEN = re.compile(r"""
+    (?P<line>//[^\n]*)
+  | (?P<block>/\*.*?\*/)
+  | (?<![\w])b?r(?P<hashes>\#*)"(?P<raw>.*?)"(?P=hashes)
+  | b?"(?P<str>(?:[^"\\]|\\.)*)"
+  | (?P<char>'(?:\\.[^'\n]*|[^\\'\n])')
+""", re.S | re.X)
+ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "0": "\0", '"': '"', "'": "'", "\\": "\\"}
+
+
+def unescape(s):
+    s = re.sub(r"\\\n\s*", "", s)  # a line continuation drops the newline and indentation
+    return re.sub(r"\\(.)", lambda m: ESCAPES.get(m.group(1), m.group(1)), s)
+
+
 def rust_strings(text):
-    """Code with comments removed and every string literal replaced by ` S<n> `; a list of
-    (value, line) for the literals."""
+    """Code with comments removed and every string literal replaced by ` S<n> ` (newlines
+    kept, so positions map to lines); a list of (value, line) for the literals."""
     out, strs = [], []
-    i, n, line = 0, len(text), 1
-    while i < n:
-        c = text[i]
-        if text.startswith("//", i):
-            e = text.find("\n", i)
-            i = n if e < 0 else e
-            continue
-        if text.startswith("/*", i):
-            e = text.find("*/", i + 2)
-            e = n if e < 0 else e + 2
-            line += text.count("\n", i, e)
-            out.append("\n" * text.count("\n", i, e))
-            i = e
-            continue
-        m = re.match(r'b?r(#*)"', text[i:i + 12])
-        if m and (i == 0 or not (text[i - 1].isalnum() or text[i - 1] == "_")):
-            close = '"' + m.group(1)
-            s = i + m.end()
-            e = text.find(close, s)
-            e = n if e < 0 else e
-            val = text[s:e]
+    pos, line = 0, 1
+    for m in RUST_TOKEN.finditer(text):
+        out.append(text[pos:m.start()])
+        line += text.count("\n", pos, m.start())
+        tok = m.group(0)
+        nl = tok.count("\n")
+        if m.group("line") is not None or m.group("block") is not None:
+            out.append("\n" * nl)
+        elif m.group("char") is not None:
+            out.append(" C ")
+        else:
+            val = m.group("raw") if m.group("raw") is not None else unescape(m.group("str"))
             strs.append((val, line))
-            out.append(f" S{len(strs) - 1} ")
-            line += val.count("\n")
-            i = e + len(close)
-            continue
-        if c == '"':
-            j, buf = i + 1, []
-            start_line = line
-            while j < n and text[j] != '"':
-                if text[j] == "\\":
-                    nxt = text[j + 1:j + 2]
-                    if nxt == "\n":  # line continuation: skip the newline and indentation
-                        line += 1
-                        j += 2
-                        while j < n and text[j] in " \t":
-                            j += 1
-                        continue
-                    buf.append({"n": "\n", "t": "\t", '"': '"', "\\": "\\"}.get(nxt, nxt))
-                    j += 2
-                    continue
-                if text[j] == "\n":
-                    line += 1
-                buf.append(text[j])
-                j += 1
-            strs.append(("".join(buf), start_line))
-            out.append(f" S{len(strs) - 1} ")
-            i = j + 1
-            continue
-        if c == "'":
-            # a char literal ('x', '\n', '\'') but not a lifetime ('a)
-            m = re.match(r"'(\\.[^']*|[^\\'])'", text[i:i + 12])
-            if m:
-                out.append(" C ")
-                i += m.end()
-                continue
-        if c == "\n":
-            line += 1
-        out.append(c)
-        i += 1
+            out.append(f" S{len(strs) - 1} " + "\n" * nl)
+        line += nl
+        pos = m.end()
+    out.append(text[pos:])
     return "".join(out), strs
 
 
