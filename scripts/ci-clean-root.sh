@@ -48,7 +48,7 @@ while [ $# -gt 0 ]; do
     --rebuild) REBUILD=1; shift ;;
     --fresh-clone) FRESH=1; shift ;;
     --) shift; break ;;
-    -h | --help) sed -n '2,43p' "${BASH_SOURCE[0]}"; exit 0 ;;
+    -h | --help) sed -n '2,40p' "${BASH_SOURCE[0]}"; exit 0 ;;
     -*) echo "ci-clean-root: unknown option $1 (see --help)" >&2; exit 2 ;;
     *) [ -z "$CHECKOUT" ] || { echo "ci-clean-root: one CHECKOUT only" >&2; exit 2; }
        CHECKOUT=$1; shift ;;
