@@ -110,8 +110,13 @@ cleanup() {
   local rc=$?
   trap - EXIT INT TERM HUP
   if [ -n "$child" ] && kill -0 "$child" 2>/dev/null; then
-    # unshare's child is PID 1 of the namespace: killing unshare's PID namespace ends all.
-    kill -TERM "$child" 2>/dev/null || true
+    # Interrupted: unshare (with --fork) ignores TERM and INT while it waits, and the
+    # namespace's PID 1 (unshare's child) ignores signals it has no handler for, except
+    # KILL from this (the parent) namespace. Killing that PID 1 ends every process in the
+    # namespace; then unshare exits.
+    for p in $(cat "/proc/$child/task/$child/children" 2>/dev/null); do
+      kill -KILL "$p" 2>/dev/null || true
+    done
     wait "$child" 2>/dev/null || true
   fi
   if under_mount "$ROOT"; then
@@ -145,8 +150,9 @@ PATH_IN="$CARGO_HOME_DIR/bin:$PATH_IN"
 
 # --- 3. the container -----------------------------------------------------------------------
 # Runs as PID 1 of the new PID namespace, in the new mount namespace (private propagation:
-# nothing here is seen by, or propagates back to, the host). The last bash stays PID 1 (no
-# exec) so that the command runs with default signal handling and orphans are reaped.
+# nothing here is seen by, or propagates back to, the host). The last bash stays PID 1 (the
+# `; exit` keeps it from exec'ing the command) so that the command runs with default signal
+# handling and orphans are reaped.
 # shellcheck disable=SC2016 # expanded by the inner bash
 inner='
 set -eu
@@ -167,7 +173,7 @@ done
 cd "$R"
 exec chroot "$R" /usr/bin/env -i HOME=/root USER=root LOGNAME=root CI=true \
   PATH="$path_in" LANG=C.UTF-8 TERM="${TERM:-dumb}" \
-  /bin/bash -c "cd \"\$0\" && \"\$@\"" "$rundir" "$@"
+  /bin/bash -c "cd \"\$0\" && \"\$@\"; exit \$?" "$rundir" "$@"
 '
 echo "ci-clean-root: running \`$*\` in $RUNDIR on a copy of $BASE" >&2
 t0=$SECONDS
