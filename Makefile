@@ -2,7 +2,9 @@
 #
 #   make demo    install what is needed, build, make the busybox image, create a limited
 #                slice and open a root shell in it (a short showcase without a terminal)
-#   make test    unit + integration tests against the real kernel, then a leak check
+#   make test    the program-list check, unit + integration tests against the real kernel,
+#                then a leak check
+#   make deps    install the Debian packages of deps/packages.txt (all targets above run it)
 #   make bench   the figures each issue asks for, with crun/runc measured in the same run
 
 SHELL        := /bin/bash
@@ -12,24 +14,35 @@ BIN          := $(CURDIR)/target/$(PROFILE)
 PREFIX       ?= /usr/local
 TEST_IMAGES  ?= /tmp/vslice-test-images
 DEMO_ROOT    ?= /var/lib/vslice
-# Debian packages the build, tests and benchmarks need.
-DEB_PACKAGES := build-essential pkg-config busybox-static iproute2 nftables iperf3 curl \
-                procps util-linux psmisc python3 file kmod crun runc containerd
+# THE list of Debian packages (and the programs run from each): deps/packages.txt. `make deps`
+# installs from it and nothing else; scripts/check-programs.sh checks it against the sources.
+DEPS_LIST    := deps/packages.txt
 
-.PHONY: all build deps image demo test unit integration leak-check bench install clean fmt lint
+.PHONY: all build deps check-programs image demo test unit integration leak-check bench install clean fmt lint
 
 all: build
 
+# Installs the packages of $(DEPS_LIST) that are not installed yet, in one apt-get call (which
+# waits up to 10 min for another apt run, e.g. a parallel job, to release the dpkg lock).
 deps:
-	@missing=""; for p in $(DEB_PACKAGES); do \
-	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
+	@pkgs=$$(sed -e 's/#.*//' -e 's/:.*//' $(DEPS_LIST)); \
+	[ -n "$$(echo $$pkgs)" ] || { echo "$(DEPS_LIST) names no package" >&2; exit 1; }; \
+	installed=$$(dpkg-query -W -f='$${db:Status-Abbrev} $${Package}\n' $$pkgs 2>/dev/null | awk '$$1 == "ii" {print $$2}'); \
+	missing=""; for p in $$pkgs; do \
+	  case " "$$(echo $$installed)" " in *" $$p "*) ;; *) missing="$$missing $$p" ;; esac; \
 	done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
 	  export DEBIAN_FRONTEND=noninteractive; \
-	  apt-get update -q && apt-get install -y -q $$missing; \
+	  apt-get -o DPkg::Lock::Timeout=600 update -q && apt-get -o DPkg::Lock::Timeout=600 install -y -q $$missing; \
 	fi
-	@command -v $(CARGO) >/dev/null || { echo "cargo not found: install Rust (rustup) first" >&2; exit 1; }
+	@command -v $(CARGO) >/dev/null || { echo "cargo not found: install the Rust toolchain (rustup) first, see README.md" >&2; exit 1; }
+
+# Every program the sources run is in $(DEPS_LIST), and every program listed there is on PATH;
+# the self-test proves the check fails where it must.
+check-programs: deps
+	@out=$$(bash scripts/check-programs.sh --self-test 2>&1) || { echo "$$out" >&2; exit 1; }; echo "$$out" | tail -n 1
+	@bash scripts/check-programs.sh
 
 build:
 	$(CARGO) build --workspace --release --bins
@@ -41,7 +54,7 @@ image: build
 demo: deps image
 	@bash scripts/demo.sh $(BIN)
 
-test: deps build
+test: deps check-programs build
 	@rm -rf $(TEST_IMAGES) && bash images/busybox/build.sh $(TEST_IMAGES)/busybox/rootfs >/dev/null
 	VSLICE_BIN_DIR=$(BIN) VSLICE_TEST_IMAGES=$(TEST_IMAGES) $(CARGO) test --workspace --release --no-fail-fast -- --test-threads=2
 	@bash scripts/leak-check.sh

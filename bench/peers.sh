@@ -13,7 +13,7 @@
 # A peer that fails prints `peer NAME run_true_ms error="..."` and the script exits 1.
 #
 # How (see DESIGN.md, "Peers on this machine"):
-# * installs crun and runc with apt-get if missing;
+# * needs crun and runc (Debian packages, installed by `make deps`);
 # * builds an OCI bundle in a private temp dir: a `cp -a` copy of ROOTFS (runc rejects a
 #   rootfs path that is a symlink, and a copy needs no bind mount to clean up; the busybox
 #   image is ~2 MB) and `crun spec` edited to run /bin/true, no terminal, read-only root;
@@ -57,16 +57,13 @@ PYTHON=${PYTHON:-python3}
 export LC_ALL=C
 
 # --- peers installed? --------------------------------------------------------------------
+# They come from deps/packages.txt through `make deps` (which `make bench` runs first), like
+# every other program; no second install list here.
 missing=
 for p in crun runc; do command -v "$p" >/dev/null 2>&1 || missing="$missing $p"; done
 if [ -n "$missing" ]; then
-	echo "installing$missing" >&2
-	# shellcheck disable=SC2086 # word splitting of the package list is intended
-	if ! DEBIAN_FRONTEND=noninteractive apt-get install -y $missing >&2; then
-		apt-get update >&2
-		# shellcheck disable=SC2086
-		DEBIAN_FRONTEND=noninteractive apt-get install -y $missing >&2
-	fi
+	echo "$0:$missing not found: run \`make deps\` (Debian packages from deps/packages.txt)" >&2
+	exit 1
 fi
 echo "# $(crun --version | head -n1); $(runc --version | head -n1)" >&2
 
