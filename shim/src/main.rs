@@ -160,7 +160,7 @@ fn start(dir: &Path) -> ! {
         report_failure(&e.to_string());
     }
     // Release the slice's lock (inherited from the starter) now that state.json is written.
-    let _ = nix::unistd::close(vslice::slice::manager::SHIM_LOCK_FD);
+    let _ = nix::unistd::close(state::SHIM_LOCK_FD);
     // The starter may be gone (a daemon killed mid-start): a failed report must not kill us.
     let _ = writeln!(std::io::stdout(), "ok {init_pid}");
     let _ = std::io::stdout().flush();
