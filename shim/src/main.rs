@@ -5,7 +5,8 @@
 //!   `<root>/slices/<name>/launch.json`, reports `ok <init pid>` or `error <reason>` on stdout,
 //!   then stays the parent of the slice's init: reaps it, records how it ended (exit.json),
 //!   removes its cgroup and exits. Its private mount namespace holds the slice's rootfs mounts,
-//!   so they vanish with it. No async runtime, no threads: a few hundred KiB per slice.
+//!   so they vanish with it. No async runtime, no threads (the sandbox executor refuses to
+//!   fork from a multi-threaded caller): about 0.5 MiB of private memory per slice.
 //!
 //! `vslice-shim exec --root DIR --name NAME [--tty [--console-socket PATH]] [--cwd DIR]
 //!                   [--env K=V]... -- COMMAND...`
@@ -21,79 +22,78 @@ use vslice::slice::state::{self, RuntimeState};
 use vslice::slice::ExitInfo;
 use vslice::util::fs::{read_json, write_json_atomic, write_json_volatile};
 
-const USAGE: &str = "usage:
-  vslice-shim start --root DIR --name NAME
-  vslice-shim exec --root DIR --name NAME [--tty [--console-socket PATH]] [--cwd DIR] [--env K=V]... -- COMMAND [ARG]...
+/// Command line. clap (the workspace's parser: vslice and vslice-runc use it) rather than a
+/// hand-written loop. Measured on an idle shim supervising a busybox slice (release build,
+/// /proc/<shim>/smaps_rollup, two runs each): hand-written parser Pss_Anon 456/460 KiB, Pss
+/// 2071/2283 KiB; clap Pss_Anon 476/472 KiB, Pss 2098/2025 KiB; binary 3.84 MB -> 4.27 MB.
+/// So clap costs ~16 KiB of private memory per slice; the rest of the difference is
+/// file-backed code, shared by every shim and within run-to-run noise.
+#[derive(clap::Parser, Debug)]
+#[command(
+    name = "vslice-shim",
+    about = "Per-slice supervisor, started by vslice / vsliced; not meant to be run by hand"
+)]
+enum Cmd {
+    /// Build the slice's sandbox from <root>/slices/<name>/launch.json and supervise its init.
+    Start(Slice),
+    /// Run a command inside the running slice under its policy; exits with its exit code
+    /// (126: could not run, 127: not found).
+    Exec(ExecArgs),
+}
 
-vslice-shim is started by vslice / vsliced; it is not meant to be run by hand.";
-
-struct Args {
+#[derive(clap::Args, Debug)]
+struct Slice {
+    /// The state root (VSLICE_ROOT of the starter).
+    #[arg(long)]
     root: PathBuf,
+    /// The slice's name.
+    #[arg(long, value_parser = parse_name)]
     name: String,
+}
+
+#[derive(clap::Args, Debug)]
+struct ExecArgs {
+    #[command(flatten)]
+    slice: Slice,
+    /// Run the command on a pty from the slice's own devpts.
+    #[arg(long)]
     tty: bool,
+    /// Send the pty's master to this Unix socket instead of relaying it (needs --tty).
+    #[arg(long, requires = "tty")]
     console_socket: Option<PathBuf>,
+    /// Working directory inside the slice [default: /].
+    #[arg(long)]
     cwd: Option<String>,
+    /// Environment variable KEY=VALUE (repeatable; replaces the slice's value of KEY).
+    #[arg(long, value_parser = parse_env)]
     env: Vec<String>,
+    /// The command and its arguments.
+    #[arg(last = true, required = true)]
     command: Vec<String>,
 }
 
-fn parse(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
-    let mut a = Args {
-        root: PathBuf::new(),
-        name: String::new(),
-        tty: false,
-        console_socket: None,
-        cwd: None,
-        env: vec![],
-        command: vec![],
-    };
-    while let Some(arg) = it.next() {
-        let mut value = |flag: &str| it.next().ok_or_else(|| format!("{flag} needs a value"));
-        match arg.as_str() {
-            "--root" => a.root = PathBuf::from(value("--root")?),
-            "--name" => a.name = value("--name")?,
-            "--tty" => a.tty = true,
-            "--console-socket" => {
-                a.console_socket = Some(PathBuf::from(value("--console-socket")?))
-            }
-            "--cwd" => a.cwd = Some(value("--cwd")?),
-            "--env" => a.env.push(value("--env")?),
-            "--" => {
-                a.command = it.collect();
-                break;
-            }
-            other => return Err(format!("unknown argument {other:?}")),
-        }
+/// The name becomes a path component below the state root: only a slice name is accepted.
+fn parse_name(s: &str) -> Result<String, String> {
+    vslice::slice::manager::validate_name(s).map_err(|e| e.to_string())?;
+    Ok(s.to_string())
+}
+
+fn parse_env(s: &str) -> Result<String, String> {
+    match s.split_once('=') {
+        Some((k, _)) if !k.is_empty() => Ok(s.to_string()),
+        _ => Err(format!("{s:?} is not KEY=VALUE")),
     }
-    if a.root.as_os_str().is_empty() || a.name.is_empty() {
-        return Err("--root and --name are required".into());
-    }
-    vslice::slice::manager::validate_name(&a.name).map_err(|e| e.to_string())?;
-    Ok(a)
 }
 
 fn main() {
-    let mut argv = std::env::args().skip(1);
-    let cmd = argv.next().unwrap_or_default();
-    if cmd == "-h" || cmd == "--help" {
-        println!("{USAGE}");
-        return;
-    }
-    let args = match parse(argv) {
-        Ok(a) => a,
-        Err(e) => {
-            eprintln!("vslice-shim: {e}\n{USAGE}");
-            exit(2)
-        }
-    };
-    let dir = args.root.join("slices").join(&args.name);
-    match cmd.as_str() {
-        "start" => start(&dir),
-        "exec" => exec(&dir, &args),
-        _ => {
-            eprintln!("vslice-shim: unknown command {cmd:?}\n{USAGE}");
-            exit(2)
-        }
+    // A panic must never unwind through the supervisor or a half-set-up sandbox child (which
+    // inherit this hook across fork): abort at once. The sandbox children install it again
+    // after fork, for callers other than the shim.
+    vslice::sandbox::sys::abort_on_panic();
+    let cmd = <Cmd as clap::Parser>::parse();
+    match cmd {
+        Cmd::Start(s) => start(&s.root.join("slices").join(&s.name)),
+        Cmd::Exec(a) => exec(&a.slice.root.join("slices").join(&a.slice.name), &a),
     }
 }
 
@@ -160,7 +160,7 @@ fn start(dir: &Path) -> ! {
         report_failure(&e.to_string());
     }
     // Release the slice's lock (inherited from the starter) now that state.json is written.
-    let _ = nix::unistd::close(vslice::slice::manager::SHIM_LOCK_FD);
+    let _ = nix::unistd::close(state::SHIM_LOCK_FD);
     // The starter may be gone (a daemon killed mid-start): a failed report must not kill us.
     let _ = writeln!(std::io::stdout(), "ok {init_pid}");
     let _ = std::io::stdout().flush();
@@ -258,14 +258,11 @@ fn supervise(init_pid: i32, cgroup: Option<&Cgroup>, oom_at_start: u64) -> ExitI
     }
 }
 
-fn exec(dir: &Path, args: &Args) -> ! {
+fn exec(dir: &Path, args: &ExecArgs) -> ! {
     let fail = |msg: String| -> ! {
         eprintln!("vslice: {msg}");
         exit(join::EXIT_CANNOT_RUN)
     };
-    if args.command.is_empty() {
-        fail("exec: no command given".into());
-    }
     let st: RuntimeState = match read_json(&dir.join(state::STATE_FILE)) {
         Ok(s) => s,
         Err(_) => fail("the slice is not running".into()),

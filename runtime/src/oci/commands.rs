@@ -385,7 +385,7 @@ pub fn create(g: &Global, a: &CreateArgs, console: Option<OwnedFd>) -> Result<Co
         let created = sandbox::create_with(&launch, &opts, &extras)?;
         let pid = created.pid;
         let finish = (|| -> Result<()> {
-            let pid_start = crate::slice::state::process_start_time(pid)
+            let pid_start = crate::util::process::process_start_time(pid)
                 .ok_or_else(|| err!("container init (pid {pid}) exited during create"))?;
             c.save(Saved {
                 id: a.id.clone(),
@@ -465,7 +465,7 @@ fn start_loaded(c: &Container) -> Result<()> {
             Ok(_) | Err(nix::Error::EINTR) => {}
             Err(e) => return Err(err!("poll {}: {e}", fifo_path.display())),
         }
-        if !crate::slice::state::is_alive(saved.pid, saved.pid_start) {
+        if !crate::util::process::is_alive(saved.pid, saved.pid_start) {
             return Err(err!(
                 "container init (pid {}) exited before it was started (a failing startContainer hook or exec \
                  error is reported on the container's stderr)",
@@ -925,7 +925,7 @@ pub fn exec(g: &Global, a: &ExecArgs) -> Result<Execd> {
     };
     drop(c); // release the lock: a long-running exec must not block state/kill/delete
     if a.detach {
-        let pid = sandbox::exec_detached(&target, &plan, stdio)?;
+        let pid = join::spawn_detached(&target, &plan, stdio)?;
         if let Some(p) = &a.pid_file {
             write_pid_file(p, pid)?;
         }

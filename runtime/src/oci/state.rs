@@ -247,7 +247,7 @@ impl Container {
         let Some(s) = &self.saved else {
             return Status::Creating;
         };
-        if !crate::slice::state::is_alive(s.pid, s.pid_start) {
+        if !crate::util::process::is_alive(s.pid, s.pid_start) {
             return Status::Stopped;
         }
         if self.fifo().exists() {

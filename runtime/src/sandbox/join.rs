@@ -4,16 +4,21 @@
 //!
 //! ```text
 //! caller (host)           opens the namespace fds (and a pty from the sandbox's devpts)
-//!   └─ joiner             joins cgroup + namespaces; waits for the command, exits with its code
+//!   └─ joiner             joins cgroup + namespaces; forks the command, then either waits for
+//!        │                it and exits with its code ([`spawn`]) or exits as soon as it has
+//!        │                exec'd ([`spawn_detached`], runc's `exec --detach`)
 //!        └─ command       (inside the PID namespace) setsid, stdio/tty, exec via ExecPlan
 //! ```
-//! The caller itself stays a host process, outside every sandbox namespace.
+//! The caller itself stays a host process, outside every sandbox namespace. Both modes are
+//! this one implementation: the same namespace order, cgroup join, rlimits, exit-code mapping
+//! (127 not found, 126 anything else) and policy; they differ only in who waits for the
+//! command and in the parent-death signal (see [`Mode`]).
 use super::process::{io_errno, ExecPlan};
-use super::{sys_err, SandboxError};
+use super::{sys, sys_err, SandboxError};
 use nix::sched::CloneFlags;
 use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::{ForkResult, Pid};
-use std::io::{Read, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
 
 /// Exit code when the sandbox could not be joined or the command could not be started.
@@ -76,19 +81,43 @@ pub enum Stdio {
     Pty(OwnedFd),
 }
 
+/// Who waits for the command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// The joiner waits and exits with the command's code. The joiner and the command get
+    /// PR_SET_PDEATHSIG(SIGKILL): if whoever ran the exec goes away (a client disconnects, a
+    /// timeout kills the shim), the command must not linger in the slice holding its pipes.
+    Wait,
+    /// The joiner exits once the command has exec'd; the command is re-parented to the
+    /// caller's nearest child subreaper (containerd's shim), which waits for it. The command
+    /// gets NO parent-death signal: its parent, the joiner, exits by design right away (the
+    /// kernel would deliver the signal at that moment), and `vslice-runc exec --detach`
+    /// itself exits as soon as it printed the PID. runc does the same: a detached exec's
+    /// process keeps only the parent-death signal the spec asks for (none), and its lifetime
+    /// belongs to the subreaper and to the container (it dies with the PID namespace's
+    /// init). The joiner still has SIGKILL as its parent-death signal while it sets up, so a
+    /// caller killed mid-exec leaves no half-joined process behind.
+    Detach,
+}
+
 /// Fork the joiner; returns its PID. The joiner exits with the command's exit code
 /// (128+signal if it was killed), or EXIT_CANNOT_RUN / EXIT_NOT_FOUND with a message on stderr.
+/// The caller must be single-threaded (refused otherwise, before anything is done).
 pub fn spawn(target: &Target, plan: &ExecPlan, stdio: Stdio) -> Result<Pid, SandboxError> {
+    sys::ensure_single_threaded("join::spawn")?;
     let namespaces = open_namespaces(target.init_pid)?;
     let cgroup = target.cgroup.as_deref().map(crate::cgroup::Cgroup::new);
-    // SAFETY: the callers (shim exec, OCI exec) are single-threaded.
+    // SAFETY: the caller is single-threaded (checked above); the child runs only our code
+    // and ends in _exit.
     match unsafe { nix::unistd::fork() }.map_err(|e| sys_err("fork", "joiner", e))? {
         ForkResult::Parent { child } => {
             drop(stdio);
             Ok(child)
         }
         ForkResult::Child => {
-            let code = match joiner(&namespaces, cgroup.as_ref(), plan, stdio) {
+            sys::abort_on_panic();
+            let code = match joiner(&namespaces, cgroup.as_ref(), plan, stdio, Mode::Wait, None)
+            {
                 Ok(code) => code,
                 Err((code, e)) => {
                     let _ = writeln!(std::io::stderr(), "vslice: {e}");
@@ -101,22 +130,119 @@ pub fn spawn(target: &Target, plan: &ExecPlan, stdio: Stdio) -> Result<Pid, Sand
     }
 }
 
+/// runc's `exec --detach`: join like [`spawn`], but return as soon as the command has
+/// exec'd, with its host PID. The command is re-parented to the caller's nearest child
+/// subreaper, which must wait for it. A command that cannot be started is an error
+/// ([`SandboxError::NotRunnable`] with the 126/127 code [`spawn`] would have exited with).
+/// The caller must be single-threaded (refused otherwise, before anything is done).
+pub fn spawn_detached(target: &Target, plan: &ExecPlan, stdio: Stdio) -> Result<i32, SandboxError> {
+    sys::ensure_single_threaded("join::spawn_detached")?;
+    let namespaces = open_namespaces(target.init_pid)?;
+    let cgroup = target.cgroup.as_deref().map(crate::cgroup::Cgroup::new);
+    let (st_r, st_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .map_err(|e| sys_err("pipe2", "status", e))?;
+    // SAFETY: the caller is single-threaded (checked above); the child runs only our code
+    // and ends in _exit.
+    let joiner_pid = match unsafe { nix::unistd::fork() }.map_err(|e| sys_err("fork", "joiner", e))?
+    {
+        ForkResult::Parent { child } => child,
+        ForkResult::Child => {
+            sys::abort_on_panic();
+            drop(st_r);
+            let mut status = std::fs::File::from(st_w);
+            let code = match joiner(
+                &namespaces,
+                cgroup.as_ref(),
+                plan,
+                stdio,
+                Mode::Detach,
+                Some(&mut status),
+            ) {
+                Ok(code) => code,
+                Err((code, e)) => {
+                    let line = format!("error {code} {e}").replace('\n', " ");
+                    let _ = status.write_all(format!("{line}\n").as_bytes());
+                    code
+                }
+            };
+            // SAFETY: forked child; the command is re-parented to the caller's subreaper.
+            unsafe { libc::_exit(code) }
+        }
+    };
+    drop(st_w);
+    drop(stdio);
+    let mut pid = None;
+    let mut err = None;
+    let mut status = BufReader::new(std::fs::File::from(st_r));
+    loop {
+        let mut line = String::new();
+        match status.read_line(&mut line) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                err = Some(sys_err("read", "joiner status", io_errno(&e)));
+                break;
+            }
+        }
+        let line = line.trim_end();
+        if let Some(p) = line.strip_prefix("pid ") {
+            pid = p.parse::<i32>().ok();
+        } else if let Some(rest) = line.strip_prefix("error ") {
+            let (code, message) = rest.split_once(' ').unwrap_or((rest, ""));
+            err = Some(SandboxError::NotRunnable {
+                code: code.parse().unwrap_or(EXIT_CANNOT_RUN),
+                message: message.to_string(),
+            });
+        }
+    }
+    let joiner_status = wait(joiner_pid);
+    match (err, pid) {
+        (Some(e), _) => Err(e),
+        (None, Some(p)) if joiner_status == 0 => Ok(p),
+        _ => Err(SandboxError::NotRunnable {
+            code: EXIT_CANNOT_RUN,
+            message: format!("the joining process ended with status {joiner_status} without reporting"),
+        }),
+    }
+}
+
+/// Move the calling (single-threaded) process into `cg`: on v1 by writing "0" to `tasks` in
+/// each hierarchy (it moves just this thread, without the kernel's global threadgroup lock that
+/// a PID written to cgroup.procs takes), on v2 through cgroup.procs.
+fn join_cgroup_self(cg: &crate::cgroup::Cgroup) -> Result<(), SandboxError> {
+    if cg.version == crate::cgroup::Version::V1 {
+        for d in cg.dirs()?.into_iter().filter(|d| d.is_dir()) {
+            let tasks = d.join("tasks");
+            std::fs::write(&tasks, "0")
+                .map_err(|e| sys_err("write", tasks.display().to_string(), io_errno(&e)))?;
+        }
+        Ok(())
+    } else {
+        Ok(cg.add_pid(std::process::id() as i32)?)
+    }
+}
+
+/// Runs in the joiner. `Mode::Wait`: returns the command's exit code. `Mode::Detach`: reports
+/// "pid N" on `status` once the command is forked and returns 0 once it has exec'd.
 fn joiner(
     namespaces: &[(CloneFlags, OwnedFd, String)],
     cgroup: Option<&crate::cgroup::Cgroup>,
     plan: &ExecPlan,
     stdio: Stdio,
+    mode: Mode,
+    status: Option<&mut std::fs::File>,
 ) -> Result<i32, (i32, SandboxError)> {
     let cannot = |e: SandboxError| (EXIT_CANNOT_RUN, e);
+    // Nothing of this process may be reached through /proc/<pid>/exe or ptrace by the
+    // sandbox (CVE-2019-5736): non-dumpable until the command is exec'd.
     nix::sys::prctl::set_dumpable(false)
         .map_err(|e| cannot(sys_err("prctl", "PR_SET_DUMPABLE", e)))?;
-    // If whoever ran the exec goes away (a client disconnects, a timeout kills it), the
-    // command must not linger in the slice holding its pipes.
+    // Both modes: a caller that dies while we set up must not leave us half-joined.
     nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
         .map_err(|e| cannot(sys_err("prctl", "PR_SET_PDEATHSIG", e)))?;
     if let Some(cg) = cgroup {
-        cg.add_pid(std::process::id() as i32)
-            .map_err(|e| cannot(e.into()))?;
+        join_cgroup_self(cg).map_err(cannot)?;
     }
     plan.apply_rlimits().map_err(cannot)?;
     for (flag, fd, path) in namespaces {
@@ -128,7 +254,7 @@ fn joiner(
     match unsafe { nix::unistd::fork() }.map_err(|e| cannot(sys_err("fork", "command", e)))? {
         ForkResult::Child => {
             drop(err_r);
-            let e = command(plan, stdio);
+            let e = command(plan, stdio, mode);
             let not_found = matches!(
                 &e,
                 SandboxError::Sys {
@@ -145,32 +271,39 @@ fn joiner(
         ForkResult::Parent { child } => {
             drop(err_w);
             drop(stdio);
+            if let Some(status) = status {
+                // One write(2), so the caller reads the whole line.
+                status
+                    .write_all(format!("pid {child}\n").as_bytes())
+                    .map_err(|e| cannot(sys_err("write", "joiner status", io_errno(&e))))?;
+            }
+            // EOF: the command exec'd (the pipe is close-on-exec) or died trying.
             let mut msg = String::new();
             let _ = std::fs::File::from(err_r).read_to_string(&mut msg);
-            let status = loop {
-                match waitpid(child, None) {
-                    Err(nix::Error::EINTR) => continue,
-                    other => break other,
-                }
+            let failed = if let Some(rest) = msg.strip_prefix('N') {
+                Some((EXIT_NOT_FOUND, SandboxError::Child(rest.to_string())))
+            } else {
+                msg.strip_prefix('C')
+                    .map(|rest| (EXIT_CANNOT_RUN, SandboxError::Child(rest.to_string())))
             };
-            if let Some(rest) = msg.strip_prefix('N') {
-                return Err((EXIT_NOT_FOUND, SandboxError::Child(rest.to_string())));
+            if mode == Mode::Detach && failed.is_none() {
+                // Exec'd: leave the command to the caller's subreaper.
+                return Ok(0);
             }
-            if let Some(rest) = msg.strip_prefix('C') {
-                return Err((EXIT_CANNOT_RUN, SandboxError::Child(rest.to_string())));
+            let code = wait(child);
+            match failed {
+                Some(f) => Err(f),
+                None => Ok(code),
             }
-            Ok(match status {
-                Ok(WaitStatus::Exited(_, code)) => code,
-                Ok(WaitStatus::Signaled(_, sig, _)) => 128 + sig as i32,
-                _ => EXIT_CANNOT_RUN,
-            })
         }
     }
 }
 
-fn command(plan: &ExecPlan, stdio: Stdio) -> SandboxError {
-    if let Err(e) = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL) {
-        return sys_err("prctl", "PR_SET_PDEATHSIG", e);
+fn command(plan: &ExecPlan, stdio: Stdio, mode: Mode) -> SandboxError {
+    if mode == Mode::Wait {
+        if let Err(e) = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL) {
+            return sys_err("prctl", "PR_SET_PDEATHSIG", e);
+        }
     }
     if let Err(e) = nix::unistd::setsid() {
         return sys_err("setsid", "", e);
@@ -190,7 +323,7 @@ fn command(plan: &ExecPlan, stdio: Stdio) -> SandboxError {
     plan.exec()
 }
 
-/// Wait for a joiner and return its exit code.
+/// Wait for a joiner and return its exit code (128+signal if it was killed).
 pub fn wait(pid: Pid) -> i32 {
     loop {
         match waitpid(pid, None) {

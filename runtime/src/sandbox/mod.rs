@@ -50,6 +50,14 @@ pub enum SandboxError {
     /// An error reported by the sandboxed child before it could exec.
     #[error("{0}")]
     Child(String),
+    /// The caller has more threads than the one calling: forking sandbox children from it
+    /// is unsound (see [`sys::ensure_single_threaded`]). Nothing was done.
+    #[error("{op}: refused in a multi-threaded process ({threads} threads); the sandbox executor forks and must run in a single-threaded caller such as vslice-shim or vslice-runc")]
+    MultiThreaded { op: &'static str, threads: usize },
+    /// A joined command could not be started; `code` is what a waiting joiner would have
+    /// exited with (127: not found, 126: anything else).
+    #[error("{message}")]
+    NotRunnable { code: i32, message: String },
 }
 
 fn sys_err(op: &'static str, target: impl Into<String>, e: nix::Error) -> SandboxError {
@@ -282,6 +290,8 @@ pub fn create_with(
     opts: &CreateOptions,
     extras: &OciExtras,
 ) -> Result<Created, SandboxError> {
+    // First, before anything is created: a refused call must change nothing.
+    sys::ensure_single_threaded("sandbox::create")?;
     let spec = &launch.spec;
     let process = spec
         .process()
@@ -418,6 +428,8 @@ fn spawn(
     // the child only runs our own code until exec.
     let child = match unsafe { nix::unistd::fork() }.map_err(|e| sys_err("fork", "", e))? {
         ForkResult::Child => {
+            // Everything below (init included: it is forked from here) aborts on panic.
+            sys::abort_on_panic();
             drop(go_w);
             drop(st_r);
             let mut status = std::fs::File::from(st_w);
@@ -998,156 +1010,6 @@ pub fn send_fd(
     )
     .map_err(|e| sys_err("sendmsg", "console socket", e))?;
     Ok(())
-}
-
-/// Move the calling (single-threaded) process into `cg`: on v1 by writing "0" to `tasks` in
-/// each hierarchy (no global lock, see `spawn`), on v2 through cgroup.procs.
-pub fn join_cgroup_self(cg: &crate::cgroup::Cgroup) -> Result<(), SandboxError> {
-    if cg.version == crate::cgroup::Version::V1 {
-        for d in cg.dirs()?.into_iter().filter(|d| d.is_dir()) {
-            let tasks = d.join("tasks");
-            std::fs::write(&tasks, "0").map_err(|e| {
-                sys_err("write", tasks.display().to_string(), process::io_errno(&e))
-            })?;
-        }
-        Ok(())
-    } else {
-        Ok(cg.add_pid(std::process::id() as i32)?)
-    }
-}
-
-/// runc's `exec --detach`: join a running sandbox like [`join::spawn`], but the joining
-/// process exits as soon as the command has exec'd, so that the command is re-parented to the
-/// caller's nearest child subreaper (containerd's shim), which waits for it. Returns the
-/// command's host PID. The caller must be single-threaded.
-///
-/// The namespace order is join.rs's (user first, mount last); the command side is the same
-/// ExecPlan as every other sandboxed process.
-pub fn exec_detached(
-    target: &join::Target,
-    plan: &ExecPlan,
-    stdio: join::Stdio,
-) -> Result<i32, SandboxError> {
-    const ORDER: &[(&str, CloneFlags)] = &[
-        ("user", CloneFlags::CLONE_NEWUSER),
-        ("cgroup", CloneFlags::CLONE_NEWCGROUP),
-        ("ipc", CloneFlags::CLONE_NEWIPC),
-        ("uts", CloneFlags::CLONE_NEWUTS),
-        ("net", CloneFlags::CLONE_NEWNET),
-        ("pid", CloneFlags::CLONE_NEWPID),
-        ("mnt", CloneFlags::CLONE_NEWNS),
-    ];
-    let mut namespaces = Vec::new();
-    for (name, flag) in ORDER {
-        let theirs = format!("/proc/{}/ns/{name}", target.init_pid);
-        let (a, b) = (
-            std::fs::metadata(&theirs),
-            std::fs::metadata(format!("/proc/self/ns/{name}")),
-        );
-        if let (Ok(a), Ok(b)) = (&a, &b) {
-            use std::os::unix::fs::MetadataExt;
-            if a.ino() == b.ino() && a.dev() == b.dev() {
-                continue;
-            }
-        }
-        namespaces.push((*flag, open_ns(std::path::Path::new(&theirs))?, theirs));
-    }
-    let cgroup = target.cgroup.as_deref().map(crate::cgroup::Cgroup::new);
-    let (st_r, st_w) = pipe()?;
-    // SAFETY: the caller is single-threaded.
-    let joiner = match unsafe { nix::unistd::fork() }.map_err(|e| sys_err("fork", "joiner", e))? {
-        ForkResult::Parent { child } => child,
-        ForkResult::Child => {
-            drop(st_r);
-            let mut status = std::fs::File::from(st_w);
-            let r = (|| -> Result<(), SandboxError> {
-                nix::sys::prctl::set_dumpable(false)
-                    .map_err(|e| sys_err("prctl", "PR_SET_DUMPABLE", e))?;
-                if let Some(cg) = &cgroup {
-                    join_cgroup_self(cg)?;
-                }
-                plan.apply_rlimits()?;
-                for (flag, fd, path) in &namespaces {
-                    nix::sched::setns(fd, *flag).map_err(|e| sys_err("setns", path.clone(), e))?;
-                }
-                let (err_r, err_w) = pipe()?;
-                // SAFETY: single-threaded forked child.
-                match unsafe { nix::unistd::fork() }.map_err(|e| sys_err("fork", "command", e))? {
-                    ForkResult::Child => {
-                        drop(err_r);
-                        let e = (|| {
-                            nix::unistd::setsid().map_err(|e| sys_err("setsid", "", e))?;
-                            if let join::Stdio::Pty(slave) = &stdio {
-                                // SAFETY: TIOCSCTTY on a terminal fd we own.
-                                if unsafe { libc::ioctl(slave.as_raw_fd(), libc::TIOCSCTTY, 0) }
-                                    != 0
-                                {
-                                    return Err(sys_err(
-                                        "ioctl TIOCSCTTY",
-                                        "pty",
-                                        nix::Error::last(),
-                                    ));
-                                }
-                                for t in 0..3 {
-                                    nix::unistd::dup2(slave.as_raw_fd(), t)
-                                        .map_err(|e| sys_err("dup2", "pty", e))?;
-                                }
-                            }
-                            Ok::<SandboxError, SandboxError>(plan.exec())
-                        })()
-                        .unwrap_or_else(|e| e);
-                        let mut w = std::fs::File::from(err_w);
-                        let _ = write!(w, "{}", e.to_string().replace('\n', " "));
-                        // SAFETY: forked child.
-                        unsafe { libc::_exit(join::EXIT_CANNOT_RUN) }
-                    }
-                    ForkResult::Parent { child } => {
-                        drop(err_w);
-                        drop(stdio);
-                        let _ = report(&mut status, &format!("pid {child}"));
-                        let mut msg = String::new();
-                        let _ = std::fs::File::from(err_r).read_to_string(&mut msg);
-                        if !msg.is_empty() {
-                            let _ = nix::sys::wait::waitpid(child, None);
-                            return Err(SandboxError::Child(msg));
-                        }
-                        Ok(())
-                    }
-                }
-            })();
-            match r {
-                // SAFETY: forked child; the command is re-parented to the caller's subreaper.
-                Ok(()) => unsafe { libc::_exit(0) },
-                Err(e) => {
-                    let _ = report(&mut status, &format!("error {e}").replace('\n', " "));
-                    // SAFETY: forked child.
-                    unsafe { libc::_exit(1) }
-                }
-            }
-        }
-    };
-    drop(st_w);
-    drop(stdio);
-    let mut status = BufReader::new(std::fs::File::from(st_r));
-    let mut pid = None;
-    let mut err = None;
-    loop {
-        let line = read_line(&mut status)?;
-        if line.is_empty() {
-            break;
-        }
-        if let Some(p) = line.strip_prefix("pid ") {
-            pid = p.parse::<i32>().ok();
-        } else {
-            err = Some(child_error(&line));
-        }
-    }
-    let _ = nix::sys::wait::waitpid(joiner, None);
-    match (err, pid) {
-        (Some(e), _) => Err(e),
-        (None, Some(p)) => Ok(p),
-        (None, None) => Err(child_error("")),
-    }
 }
 
 /// Bring `lo` up in the current network namespace (SIOCSIFFLAGS; rtnetlink would be a crate

@@ -178,3 +178,52 @@ pub fn cloexec_from(first: u32) -> nix::Result<()> {
         libc::syscall(libc::SYS_close_range, first, u32::MAX, CLOSE_RANGE_CLOEXEC)
     })
 }
+
+/// How many threads the calling process has (`Threads:` in /proc/self/status).
+pub fn thread_count() -> std::io::Result<usize> {
+    let status = std::fs::read_to_string("/proc/self/status")?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Threads:"))
+        .and_then(|n| n.trim().parse().ok())
+        .ok_or_else(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "/proc/self/status has no Threads: line",
+            )
+        })
+}
+
+/// Refuse to fork a sandbox child from a multi-threaded process. After fork(2) only the
+/// forking thread exists in the child; every lock another thread held at that moment (the
+/// allocator's, stdio's, the panic hook's, a tokio runtime's) stays locked forever, and the
+/// sandbox children allocate, format errors and write files before they exec. So the
+/// executor's entry points run only in a single-threaded caller (the shim, `vslice-runc`),
+/// never inside the daemon, and this check turns that rule from a comment into an error.
+pub fn ensure_single_threaded(op: &'static str) -> Result<(), super::SandboxError> {
+    // Nothing to report the failure with but the error itself: if /proc cannot tell us, we
+    // cannot prove the fork is sound, so refuse as well.
+    let threads = thread_count().map_err(|e| super::SandboxError::Sys {
+        op: "read",
+        target: format!("/proc/self/status (thread count before {op})"),
+        source: super::process::io_errno(&e),
+    })?;
+    if threads > 1 {
+        return Err(super::SandboxError::MultiThreaded { op, threads });
+    }
+    Ok(())
+}
+
+/// Make any panic in this process abort at once, before it can unwind. Installed by the shim
+/// at start and by every sandbox/join child right after fork: unwinding through a
+/// half-set-up child would run destructors of the caller's objects it inherited (closing the
+/// caller's descriptors, removing its temporary files, dropping guards that undo the
+/// caller's work) and could return into the caller's code in the child. An abort ends the
+/// child with SIGABRT, which its parent sees as a failed child and reports.
+pub fn abort_on_panic() {
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        previous(info);
+        std::process::abort();
+    }));
+}

@@ -98,7 +98,7 @@ pub const DEFAULT_IMAGE: &str = "busybox";
 pub const DEFAULT_POLICY: &str = "default";
 pub const DEFAULT_INIT: &str = "/sbin/init";
 /// Descriptor number on which `vslice-shim start` receives the slice's lock.
-pub const SHIM_LOCK_FD: i32 = 3;
+pub use super::state::SHIM_LOCK_FD;
 /// How long `destroy` waits for a killed slice to go away.
 const KILL_WAIT: Duration = Duration::from_secs(10);
 

@@ -1,2 +1,3 @@
 //! Small helpers shared by every module: crash-safe files and path-naming errors.
 pub mod fs;
+pub mod process;
