@@ -205,3 +205,103 @@ fn request_bodies_are_capped_per_route_and_memory_stays_bounded() {
     let (s, _) = d.curl("GET", "/v1/info", None);
     assert_eq!(s, 200);
 }
+
+/// (status, field) of a JSON error reply.
+fn refused(reply: (u16, String)) -> (u16, String) {
+    let (s, b) = reply;
+    let v = json(&b);
+    assert!(v["message"].is_string(), "{b}");
+    (s, v["field"].as_str().unwrap_or("").to_string())
+}
+
+#[test]
+fn bad_input_is_a_400_naming_the_field_and_changes_nothing() {
+    let d = TestDaemon::start();
+    let c = d.blocking();
+    c.create(&sleeper("v")).unwrap();
+    let only_v = || {
+        assert_eq!(
+            d.slice_dirs().into_iter().collect::<Vec<_>>(),
+            vec!["v".to_string()]
+        );
+        assert_eq!(
+            d.cgroups().into_iter().collect::<Vec<_>>(),
+            vec!["v".to_string()]
+        );
+    };
+    let create = |body: Value| d.curl("POST", "/v1/slices", Some(&body.to_string()));
+    let sleep_init = serde_json::json!(["/bin/sh", "-c", "sleep 1000"]);
+    // CPUs the node does not have: at create and on a running slice.
+    for cpuset in ["0-99999", "99", "0-4294967295"] {
+        let r = create(serde_json::json!({
+            "name": "cpu", "start": true, "init": sleep_init, "limits": {"cpuset": cpuset}
+        }));
+        assert_eq!(refused(r), (400, "limits.cpuset".into()), "{cpuset}");
+        let r = d.curl(
+            "PATCH",
+            "/v1/slices/v/limits",
+            Some(&serde_json::json!({ "cpuset": cpuset }).to_string()),
+        );
+        assert_eq!(refused(r), (400, "limits.cpuset".into()), "{cpuset}");
+    }
+    only_v();
+    // NUL bytes and an init the image does not have.
+    let r = create(serde_json::json!({
+        "name": "nul", "start": true, "init": ["/bin/sh", "-c", "a\u{0}b"]
+    }));
+    assert_eq!(refused(r), (400, "init[2]".into()));
+    for start in [true, false] {
+        let r = create(serde_json::json!({
+            "name": "noinit", "start": start, "init": ["/no/such/init"]
+        }));
+        let (s, b) = r.clone();
+        assert_eq!(refused(r), (400, "init[0]".into()), "{b}");
+        assert!(b.contains("/no/such/init"), "{s} {b}");
+    }
+    // A symlink in the image is followed inside it: /bin/sh is busybox's link.
+    let r = create(serde_json::json!({ "name": "viash", "start": false, "init": ["sh"] }));
+    assert_eq!(r.0, 201, "{}", r.1);
+    c.destroy("viash").unwrap();
+    only_v();
+    // Exec: NUL bytes in argv, env and cwd; an argument over the kernel's limit (E2BIG).
+    let exec = |body: Value| d.curl("POST", "/v1/slices/v/exec", Some(&body.to_string()));
+    let cases = [
+        (serde_json::json!({"argv": ["/bin/echo", "a\u{0}b"]}), "argv[1]"),
+        (serde_json::json!({"argv": ["/bin/true"], "env": ["A=\u{0}"]}), "env[0]"),
+        (serde_json::json!({"argv": ["/bin/true"], "cwd": "/\u{0}"}), "cwd"),
+        (serde_json::json!({"argv": ["/bin/echo", "x".repeat(1_500_000)]}), "argv[1]"),
+        (
+            serde_json::json!({"argv": ["/bin/true"], "env": (0..8).map(|i| format!("V{i}={}", "y".repeat(100_000))).collect::<Vec<_>>()}),
+            "argv",
+        ),
+    ];
+    for (body, field) in cases {
+        assert_eq!(refused(exec(body)), (400, field.into()));
+    }
+    // The interactive exec's command (a WebSocket request).
+    let ws = |query: &str| {
+        raw(
+            &d.socket,
+            &format!(
+                "GET /v1/slices/v/exec/tty?{query} HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\n\
+                 Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ=="
+            ),
+            b"",
+        )
+    };
+    assert_eq!(refused(ws("cmd=/bin/echo&cmd=a%00b")), (400, "cmd[1]".into()));
+    assert_eq!(refused(ws("cmd=/bin/true&env=A%3D%00")), (400, "env[0]".into()));
+    // Nothing changed; the slice still works.
+    only_v();
+    let r = c
+        .exec(
+            "v",
+            &vslice::api::types::ExecInput {
+                argv: vec!["/bin/echo".into(), "still".into()],
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    assert_eq!((r.exit_code, r.stdout.trim()), (0, "still"));
+    assert!(c.inspect("v").unwrap().spec.limits.cpuset.is_none());
+}
