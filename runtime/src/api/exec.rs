@@ -59,6 +59,31 @@ pub fn exit_code(status: ExitStatus) -> i32 {
         .unwrap_or(255)
 }
 
+/// The shim could not be spawned. The command's strings are checked before (slice/manager.rs
+/// exec_command), so E2BIG or a NUL here is still the client's command, not the daemon.
+fn spawn_error(e: io::Error) -> ApiError {
+    if e.raw_os_error() == Some(libc::E2BIG) {
+        ApiError::invalid(
+            "argv",
+            format!("the command and its environment are too large for the kernel: {e}"),
+        )
+    } else if e.kind() == io::ErrorKind::InvalidInput {
+        ApiError::invalid("argv", format!("not a valid command: {e}"))
+    } else {
+        ApiError::internal(format!("spawning the shim: {e}"))
+    }
+}
+
+/// An interactive exec takes its command as `cmd` query parameters: name those in errors.
+fn tty_field(mut e: ApiError) -> ApiError {
+    if let Some(f) = &e.field {
+        if let Some(rest) = f.strip_prefix("argv") {
+            e.field = Some(format!("cmd{rest}"));
+        }
+    }
+    e
+}
+
 /// What the audit log keeps of an exec: the command, not the environment's values.
 fn exec_args(argv: &[String], env: &[String], cwd: Option<&str>, tty: bool) -> Value {
     let env_names: Vec<&str> = env
@@ -222,9 +247,7 @@ async fn run_collect(
     .stdout(Stdio::piped())
     .stderr(Stdio::piped())
     .kill_on_drop(true);
-    let mut child = cmd
-        .spawn()
-        .map_err(|e| ApiError::internal(format!("spawning the shim: {e}")))?;
+    let mut child = cmd.spawn().map_err(spawn_error)?;
     if let (Some(data), Some(mut w)) = (stdin, child.stdin.take()) {
         tokio::spawn(async move {
             let _ = w.write_all(&data).await;
@@ -381,7 +404,7 @@ pub async fn exec_tty(
             Ok(c) => c,
             Err(e) => {
                 let _ = std::fs::remove_file(&socket_path);
-                return Err(e.into());
+                return Err(tty_field(e.into()));
             }
         };
         Ok(Tty {
@@ -437,7 +460,7 @@ pub async fn exec_tty(
         Ok(c) => c,
         Err(e) => {
             let _ = std::fs::remove_file(&socket_path);
-            let err = ApiError::internal(format!("spawning the shim: {e}"));
+            let err = tty_field(spawn_error(e));
             end(err.outcome()).await;
             return err.into_response();
         }

@@ -182,9 +182,17 @@ async fn run(
     let mut servers = tokio::task::JoinSet::new();
     admin_std.set_nonblocking(true)?;
     let admin = tokio::net::UnixListener::from_std(admin_std)?;
+    let mut admin_app = api::router(state.clone(), SocketKind::Admin);
+    if config.test_panic_route {
+        tracing::warn!(
+            path = api::server::TEST_PANIC_PATH,
+            "test_panic_route is on: serving a route that panics (tests only)"
+        );
+        admin_app = api::server::with_test_panic_route(admin_app, daemon.clone());
+    }
     servers.spawn(api::server::serve_unix(
         admin,
-        api::router(state.clone(), SocketKind::Admin),
+        admin_app,
         daemon.clone(),
         shutdown_rx.clone(),
     ));

@@ -63,6 +63,10 @@ pub struct Config {
     pub log: String,
     /// `text` or `json`.
     pub log_format: String,
+    /// For tests of the daemon only: serve `POST /v1/debug/panic` on the operators' socket, a
+    /// route whose handler panics (the daemon must answer 500 and keep serving). Off by
+    /// default; never turn it on in production.
+    pub test_panic_route: bool,
 }
 
 impl Default for Config {
@@ -85,6 +89,7 @@ impl Default for Config {
             autostart: true,
             log: "info".into(),
             log_format: "text".into(),
+            test_panic_route: false,
         }
     }
 }

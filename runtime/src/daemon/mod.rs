@@ -156,8 +156,11 @@ impl Daemon {
         let m = self.manager.clone();
         match tokio::task::spawn_blocking(move || f(&m)).await {
             Ok(v) => v,
-            // Only when the runtime shuts down (panics abort in this project).
-            Err(e) => std::panic::resume_unwind(e.into_panic()),
+            // A panic on the blocking thread continues in the request's task, where the API's
+            // panic guard turns it into a 500 (api/server.rs).
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            // Cancelled: only when the runtime shuts down.
+            Err(e) => panic!("blocking task cancelled: {e}"),
         }
     }
 

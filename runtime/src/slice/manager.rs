@@ -129,8 +129,191 @@ pub fn validate_name(name: &str) -> Result<(), SliceError> {
 
 const MIN_MEMORY: u64 = 4 << 20;
 
-/// Check limits against their own ranges and the policy's maxima.
+/// Where the kernel lists the node's online CPUs.
+const ONLINE_CPUS: &str = "/sys/devices/system/cpu/online";
+
+/// `0-3,6` as inclusive ranges; None if malformed (or a range runs backwards).
+fn parse_cpu_list(s: &str) -> Option<Vec<(u32, u32)>> {
+    let s = s.trim();
+    if s.is_empty() {
+        return None;
+    }
+    s.split(',')
+        .map(|part| {
+            let mut it = part.splitn(2, '-');
+            let a = it.next()?.parse::<u32>().ok()?;
+            let b = match it.next() {
+                None => a,
+                Some(b) => b.parse::<u32>().ok()?,
+            };
+            (b >= a).then_some((a, b))
+        })
+        .collect()
+}
+
+/// The node's online CPUs, or None if the kernel does not say (then only the syntax of a
+/// cpuset is checked, and the kernel has the last word at start).
+pub fn online_cpus() -> Option<Vec<(u32, u32)>> {
+    parse_cpu_list(&fs::read_to_string(ONLINE_CPUS).ok()?)
+}
+
+fn check_cpus_online(s: &str, wanted: &[(u32, u32)], online: &[(u32, u32)]) -> Result<(), SliceError> {
+    let list = online
+        .iter()
+        .map(|(a, b)| if a == b { a.to_string() } else { format!("{a}-{b}") })
+        .collect::<Vec<_>>()
+        .join(",");
+    for &(a, b) in wanted {
+        // Walk the requested range through the online ranges (no expansion: "0-4294967295"
+        // must not allocate).
+        let mut c = a;
+        loop {
+            match online.iter().find(|(x, y)| *x <= c && c <= *y) {
+                Some(&(_, y)) if y >= b => break,
+                Some(&(_, y)) => c = y + 1,
+                None => {
+                    return Err(SliceError::invalid(
+                        "limits.cpuset",
+                        format!("{s:?}: CPU {c} is not online on this node (online CPUs: {list})"),
+                    ))
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The kernel's limit on one argument or environment string, NUL included (MAX_ARG_STRLEN).
+pub const MAX_ARG_BYTES: usize = 128 * 1024 - 1;
+/// Bytes of the argument and environment strings of one command together: well below
+/// ARG_MAX (a quarter of the default 8 MiB stack), leaving room for what the shim adds.
+pub const MAX_ARGS_TOTAL: usize = 512 * 1024;
+/// Longest working directory (PATH_MAX, NUL included).
+pub const MAX_PATH_BYTES: usize = 4095;
+
+/// Strings that end up in an execve: no NUL (the kernel takes C strings), each within
+/// MAX_ARG_STRLEN; adds their size to `total`.
+fn check_c_strings(field: &str, items: &[String], total: &mut usize) -> Result<(), SliceError> {
+    for (i, s) in items.iter().enumerate() {
+        let f = format!("{field}[{i}]");
+        if s.contains('\0') {
+            return Err(SliceError::invalid(
+                &f,
+                "contains a NUL byte (programs take C strings)",
+            ));
+        }
+        if s.len() > MAX_ARG_BYTES {
+            return Err(SliceError::invalid(
+                &f,
+                format!(
+                    "{} bytes: at most {MAX_ARG_BYTES} per string (the kernel's MAX_ARG_STRLEN)",
+                    s.len()
+                ),
+            ));
+        }
+        *total += s.len() + 1;
+    }
+    Ok(())
+}
+
+fn check_args_total(field: &str, total: usize) -> Result<(), SliceError> {
+    if total > MAX_ARGS_TOTAL {
+        return Err(SliceError::invalid(
+            field,
+            format!("the command's strings are {total} bytes together: at most {MAX_ARGS_TOTAL}"),
+        ));
+    }
+    Ok(())
+}
+
+/// An init command: a program name and arguments the kernel will accept.
+fn validate_init(init: &[String]) -> Result<(), SliceError> {
+    if init.is_empty() || init[0].is_empty() {
+        return Err(SliceError::invalid("init", "must name a program"));
+    }
+    let mut total = 0;
+    check_c_strings("init", init, &mut total)?;
+    check_args_total("init", total)
+}
+
+/// Whether `path` (as seen inside the root, symlinks resolved inside it: openat2
+/// RESOLVE_IN_ROOT, so nothing outside `root` is ever looked at) is a regular file with an
+/// execute bit.
+fn executable_in_root(root: &Path, path: &str) -> bool {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    let Ok(dir) = fs::File::open(root) else {
+        return false;
+    };
+    let Ok(c) = std::ffi::CString::new(path) else {
+        return false;
+    };
+    // SAFETY: open_how is plain data; zeroed is a valid value.
+    let mut how: libc::open_how = unsafe { std::mem::zeroed() };
+    how.flags = (libc::O_PATH | libc::O_CLOEXEC) as u64;
+    how.resolve = libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS;
+    // SAFETY: valid fd, NUL-terminated path, and a correctly sized open_how.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_openat2,
+            dir.as_raw_fd(),
+            c.as_ptr(),
+            &how as *const libc::open_how,
+            std::mem::size_of::<libc::open_how>(),
+        )
+    };
+    if fd < 0 {
+        return false;
+    }
+    // SAFETY: the kernel just returned this descriptor to us.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+    match nix::sys::stat::fstat(fd.as_raw_fd()) {
+        Ok(st) => (st.st_mode & libc::S_IFMT) == libc::S_IFREG && st.st_mode & 0o111 != 0,
+        Err(_) => false,
+    }
+}
+
+/// The slice's default PATH (slice/oci.rs), for an init named without a slash.
+const INIT_PATH: &[&str] = &[
+    "/usr/local/sbin",
+    "/usr/local/bin",
+    "/usr/sbin",
+    "/usr/bin",
+    "/sbin",
+    "/bin",
+];
+
+/// Check that `init[0]` is an executable in one of `roots` (the slice's upper layer and its
+/// image), so that a missing init is the client's 400, not a failed start.
+fn check_init_exists(init: &str, roots: &[&Path], image: &str) -> Result<(), SliceError> {
+    let candidates: Vec<String> = if init.contains('/') {
+        vec![format!("/{}", init.trim_start_matches('/'))]
+    } else {
+        INIT_PATH.iter().map(|d| format!("{d}/{init}")).collect()
+    };
+    let found = candidates
+        .iter()
+        .any(|c| roots.iter().any(|r| executable_in_root(r, c)));
+    if found {
+        Ok(())
+    } else {
+        Err(SliceError::invalid(
+            "init[0]",
+            format!("{init:?} is not an executable file in the slice's root (image {image:?})"),
+        ))
+    }
+}
+
+/// Check limits against their own ranges, the policy's maxima and the node's online CPUs.
 pub fn validate_limits(l: &Limits, p: &Policy) -> Result<(), SliceError> {
+    validate_limits_on(l, p, online_cpus().as_deref())
+}
+
+/// [`validate_limits`] with the online CPUs given (None: do not check them).
+pub fn validate_limits_on(
+    l: &Limits,
+    p: &Policy,
+    online: Option<&[(u32, u32)]>,
+) -> Result<(), SliceError> {
     let m = &p.maxima;
     if let Some(w) = l.cpu_weight {
         if !(1..=10000).contains(&w) {
@@ -157,21 +340,16 @@ pub fn validate_limits(l: &Limits, p: &Policy) -> Result<(), SliceError> {
         }
     }
     if let Some(s) = &l.cpuset {
-        let valid = !s.is_empty()
-            && s.split(',').all(|part| {
-                let mut it = part.splitn(2, '-');
-                let a = it.next().and_then(|x| x.parse::<u32>().ok());
-                match (a, it.next()) {
-                    (Some(_), None) => true,
-                    (Some(a), Some(b)) => b.parse::<u32>().map(|b| b >= a).unwrap_or(false),
-                    _ => false,
-                }
-            });
-        if !valid {
+        let Some(wanted) = parse_cpu_list(s) else {
             return Err(SliceError::invalid(
                 "limits.cpuset",
                 format!("{s:?} is not a CPU list like \"0-1,3\""),
             ));
+        };
+        // The kernel refuses CPUs that are not online only when the cgroup is written (at
+        // start, as ERANGE/EINVAL): check against the node here, at the API's edge.
+        if let Some(online) = online {
+            check_cpus_online(s, &wanted, online)?;
         }
     }
     let check_max =
@@ -335,7 +513,7 @@ impl Manager {
             .image
             .clone()
             .unwrap_or_else(|| DEFAULT_IMAGE.to_string());
-        crate::image::resolve(&self.paths.images_dir(), &image_name)
+        let image = crate::image::resolve(&self.paths.images_dir(), &image_name)
             .map_err(|e| SliceError::invalid("image", e.to_string()))?;
         let policy_name = req
             .policy
@@ -348,9 +526,9 @@ impl Manager {
             .init
             .clone()
             .unwrap_or_else(|| vec![DEFAULT_INIT.to_string()]);
-        if init.is_empty() || init[0].is_empty() {
-            return Err(SliceError::invalid("init", "must name a program"));
-        }
+        validate_init(&init)?;
+        // A new slice's root is its image.
+        check_init_exists(&init[0], &[&image.rootfs], &image_name)?;
         req.net.validate()?;
         for (i, o) in req.owners.iter().enumerate() {
             if nix::unistd::User::from_name(o).ok().flatten().is_none() {
@@ -478,6 +656,13 @@ impl Manager {
         let policy = self.load_policy(&spec.policy)?;
         let image = crate::image::resolve(&self.paths.images_dir(), &spec.image)
             .map_err(|e| SliceError::invalid("image", e.to_string()))?;
+        validate_init(&spec.init)?;
+        // The init may also have been installed into the slice's own layer since its create.
+        check_init_exists(
+            &spec.init[0],
+            &[&dir.join("fs/upper"), &image.rootfs],
+            &spec.image,
+        )?;
         let rootfs = dir.join("rootfs");
         let oci = oci::slice_spec(
             &spec,
@@ -501,7 +686,8 @@ impl Manager {
         };
         write_json_volatile(&dir.join(state::LAUNCH_FILE), &launch)?;
         let _ = fs::remove_file(dir.join(state::EXIT_FILE));
-        self.spawn_shim(name, &_guard)?;
+        self.spawn_shim(name, &_guard)
+            .map_err(|e| client_cause(e, &spec))?;
         if let Some(st) = self.running_state(name) {
             if let Err(e) = self.attach_network(&spec, st.init_pid) {
                 // Roll back: a slice that cannot get its network does not run half-made.
@@ -771,6 +957,10 @@ impl Manager {
         if req.argv.is_empty() || req.argv[0].is_empty() {
             return Err(SliceError::invalid("argv", "must name a program"));
         }
+        let mut total = 0;
+        check_c_strings("argv", &req.argv, &mut total)?;
+        check_c_strings("env", &req.env, &mut total)?;
+        check_args_total("argv", total)?;
         for (i, e) in req.env.iter().enumerate() {
             if !e.contains('=') || e.starts_with('=') {
                 return Err(SliceError::invalid(
@@ -780,6 +970,12 @@ impl Manager {
             }
         }
         if let Some(cwd) = &req.cwd {
+            if cwd.contains('\0') || cwd.len() > MAX_PATH_BYTES {
+                return Err(SliceError::invalid(
+                    "cwd",
+                    format!("must be a path of at most {MAX_PATH_BYTES} bytes without NUL bytes"),
+                ));
+            }
             if !cwd.starts_with('/') {
                 return Err(SliceError::invalid(
                     "cwd",
@@ -815,6 +1011,37 @@ impl Manager {
         cmd.arg("--").args(&req.argv);
         Ok(cmd)
     }
+}
+
+/// A failed start the client's input caused, as the 400 naming that input: the kernel refused
+/// the cpuset, or the init could not be executed. Everything else stays a server error.
+fn client_cause(e: SliceError, spec: &SliceSpec) -> SliceError {
+    let SliceError::Start { reason, .. } = &e else {
+        return e;
+    };
+    let r = reason.to_ascii_lowercase();
+    let kernel_refused = ["erange", "einval", "numerical result", "invalid argument"]
+        .iter()
+        .any(|k| r.contains(k));
+    if r.contains("cpuset") && kernel_refused {
+        return SliceError::invalid(
+            "limits.cpuset",
+            format!(
+                "{:?}: the kernel refused it: {reason}",
+                spec.limits.cpuset.as_deref().unwrap_or("")
+            ),
+        );
+    }
+    let exec_failed = ["enoent", "eacces", "enoexec", "e2big", "not found"]
+        .iter()
+        .any(|k| r.contains(k));
+    if r.contains("execve") && exec_failed {
+        return SliceError::invalid(
+            "init[0]",
+            format!("{:?} could not be executed: {reason}", spec.init[0]),
+        );
+    }
+    e
 }
 
 fn wait_gone(pid: i32, start: u64, timeout: Duration) -> bool {
@@ -913,7 +1140,7 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(e.field(), Some("limits.pids_max"));
-        assert!(validate_limits(
+        assert!(validate_limits_on(
             &Limits {
                 cpu_max: Some(0.5),
                 memory_max: Some(64 << 20),
@@ -921,9 +1148,92 @@ mod tests {
                 cpuset: Some("0-1,3".into()),
                 ..Default::default()
             },
-            &p
+            &p,
+            Some(&[(0, 3)])
         )
         .is_ok());
+    }
+
+    #[test]
+    fn cpusets_must_name_online_cpus() {
+        let p = policy();
+        let online = [(0, 1), (4, 5)];
+        let check = |s: &str| {
+            validate_limits_on(
+                &Limits {
+                    cpuset: Some(s.into()),
+                    ..Default::default()
+                },
+                &p,
+                Some(&online),
+            )
+        };
+        for ok in ["0", "0-1", "1,4-5", "0-1,4"] {
+            assert!(check(ok).is_ok(), "{ok}");
+        }
+        for (bad, cpu) in [
+            ("0-99999", "CPU 2 "),
+            ("99", "CPU 99 "),
+            ("0-4294967295", "CPU 2 "),
+            ("4-6", "CPU 6 "),
+        ] {
+            let e = check(bad).unwrap_err();
+            assert_eq!(e.field(), Some("limits.cpuset"), "{bad}");
+            assert!(e.to_string().contains(cpu), "{bad}: {e}");
+            assert!(e.to_string().contains("0-1,4-5"), "{bad}: {e}");
+        }
+        for malformed in ["", "a", "1-", "3-1", "1,,2", "4294967296"] {
+            assert_eq!(
+                check(malformed).unwrap_err().field(),
+                Some("limits.cpuset"),
+                "{malformed}"
+            );
+        }
+    }
+
+    #[test]
+    fn command_strings_are_c_strings_within_kernel_limits() {
+        let mut total = 0;
+        let e = check_c_strings("argv", &["a".into(), "b\0c".into()], &mut total).unwrap_err();
+        assert_eq!(e.field(), Some("argv[1]"));
+        let big = "x".repeat(MAX_ARG_BYTES + 1);
+        let e = check_c_strings("env", &[big], &mut total).unwrap_err();
+        assert_eq!(e.field(), Some("env[0]"));
+        assert!(e.to_string().contains("MAX_ARG_STRLEN"), "{e}");
+        let many: Vec<String> = (0..8).map(|_| "y".repeat(MAX_ARG_BYTES)).collect();
+        let mut total = 0;
+        check_c_strings("argv", &many, &mut total).unwrap();
+        assert_eq!(check_args_total("argv", total).unwrap_err().field(), Some("argv"));
+        assert_eq!(validate_init(&[]).unwrap_err().field(), Some("init"));
+        assert!(validate_init(&["/sbin/init".into()]).is_ok());
+    }
+
+    #[test]
+    fn init_is_resolved_inside_the_root_only() {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path().join("root");
+        let outside = d.path().join("outside");
+        std::fs::create_dir_all(root.join("bin")).unwrap();
+        std::fs::create_dir_all(&outside).unwrap();
+        let exe = |p: &Path| {
+            std::fs::write(p, "#!/bin/sh\n").unwrap();
+            std::fs::set_permissions(p, fs::Permissions::from_mode(0o755)).unwrap();
+        };
+        exe(&root.join("bin/real"));
+        exe(&outside.join("evil"));
+        std::fs::write(root.join("bin/data"), "x").unwrap();
+        std::os::unix::fs::symlink("real", root.join("bin/link")).unwrap();
+        // An absolute target is taken inside the root; `..` cannot climb out of it.
+        std::os::unix::fs::symlink(&outside, root.join("escape")).unwrap();
+        std::os::unix::fs::symlink("../../outside/evil", root.join("bin/up")).unwrap();
+        let ok = |p: &str| check_init_exists(p, &[&root], "t").is_ok();
+        assert!(ok("/bin/real") && ok("/bin/link") && ok("real") && ok("bin/real"));
+        assert!(!ok("/bin/data"), "not executable");
+        assert!(!ok("/bin/none") && !ok("none"));
+        assert!(!ok("/escape/evil"), "absolute symlink followed out of the root");
+        assert!(!ok("/bin/up"), "relative symlink followed out of the root");
+        let e = check_init_exists("/bin/none", &[&root], "t").unwrap_err();
+        assert_eq!(e.field(), Some("init[0]"));
     }
 
     #[test]
