@@ -28,7 +28,8 @@
 #    root: tests put overlayfs upper dirs in it, which an overlayfs root would refuse), with
 #    the host's /etc/resolv.conf (apt needs DNS).
 # 3. The command runs as PID 1's child in new mount, PID, UTS and IPC namespaces (`unshare`),
-#    chrooted into the copy, with: a fresh /proc (of the new PID namespace); /sys (with
+#    pivot_root'ed into the copy (a chroot would forbid user namespaces), with: a fresh /proc
+#    (of the new PID namespace); /sys (with
 #    /sys/fs/cgroup: the slices' cgroups are real) and /dev bound from the host; a fresh
 #    tmpfs /run; /lib/modules bound read-only (module autoload); the host's network
 #    namespace (apt reaches the registry; tests make their own netns/veths/bridges); the Rust
@@ -65,8 +66,8 @@ SECURITY=${VSLICE_CI_SECURITY:-http://deb.debian.org/debian-security}
 WORKDIR=${VSLICE_CI_WORK:-/var/tmp}
 BASE=$CACHE/bookworm-$VARIANT
 
-[ "$(id -u)" = 0 ] || { echo "ci-clean-root: run as root (mounts, namespaces, chroot)" >&2; exit 1; }
-for p in mmdebstrap unshare chroot; do
+[ "$(id -u)" = 0 ] || { echo "ci-clean-root: run as root (mounts, namespaces, pivot_root)" >&2; exit 1; }
+for p in mmdebstrap unshare pivot_root mount; do
   command -v "$p" >/dev/null 2>&1 || { echo "ci-clean-root: $p not found: run \`make deps\` (deps/packages.txt)" >&2; exit 1; }
 done
 [ "$FRESH" = 0 ] || command -v git >/dev/null 2>&1 || { echo "ci-clean-root: --fresh-clone needs git (make deps)" >&2; exit 1; }
@@ -170,8 +171,17 @@ for d in "$cargo_home" "$rustup_home" "$checkout"; do
   mkdir -p "$R$d"
   mount --bind "$d" "$R$d"
 done
+# pivot_root, not chroot: the kernel refuses to create a user namespace (unprivileged, as
+# the network tests and slices do) for a process whose root is not its mount namespace
+# root (a chroot).
 cd "$R"
-exec chroot "$R" /usr/bin/env -i HOME=/root USER=root LOGNAME=root CI=true \
+mkdir -p .oldroot
+pivot_root . .oldroot
+cd /
+# From here on, programs come from the clean root.
+umount -l /.oldroot
+rmdir /.oldroot
+exec /usr/bin/env -i HOME=/root USER=root LOGNAME=root CI=true \
   PATH="$path_in" LANG=C.UTF-8 TERM="${TERM:-dumb}" \
   /bin/bash -c "cd \"\$0\" && \"\$@\"; exit \$?" "$rundir" "$@"
 '
