@@ -186,10 +186,11 @@ fn features_output_is_honest() {
     );
     let caps = list(&f["linux"]["capabilities"]);
     assert!(caps.contains(&"CAP_SYS_ADMIN".to_string()) && caps.contains(&"CAP_CHOWN".to_string()));
-    let mut n = 0;
-    for action in list(&f["linux"]["seccomp"]["actions"]) {
+    for (n, action) in list(&f["linux"]["seccomp"]["actions"])
+        .into_iter()
+        .enumerate()
+    {
         let id = format!("sa{n}");
-        n += 1;
         let b = env.bundle(&id, |c| {
             sleeper(c);
             c["linux"]["seccomp"] = serde_json::json!({

@@ -221,7 +221,8 @@ fn main() {
     nix::sys::prctl::set_child_subreaper(true).expect("PR_SET_CHILD_SUBREAPER");
     // Build the image before anything counts threads (the builder may use some).
     let _ = oci_support::busybox_rootfs();
-    let cases: &[(&str, fn(&Env))] = &[
+    type Case = fn(&Env);
+    let cases: &[(&str, Case)] = &[
         ("single_threaded_caller_works", single_threaded_caller_works),
         (
             "multi_threaded_caller_is_refused",
