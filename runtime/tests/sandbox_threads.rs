@@ -99,8 +99,12 @@ fn single_threaded_caller_works(env: &Env) {
     let _reap = Reap(vec![long.pid]);
     let t = target(env, "long", long.pid);
 
-    let joiner = join::spawn(&t, &plan(&["/bin/sh", "-c", "exit 5"]), join::Stdio::Inherit)
-        .expect("join::spawn");
+    let joiner = join::spawn(
+        &t,
+        &plan(&["/bin/sh", "-c", "exit 5"]),
+        join::Stdio::Inherit,
+    )
+    .expect("join::spawn");
     assert_eq!(join::wait(joiner), 5);
     let joiner = join::spawn(&t, &plan(&["/no/such/program"]), join::Stdio::Inherit)
         .expect("join::spawn (not found)");
@@ -114,7 +118,11 @@ fn single_threaded_caller_works(env: &Env) {
     std::thread::sleep(std::time::Duration::from_millis(200));
     assert!(is_alive(cmd), "the detached command outlives its joiner");
     let ns = |pid: i32| std::fs::read_link(format!("/proc/{pid}/ns/pid")).expect("ns link");
-    assert_eq!(ns(cmd), ns(long.pid), "detached command is in the sandbox's PID namespace");
+    assert_eq!(
+        ns(cmd),
+        ns(long.pid),
+        "detached command is in the sandbox's PID namespace"
+    );
     match join::spawn_detached(&t, &plan(&["/no/such/program"]), join::Stdio::Inherit) {
         Err(SandboxError::NotRunnable { code, message }) => {
             assert_eq!(code, join::EXIT_NOT_FOUND, "{message}");
@@ -151,7 +159,10 @@ fn multi_threaded_caller_is_refused(env: &Env) {
     assert_refused(results.0, "sandbox::create");
     assert_refused(results.1, "join::spawn");
     assert_refused(results.2, "join::spawn_detached");
-    assert_eq!(children_before, children_after, "a refused call forked nothing");
+    assert_eq!(
+        children_before, children_after,
+        "a refused call forked nothing"
+    );
     let refused_cg = format!("{}/refused", env.cgroup_parent);
     assert!(
         oci_support::cgroup_dirs_named(&refused_cg).is_empty(),
@@ -210,7 +221,8 @@ fn main() {
     nix::sys::prctl::set_child_subreaper(true).expect("PR_SET_CHILD_SUBREAPER");
     // Build the image before anything counts threads (the builder may use some).
     let _ = oci_support::busybox_rootfs();
-    let cases: &[(&str, fn(&Env))] = &[
+    type Case = fn(&Env);
+    let cases: &[(&str, Case)] = &[
         ("single_threaded_caller_works", single_threaded_caller_works),
         (
             "multi_threaded_caller_is_refused",

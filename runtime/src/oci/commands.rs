@@ -595,6 +595,12 @@ pub fn kill(g: &Global, id: &str, signal: &str, all: bool) -> Result<()> {
 /// state directory), then run poststop hooks. A running container needs `force` (SIGKILL to
 /// everything in its cgroup first); a created one is killed without it (as runc does).
 pub fn delete(g: &Global, id: &str, force: bool) -> Result<()> {
+    // runc: `delete --force` of an id that does not exist succeeds; containerd relies on it
+    // to clean up after a create that never got as far as writing the container's state.
+    super::state::validate_id(id)?;
+    if force && !g.root.join(id).exists() {
+        return Ok(());
+    }
     let c = Container::load(&g.root, id)?;
     let status = c.status();
     if matches!(status, Status::Running | Status::Paused) && !force {
@@ -1081,8 +1087,9 @@ pub fn features() -> serde_json::Value {
             "cgroup": {"v1": true, "v2": true, "systemd": false, "systemdUser": false, "rdma": false},
             "seccomp": {
                 "enabled": true,
+                // Only what sandbox::seccomp compiles: TRACE and NOTIFY are refused there.
                 "actions": ["SCMP_ACT_ALLOW", "SCMP_ACT_ERRNO", "SCMP_ACT_KILL", "SCMP_ACT_KILL_PROCESS", "SCMP_ACT_KILL_THREAD",
-                            "SCMP_ACT_LOG", "SCMP_ACT_TRACE", "SCMP_ACT_TRAP"],
+                            "SCMP_ACT_LOG", "SCMP_ACT_TRAP"],
                 "operators": ["SCMP_CMP_EQ", "SCMP_CMP_GE", "SCMP_CMP_GT", "SCMP_CMP_LE", "SCMP_CMP_LT", "SCMP_CMP_MASKED_EQ", "SCMP_CMP_NE"],
                 "archs": [if cfg!(target_arch = "aarch64") { "SCMP_ARCH_AARCH64" } else { "SCMP_ARCH_X86_64" }],
                 "supportedFlags": ["SECCOMP_FILTER_FLAG_TSYNC", "SECCOMP_FILTER_FLAG_LOG", "SECCOMP_FILTER_FLAG_SPEC_ALLOW"]

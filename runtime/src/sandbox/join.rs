@@ -116,8 +116,7 @@ pub fn spawn(target: &Target, plan: &ExecPlan, stdio: Stdio) -> Result<Pid, Sand
         }
         ForkResult::Child => {
             sys::abort_on_panic();
-            let code = match joiner(&namespaces, cgroup.as_ref(), plan, stdio, Mode::Wait, None)
-            {
+            let code = match joiner(&namespaces, cgroup.as_ref(), plan, stdio, Mode::Wait, None) {
                 Ok(code) => code,
                 Err((code, e)) => {
                     let _ = writeln!(std::io::stderr(), "vslice: {e}");
@@ -143,32 +142,32 @@ pub fn spawn_detached(target: &Target, plan: &ExecPlan, stdio: Stdio) -> Result<
         .map_err(|e| sys_err("pipe2", "status", e))?;
     // SAFETY: the caller is single-threaded (checked above); the child runs only our code
     // and ends in _exit.
-    let joiner_pid = match unsafe { nix::unistd::fork() }.map_err(|e| sys_err("fork", "joiner", e))?
-    {
-        ForkResult::Parent { child } => child,
-        ForkResult::Child => {
-            sys::abort_on_panic();
-            drop(st_r);
-            let mut status = std::fs::File::from(st_w);
-            let code = match joiner(
-                &namespaces,
-                cgroup.as_ref(),
-                plan,
-                stdio,
-                Mode::Detach,
-                Some(&mut status),
-            ) {
-                Ok(code) => code,
-                Err((code, e)) => {
-                    let line = format!("error {code} {e}").replace('\n', " ");
-                    let _ = status.write_all(format!("{line}\n").as_bytes());
-                    code
-                }
-            };
-            // SAFETY: forked child; the command is re-parented to the caller's subreaper.
-            unsafe { libc::_exit(code) }
-        }
-    };
+    let joiner_pid =
+        match unsafe { nix::unistd::fork() }.map_err(|e| sys_err("fork", "joiner", e))? {
+            ForkResult::Parent { child } => child,
+            ForkResult::Child => {
+                sys::abort_on_panic();
+                drop(st_r);
+                let mut status = std::fs::File::from(st_w);
+                let code = match joiner(
+                    &namespaces,
+                    cgroup.as_ref(),
+                    plan,
+                    stdio,
+                    Mode::Detach,
+                    Some(&mut status),
+                ) {
+                    Ok(code) => code,
+                    Err((code, e)) => {
+                        let line = format!("error {code} {e}").replace('\n', " ");
+                        let _ = status.write_all(format!("{line}\n").as_bytes());
+                        code
+                    }
+                };
+                // SAFETY: forked child; the command is re-parented to the caller's subreaper.
+                unsafe { libc::_exit(code) }
+            }
+        };
     drop(st_w);
     drop(stdio);
     let mut pid = None;
@@ -202,7 +201,9 @@ pub fn spawn_detached(target: &Target, plan: &ExecPlan, stdio: Stdio) -> Result<
         (None, Some(p)) if joiner_status == 0 => Ok(p),
         _ => Err(SandboxError::NotRunnable {
             code: EXIT_CANNOT_RUN,
-            message: format!("the joining process ended with status {joiner_status} without reporting"),
+            message: format!(
+                "the joining process ended with status {joiner_status} without reporting"
+            ),
         }),
     }
 }

@@ -3,7 +3,10 @@
 //! second implementation of namespaces, mounts, cgroups or seccomp.
 //!
 //! Process shape (all forks are plain fork(2) from a single-threaded caller — the shim or the
-//! OCI command — never from the multi-threaded daemon):
+//! OCI command — never from the multi-threaded daemon; [`create`], [`join::spawn`] and
+//! [`join::spawn_detached`] refuse a caller with more than one thread, see
+//! [`sys::ensure_single_threaded`]; every forked child aborts on panic, see
+//! [`sys::abort_on_panic`]):
 //!
 //! ```text
 //! caller (host root)          writes uid/gid maps, joins the cgroup, mounts the idmapped

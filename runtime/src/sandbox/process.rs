@@ -89,8 +89,23 @@ pub fn rlimits_from_spec(r: Option<&Vec<PosixRlimit>>) -> Result<Vec<Rlimit>, Sa
             .ok()
             .and_then(|v| v.as_str().map(str::to_string))
             .unwrap_or_default();
-        let res = rlimit_resource(&name)
-            .ok_or_else(|| SandboxError::Spec(format!("unknown rlimit {name:?}")))?;
+        let res = rlimit_resource(&name).ok_or_else(|| {
+            SandboxError::Spec(format!("process.rlimits: unknown rlimit {name:?}"))
+        })?;
+        // The runtime spec: a duplicate type MUST be an error (which one would win is
+        // otherwise an accident of the order they are applied in).
+        if out.iter().any(|(r, _, _)| *r == res) {
+            return Err(SandboxError::Spec(format!(
+                "process.rlimits: {name} given more than once"
+            )));
+        }
+        if l.soft() > l.hard() {
+            return Err(SandboxError::Spec(format!(
+                "process.rlimits: {name} soft limit {} is above its hard limit {}",
+                l.soft(),
+                l.hard()
+            )));
+        }
         out.push((res, l.soft(), l.hard()));
     }
     Ok(out)
@@ -352,4 +367,44 @@ fn reset_signals() -> Result<(), SandboxError> {
     }
     nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None)
         .map_err(|e| sys_err("sigprocmask", "SIG_SETMASK", e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits(json: serde_json::Value) -> Result<Vec<Rlimit>, SandboxError> {
+        let v: Vec<PosixRlimit> = serde_json::from_value(json).expect("rlimits JSON");
+        rlimits_from_spec(Some(&v))
+    }
+
+    #[test]
+    fn rlimits_duplicates_and_inverted_limits_are_spec_errors() {
+        let ok = limits(serde_json::json!([
+            {"type": "RLIMIT_NOFILE", "soft": 10, "hard": 20},
+            {"type": "RLIMIT_CORE", "soft": 0, "hard": 0}
+        ]))
+        .expect("valid rlimits");
+        assert_eq!(
+            ok,
+            vec![
+                (libc::RLIMIT_NOFILE as _, 10, 20),
+                (libc::RLIMIT_CORE as _, 0, 0)
+            ]
+        );
+        let e = limits(serde_json::json!([
+            {"type": "RLIMIT_NOFILE", "soft": 1, "hard": 2},
+            {"type": "RLIMIT_NOFILE", "soft": 3, "hard": 4}
+        ]))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("process.rlimits") && e.contains("RLIMIT_NOFILE"),
+            "{e}"
+        );
+        let e = limits(serde_json::json!([{"type": "RLIMIT_NPROC", "soft": 5, "hard": 4}]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("soft limit 5 is above its hard limit 4"), "{e}");
+    }
 }
