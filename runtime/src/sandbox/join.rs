@@ -81,6 +81,7 @@ pub enum Stdio {
 pub fn spawn(target: &Target, plan: &ExecPlan, stdio: Stdio) -> Result<Pid, SandboxError> {
     let namespaces = open_namespaces(target.init_pid)?;
     let cgroup = target.cgroup.as_deref().map(crate::cgroup::Cgroup::new);
+    let caller = nix::unistd::getpid();
     // SAFETY: the callers (shim exec, OCI exec) are single-threaded.
     match unsafe { nix::unistd::fork() }.map_err(|e| sys_err("fork", "joiner", e))? {
         ForkResult::Parent { child } => {
@@ -88,7 +89,7 @@ pub fn spawn(target: &Target, plan: &ExecPlan, stdio: Stdio) -> Result<Pid, Sand
             Ok(child)
         }
         ForkResult::Child => {
-            let code = match joiner(&namespaces, cgroup.as_ref(), plan, stdio) {
+            let code = match joiner(caller, &namespaces, cgroup.as_ref(), plan, stdio) {
                 Ok(code) => code,
                 Err((code, e)) => {
                     let _ = writeln!(std::io::stderr(), "vslice: {e}");
@@ -102,18 +103,35 @@ pub fn spawn(target: &Target, plan: &ExecPlan, stdio: Stdio) -> Result<Pid, Sand
 }
 
 fn joiner(
+    caller: Pid,
     namespaces: &[(CloneFlags, OwnedFd, String)],
     cgroup: Option<&crate::cgroup::Cgroup>,
     plan: &ExecPlan,
     stdio: Stdio,
 ) -> Result<i32, (i32, SandboxError)> {
+    use nix::sys::signal::{sigprocmask, SigSet, SigmaskHow, Signal};
     let cannot = |e: SandboxError| (EXIT_CANNOT_RUN, e);
     nix::sys::prctl::set_dumpable(false)
         .map_err(|e| cannot(sys_err("prctl", "PR_SET_DUMPABLE", e)))?;
     // If whoever ran the exec goes away (a client disconnects, a timeout kills it), the
-    // command must not linger in the slice holding its pipes.
-    nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
+    // command must not linger in the slice. The command's own parent-death signal does not
+    // survive its switch to the slice's credentials (the kernel clears it on a change of
+    // euid), so the joiner does it: its parent's death is a SIGTERM, received with sigwait
+    // below, and answered by killing the command's session. SIGTERM and SIGCHLD stay blocked
+    // (pending until sigwait); the command starts with an empty mask (ExecPlan).
+    let mut waited = SigSet::empty();
+    waited.add(Signal::SIGTERM);
+    waited.add(Signal::SIGCHLD);
+    sigprocmask(SigmaskHow::SIG_BLOCK, Some(&waited), None)
+        .map_err(|e| cannot(sys_err("sigprocmask", "SIGTERM, SIGCHLD", e)))?;
+    nix::sys::prctl::set_pdeathsig(Signal::SIGTERM)
         .map_err(|e| cannot(sys_err("prctl", "PR_SET_PDEATHSIG", e)))?;
+    if nix::unistd::getppid() != caller {
+        // The caller died before the death signal was armed.
+        return Err(cannot(SandboxError::Child(
+            "the exec's caller went away".into(),
+        )));
+    }
     if let Some(cg) = cgroup {
         cg.add_pid(std::process::id() as i32)
             .map_err(|e| cannot(e.into()))?;
@@ -148,9 +166,18 @@ fn joiner(
             let mut msg = String::new();
             let _ = std::fs::File::from(err_r).read_to_string(&mut msg);
             let status = loop {
-                match waitpid(child, None) {
-                    Err(nix::Error::EINTR) => continue,
+                match waitpid(child, Some(nix::sys::wait::WaitPidFlag::WNOHANG)) {
+                    Ok(WaitStatus::StillAlive) | Err(nix::Error::EINTR) => {}
                     other => break other,
+                }
+                match waited.wait() {
+                    Ok(Signal::SIGTERM) => {
+                        // The caller is gone: end the command and what it started in its
+                        // session (setsid made its process group its own PID).
+                        let _ = nix::sys::signal::kill(Pid::from_raw(-child.as_raw()), Signal::SIGKILL);
+                        let _ = nix::sys::signal::kill(child, Signal::SIGKILL);
+                    }
+                    _ => {} // SIGCHLD: look again
                 }
             };
             if let Some(rest) = msg.strip_prefix('N') {

@@ -460,6 +460,62 @@ impl Manager {
         Ok(self.node_net()?.enforce_budgets()?)
     }
 
+    /// Converge the node's network state with the slices (the daemon runs this at start-up,
+    /// before serving, after [`Manager::recover`]): release the allocations of slices that no
+    /// longer exist or no longer use the bridge, detach stopped slices that are still
+    /// recorded as attached, and attach the running bridge-mode slices whose attachment is
+    /// missing (a crash between a start and its attach, or after a node reboot of the
+    /// bridge). Returns what it did, one line per action.
+    pub fn reconcile_network(&self) -> Result<Vec<String>, SliceError> {
+        let mut done = Vec::new();
+        let infos = self.list()?;
+        let bridged_running: Vec<&SliceInfo> = infos
+            .iter()
+            .filter(|i| i.status == Status::Running && i.spec.net.mode == crate::net::NetMode::Bridge)
+            .collect();
+        if !self.paths.root.join("net").exists() && bridged_running.is_empty() {
+            return Ok(done);
+        }
+        let net = self.node_net()?;
+        for a in net.allocations()? {
+            let owner = infos
+                .iter()
+                .find(|i| i.spec.name == a.slice)
+                .filter(|i| i.spec.net.mode == crate::net::NetMode::Bridge);
+            match owner {
+                None => {
+                    net.release(&a.slice)?;
+                    done.push(format!("released {} ({}) of a slice that is gone", a.address, a.slice));
+                }
+                Some(i) if i.status != Status::Running && a.active => {
+                    // Under the slice's lock: a start in flight is not undone.
+                    let _guard = lock(&self.dir(&a.slice).join(".lock"))?;
+                    if self.running_state(&a.slice).is_none() {
+                        net.detach(&a.slice)?;
+                        done.push(format!("detached stopped slice {}", a.slice));
+                    }
+                }
+                Some(_) => {}
+            }
+        }
+        if bridged_running.is_empty() {
+            return Ok(done);
+        }
+        net.ensure()?;
+        for i in bridged_running {
+            let name = &i.spec.name;
+            if net.is_attached(name)? {
+                continue;
+            }
+            let _guard = lock(&self.dir(name).join(".lock"))?;
+            if let Some(st) = self.running_state(name) {
+                self.attach_network(&i.spec, st.init_pid)?;
+                done.push(format!("attached running slice {name}"));
+            }
+        }
+        Ok(done)
+    }
+
     /// Give a just-started bridge-mode slice its veth, address, shaping and /etc files.
     fn attach_network(&self, spec: &SliceSpec, init_pid: i32) -> Result<(), SliceError> {
         if spec.net.mode != crate::net::NetMode::Bridge {
