@@ -115,7 +115,10 @@ fn request_bodies_are_capped_per_route_and_memory_stays_bounded() {
     assert_eq!(s, 413, "{b}");
     let v = json(&b);
     assert_eq!(v["code"], "payload_too_large");
-    assert!(v["message"].as_str().unwrap().contains("65536 bytes"), "{b}");
+    assert!(
+        v["message"].as_str().unwrap().contains("65536 bytes"),
+        "{b}"
+    );
     let mut chunked = format!("{:x}\r\n", body.len()).into_bytes();
     chunked.extend_from_slice(&body);
     chunked.extend_from_slice(b"\r\n0\r\n\r\n");
@@ -133,7 +136,10 @@ fn request_bodies_are_capped_per_route_and_memory_stays_bounded() {
         "PATCH /v1/slices/x/limits HTTP/1.1\r\nHost: x\r\nContent-Length: 70000",
         &[b' '; 70000],
     );
-    assert_eq!((s, json(&b)["code"].clone()), (413, "payload_too_large".into()));
+    assert_eq!(
+        (s, json(&b)["code"].clone()),
+        (413, "payload_too_large".into())
+    );
     let (s, b) = raw(
         &d.socket,
         "POST /v1/slices/x/exec HTTP/1.1\r\nHost: x\r\nContent-Length: 3000000",
@@ -277,10 +283,22 @@ fn bad_input_is_a_400_naming_the_field_and_changes_nothing() {
         )
     };
     let cases = [
-        (serde_json::json!({"argv": ["/bin/echo", "a\u{0}b"]}), "argv[1]"),
-        (serde_json::json!({"argv": ["/bin/true"], "env": ["A=\u{0}"]}), "env[0]"),
-        (serde_json::json!({"argv": ["/bin/true"], "cwd": "/\u{0}"}), "cwd"),
-        (serde_json::json!({"argv": ["/bin/echo", "x".repeat(1_500_000)]}), "argv[1]"),
+        (
+            serde_json::json!({"argv": ["/bin/echo", "a\u{0}b"]}),
+            "argv[1]",
+        ),
+        (
+            serde_json::json!({"argv": ["/bin/true"], "env": ["A=\u{0}"]}),
+            "env[0]",
+        ),
+        (
+            serde_json::json!({"argv": ["/bin/true"], "cwd": "/\u{0}"}),
+            "cwd",
+        ),
+        (
+            serde_json::json!({"argv": ["/bin/echo", "x".repeat(1_500_000)]}),
+            "argv[1]",
+        ),
         (
             serde_json::json!({"argv": ["/bin/true"], "env": (0..8).map(|i| format!("V{i}={}", "y".repeat(100_000))).collect::<Vec<_>>()}),
             "argv",
@@ -300,8 +318,14 @@ fn bad_input_is_a_400_naming_the_field_and_changes_nothing() {
             b"",
         )
     };
-    assert_eq!(refused(ws("cmd=/bin/echo&cmd=a%00b")), (400, "cmd[1]".into()));
-    assert_eq!(refused(ws("cmd=/bin/true&env=A%3D%00")), (400, "env[0]".into()));
+    assert_eq!(
+        refused(ws("cmd=/bin/echo&cmd=a%00b")),
+        (400, "cmd[1]".into())
+    );
+    assert_eq!(
+        refused(ws("cmd=/bin/true&env=A%3D%00")),
+        (400, "env[0]".into())
+    );
     // Nothing changed; the slice still works.
     only_v();
     let r = c
@@ -325,7 +349,10 @@ fn exec_shims(d: &TestDaemon, slice: &str) -> Vec<i32> {
             cmd == "exec"
                 && name == slice
                 && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                    .map(|s| s.rsplit_once(')').is_some_and(|(_, r)| r.trim_start().starts_with('Z')))
+                    .map(|s| {
+                        s.rsplit_once(')')
+                            .is_some_and(|(_, r)| r.trim_start().starts_with('Z'))
+                    })
                     .unwrap_or(true)
         })
         .map(|(pid, _, _)| pid)
@@ -407,7 +434,11 @@ fn an_exec_storm_leaves_no_shim_behind() {
     for t in threads.into_iter().chain(ttys) {
         t.join().unwrap();
     }
-    eprintln!("storm sent in {:?}; shims now: {:?}", t0.elapsed(), exec_shims(&d, "storm"));
+    eprintln!(
+        "storm sent in {:?}; shims now: {:?}",
+        t0.elapsed(),
+        exec_shims(&d, "storm")
+    );
     // Every exec ended (finished, timed out, or its client left; an interactive command that
     // ignores the hangup gets a short grace): no shim may remain, and no command either.
     let deadline = Instant::now() + Duration::from_secs(8);
@@ -437,7 +468,11 @@ fn an_exec_storm_leaves_no_shim_behind() {
         .exec(
             "storm",
             &vslice::api::types::ExecInput {
-                argv: vec!["/bin/sh".into(), "-c".into(), "ps -o args | grep -c '^sleep 3[1]' || true".into()],
+                argv: vec![
+                    "/bin/sh".into(),
+                    "-c".into(),
+                    "ps -o args | grep -c '^sleep 3[1]' || true".into(),
+                ],
                 ..Default::default()
             },
         )

@@ -170,14 +170,11 @@ fn joiner(
                     Ok(WaitStatus::StillAlive) | Err(nix::Error::EINTR) => {}
                     other => break other,
                 }
-                match waited.wait() {
-                    Ok(Signal::SIGTERM) => {
-                        // The caller is gone: end the command and what it started in its
-                        // session (setsid made its process group its own PID).
-                        let _ = nix::sys::signal::kill(Pid::from_raw(-child.as_raw()), Signal::SIGKILL);
-                        let _ = nix::sys::signal::kill(child, Signal::SIGKILL);
-                    }
-                    _ => {} // SIGCHLD: look again
+                // SIGCHLD: look again. SIGTERM: the caller is gone; end the command and what
+                // it started in its session (setsid made its process group its own PID).
+                if let Ok(Signal::SIGTERM) = waited.wait() {
+                    let _ = nix::sys::signal::kill(Pid::from_raw(-child.as_raw()), Signal::SIGKILL);
+                    let _ = nix::sys::signal::kill(child, Signal::SIGKILL);
                 }
             };
             if let Some(rest) = msg.strip_prefix('N') {

@@ -157,10 +157,20 @@ pub fn online_cpus() -> Option<Vec<(u32, u32)>> {
     parse_cpu_list(&fs::read_to_string(ONLINE_CPUS).ok()?)
 }
 
-fn check_cpus_online(s: &str, wanted: &[(u32, u32)], online: &[(u32, u32)]) -> Result<(), SliceError> {
+fn check_cpus_online(
+    s: &str,
+    wanted: &[(u32, u32)],
+    online: &[(u32, u32)],
+) -> Result<(), SliceError> {
     let list = online
         .iter()
-        .map(|(a, b)| if a == b { a.to_string() } else { format!("{a}-{b}") })
+        .map(|(a, b)| {
+            if a == b {
+                a.to_string()
+            } else {
+                format!("{a}-{b}")
+            }
+        })
         .collect::<Vec<_>>()
         .join(",");
     for &(a, b) in wanted {
@@ -471,7 +481,9 @@ impl Manager {
         let infos = self.list()?;
         let bridged_running: Vec<&SliceInfo> = infos
             .iter()
-            .filter(|i| i.status == Status::Running && i.spec.net.mode == crate::net::NetMode::Bridge)
+            .filter(|i| {
+                i.status == Status::Running && i.spec.net.mode == crate::net::NetMode::Bridge
+            })
             .collect();
         if !self.paths.root.join("net").exists() && bridged_running.is_empty() {
             return Ok(done);
@@ -485,7 +497,10 @@ impl Manager {
             match owner {
                 None => {
                     net.release(&a.slice)?;
-                    done.push(format!("released {} ({}) of a slice that is gone", a.address, a.slice));
+                    done.push(format!(
+                        "released {} ({}) of a slice that is gone",
+                        a.address, a.slice
+                    ));
                 }
                 Some(i) if i.status != Status::Running && a.active => {
                     // Under the slice's lock: a start in flight is not undone.
@@ -1259,7 +1274,10 @@ mod tests {
         let many: Vec<String> = (0..8).map(|_| "y".repeat(MAX_ARG_BYTES)).collect();
         let mut total = 0;
         check_c_strings("argv", &many, &mut total).unwrap();
-        assert_eq!(check_args_total("argv", total).unwrap_err().field(), Some("argv"));
+        assert_eq!(
+            check_args_total("argv", total).unwrap_err().field(),
+            Some("argv")
+        );
         assert_eq!(validate_init(&[]).unwrap_err().field(), Some("init"));
         assert!(validate_init(&["/sbin/init".into()]).is_ok());
     }
@@ -1286,7 +1304,10 @@ mod tests {
         assert!(ok("/bin/real") && ok("/bin/link") && ok("real") && ok("bin/real"));
         assert!(!ok("/bin/data"), "not executable");
         assert!(!ok("/bin/none") && !ok("none"));
-        assert!(!ok("/escape/evil"), "absolute symlink followed out of the root");
+        assert!(
+            !ok("/escape/evil"),
+            "absolute symlink followed out of the root"
+        );
         assert!(!ok("/bin/up"), "relative symlink followed out of the root");
         let e = check_init_exists("/bin/none", &[&root], "t").unwrap_err();
         assert_eq!(e.field(), Some("init[0]"));
