@@ -270,3 +270,165 @@ fn slices_outlive_the_daemon_and_autostart_after_reboot() {
         "autostart is audited"
     );
 }
+
+/// A private node network for a daemon (bridge, table, veth prefix, subnet); torn down on
+/// drop after the daemon is killed (so it does not re-create what is removed).
+struct NetEnv {
+    d: TestDaemon,
+    node: vslice::net::NodeNet,
+}
+
+impl Drop for NetEnv {
+    fn drop(&mut self) {
+        self.d.kill9();
+        if let Err(e) = self.node.teardown() {
+            eprintln!("node network teardown: {e}");
+        }
+    }
+}
+
+fn bridged(name: &str) -> vslice::slice::CreateRequest {
+    let mut r = sleeper(name);
+    r.net.mode = vslice::net::NetMode::Bridge;
+    r
+}
+
+/// The recorded network state agrees with the slices and the kernel: allocations only for
+/// existing bridge slices; every running one attached (its veth on the bridge); no stopped one
+/// recorded as attached; no veth of ours on the host that the state does not name.
+fn net_consistency(env: &NetEnv) -> Result<(), String> {
+    let infos = env.d.blocking().list().map_err(|e| format!("list: {e}"))?;
+    let allocs = env.node.allocations().map_err(|e| e.to_string())?;
+    let names: BTreeSet<String> = infos.iter().map(|i| i.spec.name.clone()).collect();
+    for a in &allocs {
+        if !names.contains(&a.slice) {
+            return Err(format!(
+                "net state keeps {} ({}) of a slice that is gone",
+                a.address, a.slice
+            ));
+        }
+    }
+    for i in &infos {
+        let running = i.status == Status::Running;
+        let attached = env
+            .node
+            .is_attached(&i.spec.name)
+            .map_err(|e| e.to_string())?;
+        if running && !attached {
+            return Err(format!("running slice {} has no network", i.spec.name));
+        }
+        if !running && allocs.iter().any(|a| a.slice == i.spec.name && a.active) {
+            return Err(format!(
+                "stopped slice {} recorded as attached",
+                i.spec.name
+            ));
+        }
+    }
+    let active: BTreeSet<String> = allocs
+        .iter()
+        .filter(|a| a.active)
+        .map(|a| a.host_veth.clone())
+        .collect();
+    let links: BTreeSet<String> = std::fs::read_dir("/sys/class/net")
+        .map_err(|e| e.to_string())?
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| {
+            n.strip_prefix(&env.node.veth_prefix)
+                .is_some_and(|r| !r.is_empty() && r.bytes().all(|b| b.is_ascii_digit()))
+        })
+        .collect();
+    if links != active {
+        return Err(format!(
+            "host veths {links:?} vs attached slices' {active:?}"
+        ));
+    }
+    Ok(())
+}
+
+#[test]
+fn kill_9_during_bridged_operations_keeps_the_network_state_with_the_slices() {
+    for tool in ["ip", "tc", "nft"] {
+        assert!(
+            std::env::var_os("PATH")
+                .map(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
+                .unwrap_or(false),
+            "{tool} is needed"
+        );
+    }
+    let mut rng = Rng::new();
+    let pid = std::process::id();
+    let tag = format!("{:x}", pid % 0xffff);
+    let (bridge, table, prefix, subnet) = (
+        format!("vst{tag}k"),
+        format!("vslice_tk{tag}"),
+        format!("vsk{tag}"),
+        format!("10.218.{}.0/24", pid % 250 + 1),
+    );
+    let env: Vec<(String, String)> = [
+        ("VSLICE_BRIDGE", &bridge),
+        ("VSLICE_NFT_TABLE", &table),
+        ("VSLICE_VETH_PREFIX", &prefix),
+        ("VSLICE_SUBNET", &subnet),
+        ("VSLICE_IP_FORWARD", &"0".to_string()),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    let d = TestDaemon::start_with(Options {
+        env,
+        ..Default::default()
+    });
+    let mut node = vslice::net::NodeNet::new(d.root.join("net"));
+    node.bridge = bridge;
+    node.nft_table = table;
+    node.veth_prefix = prefix;
+    node.subnet = subnet.parse().unwrap();
+    node.set_global_ip_forward = false;
+    let mut env = NetEnv { d, node };
+    for round in 0..3 {
+        // Creates racing the kill, and destroys of the previous round's slices.
+        let names: Vec<String> = (0..5).map(|i| format!("n{round}-{i}")).collect();
+        let delay = Duration::from_millis(100 + rng.below(600));
+        let acked = race_with_kill(&mut env.d, &names, delay, |c, n| {
+            c.create(&bridged(n)).is_ok()
+        });
+        eprintln!(
+            "round {round}: creates killed after {delay:?}, {} of 5 acknowledged",
+            acked.len()
+        );
+        env.d.spawn();
+        // At once, not eventually: the daemon converges before it serves.
+        net_consistency(&env).unwrap_or_else(|e| panic!("round {round}, right after restart: {e}"));
+        env.d.assert_consistent();
+        let c = env.d.blocking();
+        for n in &acked {
+            let info = c.inspect(n).unwrap();
+            assert!(
+                info.net.is_some_and(|n| n.address.is_some()),
+                "{n} has its address"
+            );
+        }
+        let existing: Vec<String> = c.list().unwrap().into_iter().map(|i| i.spec.name).collect();
+        drop(c);
+        let delay = Duration::from_millis(50 + rng.below(400));
+        let gone = race_with_kill(&mut env.d, &existing, delay, |c, n| c.destroy(n).is_ok());
+        eprintln!(
+            "round {round}: destroys killed after {delay:?}, {} of {} acknowledged",
+            gone.len(),
+            existing.len()
+        );
+        env.d.spawn();
+        net_consistency(&env).unwrap_or_else(|e| panic!("round {round}, after destroys: {e}"));
+        env.d.assert_consistent();
+    }
+    // The daemon works normally afterwards: everything can be destroyed, nothing is left.
+    let c = env.d.blocking();
+    for s in c.list().unwrap() {
+        c.destroy(&s.spec.name).unwrap();
+    }
+    drop(c);
+    net_consistency(&env).unwrap();
+    assert!(env.node.allocations().unwrap().is_empty());
+    env.d.assert_consistent();
+}

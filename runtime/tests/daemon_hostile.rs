@@ -115,7 +115,10 @@ fn request_bodies_are_capped_per_route_and_memory_stays_bounded() {
     assert_eq!(s, 413, "{b}");
     let v = json(&b);
     assert_eq!(v["code"], "payload_too_large");
-    assert!(v["message"].as_str().unwrap().contains("65536 bytes"), "{b}");
+    assert!(
+        v["message"].as_str().unwrap().contains("65536 bytes"),
+        "{b}"
+    );
     let mut chunked = format!("{:x}\r\n", body.len()).into_bytes();
     chunked.extend_from_slice(&body);
     chunked.extend_from_slice(b"\r\n0\r\n\r\n");
@@ -133,7 +136,10 @@ fn request_bodies_are_capped_per_route_and_memory_stays_bounded() {
         "PATCH /v1/slices/x/limits HTTP/1.1\r\nHost: x\r\nContent-Length: 70000",
         &[b' '; 70000],
     );
-    assert_eq!((s, json(&b)["code"].clone()), (413, "payload_too_large".into()));
+    assert_eq!(
+        (s, json(&b)["code"].clone()),
+        (413, "payload_too_large".into())
+    );
     let (s, b) = raw(
         &d.socket,
         "POST /v1/slices/x/exec HTTP/1.1\r\nHost: x\r\nContent-Length: 3000000",
@@ -277,10 +283,22 @@ fn bad_input_is_a_400_naming_the_field_and_changes_nothing() {
         )
     };
     let cases = [
-        (serde_json::json!({"argv": ["/bin/echo", "a\u{0}b"]}), "argv[1]"),
-        (serde_json::json!({"argv": ["/bin/true"], "env": ["A=\u{0}"]}), "env[0]"),
-        (serde_json::json!({"argv": ["/bin/true"], "cwd": "/\u{0}"}), "cwd"),
-        (serde_json::json!({"argv": ["/bin/echo", "x".repeat(1_500_000)]}), "argv[1]"),
+        (
+            serde_json::json!({"argv": ["/bin/echo", "a\u{0}b"]}),
+            "argv[1]",
+        ),
+        (
+            serde_json::json!({"argv": ["/bin/true"], "env": ["A=\u{0}"]}),
+            "env[0]",
+        ),
+        (
+            serde_json::json!({"argv": ["/bin/true"], "cwd": "/\u{0}"}),
+            "cwd",
+        ),
+        (
+            serde_json::json!({"argv": ["/bin/echo", "x".repeat(1_500_000)]}),
+            "argv[1]",
+        ),
         (
             serde_json::json!({"argv": ["/bin/true"], "env": (0..8).map(|i| format!("V{i}={}", "y".repeat(100_000))).collect::<Vec<_>>()}),
             "argv",
@@ -300,8 +318,14 @@ fn bad_input_is_a_400_naming_the_field_and_changes_nothing() {
             b"",
         )
     };
-    assert_eq!(refused(ws("cmd=/bin/echo&cmd=a%00b")), (400, "cmd[1]".into()));
-    assert_eq!(refused(ws("cmd=/bin/true&env=A%3D%00")), (400, "env[0]".into()));
+    assert_eq!(
+        refused(ws("cmd=/bin/echo&cmd=a%00b")),
+        (400, "cmd[1]".into())
+    );
+    assert_eq!(
+        refused(ws("cmd=/bin/true&env=A%3D%00")),
+        (400, "env[0]".into())
+    );
     // Nothing changed; the slice still works.
     only_v();
     let r = c
@@ -315,4 +339,148 @@ fn bad_input_is_a_400_naming_the_field_and_changes_nothing() {
         .unwrap();
     assert_eq!((r.exit_code, r.stdout.as_slice()), (0, &b"still\n"[..]));
     assert!(c.inspect("v").unwrap().spec.limits.cpuset.is_none());
+}
+
+/// `vslice-shim exec` processes of this daemon (alive, not zombies) for `slice`.
+fn exec_shims(d: &TestDaemon, slice: &str) -> Vec<i32> {
+    d.shims()
+        .into_iter()
+        .filter(|(pid, cmd, name)| {
+            cmd == "exec"
+                && name == slice
+                && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                    .map(|s| {
+                        s.rsplit_once(')')
+                            .is_some_and(|(_, r)| r.trim_start().starts_with('Z'))
+                    })
+                    .unwrap_or(true)
+        })
+        .map(|(pid, _, _)| pid)
+        .collect()
+}
+
+#[test]
+fn an_exec_storm_leaves_no_shim_behind() {
+    let d = TestDaemon::start();
+    let c = d.blocking();
+    c.create(&sleeper("storm")).unwrap();
+    let body = |cmd: &str, timeout: Option<u64>| {
+        let mut v = serde_json::json!({ "argv": ["/bin/sh", "-c", cmd] });
+        if let Some(t) = timeout {
+            v["timeout_secs"] = t.into();
+        }
+        v.to_string()
+    };
+    let t0 = Instant::now();
+    let threads: Vec<_> = (0..48)
+        .map(|i| {
+            let sock = d.socket.clone();
+            let b = match i % 4 {
+                // Finishes; the client waits.
+                0 => body("echo hi", None),
+                // Runs long; the client goes away.
+                1 => body("sleep 31", None),
+                // Runs long with a child of its own; the client goes away.
+                2 => body("sleep 31 & sleep 31; echo never", None),
+                // Killed by its timeout.
+                _ => body("sleep 31", Some(1)),
+            };
+            std::thread::spawn(move || {
+                let mut s = UnixStream::connect(&sock).unwrap();
+                s.write_all(
+                    format!(
+                        "POST /v1/slices/storm/exec HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n{b}",
+                        b.len()
+                    )
+                    .as_bytes(),
+                )
+                .unwrap();
+                if i % 4 == 1 || i % 4 == 2 {
+                    std::thread::sleep(Duration::from_millis(500));
+                    drop(s); // disconnect mid-command
+                } else {
+                    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+                    let mut buf = [0u8; 64];
+                    let n = s.read(&mut buf).unwrap_or(0);
+                    assert!(
+                        buf[..n].starts_with(b"HTTP/1.1 200"),
+                        "{}",
+                        String::from_utf8_lossy(&buf[..n])
+                    );
+                }
+            })
+        })
+        .collect();
+    // Interactive execs whose clients go away after the upgrade.
+    let ttys: Vec<_> = (0..6)
+        .map(|_| {
+            let sock = d.socket.clone();
+            std::thread::spawn(move || {
+                let mut s = UnixStream::connect(&sock).unwrap();
+                s.write_all(
+                    b"GET /v1/slices/storm/exec/tty?cmd=/bin/sh&cmd=-c&cmd=trap%20%22%22%20HUP%3B%20sleep%2031 HTTP/1.1\r\nHost: x\r\n\
+                      Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n\
+                      Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+                )
+                .unwrap();
+                s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+                let mut buf = [0u8; 64];
+                let n = s.read(&mut buf).unwrap_or(0);
+                assert!(buf[..n].starts_with(b"HTTP/1.1 101"), "{}", String::from_utf8_lossy(&buf[..n]));
+                std::thread::sleep(Duration::from_millis(300));
+            })
+        })
+        .collect();
+    for t in threads.into_iter().chain(ttys) {
+        t.join().unwrap();
+    }
+    eprintln!(
+        "storm sent in {:?}; shims now: {:?}",
+        t0.elapsed(),
+        exec_shims(&d, "storm")
+    );
+    // Every exec ended (finished, timed out, or its client left; an interactive command that
+    // ignores the hangup gets a short grace): no shim may remain, and no command either.
+    let deadline = Instant::now() + Duration::from_secs(8);
+    loop {
+        let left = exec_shims(&d, "storm");
+        if left.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "exec shims outlived their command: {left:?}; processes:\n{}",
+            String::from_utf8_lossy(
+                &std::process::Command::new("ps")
+                    .args(["-eo", "pid,ppid,stat,args"])
+                    .output()
+                    .unwrap()
+                    .stdout
+            )
+            .lines()
+            .filter(|l| l.contains("vslice-shim") || l.contains("sleep 31"))
+            .collect::<Vec<_>>()
+            .join("\n")
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let r = c
+        .exec(
+            "storm",
+            &vslice::api::types::ExecInput {
+                argv: vec![
+                    "/bin/sh".into(),
+                    "-c".into(),
+                    "ps -o args | grep -c '^sleep 3[1]' || true".into(),
+                ],
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&r.stdout).trim(),
+        "0",
+        "commands of ended execs are gone"
+    );
+    c.destroy("storm").unwrap();
 }

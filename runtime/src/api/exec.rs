@@ -47,6 +47,9 @@ pub const DEFAULT_SHELL: [&str; 2] = ["/bin/sh", "-l"];
 const CONSOLE_TIMEOUT: Duration = Duration::from_secs(15);
 /// Output still read after the command exited (background jobs may keep the pty open).
 const DRAIN_AFTER_EXIT: Duration = Duration::from_millis(300);
+/// How long a command may run on after its client went away and its terminal was hung up
+/// (e.g. one that ignores SIGHUP) before its shim is killed, which ends it.
+const HANGUP_GRACE: Duration = Duration::from_secs(2);
 /// Input buffered for the pty before the daemon stops reading the WebSocket.
 const MAX_PENDING_INPUT: usize = 256 * 1024;
 
@@ -453,9 +456,12 @@ pub async fn exec_tty(
         size,
     } = tty;
     let mut cmd = Command::from(cmd);
+    // Killed if this request ends without handing the shim to the relay (the client went
+    // away before or during the upgrade): the shim's death ends the command.
     cmd.stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::piped());
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
     let mut child = match cmd.spawn() {
         Ok(c) => c,
         Err(e) => {
@@ -603,7 +609,7 @@ async fn relay(mut socket: WebSocket, master: OwnedFd, mut child: Child) -> Opti
     if client_gone {
         // The session got SIGHUP; reap the shim in the background.
         tokio::spawn(async move {
-            if tokio::time::timeout(Duration::from_secs(30), child.wait())
+            if tokio::time::timeout(HANGUP_GRACE, child.wait())
                 .await
                 .is_err()
             {

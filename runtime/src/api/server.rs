@@ -40,8 +40,7 @@ pub fn body_limit(method: &Method, path: &str) -> usize {
     let is = |m: &Method, template: &str| method == m && super::path_matches(template, path);
     if is(&Method::POST, "/v1/slices/{name}/exec") {
         EXEC_BODY_LIMIT
-    } else if is(&Method::POST, "/v1/slices") || is(&Method::PATCH, "/v1/slices/{name}/limits")
-    {
+    } else if is(&Method::POST, "/v1/slices") || is(&Method::PATCH, "/v1/slices/{name}/limits") {
         SMALL_BODY_LIMIT
     } else {
         DEFAULT_BODY_LIMIT
@@ -84,7 +83,9 @@ async fn cap_body(req: hyper::Request<Incoming>) -> Result<axum::extract::Reques
         Err(e) if e.is::<http_body_util::LengthLimitError>() => {
             Err(too_large(&parts.method, parts.uri.path(), limit))
         }
-        Err(e) => Err(ApiError::bad_request(format!("reading the request body: {e}")).into_response()),
+        Err(e) => {
+            Err(ApiError::bad_request(format!("reading the request body: {e}")).into_response())
+        }
     }
 }
 
@@ -95,7 +96,10 @@ fn panic_reply(err: Box<dyn Any + Send + 'static>) -> Response {
         .map(String::as_str)
         .or_else(|| err.downcast_ref::<&str>().copied())
         .unwrap_or("(not a string)");
-    tracing::error!(panic = what, "a request handler panicked; the daemon keeps serving");
+    tracing::error!(
+        panic = what,
+        "a request handler panicked; the daemon keeps serving"
+    );
     ApiError::internal(
         "internal error: the request's handler failed unexpectedly (see the daemon's log); \
          nothing else is affected",

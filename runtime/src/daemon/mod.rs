@@ -88,6 +88,9 @@ pub struct ReconcileReport {
     pub stopped: Vec<String>,
     /// (slice, error) of autostart slices that failed to start.
     pub failed: Vec<(String, String)>,
+    /// What converging the network state with the slices did.
+    #[serde(default)]
+    pub network: Vec<String>,
 }
 
 impl Daemon {
@@ -224,6 +227,20 @@ impl Daemon {
                 Ok(false) => {}
                 Err(e) => tracing::error!(leftover = ?l, error = %e, "cleaning"),
             }
+        }
+        // Addresses, veths and rules follow the slices before anyone is served: a crash may
+        // have left allocations of slices that are gone, or running slices without network.
+        match self.manager.reconcile_network() {
+            Ok(done) => {
+                for d in &done {
+                    tracing::warn!(action = %d, "network reconciled");
+                }
+                if !done.is_empty() {
+                    self.audit_daemon("network_reconcile", None, Some(done.join("; ")));
+                }
+                report.network = done;
+            }
+            Err(e) => tracing::error!(error = %e, "reconciling the node network"),
         }
         let infos = match self.manager.list() {
             Ok(l) => l,

@@ -93,8 +93,8 @@ pub use cidr::Ipv4Cidr;
 pub use cmd::NetError;
 pub use etc::GATEWAY_HOSTNAME;
 pub use node::{
-    BudgetStatus, NetCounters, Netns, NodeNet, SliceNet, BUDGET_PERIOD_SECS, DEFAULT_BRIDGE,
-    DEFAULT_NFT_TABLE, DEFAULT_SUBNET, DEFAULT_VETH_PREFIX,
+    Allocation, BudgetStatus, NetCounters, Netns, NodeNet, SliceNet, BUDGET_PERIOD_SECS,
+    DEFAULT_BRIDGE, DEFAULT_NFT_TABLE, DEFAULT_SUBNET, DEFAULT_VETH_PREFIX,
 };
 pub use spec::{
     ByteBudget, HostPort, NetAllow, NetMode, NetSpec, PortForward, Proto, BUDGET_FLOOR_BPS,

@@ -97,6 +97,16 @@ impl SliceNet {
     }
 }
 
+/// One slice's entry in the node's network state.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Allocation {
+    pub slice: String,
+    pub address: Ipv4Addr,
+    pub host_veth: String,
+    /// Recorded as attached (veth, rules and classes present).
+    pub active: bool,
+}
+
 /// Per-slice counters. "out" is traffic sent by the slice, "in" traffic delivered to it.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct NetCounters {
@@ -432,6 +442,35 @@ impl NodeNet {
             hosts: etc::hosts_file(slice, Some(e.ip), Some(self.gateway())),
             resolv_conf: etc::resolv_conf(&servers, &search),
         }
+    }
+
+    /// Every slice's allocation as recorded in the state, by slice name.
+    pub fn allocations(&self) -> Result<Vec<Allocation>> {
+        let st = NetState::load(&self.state_dir)?;
+        Ok(st
+            .slices
+            .iter()
+            .map(|(name, e)| Allocation {
+                slice: name.clone(),
+                address: e.ip,
+                host_veth: e.veth.clone(),
+                active: e.active,
+            })
+            .collect())
+    }
+
+    /// Whether a slice's recorded attachment is live: recorded active and its host veth is on
+    /// the bridge.
+    pub fn is_attached(&self, slice: &str) -> Result<bool> {
+        let st = NetState::load(&self.state_dir)?;
+        let Some(e) = st.slices.get(slice).filter(|e| e.active) else {
+            return Ok(false);
+        };
+        let master = format!("/sys/class/net/{}/master", e.veth);
+        Ok(std::fs::read_link(&master)
+            .ok()
+            .and_then(|p| p.file_name().map(|n| n.to_string_lossy() == self.bridge))
+            .unwrap_or(false))
     }
 
     /// The network of an allocated slice (None if it has no allocation).

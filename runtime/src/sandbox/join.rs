@@ -107,6 +107,7 @@ pub fn spawn(target: &Target, plan: &ExecPlan, stdio: Stdio) -> Result<Pid, Sand
     sys::ensure_single_threaded("join::spawn")?;
     let namespaces = open_namespaces(target.init_pid)?;
     let cgroup = target.cgroup.as_deref().map(crate::cgroup::Cgroup::new);
+    let caller = nix::unistd::getpid();
     // SAFETY: the caller is single-threaded (checked above); the child runs only our code
     // and ends in _exit.
     match unsafe { nix::unistd::fork() }.map_err(|e| sys_err("fork", "joiner", e))? {
@@ -116,7 +117,15 @@ pub fn spawn(target: &Target, plan: &ExecPlan, stdio: Stdio) -> Result<Pid, Sand
         }
         ForkResult::Child => {
             sys::abort_on_panic();
-            let code = match joiner(&namespaces, cgroup.as_ref(), plan, stdio, Mode::Wait, None) {
+            let code = match joiner(
+                caller,
+                &namespaces,
+                cgroup.as_ref(),
+                plan,
+                stdio,
+                Mode::Wait,
+                None,
+            ) {
                 Ok(code) => code,
                 Err((code, e)) => {
                     let _ = writeln!(std::io::stderr(), "vslice: {e}");
@@ -140,6 +149,7 @@ pub fn spawn_detached(target: &Target, plan: &ExecPlan, stdio: Stdio) -> Result<
     let cgroup = target.cgroup.as_deref().map(crate::cgroup::Cgroup::new);
     let (st_r, st_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
         .map_err(|e| sys_err("pipe2", "status", e))?;
+    let caller = nix::unistd::getpid();
     // SAFETY: the caller is single-threaded (checked above); the child runs only our code
     // and ends in _exit.
     let joiner_pid =
@@ -150,6 +160,7 @@ pub fn spawn_detached(target: &Target, plan: &ExecPlan, stdio: Stdio) -> Result<
                 drop(st_r);
                 let mut status = std::fs::File::from(st_w);
                 let code = match joiner(
+                    caller,
                     &namespaces,
                     cgroup.as_ref(),
                     plan,
@@ -227,6 +238,7 @@ fn join_cgroup_self(cg: &crate::cgroup::Cgroup) -> Result<(), SandboxError> {
 /// Runs in the joiner. `Mode::Wait`: returns the command's exit code. `Mode::Detach`: reports
 /// "pid N" on `status` once the command is forked and returns 0 once it has exec'd.
 fn joiner(
+    caller: Pid,
     namespaces: &[(CloneFlags, OwnedFd, String)],
     cgroup: Option<&crate::cgroup::Cgroup>,
     plan: &ExecPlan,
@@ -234,14 +246,39 @@ fn joiner(
     mode: Mode,
     status: Option<&mut std::fs::File>,
 ) -> Result<i32, (i32, SandboxError)> {
+    use nix::sys::signal::{sigprocmask, SigSet, SigmaskHow, Signal};
     let cannot = |e: SandboxError| (EXIT_CANNOT_RUN, e);
     // Nothing of this process may be reached through /proc/<pid>/exe or ptrace by the
     // sandbox (CVE-2019-5736): non-dumpable until the command is exec'd.
     nix::sys::prctl::set_dumpable(false)
         .map_err(|e| cannot(sys_err("prctl", "PR_SET_DUMPABLE", e)))?;
-    // Both modes: a caller that dies while we set up must not leave us half-joined.
-    nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
+    // Wait: if whoever ran the exec goes away (a client disconnects, a timeout kills it), the
+    // command must not linger in the slice. The command's own parent-death signal does not
+    // survive its switch to the slice's credentials (the kernel clears it on a change of
+    // euid), so the joiner does it: its parent's death is a SIGTERM, received with sigwait
+    // below, and answered by killing the command's session. SIGTERM and SIGCHLD stay blocked
+    // (pending until sigwait); the command starts with an empty mask (ExecPlan).
+    // Detach: the joiner only sets up; a caller that dies meanwhile must not leave it
+    // half-joined, so it is simply killed.
+    let mut waited = SigSet::empty();
+    waited.add(Signal::SIGTERM);
+    waited.add(Signal::SIGCHLD);
+    let death_signal = match mode {
+        Mode::Wait => {
+            sigprocmask(SigmaskHow::SIG_BLOCK, Some(&waited), None)
+                .map_err(|e| cannot(sys_err("sigprocmask", "SIGTERM, SIGCHLD", e)))?;
+            Signal::SIGTERM
+        }
+        Mode::Detach => Signal::SIGKILL,
+    };
+    nix::sys::prctl::set_pdeathsig(death_signal)
         .map_err(|e| cannot(sys_err("prctl", "PR_SET_PDEATHSIG", e)))?;
+    if nix::unistd::getppid() != caller {
+        // The caller died before the death signal was armed.
+        return Err(cannot(SandboxError::Child(
+            "the exec's caller went away".into(),
+        )));
+    }
     if let Some(cg) = cgroup {
         join_cgroup_self(cg).map_err(cannot)?;
     }
@@ -287,14 +324,37 @@ fn joiner(
                 msg.strip_prefix('C')
                     .map(|rest| (EXIT_CANNOT_RUN, SandboxError::Child(rest.to_string())))
             };
-            if mode == Mode::Detach && failed.is_none() {
-                // Exec'd: leave the command to the caller's subreaper.
-                return Ok(0);
+            if mode == Mode::Detach {
+                if failed.is_none() {
+                    // Exec'd: leave the command to the caller's subreaper.
+                    return Ok(0);
+                }
+                wait(child);
+            } else {
+                let status = loop {
+                    match waitpid(child, Some(nix::sys::wait::WaitPidFlag::WNOHANG)) {
+                        Ok(WaitStatus::StillAlive) | Err(nix::Error::EINTR) => {}
+                        other => break other,
+                    }
+                    // SIGCHLD: look again. SIGTERM: the caller is gone; end the command and
+                    // what it started in its session (setsid made its process group its PID).
+                    if let Ok(Signal::SIGTERM) = waited.wait() {
+                        let _ =
+                            nix::sys::signal::kill(Pid::from_raw(-child.as_raw()), Signal::SIGKILL);
+                        let _ = nix::sys::signal::kill(child, Signal::SIGKILL);
+                    }
+                };
+                if failed.is_none() {
+                    return Ok(match status {
+                        Ok(WaitStatus::Exited(_, code)) => code,
+                        Ok(WaitStatus::Signaled(_, sig, _)) => 128 + sig as i32,
+                        _ => EXIT_CANNOT_RUN,
+                    });
+                }
             }
-            let code = wait(child);
             match failed {
                 Some(f) => Err(f),
-                None => Ok(code),
+                None => Ok(EXIT_CANNOT_RUN),
             }
         }
     }

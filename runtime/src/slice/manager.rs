@@ -157,10 +157,20 @@ pub fn online_cpus() -> Option<Vec<(u32, u32)>> {
     parse_cpu_list(&fs::read_to_string(ONLINE_CPUS).ok()?)
 }
 
-fn check_cpus_online(s: &str, wanted: &[(u32, u32)], online: &[(u32, u32)]) -> Result<(), SliceError> {
+fn check_cpus_online(
+    s: &str,
+    wanted: &[(u32, u32)],
+    online: &[(u32, u32)],
+) -> Result<(), SliceError> {
     let list = online
         .iter()
-        .map(|(a, b)| if a == b { a.to_string() } else { format!("{a}-{b}") })
+        .map(|(a, b)| {
+            if a == b {
+                a.to_string()
+            } else {
+                format!("{a}-{b}")
+            }
+        })
         .collect::<Vec<_>>()
         .join(",");
     for &(a, b) in wanted {
@@ -458,6 +468,67 @@ impl Manager {
             return Ok(Vec::new());
         }
         Ok(self.node_net()?.enforce_budgets()?)
+    }
+
+    /// Converge the node's network state with the slices (the daemon runs this at start-up,
+    /// before serving, after [`Manager::recover`]): release the allocations of slices that no
+    /// longer exist or no longer use the bridge, detach stopped slices that are still
+    /// recorded as attached, and attach the running bridge-mode slices whose attachment is
+    /// missing (a crash between a start and its attach, or after a node reboot of the
+    /// bridge). Returns what it did, one line per action.
+    pub fn reconcile_network(&self) -> Result<Vec<String>, SliceError> {
+        let mut done = Vec::new();
+        let infos = self.list()?;
+        let bridged_running: Vec<&SliceInfo> = infos
+            .iter()
+            .filter(|i| {
+                i.status == Status::Running && i.spec.net.mode == crate::net::NetMode::Bridge
+            })
+            .collect();
+        if !self.paths.root.join("net").exists() && bridged_running.is_empty() {
+            return Ok(done);
+        }
+        let net = self.node_net()?;
+        for a in net.allocations()? {
+            let owner = infos
+                .iter()
+                .find(|i| i.spec.name == a.slice)
+                .filter(|i| i.spec.net.mode == crate::net::NetMode::Bridge);
+            match owner {
+                None => {
+                    net.release(&a.slice)?;
+                    done.push(format!(
+                        "released {} ({}) of a slice that is gone",
+                        a.address, a.slice
+                    ));
+                }
+                Some(i) if i.status != Status::Running && a.active => {
+                    // Under the slice's lock: a start in flight is not undone.
+                    let _guard = lock(&self.dir(&a.slice).join(".lock"))?;
+                    if self.running_state(&a.slice).is_none() {
+                        net.detach(&a.slice)?;
+                        done.push(format!("detached stopped slice {}", a.slice));
+                    }
+                }
+                Some(_) => {}
+            }
+        }
+        if bridged_running.is_empty() {
+            return Ok(done);
+        }
+        net.ensure()?;
+        for i in bridged_running {
+            let name = &i.spec.name;
+            if net.is_attached(name)? {
+                continue;
+            }
+            let _guard = lock(&self.dir(name).join(".lock"))?;
+            if let Some(st) = self.running_state(name) {
+                self.attach_network(&i.spec, st.init_pid)?;
+                done.push(format!("attached running slice {name}"));
+            }
+        }
+        Ok(done)
     }
 
     /// Give a just-started bridge-mode slice its veth, address, shaping and /etc files.
@@ -1203,7 +1274,10 @@ mod tests {
         let many: Vec<String> = (0..8).map(|_| "y".repeat(MAX_ARG_BYTES)).collect();
         let mut total = 0;
         check_c_strings("argv", &many, &mut total).unwrap();
-        assert_eq!(check_args_total("argv", total).unwrap_err().field(), Some("argv"));
+        assert_eq!(
+            check_args_total("argv", total).unwrap_err().field(),
+            Some("argv")
+        );
         assert_eq!(validate_init(&[]).unwrap_err().field(), Some("init"));
         assert!(validate_init(&["/sbin/init".into()]).is_ok());
     }
@@ -1230,7 +1304,10 @@ mod tests {
         assert!(ok("/bin/real") && ok("/bin/link") && ok("real") && ok("bin/real"));
         assert!(!ok("/bin/data"), "not executable");
         assert!(!ok("/bin/none") && !ok("none"));
-        assert!(!ok("/escape/evil"), "absolute symlink followed out of the root");
+        assert!(
+            !ok("/escape/evil"),
+            "absolute symlink followed out of the root"
+        );
         assert!(!ok("/bin/up"), "relative symlink followed out of the root");
         let e = check_init_exists("/bin/none", &[&root], "t").unwrap_err();
         assert_eq!(e.field(), Some("init[0]"));

@@ -76,6 +76,8 @@ pub struct Options {
     pub config: String,
     /// $NOTIFY_SOCKET for the daemon (systemd readiness).
     pub notify_socket: Option<PathBuf>,
+    /// Extra environment of the daemon (e.g. a private bridge: VSLICE_BRIDGE, ...).
+    pub env: Vec<(String, String)>,
 }
 
 pub struct TestDaemon {
@@ -88,6 +90,7 @@ pub struct TestDaemon {
     pub child: Option<Child>,
     pub starts: usize,
     pub notify_socket: Option<PathBuf>,
+    pub env: Vec<(String, String)>,
 }
 
 impl TestDaemon {
@@ -128,6 +131,7 @@ impl TestDaemon {
             child: None,
             starts: 0,
             notify_socket: opts.notify_socket.clone(),
+            env: opts.env.clone(),
         };
         d.spawn();
         d
@@ -146,6 +150,7 @@ impl TestDaemon {
             Some(p) => cmd.env("NOTIFY_SOCKET", p),
             None => cmd.env_remove("NOTIFY_SOCKET"),
         };
+        cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
         let child = cmd
             .arg("--config")
             .arg(&self.config_path)
