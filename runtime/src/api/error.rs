@@ -128,7 +128,9 @@ pub fn parse_value<T: DeserializeOwned>(value: Value) -> Result<T, ApiError> {
         let msg = e.into_inner().to_string();
         // The root is "." (a body that is not an object); an unknown member is part of the
         // path already (`limits.memroy_max`).
-        let field = (path != ".").then_some(path).or_else(|| unknown_field(&msg));
+        let field = (path != ".")
+            .then_some(path)
+            .or_else(|| unknown_field(&msg));
         let mut err = ApiError::bad_request(format!("request body: {msg}"));
         err.field = field;
         err

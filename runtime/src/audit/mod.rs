@@ -81,7 +81,6 @@ impl Outcome {
     }
 }
 
-
 /// Canonical JSON: keys sorted, no whitespace.
 pub fn canonical_json(v: &Value) -> String {
     let mut out = String::new();
@@ -164,7 +163,6 @@ pub fn segments(dir: &Path) -> Result<Vec<u32>, AuditError> {
     out.sort_unstable();
     Ok(out)
 }
-
 
 /// Read `<dir>/head`; `None` if there is none yet.
 pub fn read_head(dir: &Path) -> Result<Option<Head>, AuditError> {
@@ -442,7 +440,6 @@ fn last_line(path: &Path) -> Result<Option<String>, AuditError> {
         .find(|l| !l.trim().is_empty())
         .map(str::to_string))
 }
-
 
 const MAX_PROBLEMS: usize = 100;
 

@@ -493,7 +493,11 @@ impl Client {
         let tail = std::mem::take(&mut q.tail);
         let mut p = query_string(&q)?;
         if tail {
-            p.push_str(if p.is_empty() { "?tail=true" } else { "&tail=true" });
+            p.push_str(if p.is_empty() {
+                "?tail=true"
+            } else {
+                "&tail=true"
+            });
         }
         let (status, bytes) = self
             .raw(Method::GET, &format!("/v1/audit{p}"), None)

@@ -24,7 +24,6 @@ use std::path::{Component, Path, PathBuf};
 use std::process::Command;
 use std::time::UNIX_EPOCH;
 
-
 /// Longest image name (a DNS label).
 pub const MAX_NAME_LEN: usize = 63;
 /// The image the project builds itself from the host's busybox-static.

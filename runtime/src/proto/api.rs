@@ -141,6 +141,7 @@ pub struct CallerInfo {
 /// Query of `POST /v1/slices/{name}/stop` and `/restart`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
+#[serde(default)]
 pub struct StopQuery {
     /// Seconds between SIGTERM and SIGKILL, 0..=3600 (default: the daemon's stop_timeout).
     #[param(minimum = 0, maximum = 3600)]
@@ -150,15 +151,17 @@ pub struct StopQuery {
 /// Query of `POST /v1/slices/{name}/exec`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
+#[serde(default)]
 pub struct ExecQuery {
     /// `auto` (default: utf8 if the output is valid UTF-8) or `base64`.
-    #[param(pattern = "^(auto|base64)$")]
+    #[param(pattern = "^(auto|base64)$", example = "base64")]
     pub encoding: Option<String>,
 }
 
 /// Query of `GET /v1/slices/{name}/exec/tty` (the WebSocket).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
+#[serde(default)]
 pub struct TtyQuery {
     /// Command and arguments, one `cmd=` per word, in order (default `/bin/sh -l`).
     #[param(style = Form, explode)]
@@ -177,6 +180,7 @@ pub struct TtyQuery {
 /// Query of `GET /v1/events`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
+#[serde(default)]
 pub struct EventsQuery {
     /// Only this slice.
     pub slice: Option<String>,
@@ -193,6 +197,7 @@ pub struct EventsQuery {
 /// Query of `GET /v1/images`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
+#[serde(default)]
 pub struct ImagesQuery {
     /// Compute each image's disk usage (walks the tree).
     pub size: Option<bool>,

@@ -37,11 +37,17 @@ pub enum EventKind {
         signal: Option<i32>,
     },
     /// The kernel OOM-killed a process of the slice; `oom_kills` is the slice's total.
-    Oom { oom_kills: u64 },
-    LimitsChanged { limits: Limits },
+    Oom {
+        oom_kills: u64,
+    },
+    LimitsChanged {
+        limits: Limits,
+    },
     Destroyed,
     /// This follower fell behind and `missed` events were dropped for it.
-    Lagged { missed: u64 },
+    Lagged {
+        missed: u64,
+    },
 }
 
 impl EventKind {
