@@ -258,8 +258,8 @@ pub fn document() -> Value {
 /// A standalone JSON Schema (draft 2020-12, which OpenAPI 3.1 schemas are) for `schema`
 /// (usually a `$ref` into the document), carrying the document's components so references
 /// resolve. With `strict`, objects refuse members the document does not declare
-/// (`unevaluatedProperties: false` on the root and on every component that is not flattened
-/// into another), so a reply with a field the document lacks fails validation.
+/// (`unevaluatedProperties: false` on a root `$ref` and on every component that is not
+/// flattened into another), so a reply with a field the document lacks fails validation.
 pub fn standalone_schema(doc: &Value, schema: &Value, strict: bool) -> Value {
     let mut components = doc["components"].clone();
     if strict {
@@ -284,7 +284,9 @@ pub fn standalone_schema(doc: &Value, schema: &Value, strict: bool) -> Value {
         for (k, v) in s {
             r.insert(k.clone(), v.clone());
         }
-        if strict {
+        // A reference to a component is strict like the component; a free-form inline
+        // schema (`{"type": "object"}`) stays free-form.
+        if strict && s.contains_key("$ref") {
             r.insert("unevaluatedProperties".into(), json!(false));
         }
     }
