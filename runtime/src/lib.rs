@@ -24,6 +24,7 @@ pub mod daemon;
 pub mod image;
 pub mod net;
 pub mod oci;
+pub mod proto;
 pub mod sandbox;
 pub mod slice;
 pub mod util;

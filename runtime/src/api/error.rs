@@ -120,48 +120,26 @@ pub fn parse_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     parse_value(value)
 }
 
-/// Convert a JSON value into `T`, naming the offending field on errors.
+/// Convert a JSON value into `T`, naming the offending field on errors: the path
+/// (`limits.memory_max`, `net.ports[0].host_port`) comes from `serde_path_to_error`.
 pub fn parse_value<T: DeserializeOwned>(value: Value) -> Result<T, ApiError> {
-    match serde_json::from_value::<T>(value.clone()) {
-        Ok(v) => Ok(v),
-        Err(e) => {
-            let msg = e.to_string();
-            let field = locate::<T>(&value).or_else(|| unknown_field(&msg));
-            let mut err = ApiError::bad_request(format!("request body: {msg}"));
-            err.field = field;
-            Err(err)
-        }
-    }
+    serde_path_to_error::deserialize::<_, T>(value).map_err(|e| {
+        let path = e.path().to_string();
+        let msg = e.into_inner().to_string();
+        // The root is "." (a body that is not an object); an unknown member is part of the
+        // path already (`limits.memroy_max`).
+        let field = (path != ".")
+            .then_some(path)
+            .or_else(|| unknown_field(&msg));
+        let mut err = ApiError::bad_request(format!("request body: {msg}"));
+        err.field = field;
+        err
+    })
 }
 
 fn unknown_field(msg: &str) -> Option<String> {
     let rest = msg.strip_prefix("unknown field `")?;
     Some(rest[..rest.find('`')?].to_string())
-}
-
-/// Find which member makes deserialization fail by trying members one at a time (types whose
-/// fields all have defaults), one level deep (`limits.memory_max`).
-fn locate<T: DeserializeOwned>(value: &Value) -> Option<String> {
-    let obj = value.as_object()?;
-    for (k, v) in obj {
-        let single = Value::Object([(k.clone(), v.clone())].into_iter().collect());
-        if serde_json::from_value::<T>(single).is_ok() {
-            continue;
-        }
-        if let Some(inner) = v.as_object() {
-            for (ik, iv) in inner {
-                let probe = serde_json::json!({ k.clone(): { ik.clone(): iv.clone() } });
-                if let Err(e) = serde_json::from_value::<T>(probe) {
-                    if let Some(u) = unknown_field(&e.to_string()) {
-                        return Some(format!("{k}.{u}"));
-                    }
-                    return Some(format!("{k}.{ik}"));
-                }
-            }
-        }
-        return Some(k.clone());
-    }
-    None
 }
 
 #[cfg(test)]
@@ -228,6 +206,12 @@ mod tests {
         assert_eq!(e.field.as_deref(), Some("limits.memroy_max"), "{e:?}");
         let e = parse_body::<CreateRequest>(br#"{"name":7}"#).unwrap_err();
         assert_eq!(e.field.as_deref(), Some("name"));
+        let e = parse_body::<CreateRequest>(br#"{"name":"a","net":{"ports":[{"host_port":"x"}]}}"#)
+            .unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("net.ports[0].host_port"), "{e:?}");
+        let e = parse_body::<CreateRequest>(br#"{"name":"a","net":{"allow":{"sloces":[]}}}"#)
+            .unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("net.allow.sloces"), "{e:?}");
         let e = parse_body::<CreateRequest>(b"{nope").unwrap_err();
         assert_eq!((e.status.as_u16(), e.field), (400, None));
         let p: LimitsPatch = parse_body(b"").unwrap();

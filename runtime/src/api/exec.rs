@@ -19,7 +19,7 @@ use super::error::{parse_body, ApiError};
 use super::slices::{audit, authorize_slice, body_args, finish, Query};
 use super::types::{b64, ExecInput, ExecOutput, Resize, TtyExit};
 use super::AppState;
-use crate::audit::Outcome;
+use crate::audit::{exec_args, Outcome};
 use crate::daemon::Caller;
 use crate::slice::ExecRequest;
 use axum::body::Bytes;
@@ -88,14 +88,6 @@ fn tty_field(mut e: ApiError) -> ApiError {
 }
 
 /// What the audit log keeps of an exec: the command, not the environment's values.
-fn exec_args(argv: &[String], env: &[String], cwd: Option<&str>, tty: bool) -> Value {
-    let env_names: Vec<&str> = env
-        .iter()
-        .map(|e| e.split('=').next().unwrap_or(""))
-        .collect();
-    json!({ "argv": argv, "env": env_names, "cwd": cwd, "tty": tty })
-}
-
 async fn read_capped<R: AsyncRead + Unpin>(mut r: R, cap: usize) -> (Vec<u8>, bool) {
     let mut out = Vec::new();
     let mut truncated = false;

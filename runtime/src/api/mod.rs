@@ -14,7 +14,7 @@ mod exec;
 pub mod metrics;
 pub mod openapi;
 pub mod server;
-mod slices;
+pub(crate) mod slices;
 mod streams;
 pub mod types;
 

@@ -1,268 +1,395 @@
-//! The OpenAPI 3 description of the API, served at `GET /v1/openapi.json`. Hand-written;
-//! a unit test and an integration test check it against [`super::ROUTES`] both ways, and
-//! that each operation's `x-vslice-access` matches the route table.
+//! The OpenAPI 3.1 description of the API, served at `GET /v1/openapi.json`, generated with
+//! `utoipa` from the wire types in [`crate::proto`] (their `ToSchema` derives follow their
+//! serde attributes: renames, tags, flattening, defaults, `deny_unknown_fields`), so the
+//! schemas cannot drift from what the daemon and the client (de)serialize.
+//!
+//! The operations are declared below, one `#[utoipa::path]` per route of [`super::ROUTES`]
+//! (the handlers live in files that other code owns; a declaration here keeps the whole
+//! contract in one place). What cannot drift is checked: a unit test and the daemon tests
+//! compare the document's operations with the route table both ways, `x-vslice-access` and
+//! the 403/500 replies are filled in from the route table itself, and
+//! `tests/api_contract.rs` calls every operation on a real daemon and validates each reply
+//! against the schema the document gives for its status.
+use crate::proto::{
+    AuditCaller, AuditEntry, AuditQuery, AuditRecord, ByteBudget, CallerInfo, ControlRecord,
+    CreateRequest, DaemonRecord, ErrorBody, Event, EventKind, EventsQuery, ExecInput, ExecOutput,
+    ExecQuery, ExitInfo, Head, HostPort, Image, ImagesQuery, Info, Limits, LimitsPatch, NetAllow,
+    NetCounters, NetInfo, NetMode, NetSpec, Outcome, OutputEncoding, PortForward, Problem, Proto,
+    Resize, SliceInfo, SliceSpec, Stats, Status, StopQuery, TtyExit, TtyQuery, Usage, VerifyReport,
+};
 use serde_json::{json, Value};
+use utoipa::OpenApi;
 
-fn err(description: &str) -> Value {
+/// The slice name in a path.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)]
+struct SliceName {
+    /// Slice name (DNS label).
+    #[param(pattern = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")]
+    name: String,
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "vslice daemon API",
+        description = "HTTP/1.1 and JSON on the daemon's Unix sockets (`curl --unix-socket /run/vslice/vslice.sock http://localhost/v1/slices`). The caller is identified by SO_PEERCRED. `x-vslice-access`: `public` (anyone), `owner` (operators and the slice's owners; collections are filtered), `operator` (root and members of the admin group). Errors are `{code, message, field}`; `field` names the offending request field or query parameter. Mutations and execs are written to the audit log (fsynced) before the reply.",
+    ),
+    servers((url = "http://localhost", description = "Unix socket /run/vslice/vslice.sock (operators) or /run/vslice/user.sock (owners)")),
+    paths(
+        info, openapi_json, list_slices, create_slice, inspect_slice, destroy_slice,
+        update_limits, start_slice, stop_slice, restart_slice, exec, exec_tty, stats, events,
+        images, audit, audit_verify, metrics,
+    ),
+    components(schemas(
+        AuditCaller, AuditEntry, AuditRecord, ByteBudget, CallerInfo, ControlRecord,
+        CreateRequest, DaemonRecord, ErrorBody, Event, EventKind, ExecInput, ExecOutput,
+        ExitInfo, Head, HostPort, Image, Info, Limits, LimitsPatch, NetAllow, NetCounters,
+        NetInfo, NetMode, NetSpec, Outcome, OutputEncoding, PortForward, Problem, Proto, Resize,
+        SliceInfo, SliceSpec, Stats, Status, TtyExit, Usage, VerifyReport,
+    ))
+)]
+struct ApiDoc;
+
+// One declaration per route. The functions are never called: they carry the attributes.
+
+#[utoipa::path(get, path = "/v1/info", summary = "Daemon information",
+    description = "Version, state root, cgroup layout, and who the caller is (uid, user, operator or not).",
+    responses((status = 200, description = "Daemon version and the caller's identity.", body = Info)))]
+#[allow(dead_code)]
+fn info() {}
+
+#[utoipa::path(get, path = "/v1/openapi.json", summary = "This document",
+    description = "The OpenAPI 3.1 description of the API.",
+    responses((status = 200, description = "OpenAPI document.", body = Object)))]
+#[allow(dead_code)]
+fn openapi_json() {}
+
+#[utoipa::path(get, path = "/v1/slices", summary = "List slices",
+    description = "All slices for operators; the caller's own slices for everyone else.",
+    responses((status = 200, description = "Slices, sorted by name.", body = Vec<SliceInfo>)))]
+#[allow(dead_code)]
+fn list_slices() {}
+
+#[utoipa::path(post, path = "/v1/slices", summary = "Create a slice",
+    description = "Validates the name (DNS label), image, policy, owners (host users), limits (against the policy's maxima) and network spec, allocates a uid range and persists the spec; starts the slice if `start` is true. A create that fails half-way leaves nothing behind.",
+    request_body = CreateRequest,
+    responses(
+        (status = 201, description = "Created.", body = SliceInfo),
+        (status = 400, description = "Invalid request; `field` names the offending field.", body = ErrorBody),
+        (status = 409, description = "A slice with this name exists (`already_exists`).", body = ErrorBody),
+    ))]
+#[allow(dead_code)]
+fn create_slice() {}
+
+#[utoipa::path(get, path = "/v1/slices/{name}", summary = "Inspect a slice", params(SliceName),
+    description = "Spec, status, init pid, uid range (spec.uid_base, 65536 ids), limits, last exit, usage and (bridge mode) network counters.",
+    responses(
+        (status = 200, description = "The slice.", body = SliceInfo),
+        (status = 404, description = "No such slice (`not_found`; non-operators get 403 instead).", body = ErrorBody),
+    ))]
+#[allow(dead_code)]
+fn inspect_slice() {}
+
+#[utoipa::path(delete, path = "/v1/slices/{name}", summary = "Destroy a slice", params(SliceName),
+    description = "Kills it if running, then removes its cgroups, network, upper directory and state.",
+    responses(
+        (status = 204, description = "Destroyed."),
+        (status = 404, description = "No such slice (`not_found`).", body = ErrorBody),
+    ))]
+#[allow(dead_code)]
+fn destroy_slice() {}
+
+#[utoipa::path(patch, path = "/v1/slices/{name}/limits", summary = "Update limits", params(SliceName),
+    description = "Changes the given limits (and, in bridge mode, the traffic rates); applied to the running cgroup and shaper at once and persisted. Emits `limits-changed`.",
+    request_body = LimitsPatch,
+    responses(
+        (status = 200, description = "The slice with its new limits.", body = SliceInfo),
+        (status = 400, description = "A limit is invalid or above the policy maximum; `field` names it.", body = ErrorBody),
+        (status = 404, description = "No such slice (`not_found`).", body = ErrorBody),
+    ))]
+#[allow(dead_code)]
+fn update_limits() {}
+
+#[utoipa::path(post, path = "/v1/slices/{name}/start", summary = "Start a slice", params(SliceName),
+    description = "Spawns the slice's shim and init.",
+    responses(
+        (status = 200, description = "The running slice.", body = SliceInfo),
+        (status = 404, description = "No such slice (`not_found`).", body = ErrorBody),
+        (status = 409, description = "Already running (`conflict`).", body = ErrorBody),
+    ))]
+#[allow(dead_code)]
+fn start_slice() {}
+
+#[utoipa::path(post, path = "/v1/slices/{name}/stop", summary = "Stop a slice", params(SliceName, StopQuery),
+    description = "SIGTERM to init, SIGKILL after the timeout. Stopping a stopped slice succeeds.",
+    responses(
+        (status = 200, description = "The stopped slice.", body = SliceInfo),
+        (status = 400, description = "Bad timeout (`field`: timeout).", body = ErrorBody),
+        (status = 404, description = "No such slice (`not_found`).", body = ErrorBody),
+    ))]
+#[allow(dead_code)]
+fn stop_slice() {}
+
+#[utoipa::path(post, path = "/v1/slices/{name}/restart", summary = "Restart a slice", params(SliceName, StopQuery),
+    description = "Stop (as above), then start.",
+    responses(
+        (status = 200, description = "The running slice.", body = SliceInfo),
+        (status = 400, description = "Bad timeout (`field`: timeout).", body = ErrorBody),
+        (status = 404, description = "No such slice (`not_found`).", body = ErrorBody),
+    ))]
+#[allow(dead_code)]
+fn restart_slice() {}
+
+#[utoipa::path(post, path = "/v1/slices/{name}/exec", summary = "Run a command", params(SliceName, ExecQuery),
+    description = "Runs argv inside the running slice (as the slice's root, under its policy) and returns its output and exit code. Audited before it starts (`exec`) and when it ends (`exec_end`).",
+    request_body = ExecInput,
+    responses(
+        (status = 200, description = "The command ran (whatever its exit code).", body = ExecOutput),
+        (status = 400, description = "Invalid request.", body = ErrorBody),
+        (status = 404, description = "No such slice (`not_found`).", body = ErrorBody),
+        (status = 409, description = "The slice is not running.", body = ErrorBody),
+    ))]
+#[allow(dead_code)]
+fn exec() {}
+
+#[utoipa::path(get, path = "/v1/slices/{name}/exec/tty", summary = "Interactive command on a terminal (WebSocket)", params(SliceName, TtyQuery),
+    description = "WebSocket upgrade. Runs the command (default `/bin/sh -l`: an interactive root shell, `vslice enter`) on a pseudo-terminal from the slice's devpts. Client→daemon binary frames are terminal input; a text frame `Resize` (`{\"cols\":C,\"rows\":R}`) resizes. Daemon→client binary frames are terminal output; the last text frame is `TtyExit` (`{\"exit_code\":N}`), followed by a close frame. Closing the socket hangs up the terminal.",
+    responses(
+        (status = 101, description = "Switching to the WebSocket protocol."),
+        (status = 400, description = "Not a WebSocket request, or invalid parameters.", body = ErrorBody),
+        (status = 404, description = "No such slice (`not_found`).", body = ErrorBody),
+        (status = 409, description = "The slice is not running.", body = ErrorBody),
+    ))]
+#[allow(dead_code)]
+fn exec_tty() {}
+
+#[utoipa::path(get, path = "/v1/slices/{name}/stats", summary = "Resource usage", params(SliceName),
+    description = "CPU time, memory (current and peak), tasks and OOM kills of a running slice, with its limits.",
+    responses(
+        (status = 200, description = "Usage.", body = Stats),
+        (status = 404, description = "No such slice (`not_found`).", body = ErrorBody),
+    ))]
+#[allow(dead_code)]
+fn stats() {}
+
+#[utoipa::path(get, path = "/v1/events", summary = "Event stream", params(EventsQuery),
+    description = "Newline-delimited JSON events: created, started, exited (with reason), oom, limits-changed, destroyed. Followed by default (the response stays open; an empty line is sent every 15 s while idle — skip empty lines). Non-operators see only their slices' events. A follower that falls behind gets a `lagged` event with the number of events it missed.",
+    responses(
+        (status = 200, description = "Events, one JSON object per line.", body = Event, content_type = "application/x-ndjson"),
+        (status = 400, description = "Bad parameter; `field` names it.", body = ErrorBody),
+    ))]
+#[allow(dead_code)]
+fn events() {}
+
+#[utoipa::path(get, path = "/v1/images", summary = "List images", params(ImagesQuery),
+    description = "Valid base images under <root>/images.",
+    responses(
+        (status = 200, description = "Images, sorted by name.", body = Vec<Image>),
+        (status = 400, description = "Bad parameter; `field` names it.", body = ErrorBody),
+    ))]
+#[allow(dead_code)]
+fn images() {}
+
+#[utoipa::path(get, path = "/v1/audit", summary = "Read the audit log", params(AuditQuery),
+    description = "Stored records, one per line, exactly as written (canonical JSON), oldest first.",
+    responses(
+        (status = 200, description = "Records, one JSON object per line.", body = AuditRecord, content_type = "application/x-ndjson"),
+        (status = 400, description = "Bad filter; `field` names the parameter.", body = ErrorBody),
+    ))]
+#[allow(dead_code)]
+fn audit() {}
+
+#[utoipa::path(get, path = "/v1/audit/verify", summary = "Verify the audit log",
+    description = "Checks every record's hash, the seq sequence and the chain across segments, and that the log ends at the last record written (detects edited, deleted and truncated records).",
+    responses((status = 200, description = "The report (`ok` false if anything is wrong).", body = VerifyReport)))]
+#[allow(dead_code)]
+fn audit_verify() {}
+
+#[utoipa::path(get, path = "/metrics", summary = "Prometheus metrics",
+    description = "Text exposition format: per-slice CPU seconds, memory, tasks, OOM kills; daemon request counts and latency histograms per route.",
+    responses((status = 200, description = "Metrics.", body = String, content_type = "text/plain")))]
+#[allow(dead_code)]
+fn metrics() {}
+
+fn error_reply(description: &str) -> Value {
     json!({ "description": description, "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } } })
-}
-
-fn ok_json(description: &str, schema: Value) -> Value {
-    json!({ "description": description, "content": { "application/json": { "schema": schema } } })
-}
-
-fn schema_ref(name: &str) -> Value {
-    json!({ "$ref": format!("#/components/schemas/{name}") })
-}
-
-fn name_param() -> Value {
-    json!({ "name": "name", "in": "path", "required": true, "description": "Slice name (DNS label).", "schema": { "type": "string", "pattern": "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$" } })
-}
-
-fn query(name: &str, description: &str, schema: Value) -> Value {
-    json!({ "name": name, "in": "query", "required": false, "description": description, "schema": schema })
-}
-
-fn op(
-    access: &str,
-    summary: &str,
-    description: &str,
-    parameters: Vec<Value>,
-    body: Option<Value>,
-    mut responses: Value,
-) -> Value {
-    let r = responses.as_object_mut().expect("responses object");
-    if access != "public" {
-        r.entry("403")
-            .or_insert_with(|| err("The caller may not do this."));
-    }
-    r.entry("500")
-        .or_insert_with(|| err("Internal error (`internal`, `start_failed`, `audit_failed`)."));
-    let mut o = json!({
-        "summary": summary,
-        "description": description,
-        "x-vslice-access": access,
-        "parameters": parameters,
-        "responses": responses,
-    });
-    if let Some(b) = body {
-        o["requestBody"] =
-            json!({ "required": false, "content": { "application/json": { "schema": b } } });
-    }
-    o
 }
 
 /// The document.
 pub fn document() -> Value {
-    let info_ok = ok_json(
-        "Daemon version and the caller's identity.",
-        schema_ref("Info"),
-    );
-    let slice_ok = ok_json("The slice.", schema_ref("SliceInfo"));
-    let not_found = err("No such slice (`not_found`; non-operators get 403 instead).");
-    let timeout = query(
-        "timeout",
-        "Seconds between SIGTERM and SIGKILL (default: the daemon's stop_timeout).",
-        json!({ "type": "number", "minimum": 0, "maximum": 3600 }),
-    );
-    json!({
-        "openapi": "3.0.3",
-        "info": {
-            "title": "vslice daemon API",
-            "version": crate::daemon::VERSION,
-            "description": "HTTP/1.1 and JSON on the daemon's Unix sockets (`curl --unix-socket /run/vslice/vslice.sock http://localhost/v1/slices`). The caller is identified by SO_PEERCRED. `x-vslice-access`: `public` (anyone), `owner` (operators and the slice's owners; collections are filtered), `operator` (root and members of the admin group). Errors are `{code, message, field}`. Mutations and execs are written to the audit log (fsynced) before the reply."
-        },
-        "servers": [ { "url": "http://localhost", "description": "Unix socket /run/vslice/vslice.sock (operators) or /run/vslice/user.sock (owners)" } ],
-        "paths": {
-            "/v1/info": { "get": op("public", "Daemon information", "Version, state root, cgroup layout, and who the caller is (uid, user, operator or not).", vec![], None, json!({ "200": info_ok })) },
-            "/v1/openapi.json": { "get": op("public", "This document", "The OpenAPI 3 description of the API.", vec![], None, json!({ "200": { "description": "OpenAPI document.", "content": { "application/json": { "schema": { "type": "object" } } } } })) },
-            "/v1/slices": {
-                "get": op("owner", "List slices", "All slices for operators; the caller's own slices for everyone else.", vec![], None,
-                    json!({ "200": ok_json("Slices, sorted by name.", json!({ "type": "array", "items": schema_ref("SliceInfo") })) })),
-                "post": op("operator", "Create a slice", "Validates the name (DNS label), image, policy, owners (host users) and limits (against the policy's maxima), allocates a uid range and persists the spec; starts the slice if `start` is true. A create that fails half-way leaves nothing behind.", vec![], Some(schema_ref("CreateRequest")),
-                    json!({ "201": ok_json("Created.", schema_ref("SliceInfo")), "400": err("Invalid request; `field` names the offending field."), "409": err("A slice with this name exists (`already_exists`).") })),
-            },
-            "/v1/slices/{name}": {
-                "get": op("owner", "Inspect a slice", "Spec, status, init pid, uid range (spec.uid_base, 65536 ids), limits, last exit and usage.", vec![name_param()], None, json!({ "200": slice_ok.clone(), "404": not_found.clone() })),
-                "delete": op("operator", "Destroy a slice", "Kills it if running, then removes its cgroups, upper directory and state.", vec![name_param()], None, json!({ "204": { "description": "Destroyed." }, "404": not_found.clone() })),
-            },
-            "/v1/slices/{name}/limits": {
-                "patch": op("operator", "Update limits", "Changes the given limits; applied to the running cgroup at once and persisted. Emits `limits-changed`.", vec![name_param()], Some(schema_ref("LimitsPatch")),
-                    json!({ "200": slice_ok.clone(), "400": err("A limit is invalid or above the policy maximum; `field` names it."), "404": not_found.clone() })),
-            },
-            "/v1/slices/{name}/start": {
-                "post": op("operator", "Start a slice", "Spawns the slice's shim and init.", vec![name_param()], None, json!({ "200": slice_ok.clone(), "404": not_found.clone(), "409": err("Already running (`conflict`).") })),
-            },
-            "/v1/slices/{name}/stop": {
-                "post": op("operator", "Stop a slice", "SIGTERM to init, SIGKILL after the timeout. Stopping a stopped slice succeeds.", vec![name_param(), timeout.clone()], None, json!({ "200": slice_ok.clone(), "404": not_found.clone(), "400": err("Bad timeout.") })),
-            },
-            "/v1/slices/{name}/restart": {
-                "post": op("operator", "Restart a slice", "Stop (as above), then start.", vec![name_param(), timeout], None, json!({ "200": slice_ok.clone(), "404": not_found.clone(), "400": err("Bad timeout.") })),
-            },
-            "/v1/slices/{name}/exec": {
-                "post": op("owner", "Run a command", "Runs argv inside the running slice (as the slice's root, under its policy) and returns its output and exit code. Audited before it starts (`exec`) and when it ends (`exec_end`).",
-                    vec![name_param(), query("encoding", "`auto` (default: utf8 if the output is valid UTF-8) or `base64`.", json!({ "type": "string", "enum": ["auto", "base64"] }))],
-                    Some(schema_ref("ExecInput")),
-                    json!({ "200": ok_json("The command ran (whatever its exit code).", schema_ref("ExecOutput")), "400": err("Invalid request."), "404": not_found.clone(), "409": err("The slice is not running.") })),
-            },
-            "/v1/slices/{name}/exec/tty": {
-                "get": op("owner", "Interactive command on a terminal (WebSocket)",
-                    "WebSocket upgrade. Runs the command (default `/bin/sh -l`: an interactive root shell, `vslice enter`) on a pseudo-terminal from the slice's devpts. Client→daemon binary frames are terminal input; a text frame `{\"cols\":C,\"rows\":R}` resizes. Daemon→client binary frames are terminal output; the last text frame is `{\"exit_code\":N}`, followed by a close frame. Closing the socket hangs up the terminal.",
-                    vec![name_param(),
-                         query("cmd", "Command and arguments, one `cmd=` per word, in order.", json!({ "type": "array", "items": { "type": "string" } })),
-                         query("env", "`NAME=value`, repeatable.", json!({ "type": "array", "items": { "type": "string" } })),
-                         query("cwd", "Working directory inside the slice.", json!({ "type": "string" })),
-                         query("cols", "Initial terminal width (default 80).", json!({ "type": "integer" })),
-                         query("rows", "Initial terminal height (default 24).", json!({ "type": "integer" }))],
-                    None,
-                    json!({ "101": { "description": "Switching to the WebSocket protocol." }, "400": err("Not a WebSocket request, or invalid parameters."), "404": not_found.clone(), "409": err("The slice is not running.") })),
-            },
-            "/v1/slices/{name}/stats": {
-                "get": op("owner", "Resource usage", "CPU time, memory (current and peak), tasks and OOM kills of a running slice, with its limits.", vec![name_param()], None, json!({ "200": ok_json("Usage.", schema_ref("Stats")), "404": not_found })),
-            },
-            "/v1/events": {
-                "get": op("owner", "Event stream",
-                    "Newline-delimited JSON events: created, started, exited (with reason), oom, limits-changed, destroyed. Followed by default (the response stays open; an empty line is sent every 15 s while idle — skip empty lines). Non-operators see only their slices' events. A follower that falls behind gets a `lagged` event with the number of events it missed.",
-                    vec![query("slice", "Only this slice.", json!({ "type": "string" })),
-                         query("since", "First send buffered events with a larger seq (0: all buffered).", json!({ "type": "integer" })),
-                         query("follow", "Keep the stream open (default true); false: buffered events only.", json!({ "type": "boolean" })),
-                         query("type", "Comma-separated event types.", json!({ "type": "string" }))],
-                    None,
-                    json!({ "200": { "description": "Events, one JSON object per line.", "content": { "application/x-ndjson": { "schema": schema_ref("Event") } } } })),
-            },
-            "/v1/images": {
-                "get": op("operator", "List images", "Valid base images under <root>/images.", vec![query("size", "Compute each image's disk usage (walks the tree).", json!({ "type": "boolean" }))], None,
-                    json!({ "200": ok_json("Images, sorted by name.", json!({ "type": "array", "items": schema_ref("Image") })) })),
-            },
-            "/v1/audit": {
-                "get": op("operator", "Read the audit log", "Stored records, one per line, exactly as written (canonical JSON), oldest first.",
-                    vec![query("slice", "Only this slice.", json!({ "type": "string" })),
-                         query("action", "Only this action (create, start, stop, restart, update_limits, destroy, exec, exec_end) or daemon event.", json!({ "type": "string" })),
-                         query("kind", "Only this record kind (control, daemon).", json!({ "type": "string" })),
-                         query("since", "From this time (RFC 3339, YYYY-MM-DD or epoch seconds).", json!({ "type": "string" })),
-                         query("until", "Up to this time.", json!({ "type": "string" })),
-                         query("after_seq", "Only records with a larger seq.", json!({ "type": "integer" })),
-                         query("limit", "At most this many records.", json!({ "type": "integer" })),
-                         query("tail", "With limit: the last records instead of the first.", json!({ "type": "boolean" }))],
-                    None,
-                    json!({ "200": { "description": "Records.", "content": { "application/x-ndjson": { "schema": schema_ref("AuditRecord") } } }, "400": err("Bad filter; `field` names the parameter.") })),
-            },
-            "/v1/audit/verify": {
-                "get": op("operator", "Verify the audit log", "Checks every record's hash, the seq sequence and the chain across segments, and that the log ends at the last record written (detects edited, deleted and truncated records).", vec![], None,
-                    json!({ "200": ok_json("The report (`ok` false if anything is wrong).", schema_ref("VerifyReport")) })),
-            },
-            "/metrics": {
-                "get": op("operator", "Prometheus metrics", "Text exposition format: per-slice CPU seconds, memory, tasks, OOM kills; daemon request counts and latency histograms per route.", vec![], None,
-                    json!({ "200": { "description": "Metrics.", "content": { "text/plain": { "schema": { "type": "string" } } } } })),
-            },
-        },
-        "components": { "schemas": schemas() }
-    })
+    let mut doc = match serde_json::to_value(ApiDoc::openapi()) {
+        Ok(v) => v,
+        // utoipa's types serialize to JSON by construction; a failure is a bug in them.
+        Err(e) => return json!({ "error": format!("cannot serialize the OpenAPI document: {e}") }),
+    };
+    doc["info"]["version"] = json!(crate::daemon::VERSION);
+    doc["info"]["license"] = Value::Null;
+    if let Some(info) = doc["info"].as_object_mut() {
+        info.retain(|_, v| !v.is_null());
+    }
+    // Access levels and the replies every route shares come from the route table.
+    for r in super::ROUTES {
+        let op = &mut doc["paths"][r.path][r.method.to_lowercase()];
+        let Some(op) = op.as_object_mut() else {
+            continue; // undocumented: the tests report it
+        };
+        op.insert("x-vslice-access".into(), json!(r.access.as_str()));
+        op.insert("x-vslice-audited".into(), json!(r.audited));
+        let responses = op
+            .entry("responses")
+            .or_insert_with(|| json!({}))
+            .as_object_mut();
+        if let Some(responses) = responses {
+            if r.access != super::Access::Public {
+                responses
+                    .entry("403")
+                    .or_insert_with(|| error_reply("The caller may not do this (`forbidden`)."));
+            }
+            responses.entry("500").or_insert_with(|| {
+                error_reply("Internal error (`internal`, `start_failed`, `audit_failed`).")
+            });
+        }
+    }
+    doc
 }
 
-fn schemas() -> Value {
-    let opt_u64 = json!({ "type": "integer", "minimum": 0, "nullable": true });
-    let limits_props = json!({
-        "cpu_weight": { "type": "integer", "minimum": 1, "maximum": 10000, "nullable": true, "description": "Relative CPU share under contention (default 100)." },
-        "cpu_max": { "type": "number", "nullable": true, "description": "Hard cap in CPUs (0.5 = half a core)." },
-        "cpuset": { "type": "string", "nullable": true, "description": "CPUs the slice may run on (\"0-1,3\")." },
-        "memory_max": { "type": "integer", "nullable": true, "description": "Memory limit in bytes." },
-        "swap_max": { "type": "integer", "nullable": true, "description": "Swap limit in bytes (needs memory_max)." },
-        "pids_max": { "type": "integer", "nullable": true, "description": "Maximum number of tasks." },
+/// A standalone JSON Schema (draft 2020-12, which OpenAPI 3.1 schemas are) for `schema`
+/// (usually a `$ref` into the document), carrying the document's components so references
+/// resolve. With `strict`, objects refuse members the document does not declare
+/// (`unevaluatedProperties: false` on a root `$ref` and on every component that is not
+/// flattened into another), so a reply with a field the document lacks fails validation.
+pub fn standalone_schema(doc: &Value, schema: &Value, strict: bool) -> Value {
+    let mut components = doc["components"].clone();
+    if strict {
+        let mut flattened = std::collections::HashSet::new();
+        allof_refs(&doc["components"], &mut flattened);
+        if let Some(schemas) = components["schemas"].as_object_mut() {
+            for (name, s) in schemas.iter_mut() {
+                // A component used as an `allOf` part (serde `flatten`) sees only its own
+                // members; the strictness of the whole is checked where it is flattened into.
+                let flattened = flattened.contains(name.as_str());
+                if !flattened && s.is_object() {
+                    s["unevaluatedProperties"] = json!(false);
+                }
+            }
+        }
+    }
+    let mut root = json!({
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "components": components,
     });
-    json!({
-        "Error": { "type": "object", "required": ["code", "message", "field"], "properties": {
-            "code": { "type": "string", "enum": ["not_found", "already_exists", "invalid", "conflict", "forbidden", "start_failed", "exec_failed", "internal", "no_route", "method_not_allowed", "audit_failed"] },
-            "message": { "type": "string" },
-            "field": { "type": "string", "nullable": true, "description": "JSON path of the offending request field, e.g. limits.memory_max." } } },
-        "Limits": { "type": "object", "additionalProperties": false, "properties": limits_props.clone() },
-        "LimitsPatch": { "type": "object", "additionalProperties": false, "description": "Only the given fields change.", "properties": limits_props },
-        "NetSpec": { "type": "object", "properties": { "mode": { "type": "string", "enum": ["none", "bridge"] } } },
-        "CreateRequest": { "type": "object", "additionalProperties": false, "required": ["name"], "properties": {
-            "name": { "type": "string", "description": "DNS label: 1-63 of a-z, 0-9, '-', not starting or ending with '-'." },
-            "image": { "type": "string", "nullable": true, "description": "Base image (default busybox)." },
-            "policy": { "type": "string", "nullable": true, "description": "Policy (default \"default\")." },
-            "limits": schema_ref("Limits"),
-            "owners": { "type": "array", "items": { "type": "string" }, "description": "Host users who may inspect, exec into and enter the slice." },
-            "autostart": { "type": "boolean", "description": "Start when the daemon (node) starts." },
-            "init": { "type": "array", "items": { "type": "string" }, "nullable": true, "description": "Init command (default /sbin/init)." },
-            "net": schema_ref("NetSpec"),
-            "start": { "type": "boolean", "description": "Start right after creating." } } },
-        "SliceSpec": { "type": "object", "properties": {
-            "name": { "type": "string" }, "image": { "type": "string" }, "policy": { "type": "string" },
-            "limits": schema_ref("Limits"), "owners": { "type": "array", "items": { "type": "string" } },
-            "autostart": { "type": "boolean" }, "init": { "type": "array", "items": { "type": "string" } },
-            "net": schema_ref("NetSpec"),
-            "uid_base": { "type": "integer", "description": "First host uid/gid of the slice's 65536 ids (slice uid 0)." },
-            "created_at": { "type": "integer", "description": "Unix seconds." } } },
-        "ExitInfo": { "type": "object", "properties": {
-            "code": { "type": "integer", "nullable": true }, "signal": { "type": "integer", "nullable": true },
-            "oom_killed": { "type": "boolean" },
-            "reason": { "type": "string", "enum": ["exited", "signaled", "oom-killed", "start-failed"] },
-            "at": { "type": "integer" } } },
-        "Usage": { "type": "object", "properties": {
-            "cpu_usage_ns": { "type": "integer" }, "memory_current": { "type": "integer" }, "memory_peak": { "type": "integer" },
-            "pids_current": { "type": "integer" }, "oom_kills": { "type": "integer" } } },
-        "SliceInfo": { "type": "object", "properties": {
-            "spec": schema_ref("SliceSpec"),
-            "status": { "type": "string", "enum": ["running", "stopped"] },
-            "init_pid": { "type": "integer", "nullable": true }, "shim_pid": { "type": "integer", "nullable": true },
-            "started_at": opt_u64.clone(),
-            "last_exit": { "allOf": [schema_ref("ExitInfo")], "nullable": true },
-            "usage": { "allOf": [schema_ref("Usage")], "nullable": true } } },
-        "ExecInput": { "type": "object", "additionalProperties": false, "required": ["argv"], "properties": {
-            "argv": { "type": "array", "items": { "type": "string" } },
-            "env": { "type": "array", "items": { "type": "string" }, "description": "NAME=value" },
-            "cwd": { "type": "string", "nullable": true },
-            "stdin": { "type": "string", "nullable": true, "description": "Standard input as text." },
-            "stdin_base64": { "type": "string", "nullable": true, "description": "Standard input, base64." },
-            "timeout_secs": { "type": "integer", "nullable": true, "description": "Kill after this many seconds (exit code 137)." } } },
-        "ExecOutput": { "type": "object", "properties": {
-            "exit_code": { "type": "integer", "description": "128+N if killed by signal N; 126: could not run; 127: not found." },
-            "stdout": { "type": "string" }, "stderr": { "type": "string" },
-            "encoding": { "type": "string", "enum": ["utf8", "base64"] },
-            "truncated": { "type": "boolean" }, "timed_out": { "type": "boolean" } } },
-        "Stats": { "type": "object", "properties": {
-            "slice": { "type": "string" }, "time": { "type": "string", "format": "date-time" },
-            "status": { "type": "string", "enum": ["running", "stopped"] },
-            "init_pid": { "type": "integer", "nullable": true }, "started_at": opt_u64,
-            "limits": schema_ref("Limits"), "usage": { "allOf": [schema_ref("Usage")], "nullable": true } } },
-        "Event": { "type": "object", "required": ["seq", "time", "slice", "type"], "properties": {
-            "seq": { "type": "integer" }, "time": { "type": "string", "format": "date-time" }, "slice": { "type": "string" },
-            "type": { "type": "string", "enum": ["created", "started", "exited", "oom", "limits-changed", "destroyed", "lagged"] },
-            "init_pid": { "type": "integer", "description": "started" },
-            "reason": { "type": "string", "description": "exited: exited, signaled, oom-killed, start-failed" },
-            "code": { "type": "integer", "nullable": true, "description": "exited" },
-            "signal": { "type": "integer", "nullable": true, "description": "exited" },
-            "oom_kills": { "type": "integer", "description": "oom: the slice's total" },
-            "limits": schema_ref("Limits"),
-            "missed": { "type": "integer", "description": "lagged" } } },
-        "Image": { "type": "object", "properties": {
-            "name": { "type": "string" }, "rootfs": { "type": "string" },
-            "size_bytes": { "type": "integer" }, "created": { "type": "integer" } } },
-        "AuditRecord": { "type": "object", "required": ["seq", "time", "kind", "prev_hash", "hash"], "properties": {
-            "seq": { "type": "integer" }, "time": { "type": "string", "format": "date-time" },
-            "kind": { "type": "string", "enum": ["control", "daemon"], "description": "Further kinds (network flows, in-slice processes) will be added." },
-            "caller": { "type": "object", "properties": { "uid": { "type": "integer" }, "user": { "type": "string", "nullable": true }, "pid": { "type": "integer", "nullable": true } } },
-            "action": { "type": "string" }, "slice": { "type": "string", "nullable": true },
-            "args": { "type": "object" },
-            "result": { "type": "object", "properties": { "ok": { "type": "boolean" }, "status": { "type": "integer" }, "code": { "type": "string" }, "message": { "type": "string" }, "exit_code": { "type": "integer" } } },
-            "event": { "type": "string", "description": "daemon records: start, autostart, recovery" },
-            "prev_hash": { "type": "string" },
-            "hash": { "type": "string", "description": "sha256(prev_hash + canonical JSON of the record without hash), hex." } } },
-        "VerifyReport": { "type": "object", "properties": {
-            "ok": { "type": "boolean" }, "segments": { "type": "integer" }, "records": { "type": "integer" },
-            "last_seq": { "type": "integer" }, "last_hash": { "type": "string" },
-            "head": { "type": "object", "nullable": true, "properties": { "seq": { "type": "integer" }, "hash": { "type": "string" } } },
-            "problems": { "type": "array", "items": { "type": "object", "properties": {
-                "segment": { "type": "string" }, "line": { "type": "integer" }, "seq": { "type": "integer", "nullable": true }, "reason": { "type": "string" } } } } } },
-        "Info": { "type": "object", "properties": {
-            "version": { "type": "string" }, "api": { "type": "string" }, "pid": { "type": "integer" }, "started_at": { "type": "integer" },
-            "root": { "type": "string" }, "cgroup_parent": { "type": "string" }, "cgroup_version": { "type": "string" },
-            "caller": { "type": "object", "properties": {
-                "uid": { "type": "integer" }, "gid": { "type": "integer" }, "pid": { "type": "integer", "nullable": true },
-                "user": { "type": "string", "nullable": true }, "operator": { "type": "boolean" } } } } },
-    })
+    if let (Some(r), Some(s)) = (root.as_object_mut(), schema.as_object()) {
+        for (k, v) in s {
+            r.insert(k.clone(), v.clone());
+        }
+        // A reference to a component is strict like the component; a free-form inline
+        // schema (`{"type": "object"}`) stays free-form.
+        if strict && s.contains_key("$ref") {
+            r.insert("unevaluatedProperties".into(), json!(false));
+        }
+    }
+    root
+}
+
+/// Names of the components referenced directly from an `allOf`.
+fn allof_refs(v: &Value, out: &mut std::collections::HashSet<String>) {
+    match v {
+        Value::Object(m) => {
+            for part in m
+                .get("allOf")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                if let Some(r) = part["$ref"].as_str() {
+                    out.insert(r.trim_start_matches("#/components/schemas/").to_string());
+                }
+            }
+            m.values().for_each(|x| allof_refs(x, out));
+        }
+        Value::Array(a) => a.iter().for_each(|x| allof_refs(x, out)),
+        _ => {}
+    }
+}
+
+/// A value built from `schema` as a client generator would: every property, `example`s
+/// where given, the first enum value, the `variant`-th non-null `oneOf` branch (clamped),
+/// the minimum of bounded numbers. Tests send these to the daemon and deserialize them into
+/// the Rust types: what the document describes must be accepted.
+pub fn sample_instance(doc: &Value, schema: &Value, variant: usize) -> Value {
+    sample(doc, schema, variant, 0)
+}
+
+fn sample(doc: &Value, schema: &Value, variant: usize, depth: usize) -> Value {
+    if depth > 16 {
+        return Value::Null;
+    }
+    if let Some(r) = schema["$ref"].as_str() {
+        let name = r.trim_start_matches("#/components/schemas/");
+        return sample(doc, &doc["components"]["schemas"][name], variant, depth + 1);
+    }
+    if let Some(e) = schema.get("example") {
+        return e.clone();
+    }
+    if let Some(first) = schema["enum"].as_array().and_then(|e| e.first()) {
+        return first.clone();
+    }
+    if let Some(branches) = schema["oneOf"].as_array() {
+        let real: Vec<&Value> = branches.iter().filter(|b| b["type"] != "null").collect();
+        if let Some(b) = real.get(variant.min(real.len().saturating_sub(1))) {
+            return sample(doc, b, variant, depth + 1);
+        }
+    }
+    if let Some(parts) = schema["allOf"].as_array() {
+        let mut merged = serde_json::Map::new();
+        for p in parts {
+            if let Value::Object(m) = sample(doc, p, variant, depth + 1) {
+                merged.extend(m);
+            }
+        }
+        return Value::Object(merged);
+    }
+    let ty = match &schema["type"] {
+        Value::Array(types) => types
+            .iter()
+            .find(|t| *t != "null")
+            .and_then(Value::as_str)
+            .unwrap_or("null"),
+        Value::String(t) => t.as_str(),
+        _ if schema["properties"].is_object() => "object",
+        _ => "null",
+    };
+    let bounded = |default: f64| {
+        let lo = schema["minimum"]
+            .as_f64()
+            .map_or(default, |m| m.max(default));
+        schema["maximum"].as_f64().map_or(lo, |m| lo.min(m))
+    };
+    match ty {
+        "object" => Value::Object(
+            schema["properties"]
+                .as_object()
+                .map(|props| {
+                    props
+                        .iter()
+                        .map(|(k, p)| (k.clone(), sample(doc, p, variant, depth + 1)))
+                        .collect()
+                })
+                .unwrap_or_default(),
+        ),
+        "array" => json!([sample(doc, &schema["items"], variant, depth + 1)]),
+        "string" => json!(match schema["format"].as_str() {
+            Some("date-time") => "2026-01-02T03:04:05Z",
+            Some("ipv4") => "10.0.0.2",
+            _ => "a",
+        }),
+        "integer" => json!(bounded(1.0) as i64),
+        "number" => json!(bounded(0.5)),
+        "boolean" => json!(true),
+        _ => Value::Null,
+    }
 }
 
 /// (method, path) of every operation in the document.
@@ -332,5 +459,594 @@ mod tests {
                 "unresolved $ref {name}"
             );
         }
+    }
+
+    use crate::proto::*;
+    use serde::de::DeserializeOwned;
+    use serde::Serialize;
+    use std::fmt::Debug;
+
+    /// One component schema and the Rust type behind it.
+    struct Case {
+        name: &'static str,
+        /// Serialized fully-populated values (one per enum variant).
+        samples: Vec<Value>,
+        /// Deserialize into the type and serialize again (or the serde error).
+        reparse: fn(Value) -> Result<Value, String>,
+    }
+
+    fn reparse<T: Serialize + DeserializeOwned>(v: Value) -> Result<Value, String> {
+        let t: T = serde_json::from_value(v).map_err(|e| e.to_string())?;
+        serde_json::to_value(&t).map_err(|e| e.to_string())
+    }
+
+    fn case<T: Serialize + DeserializeOwned + PartialEq + Debug>(
+        name: &'static str,
+        values: Vec<T>,
+    ) -> Case {
+        let samples = values
+            .iter()
+            .map(|v| {
+                let json = serde_json::to_value(v).unwrap();
+                // serde round trip: what a client gets back is what was sent.
+                let back: T = serde_json::from_value(json.clone()).unwrap();
+                assert_eq!(&back, v, "{name}: serde round trip");
+                json
+            })
+            .collect();
+        Case {
+            name,
+            samples,
+            reparse: reparse::<T>,
+        }
+    }
+
+    fn limits() -> Limits {
+        Limits {
+            cpu_weight: Some(200),
+            cpu_max: Some(0.5),
+            cpuset: Some("0-1".into()),
+            memory_max: Some(256 << 20),
+            swap_max: Some(64 << 20),
+            pids_max: Some(128),
+        }
+    }
+
+    fn net() -> NetSpec {
+        NetSpec {
+            mode: NetMode::Bridge,
+            ports: vec![PortForward {
+                host_port: 8080,
+                slice_port: 80,
+                proto: Proto::Udp,
+            }],
+            egress_rate: Some(10_000_000),
+            egress_burst: Some(16_000),
+            ingress_rate: Some(20_000_000),
+            ingress_burst: Some(32_000),
+            weight: Some(3),
+            budget: Some(ByteBudget {
+                max_bytes: 1 << 30,
+                thresh_bytes: 1 << 29,
+            }),
+            allow: NetAllow {
+                slices: vec!["*".into()],
+                host_ports: vec![HostPort {
+                    port: 53,
+                    proto: Proto::Udp,
+                }],
+            },
+        }
+    }
+
+    fn usage() -> Usage {
+        Usage {
+            cpu_usage_ns: 1,
+            memory_current: 2,
+            memory_peak: 3,
+            pids_current: 4,
+            oom_kills: 5,
+        }
+    }
+
+    fn counters() -> NetCounters {
+        NetCounters {
+            bytes_out: 1,
+            packets_out: 2,
+            bytes_in: 3,
+            packets_in: 4,
+            dropped_shaping_out: 5,
+            dropped_shaping_in: 6,
+            dropped_spoofed: 7,
+            dropped_policy: 8,
+            dropped_non_ipv4: 9,
+            budget_used_bytes: Some(10),
+            budget_throttle_bps: Some(8000),
+        }
+    }
+
+    fn spec() -> SliceSpec {
+        SliceSpec {
+            name: "web".into(),
+            image: "busybox".into(),
+            policy: "default".into(),
+            limits: limits(),
+            owners: vec!["alice".into()],
+            autostart: true,
+            init: vec!["/sbin/init".into()],
+            net: net(),
+            uid_base: 100_000,
+            created_at: 1_700_000_000,
+        }
+    }
+
+    fn exit() -> ExitInfo {
+        ExitInfo {
+            code: Some(1),
+            signal: Some(9),
+            oom_killed: true,
+            reason: "oom-killed".into(),
+            at: 1_700_000_100,
+        }
+    }
+
+    fn net_info() -> NetInfo {
+        NetInfo {
+            address: Some("10.215.0.2".parse().unwrap()),
+            host_veth: "vs0web".into(),
+            counters: counters(),
+        }
+    }
+
+    fn slice_info() -> SliceInfo {
+        SliceInfo {
+            spec: spec(),
+            status: Status::Running,
+            init_pid: Some(42),
+            shim_pid: Some(41),
+            started_at: Some(1_700_000_050),
+            last_exit: Some(exit()),
+            usage: Some(usage()),
+            net: Some(net_info()),
+        }
+    }
+
+    fn caller() -> AuditCaller {
+        AuditCaller {
+            uid: 1000,
+            user: Some("alice".into()),
+            pid: Some(7),
+            mode: Some("direct".into()),
+        }
+    }
+
+    fn outcome() -> Outcome {
+        Outcome {
+            ok: false,
+            status: 409,
+            code: Some("conflict".into()),
+            message: Some("running".into()),
+            exit_code: Some(3),
+        }
+    }
+
+    fn control() -> ControlRecord {
+        ControlRecord {
+            caller: caller(),
+            action: "create".into(),
+            slice: Some("web".into()),
+            args: json!({ "name": "web" }),
+            result: outcome(),
+        }
+    }
+
+    fn daemon_record() -> DaemonRecord {
+        DaemonRecord {
+            event: "start".into(),
+            pid: 1,
+            version: "0.1.0".into(),
+            slice: Some("web".into()),
+            detail: Some("ok".into()),
+        }
+    }
+
+    fn record(entry: AuditEntry) -> AuditRecord {
+        AuditRecord {
+            seq: 1,
+            time: "2026-01-02T03:04:05.678Z".into(),
+            entry,
+            prev_hash: "00".repeat(32),
+            hash: "ab".repeat(32),
+        }
+    }
+
+    fn event_kinds() -> Vec<EventKind> {
+        vec![
+            EventKind::Created,
+            EventKind::Started { init_pid: Some(42) },
+            EventKind::Exited {
+                reason: "signaled".into(),
+                code: Some(0),
+                signal: Some(15),
+            },
+            EventKind::Oom { oom_kills: 2 },
+            EventKind::LimitsChanged { limits: limits() },
+            EventKind::Destroyed,
+            EventKind::Lagged { missed: 9 },
+        ]
+    }
+
+    fn head() -> Head {
+        Head {
+            seq: 3,
+            hash: "cd".repeat(32),
+        }
+    }
+
+    fn problem() -> Problem {
+        Problem {
+            segment: "audit-00000001.ndjson".into(),
+            line: 2,
+            seq: Some(2),
+            reason: "hash mismatch".into(),
+        }
+    }
+
+    /// Every component schema with fully-populated values of its Rust type.
+    fn cases() -> Vec<Case> {
+        vec![
+            case("AuditCaller", vec![caller()]),
+            case(
+                "AuditEntry",
+                vec![
+                    AuditEntry::Control(control()),
+                    AuditEntry::Daemon(daemon_record()),
+                ],
+            ),
+            case(
+                "AuditRecord",
+                vec![
+                    record(AuditEntry::Control(control())),
+                    record(AuditEntry::Daemon(daemon_record())),
+                ],
+            ),
+            case(
+                "ByteBudget",
+                vec![ByteBudget {
+                    max_bytes: 2,
+                    thresh_bytes: 1,
+                }],
+            ),
+            case(
+                "CallerInfo",
+                vec![CallerInfo {
+                    uid: 0,
+                    gid: 0,
+                    pid: Some(1),
+                    user: Some("root".into()),
+                    operator: true,
+                }],
+            ),
+            case("ControlRecord", vec![control()]),
+            case(
+                "CreateRequest",
+                vec![CreateRequest {
+                    name: "web".into(),
+                    image: Some("busybox".into()),
+                    policy: Some("default".into()),
+                    limits: limits(),
+                    owners: vec!["alice".into()],
+                    autostart: true,
+                    init: Some(vec!["/bin/sh".into()]),
+                    net: net(),
+                    start: true,
+                }],
+            ),
+            case("DaemonRecord", vec![daemon_record()]),
+            case(
+                "Error",
+                vec![ErrorBody {
+                    code: "invalid".into(),
+                    message: "limits.memory_max: too small".into(),
+                    field: Some("limits.memory_max".into()),
+                }],
+            ),
+            case(
+                "Event",
+                event_kinds()
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, kind)| Event {
+                        seq: i as u64 + 1,
+                        time: "2026-01-02T03:04:05Z".into(),
+                        slice: "web".into(),
+                        kind,
+                    })
+                    .collect(),
+            ),
+            case("EventKind", event_kinds()),
+            case(
+                "ExecInput",
+                vec![ExecInput {
+                    argv: vec!["cat".into()],
+                    env: vec!["A=1".into()],
+                    cwd: Some("/".into()),
+                    stdin: Some("hi".into()),
+                    stdin_base64: Some("aGk=".into()),
+                    timeout_secs: Some(5),
+                }],
+            ),
+            case(
+                "ExecOutput",
+                vec![ExecOutput {
+                    exit_code: 0,
+                    stdout: "aGk=".into(),
+                    stderr: "".into(),
+                    encoding: "base64".into(),
+                    truncated: true,
+                    timed_out: true,
+                }],
+            ),
+            case("ExitInfo", vec![exit()]),
+            case("Head", vec![head()]),
+            case(
+                "HostPort",
+                vec![HostPort {
+                    port: 22,
+                    proto: Proto::Tcp,
+                }],
+            ),
+            case(
+                "Image",
+                vec![Image {
+                    name: "busybox".into(),
+                    rootfs: "/var/lib/vslice/images/busybox/rootfs".into(),
+                    size_bytes: 1,
+                    created: 2,
+                }],
+            ),
+            case(
+                "Info",
+                vec![Info {
+                    version: "0.1.0".into(),
+                    api: "v1".into(),
+                    pid: 1,
+                    started_at: 2,
+                    root: "/var/lib/vslice".into(),
+                    cgroup_parent: "vslice".into(),
+                    cgroup_version: "hybrid".into(),
+                    caller: CallerInfo {
+                        uid: 0,
+                        gid: 0,
+                        pid: None,
+                        user: None,
+                        operator: true,
+                    },
+                }],
+            ),
+            case("Limits", vec![limits()]),
+            case(
+                "LimitsPatch",
+                vec![LimitsPatch {
+                    cpu_weight: Some(1),
+                    cpu_max: Some(1.5),
+                    cpuset: Some("0".into()),
+                    memory_max: Some(1 << 30),
+                    swap_max: Some(0),
+                    pids_max: Some(10),
+                    egress_rate: Some(1_000_000),
+                    ingress_rate: Some(2_000_000),
+                }],
+            ),
+            case("NetAllow", vec![net().allow]),
+            case("NetCounters", vec![counters()]),
+            case("NetInfo", vec![net_info()]),
+            case("NetMode", vec![NetMode::None, NetMode::Bridge]),
+            case("NetSpec", vec![net()]),
+            case("Outcome", vec![outcome(), Outcome::ok(200)]),
+            case(
+                "OutputEncoding",
+                vec![OutputEncoding::Utf8, OutputEncoding::Base64],
+            ),
+            case("PortForward", vec![net().ports[0]]),
+            case("Problem", vec![problem()]),
+            case("Proto", vec![Proto::Tcp, Proto::Udp]),
+            case("Resize", vec![Resize { cols: 80, rows: 24 }]),
+            case("SliceInfo", vec![slice_info()]),
+            case("SliceSpec", vec![spec()]),
+            case(
+                "Stats",
+                vec![Stats {
+                    slice: "web".into(),
+                    time: "2026-01-02T03:04:05Z".into(),
+                    status: Status::Running,
+                    init_pid: Some(42),
+                    started_at: Some(1),
+                    limits: limits(),
+                    usage: Some(usage()),
+                }],
+            ),
+            case("Status", vec![Status::Stopped, Status::Running]),
+            case("TtyExit", vec![TtyExit { exit_code: 130 }]),
+            case("Usage", vec![usage()]),
+            case(
+                "VerifyReport",
+                vec![VerifyReport {
+                    ok: false,
+                    segments: 1,
+                    records: 3,
+                    last_seq: 3,
+                    last_hash: "cd".repeat(32),
+                    head: Some(head()),
+                    problems: vec![problem()],
+                }],
+            ),
+        ]
+    }
+
+    fn validator(doc: &Value, name: &str) -> jsonschema::Validator {
+        let schema = standalone_schema(
+            doc,
+            &json!({ "$ref": format!("#/components/schemas/{name}") }),
+            true,
+        );
+        jsonschema::options()
+            .should_validate_formats(true)
+            .build(&schema)
+            .unwrap_or_else(|e| panic!("{name}: not a valid JSON Schema: {e}"))
+    }
+
+    /// Property names an object schema declares (through `$ref`, `allOf` and `oneOf`).
+    fn declared(doc: &Value, schema: &Value, out: &mut std::collections::BTreeSet<String>) {
+        if let Some(r) = schema["$ref"].as_str() {
+            let name = r.trim_start_matches("#/components/schemas/");
+            return declared(doc, &doc["components"]["schemas"][name], out);
+        }
+        if let Some(p) = schema["properties"].as_object() {
+            out.extend(p.keys().cloned());
+        }
+        for key in ["allOf", "oneOf"] {
+            for s in schema[key].as_array().into_iter().flatten() {
+                declared(doc, s, out);
+            }
+        }
+    }
+
+    #[test]
+    fn every_schema_is_valid_json_schema() {
+        let doc = document();
+        for (name, schema) in doc["components"]["schemas"].as_object().unwrap() {
+            let wrapped = standalone_schema(&doc, schema, false);
+            if let Err(e) = jsonschema::meta::validate(&wrapped) {
+                panic!("{name}: {e}");
+            }
+        }
+    }
+
+    /// Types → document: a fully-populated value of every type validates against its schema
+    /// (strictly: a member the schema does not declare fails), and populates every member the
+    /// schema declares. Document → types: a value built from each schema deserializes into
+    /// the type. Every component has a case, and every case a component.
+    #[test]
+    fn schemas_describe_the_types_both_ways() {
+        let doc = document();
+        let cases = cases();
+        let mut names: Vec<&str> = cases.iter().map(|c| c.name).collect();
+        names.sort();
+        let mut components: Vec<&str> = doc["components"]["schemas"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        components.sort();
+        assert_eq!(names, components, "a test case per component schema");
+        for c in &cases {
+            let v = validator(&doc, c.name);
+            let schema = &doc["components"]["schemas"][c.name];
+            let mut seen = std::collections::BTreeSet::new();
+            for sample in &c.samples {
+                let errors: Vec<String> = v.iter_errors(sample).map(|e| e.to_string()).collect();
+                assert!(errors.is_empty(), "{}: {sample}\n{errors:#?}", c.name);
+                if let Some(m) = sample.as_object() {
+                    seen.extend(m.keys().cloned());
+                }
+            }
+            let mut want = std::collections::BTreeSet::new();
+            declared(&doc, schema, &mut want);
+            let missing: Vec<_> = want.difference(&seen).collect();
+            assert!(
+                missing.is_empty(),
+                "{}: declared but never populated by the samples: {missing:?}",
+                c.name
+            );
+            // Every oneOf branch, as a client generator would build it.
+            let branches = schema["oneOf"].as_array().map_or(1, Vec::len).max(1);
+            for variant in 0..branches.max(8) {
+                let built = sample_instance(&doc, schema, variant);
+                let back = (c.reparse)(built.clone())
+                    .unwrap_or_else(|e| panic!("{}: {built} is refused: {e}", c.name));
+                let errors: Vec<String> = v.iter_errors(&back).map(|e| e.to_string()).collect();
+                assert!(errors.is_empty(), "{}: {back}\n{errors:#?}", c.name);
+            }
+        }
+    }
+
+    /// The drift the hand-written document had: LimitsPatch refused the rates the server
+    /// takes, NetSpec listed only `mode`.
+    #[test]
+    fn limits_patch_and_net_spec_are_complete() {
+        let doc = document();
+        let v = validator(&doc, "LimitsPatch");
+        assert!(v.is_valid(&json!({ "egress_rate": 8000, "ingress_rate": 16000 })));
+        assert!(!v.is_valid(&json!({ "egres_rate": 8000 })));
+        assert!(!v.is_valid(&json!({ "cpu_weight": 0 })));
+        let props = doc["components"]["schemas"]["NetSpec"]["properties"]
+            .as_object()
+            .unwrap();
+        for f in [
+            "mode",
+            "ports",
+            "egress_rate",
+            "egress_burst",
+            "ingress_rate",
+            "ingress_burst",
+            "weight",
+            "budget",
+            "allow",
+        ] {
+            assert!(props.contains_key(f), "NetSpec.{f}");
+        }
+        let v = validator(&doc, "Event");
+        assert!(!v.is_valid(
+            &json!({ "seq": 1, "time": "2026-01-02T03:04:05Z", "slice": "a", "type": "exploded" })
+        ));
+        assert!(
+            !v.is_valid(&json!({ "seq": 1, "time": "yesterday", "slice": "a", "type": "created" }))
+        );
+        assert!(!v.is_valid(&json!({ "seq": 1, "time": "2026-01-02T03:04:05Z", "slice": "a", "type": "created", "extra": 1 })));
+    }
+
+    #[test]
+    fn query_parameters_are_documented() {
+        let doc = document();
+        let names = |method: &str, path: &str| -> Vec<String> {
+            doc["paths"][path][method]["parameters"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|p| p["in"] == "query")
+                .map(|p| p["name"].as_str().unwrap().to_string())
+                .collect()
+        };
+        assert_eq!(names("post", "/v1/slices/{name}/stop"), ["timeout"]);
+        assert_eq!(
+            names("get", "/v1/events"),
+            ["slice", "since", "follow", "type"]
+        );
+        assert_eq!(
+            names("get", "/v1/audit"),
+            [
+                "slice",
+                "action",
+                "kind",
+                "since",
+                "until",
+                "after_seq",
+                "limit",
+                "tail"
+            ]
+        );
+        let tty = &doc["paths"]["/v1/slices/{name}/exec/tty"]["get"]["parameters"];
+        let cmd = tty
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == "cmd")
+            .unwrap();
+        assert_eq!(
+            (cmd["explode"].clone(), cmd["required"].clone()),
+            (json!(true), json!(false))
+        );
     }
 }

@@ -55,36 +55,10 @@ fn io_err(op: &'static str, path: &Path) -> impl FnOnce(io::Error) -> AuditError
     move |source| AuditError::Io { op, path, source }
 }
 
-/// Who made a request (from SO_PEERCRED on the daemon's socket).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Caller {
-    pub uid: u32,
-    /// Host user name, when the uid has one.
-    #[serde(default)]
-    pub user: Option<String>,
-    #[serde(default)]
-    pub pid: Option<i32>,
-    /// `direct` for actions taken by the CLI in direct mode (`VSLICE_DIRECT=1`), without the
-    /// daemon; absent for requests the daemon served.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub mode: Option<String>,
-}
-
-/// How a request ended.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Outcome {
-    pub ok: bool,
-    /// HTTP status of the reply.
-    pub status: u16,
-    /// Error code (`not_found`, `forbidden`, …) when not ok.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub code: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub message: Option<String>,
-    /// Exit code of an exec, in `exec_end` records.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub exit_code: Option<i32>,
-}
+/// The records are wire types (shared with the API's clients): [`crate::proto::audit`].
+pub use crate::proto::audit::{
+    Caller, ControlRecord, DaemonRecord, Entry, Head, Outcome, Problem, Record, VerifyReport,
+};
 
 impl Outcome {
     pub fn ok(status: u16) -> Outcome {
@@ -107,32 +81,6 @@ impl Outcome {
     }
 }
 
-/// A request to the daemon's API that changed (or tried to change) something, or an exec.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ControlRecord {
-    pub caller: Caller,
-    /// `create`, `start`, `stop`, `restart`, `update_limits`, `destroy`, `exec`, `exec_end`.
-    pub action: String,
-    #[serde(default)]
-    pub slice: Option<String>,
-    /// The request's arguments (body and query), with secrets (env values) left out.
-    #[serde(default)]
-    pub args: Value,
-    pub result: Outcome,
-}
-
-/// Something the daemon itself did: `start`, `stop`, `recovery`, `reconcile`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct DaemonRecord {
-    pub event: String,
-    pub pid: u32,
-    pub version: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub slice: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub detail: Option<String>,
-}
-
 /// The `args` of `exec` / `exec_end` records: the command, the environment's names (values
 /// may be secrets and stay out of the log), working directory and whether it had a terminal.
 /// The daemon and direct mode both record execs with it, so the two read alike.
@@ -142,26 +90,6 @@ pub fn exec_args(argv: &[String], env: &[String], cwd: Option<&str>, tty: bool) 
         .map(|e| e.split('=').next().unwrap_or(""))
         .collect();
     serde_json::json!({ "argv": argv, "env": env_names, "cwd": cwd, "tty": tty })
-}
-
-/// The kind-specific part of a record, tagged by `kind`. Future kinds (network flows,
-/// in-slice processes) are added here as further variants.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum Entry {
-    Control(ControlRecord),
-    Daemon(DaemonRecord),
-}
-
-/// One line of the log.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Record {
-    pub seq: u64,
-    pub time: String,
-    #[serde(flatten)]
-    pub entry: Entry,
-    pub prev_hash: String,
-    pub hash: String,
 }
 
 /// Canonical JSON: keys sorted, no whitespace.
@@ -245,13 +173,6 @@ pub fn segments(dir: &Path) -> Result<Vec<u32>, AuditError> {
     }
     out.sort_unstable();
     Ok(out)
-}
-
-/// The last record as recorded in the `head` file.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Head {
-    pub seq: u64,
-    pub hash: String,
 }
 
 /// Read `<dir>/head`; `None` if there is none yet.
@@ -529,30 +450,6 @@ fn last_line(path: &Path) -> Result<Option<String>, AuditError> {
         .rev()
         .find(|l| !l.trim().is_empty())
         .map(str::to_string))
-}
-
-/// What [`verify`] found.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct VerifyReport {
-    pub ok: bool,
-    pub segments: u32,
-    pub records: u64,
-    pub last_seq: u64,
-    pub last_hash: String,
-    /// What the head file (or the running daemon) says the last record is.
-    pub head: Option<Head>,
-    /// Problems, in log order (at most 100).
-    pub problems: Vec<Problem>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Problem {
-    pub segment: String,
-    /// 1-based line in the segment (0: the segment or log as a whole).
-    pub line: u64,
-    #[serde(default)]
-    pub seq: Option<u64>,
-    pub reason: String,
 }
 
 const MAX_PROBLEMS: usize = 100;

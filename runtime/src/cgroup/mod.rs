@@ -114,22 +114,8 @@ pub enum Version {
     V2,
 }
 
-/// Per-slice usage read from the kernel. All counters cover the cgroup and its descendants.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct Usage {
-    /// CPU time consumed (v1 cpuacct.usage; v2 cpu.stat usage_usec * 1000).
-    pub cpu_usage_ns: u64,
-    /// Memory charged now (v1 memory.usage_in_bytes; v2 memory.current).
-    pub memory_current: u64,
-    /// Highest memory charge seen (v1 memory.max_usage_in_bytes; v2 memory.peak, 0 on
-    /// kernels before 5.19 that lack it).
-    pub memory_peak: u64,
-    /// Tasks (threads) in the cgroup (pids.current).
-    pub pids_current: u64,
-    /// Processes killed by the OOM killer because of this cgroup's limit
-    /// (v1 memory.oom_control `oom_kill`; v2 memory.events `oom_kill`).
-    pub oom_kills: u64,
-}
+/// Per-slice usage read from the kernel; a wire type, see [`crate::proto::slice::Usage`].
+pub use crate::proto::slice::Usage;
 
 /// Detect the cgroup layout of this host. A hybrid host (v1 controllers plus an empty v2
 /// mount at /sys/fs/cgroup/unified, like the build host) is V1: the controllers vslice

@@ -14,18 +14,21 @@
 //! [`Client`] is async (tokio); [`BlockingClient`] wraps it with its own single-threaded
 //! runtime for synchronous callers. A `Client` keeps one keep-alive connection and runs one
 //! request at a time on it; clone it (a clone gets its own connection) for parallel requests.
+//!
+//! The client depends only on [`crate::proto`] (the wire types) and the HTTP/WebSocket crates,
+//! not on the daemon or the slice internals.
 pub mod tty;
-pub mod ws;
 
-use crate::api::types::{
-    AuditRecord, ErrorBody, Event, ExecInput, ExecOutput, Image, Info, Resize, Stats, TtyExit,
+use crate::proto::{
+    AuditRecord, CreateRequest, ErrorBody, Event, EventsQuery, ExecInput, ExecOutput, Image,
+    ImagesQuery, Info, LimitsPatch, Resize, SliceInfo, Stats, StopQuery, TtyExit, TtyQuery,
     VerifyReport,
 };
-use crate::slice::{CreateRequest, LimitsPatch, SliceInfo};
+use futures_util::{SinkExt, StreamExt};
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Bytes, Incoming};
 use hyper::client::conn::http1::SendRequest;
-use hyper::{Method, Request, Response, StatusCode};
+use hyper::{Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -33,8 +36,10 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tokio::net::UnixStream;
+use tokio_tungstenite::tungstenite;
+use tokio_tungstenite::WebSocketStream;
 
-pub use crate::daemon::config::{DEFAULT_SOCKET, DEFAULT_USER_SOCKET};
+pub use crate::proto::{AuditQuery, DEFAULT_SOCKET, DEFAULT_USER_SOCKET};
 
 /// Errors of API calls.
 #[derive(Debug, thiserror::Error)]
@@ -139,42 +144,47 @@ impl Default for EventFilter {
     }
 }
 
-/// Which audit records to read. Times: RFC 3339, `YYYY-MM-DD` or epoch seconds.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct AuditQuery {
-    pub slice: Option<String>,
-    pub action: Option<String>,
-    pub kind: Option<String>,
-    pub since: Option<String>,
-    pub until: Option<String>,
-    pub after_seq: Option<u64>,
-    pub limit: Option<usize>,
-    /// With `limit`: the last records instead of the first.
-    pub tail: bool,
+/// Bytes escaped in a path segment: everything but RFC 3986's unreserved characters.
+const PATH_SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// Percent-encode a path segment (or a query value).
+pub fn encode(s: &str) -> String {
+    percent_encoding::utf8_percent_encode(s, PATH_SEGMENT).to_string()
 }
 
-/// Percent-encode a path segment or query value.
-pub fn encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
+/// `?k=v&…` (form-urlencoded) from a query type of [`crate::proto`]: null members are left
+/// out, arrays become repeated keys (`cmd=a&cmd=b`), as the OpenAPI document describes them.
+pub fn query_string<T: Serialize>(q: &T) -> Result<String> {
+    let value = serde_json::to_value(q).map_err(|e| ClientError::Protocol(e.to_string()))?;
+    let serde_json::Value::Object(members) = value else {
+        return Err(ClientError::Protocol("query is not a JSON object".into()));
+    };
+    let mut out = form_urlencoded::Serializer::new(String::new());
+    let mut add = |k: &str, v: &serde_json::Value| match v {
+        serde_json::Value::Null => {}
+        serde_json::Value::String(s) => {
+            out.append_pair(k, s);
+        }
+        other => {
+            out.append_pair(k, &other.to_string());
+        }
+    };
+    for (k, v) in &members {
+        match v {
+            serde_json::Value::Array(items) => items.iter().for_each(|i| add(k, i)),
+            v => add(k, v),
         }
     }
-    out
-}
-
-fn query_string(pairs: &[(&str, String)]) -> String {
-    if pairs.is_empty() {
-        return String::new();
-    }
-    let parts: Vec<String> = pairs
-        .iter()
-        .map(|(k, v)| format!("{k}={}", encode(v)))
-        .collect();
-    format!("?{}", parts.join("&"))
+    let text = out.finish();
+    Ok(if text.is_empty() {
+        text
+    } else {
+        format!("?{text}")
+    })
 }
 
 /// The async client.
@@ -349,12 +359,9 @@ impl Client {
 
     /// Stop: SIGTERM, then SIGKILL after `timeout` (default: the daemon's).
     pub async fn stop(&self, name: &str, timeout: Option<Duration>) -> Result<SliceInfo> {
-        let q = query_string(
-            &timeout
-                .map(|t| ("timeout", t.as_secs_f64().to_string()))
-                .into_iter()
-                .collect::<Vec<_>>(),
-        );
+        let q = query_string(&StopQuery {
+            timeout: timeout.map(|t| t.as_secs_f64()),
+        })?;
         self.call(
             Method::POST,
             &format!("/v1/slices/{}/stop{q}", encode(name)),
@@ -364,12 +371,9 @@ impl Client {
     }
 
     pub async fn restart(&self, name: &str, timeout: Option<Duration>) -> Result<SliceInfo> {
-        let q = query_string(
-            &timeout
-                .map(|t| ("timeout", t.as_secs_f64().to_string()))
-                .into_iter()
-                .collect::<Vec<_>>(),
-        );
+        let q = query_string(&StopQuery {
+            timeout: timeout.map(|t| t.as_secs_f64()),
+        })?;
         self.call(
             Method::POST,
             &format!("/v1/slices/{}/restart{q}", encode(name)),
@@ -412,60 +416,33 @@ impl Client {
 
     /// Start an interactive command on a terminal; see [`TtySession`].
     pub async fn exec_tty(&self, name: &str, opts: &TtyOptions) -> Result<TtySession> {
-        let mut q: Vec<(&str, String)> = opts.argv.iter().map(|a| ("cmd", a.clone())).collect();
-        q.extend(opts.env.iter().map(|e| ("env", e.clone())));
-        if let Some(c) = &opts.cwd {
-            q.push(("cwd", c.clone()));
-        }
-        if opts.cols > 0 && opts.rows > 0 {
-            q.push(("cols", opts.cols.to_string()));
-            q.push(("rows", opts.rows.to_string()));
-        }
-        let path = format!("/v1/slices/{}/exec/tty{}", encode(name), query_string(&q));
+        let sized = opts.cols > 0 && opts.rows > 0;
+        let q = TtyQuery {
+            cmd: opts.argv.clone(),
+            env: opts.env.clone(),
+            cwd: opts.cwd.clone(),
+            cols: sized.then_some(opts.cols),
+            rows: sized.then_some(opts.rows),
+        };
+        let url = format!(
+            "ws://localhost/v1/slices/{}/exec/tty{}",
+            encode(name),
+            query_string(&q)?
+        );
         let stream = self.connect_stream().await?;
-        let (mut sender, conn) =
-            hyper::client::conn::http1::handshake::<_, Full<Bytes>>(TokioIo::new(stream))
-                .await
-                .map_err(|e| ClientError::Transport(e.to_string()))?;
-        tokio::spawn(async move {
-            let _ = conn.with_upgrades().await;
-        });
-        let key = crate::api::types::b64::encode(&ws::random_bytes::<16>());
-        let req = Request::builder()
-            .method(Method::GET)
-            .uri(path)
-            .header(hyper::header::HOST, "localhost")
-            .header(hyper::header::CONNECTION, "Upgrade")
-            .header(hyper::header::UPGRADE, "websocket")
-            .header(hyper::header::SEC_WEBSOCKET_VERSION, "13")
-            .header(hyper::header::SEC_WEBSOCKET_KEY, key)
-            .body(Full::new(Bytes::new()))
-            .map_err(|e| ClientError::Protocol(e.to_string()))?;
-        let resp: Response<Incoming> = sender
-            .send_request(req)
-            .await
-            .map_err(|e| ClientError::Transport(e.to_string()))?;
-        if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
-            let status = resp.status();
-            let body = resp
-                .into_body()
-                .collect()
-                .await
-                .map(|b| b.to_bytes())
-                .unwrap_or_default();
-            return Err(api_error(status, &body));
-        }
-        let upgraded = hyper::upgrade::on(resp)
-            .await
-            .map_err(|e| ClientError::Transport(e.to_string()))?;
-        let (r, w) = tokio::io::split(TokioIo::new(upgraded));
+        let (ws, _) = match tokio_tungstenite::client_async(url, stream).await {
+            Ok(ok) => ok,
+            // The daemon refused the upgrade with an ordinary error reply.
+            Err(tungstenite::Error::Http(resp)) => {
+                let body = resp.body().clone().unwrap_or_default();
+                return Err(api_error(resp.status(), &body));
+            }
+            Err(e) => return Err(ClientError::Transport(e.to_string())),
+        };
+        let (sink, stream) = ws.split();
         Ok(TtySession {
-            reader: TtyReader {
-                ws: ws::WsReader::new(r),
-            },
-            writer: TtyWriter {
-                ws: ws::WsWriter::new(w),
-            },
+            reader: TtyReader { ws: stream },
+            writer: TtyWriter { ws: sink },
         })
     }
 
@@ -480,23 +457,14 @@ impl Client {
 
     /// Subscribe to events (its own connection).
     pub async fn events(&self, filter: &EventFilter) -> Result<EventStream> {
-        let mut q: Vec<(&str, String)> = Vec::new();
-        if let Some(s) = &filter.slice {
-            q.push(("slice", s.clone()));
-        }
-        if let Some(s) = filter.since {
-            q.push(("since", s.to_string()));
-        }
-        q.push(("follow", filter.follow.to_string()));
-        if !filter.types.is_empty() {
-            q.push(("type", filter.types.join(",")));
-        }
+        let q = query_string(&EventsQuery {
+            slice: filter.slice.clone(),
+            since: filter.since,
+            follow: Some(filter.follow),
+            types: (!filter.types.is_empty()).then(|| filter.types.join(",")),
+        })?;
         let mut sender = self.connect().await?;
-        let req = Self::build(
-            Method::GET,
-            &format!("/v1/events{}", query_string(&q)),
-            None,
-        )?;
+        let req = Self::build(Method::GET, &format!("/v1/events{q}"), None)?;
         let resp = sender
             .send_request(req)
             .await
@@ -520,29 +488,19 @@ impl Client {
 
     /// Audit records, as stored lines (canonical JSON).
     pub async fn audit_lines(&self, q: &AuditQuery) -> Result<Vec<String>> {
-        let mut p: Vec<(&str, String)> = Vec::new();
-        for (k, v) in [
-            ("slice", &q.slice),
-            ("action", &q.action),
-            ("kind", &q.kind),
-            ("since", &q.since),
-            ("until", &q.until),
-        ] {
-            if let Some(v) = v {
-                p.push((k, v.clone()));
-            }
-        }
-        if let Some(s) = q.after_seq {
-            p.push(("after_seq", s.to_string()));
-        }
-        if let Some(l) = q.limit {
-            p.push(("limit", l.to_string()));
-        }
-        if q.tail {
-            p.push(("tail", "true".into()));
+        let mut q = q.clone();
+        // `tail=false` is the default: leave it out of the URL.
+        let tail = std::mem::take(&mut q.tail);
+        let mut p = query_string(&q)?;
+        if tail {
+            p.push_str(if p.is_empty() {
+                "?tail=true"
+            } else {
+                "&tail=true"
+            });
         }
         let (status, bytes) = self
-            .raw(Method::GET, &format!("/v1/audit{}", query_string(&p)), None)
+            .raw(Method::GET, &format!("/v1/audit{p}"), None)
             .await?;
         if !status.is_success() {
             return Err(api_error(status, &bytes));
@@ -571,16 +529,11 @@ impl Client {
     }
 
     pub async fn images(&self, with_size: bool) -> Result<Vec<Image>> {
-        self.call(
-            Method::GET,
-            if with_size {
-                "/v1/images?size=true"
-            } else {
-                "/v1/images"
-            },
-            None,
-        )
-        .await
+        let q = query_string(&ImagesQuery {
+            size: with_size.then_some(true),
+        })?;
+        self.call(Method::GET, &format!("/v1/images{q}"), None)
+            .await
     }
 
     /// Prometheus text.
@@ -684,14 +637,16 @@ pub struct TtySession {
     pub writer: TtyWriter,
 }
 
-type Upgraded = TokioIo<hyper::upgrade::Upgraded>;
+type Ws = WebSocketStream<UnixStream>;
 
+/// Terminal output (binary frames) and the exit code (the last text frame).
 pub struct TtyReader {
-    ws: ws::WsReader<tokio::io::ReadHalf<Upgraded>>,
+    ws: futures_util::stream::SplitStream<Ws>,
 }
 
+/// Terminal input (binary frames) and resizes (text frames).
 pub struct TtyWriter {
-    ws: ws::WsWriter<tokio::io::WriteHalf<Upgraded>>,
+    ws: futures_util::stream::SplitSink<Ws, tungstenite::Message>,
 }
 
 impl TtySession {
@@ -723,44 +678,51 @@ impl TtySession {
 impl TtyReader {
     pub async fn recv(&mut self) -> Result<TtyEvent> {
         loop {
-            match self
-                .ws
-                .recv()
-                .await
-                .map_err(|e| ClientError::Transport(e.to_string()))?
-            {
-                Some(ws::Message::Binary(b)) => return Ok(TtyEvent::Output(b)),
-                Some(ws::Message::Text(t)) => {
-                    if let Ok(e) = serde_json::from_str::<TtyExit>(&t) {
+            let msg = match self.ws.next().await {
+                None => return Ok(TtyEvent::Closed),
+                Some(Err(tungstenite::Error::ConnectionClosed)) => return Ok(TtyEvent::Closed),
+                Some(Err(e)) => return Err(ClientError::Transport(e.to_string())),
+                Some(Ok(m)) => m,
+            };
+            match msg {
+                tungstenite::Message::Binary(b) => return Ok(TtyEvent::Output(b.to_vec())),
+                tungstenite::Message::Text(t) => {
+                    if let Ok(e) = serde_json::from_str::<TtyExit>(t.as_str()) {
                         return Ok(TtyEvent::Exit(e.exit_code));
                     }
                 }
-                Some(ws::Message::Close) | None => return Ok(TtyEvent::Closed),
+                tungstenite::Message::Close(_) => return Ok(TtyEvent::Closed),
+                // Pings are answered by tungstenite itself.
+                tungstenite::Message::Ping(_)
+                | tungstenite::Message::Pong(_)
+                | tungstenite::Message::Frame(_) => {}
             }
         }
     }
 }
 
 impl TtyWriter {
-    pub async fn send(&mut self, input: &[u8]) -> Result<()> {
+    async fn send_msg(&mut self, m: tungstenite::Message) -> Result<()> {
         self.ws
-            .binary(input)
+            .send(m)
             .await
             .map_err(|e| ClientError::Transport(e.to_string()))
     }
-    pub async fn resize(&mut self, cols: u16, rows: u16) -> Result<()> {
-        let text = serde_json::to_string(&Resize { cols, rows }).unwrap_or_default();
-        self.ws
-            .text(&text)
+    pub async fn send(&mut self, input: &[u8]) -> Result<()> {
+        self.send_msg(tungstenite::Message::binary(input.to_vec()))
             .await
-            .map_err(|e| ClientError::Transport(e.to_string()))
+    }
+    pub async fn resize(&mut self, cols: u16, rows: u16) -> Result<()> {
+        let text = serde_json::to_string(&Resize { cols, rows })
+            .map_err(|e| ClientError::Protocol(e.to_string()))?;
+        self.send_msg(tungstenite::Message::text(text)).await
     }
     /// Close the stream: the terminal hangs up.
     pub async fn close(&mut self) -> Result<()> {
-        self.ws
-            .close()
-            .await
-            .map_err(|e| ClientError::Transport(e.to_string()))
+        match self.ws.close().await {
+            Ok(()) | Err(tungstenite::Error::ConnectionClosed) => Ok(()),
+            Err(e) => Err(ClientError::Transport(e.to_string())),
+        }
     }
 }
 
@@ -871,9 +833,26 @@ mod tests {
     fn encodes_path_and_query() {
         assert_eq!(encode("web-1"), "web-1");
         assert_eq!(encode("a b/c?"), "a%20b%2Fc%3F");
+        assert_eq!(encode("✓"), "%E2%9C%93");
+        let q = TtyQuery {
+            cmd: vec!["/bin/sh".into(), "-c".into(), "echo a&b=c".into()],
+            cols: Some(80),
+            ..Default::default()
+        };
         assert_eq!(
-            query_string(&[("cmd", "/bin/sh".into()), ("cmd", "-c".into())]),
-            "?cmd=%2Fbin%2Fsh&cmd=-c"
+            query_string(&q).unwrap(),
+            "?cmd=%2Fbin%2Fsh&cmd=-c&cmd=echo+a%26b%3Dc&cols=80"
+        );
+        assert_eq!(query_string(&StopQuery::default()).unwrap(), "");
+        // What the client encodes, the daemon's query parser decodes.
+        let text = query_string(&q).unwrap();
+        let back = crate::api::slices::query_pairs(Some(&text[1..]));
+        assert_eq!(
+            back.iter()
+                .filter(|(k, _)| k == "cmd")
+                .map(|(_, v)| v.as_str())
+                .collect::<Vec<_>>(),
+            q.cmd
         );
     }
 

@@ -6,8 +6,7 @@ use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
 pub const DEFAULT_CONFIG_FILE: &str = "/etc/vslice/vslice.toml";
-pub const DEFAULT_SOCKET: &str = "/run/vslice/vslice.sock";
-pub const DEFAULT_USER_SOCKET: &str = "/run/vslice/user.sock";
+pub use crate::proto::{DEFAULT_SOCKET, DEFAULT_USER_SOCKET};
 pub const DEFAULT_ADMIN_GROUP: &str = "vslice-admin";
 
 #[derive(Debug, thiserror::Error)]

@@ -7,69 +7,13 @@
 //! Observations made by handlers are newer than a poll snapshot taken before them; the
 //! snapshot is ignored for those slices (see [`EventBus::observe_snapshot`]).
 use crate::slice::{Limits, SliceInfo, Status};
-use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::broadcast;
 
-/// One event, as sent on `GET /v1/events` (one JSON object per line).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Event {
-    /// Increases by one per event for the daemon's lifetime (restarts at 1).
-    pub seq: u64,
-    pub time: String,
-    /// The slice; empty for `lagged`.
-    pub slice: String,
-    #[serde(flatten)]
-    pub kind: EventKind,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "kebab-case")]
-pub enum EventKind {
-    Created,
-    Started {
-        #[serde(default)]
-        init_pid: Option<i32>,
-    },
-    /// The slice's init ended. `reason`: exited, signaled, oom-killed, start-failed (from
-    /// the shim's record), or lost (the slice stopped without one: its shim died).
-    Exited {
-        reason: String,
-        #[serde(default)]
-        code: Option<i32>,
-        #[serde(default)]
-        signal: Option<i32>,
-    },
-    /// The kernel OOM-killed a process of the slice; `oom_kills` is the slice's total.
-    Oom {
-        oom_kills: u64,
-    },
-    LimitsChanged {
-        limits: Limits,
-    },
-    Destroyed,
-    /// This follower fell behind and `missed` events were dropped for it.
-    Lagged {
-        missed: u64,
-    },
-}
-
-impl EventKind {
-    /// The `type` tag.
-    pub fn name(&self) -> &'static str {
-        match self {
-            EventKind::Created => "created",
-            EventKind::Started { .. } => "started",
-            EventKind::Exited { .. } => "exited",
-            EventKind::Oom { .. } => "oom",
-            EventKind::LimitsChanged { .. } => "limits-changed",
-            EventKind::Destroyed => "destroyed",
-            EventKind::Lagged { .. } => "lagged",
-        }
-    }
-}
+/// The events themselves are wire types, shared with clients: [`crate::proto::events`].
+pub use crate::proto::events::{Event, EventKind};
 
 /// An event with the owners of its slice at the time (for filtering what owners may see).
 #[derive(Debug, Clone)]

@@ -24,8 +24,6 @@ use std::path::{Component, Path, PathBuf};
 use std::process::Command;
 use std::time::UNIX_EPOCH;
 
-use serde::{Deserialize, Serialize};
-
 /// Longest image name (a DNS label).
 pub const MAX_NAME_LEN: usize = 63;
 /// The image the project builds itself from the host's busybox-static.
@@ -37,20 +35,8 @@ const ENTRY_POINTS: [&str; 2] = ["/sbin/init", "/bin/sh"];
 /// Symlink hops allowed while resolving a path inside an image (the kernel's limit).
 const MAX_SYMLINK_HOPS: usize = 40;
 
-/// A validated base image.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Image {
-    pub name: String,
-    /// `<images>/<name>/rootfs`.
-    pub rootfs: PathBuf,
-    /// Disk usage of the tree in bytes; 0 until [`Image::with_size`] computed it.
-    #[serde(default)]
-    pub size_bytes: u64,
-    /// When the image was built: modification time of the rootfs directory, in seconds since
-    /// the Unix epoch (0 if unknown).
-    #[serde(default)]
-    pub created: u64,
-}
+/// A validated base image; a wire type, see [`crate::proto::image::Image`].
+pub use crate::proto::image::Image;
 
 impl Image {
     /// Fill in `size_bytes` by walking the tree (like `du -s`: allocated blocks, hard links

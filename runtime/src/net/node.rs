@@ -107,28 +107,8 @@ pub struct Allocation {
     pub active: bool,
 }
 
-/// Per-slice counters. "out" is traffic sent by the slice, "in" traffic delivered to it.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct NetCounters {
-    pub bytes_out: u64,
-    pub packets_out: u64,
-    pub bytes_in: u64,
-    pub packets_in: u64,
-    /// Packets dropped by the outbound shaper (queue full).
-    pub dropped_shaping_out: u64,
-    /// Packets dropped by the inbound shaper.
-    pub dropped_shaping_in: u64,
-    /// Frames dropped for a source MAC, ARP or IP that is not the slice's.
-    pub dropped_spoofed: u64,
-    /// Packets dropped by the isolation policy (to other slices, to host services).
-    pub dropped_policy: u64,
-    /// Frames dropped for not being IPv4 or ARP (e.g. IPv6).
-    pub dropped_non_ipv4: u64,
-    /// Outbound bytes counted against the daily budget in the current period.
-    pub budget_used_bytes: Option<u64>,
-    /// The outbound rate the budget holds the slice to, if throttled.
-    pub budget_throttle_bps: Option<u64>,
-}
+/// Per-slice counters; a wire type, see [`crate::proto::net::NetCounters`].
+pub use crate::proto::net::NetCounters;
 
 /// The byte budget of one slice after an [`NodeNet::enforce_budgets`] pass.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

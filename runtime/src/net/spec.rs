@@ -1,80 +1,8 @@
 //! The network part of a slice spec and its validation.
-use serde::{Deserialize, Serialize};
-
 use super::cmd::{NetError, Result};
 
-/// Network mode of a slice.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum NetMode {
-    /// Loopback only.
-    #[default]
-    None,
-    /// A veth on the host bridge `vslice0`, NAT, shaping.
-    Bridge,
-}
-
-/// Transport protocol of a port forward or an allowed host port.
-#[derive(
-    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
-)]
-#[serde(rename_all = "lowercase")]
-pub enum Proto {
-    #[default]
-    Tcp,
-    Udp,
-}
-
-impl Proto {
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            Proto::Tcp => "tcp",
-            Proto::Udp => "udp",
-        }
-    }
-}
-
-/// A port forward: connections to `host_port` on the node's addresses go to `slice_port` of
-/// the slice.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct PortForward {
-    pub host_port: u16,
-    pub slice_port: u16,
-    pub proto: Proto,
-}
-
-/// A host port the slice may connect to (a service of the node itself, on any node address).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct HostPort {
-    pub port: u16,
-    pub proto: Proto,
-}
-
-/// What a slice may reach beyond the default (the outside world through NAT).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct NetAllow {
-    /// Slices this slice may exchange traffic with, or `"*"` for every slice. A pair of slices
-    /// is open only when **both** list each other (or `*`): one slice's policy cannot open
-    /// another slice. An open pair is open in both directions, every protocol.
-    pub slices: Vec<String>,
-    /// Services of the node the slice may reach (on any node address, e.g. the gateway).
-    pub host_ports: Vec<HostPort>,
-}
-
-/// A daily byte budget for traffic **out of** the slice, like PlanetLab's `net_max_kbyte` /
-/// `net_thresh_kbyte`. The day is the UTC day. Below `thresh_bytes` nothing happens; past it
-/// the slice's outbound rate is lowered to `(max_bytes - used) / seconds left in the day`
-/// (at least [`BUDGET_FLOOR_BPS`]) so that the rest of the budget lasts the rest of the day;
-/// past `max_bytes` the slice is held at [`BUDGET_FLOOR_BPS`].
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct ByteBudget {
-    pub max_bytes: u64,
-    pub thresh_bytes: u64,
-}
+/// The wire types (shared with the API and its clients) live in [`crate::proto::net`].
+pub use crate::proto::net::{ByteBudget, HostPort, NetAllow, NetMode, NetSpec, PortForward, Proto};
 
 /// Lowest rate the budget throttle goes to, in bits per second.
 pub const BUDGET_FLOOR_BPS: u64 = 8_000;
@@ -84,33 +12,6 @@ pub const MIN_RATE_BPS: u64 = 8_000;
 pub const MAX_RATE_BPS: u64 = 100_000_000_000;
 /// Largest accepted weight.
 pub const MAX_WEIGHT: u32 = 10_000;
-
-/// The network part of a slice spec.
-///
-/// Directions are named from the slice's point of view: **egress** is traffic the slice sends
-/// (out of the slice), **ingress** is traffic the slice receives. Rates are bits per second,
-/// bursts bytes.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct NetSpec {
-    pub mode: NetMode,
-    /// Port forwards from the node's addresses into the slice.
-    pub ports: Vec<PortForward>,
-    /// Cap on traffic out of the slice, bits/s.
-    pub egress_rate: Option<u64>,
-    /// Burst allowed above `egress_rate`, bytes (default: computed by HTB from the rate).
-    pub egress_burst: Option<u64>,
-    /// Cap on traffic into the slice, bits/s.
-    pub ingress_rate: Option<u64>,
-    /// Burst allowed above `ingress_rate`, bytes.
-    pub ingress_burst: Option<u64>,
-    /// Share of the node-wide caps under contention (like PlanetLab's net_share); default 1.
-    pub weight: Option<u32>,
-    /// Daily byte budget for outbound traffic.
-    pub budget: Option<ByteBudget>,
-    /// Traffic opened beyond the default isolation.
-    pub allow: NetAllow,
-}
 
 impl NetSpec {
     /// The weight used for sharing (default 1).
