@@ -73,20 +73,12 @@ impl std::fmt::Display for ApiError {
 impl From<SliceError> for ApiError {
     fn from(e: SliceError) -> ApiError {
         let message = e.to_string();
-        match &e {
-            SliceError::NotFound(_) => ApiError::not_found(message),
-            SliceError::AlreadyExists(_) => {
-                ApiError::new(StatusCode::CONFLICT, "already_exists", message)
-            }
-            SliceError::Invalid { field, .. } => ApiError::invalid(field, message),
-            SliceError::Conflict { .. } => ApiError::conflict(message),
-            SliceError::Start { .. } => {
-                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "start_failed", message)
-            }
-            SliceError::Io(_) | SliceError::Cgroup(_) | SliceError::Net(_) => {
-                ApiError::internal(message)
-            }
+        if let SliceError::Invalid { field, .. } = &e {
+            return ApiError::invalid(field, message);
         }
+        let (status, code) = e.status_code();
+        let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        ApiError::new(status, code, message)
     }
 }
 

@@ -17,7 +17,7 @@ use crate::api::types::{b64, ExecInput, Image, Stats, VerifyReport};
 use crate::audit::Outcome;
 use crate::client::{AuditQuery, BlockingClient, ClientError, EventFilter, TtyOptions};
 use crate::config::Paths;
-use crate::daemon::direct::{ActionError, DirectError, DirectSession};
+use crate::daemon::direct::{DirectError, DirectSession};
 use crate::net::{NetMode, NetSpec, PortForward};
 use crate::slice::{
     CreateRequest, ExecRequest, Limits, LimitsPatch, Manager, SliceError, SliceInfo,

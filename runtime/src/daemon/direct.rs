@@ -184,14 +184,6 @@ pub trait ActionError: std::fmt::Display {
 
 impl ActionError for crate::slice::SliceError {
     fn status_code(&self) -> (u16, &'static str) {
-        use crate::slice::SliceError as E;
-        match self {
-            E::NotFound(_) => (404, "not_found"),
-            E::AlreadyExists(_) => (409, "already_exists"),
-            E::Conflict { .. } => (409, "conflict"),
-            E::Invalid { .. } => (400, "invalid"),
-            E::Start { .. } => (500, "start_failed"),
-            E::Io(_) | E::Cgroup(_) | E::Net(_) => (500, "internal"),
-        }
+        crate::slice::SliceError::status_code(self)
     }
 }

@@ -74,6 +74,19 @@ impl From<crate::net::NetError> for SliceError {
 }
 
 impl SliceError {
+    /// The HTTP status and error code this error is answered with, and recorded with in the
+    /// audit log: one table for the daemon's API and for direct mode.
+    pub fn status_code(&self) -> (u16, &'static str) {
+        match self {
+            SliceError::NotFound(_) => (404, "not_found"),
+            SliceError::AlreadyExists(_) => (409, "already_exists"),
+            SliceError::Conflict { .. } => (409, "conflict"),
+            SliceError::Invalid { .. } => (400, "invalid"),
+            SliceError::Start { .. } => (500, "start_failed"),
+            SliceError::Io(_) | SliceError::Cgroup(_) | SliceError::Net(_) => (500, "internal"),
+        }
+    }
+
     /// The request field an error is about, for API error bodies.
     pub fn field(&self) -> Option<&str> {
         match self {
