@@ -274,16 +274,26 @@ fn executable_in_root(root: &Path, path: &str) -> bool {
     let mut how: libc::open_how = unsafe { std::mem::zeroed() };
     how.flags = (libc::O_PATH | libc::O_CLOEXEC) as u64;
     how.resolve = libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS;
-    // SAFETY: valid fd, NUL-terminated path, and a correctly sized open_how.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_openat2,
-            dir.as_raw_fd(),
-            c.as_ptr(),
-            &how as *const libc::open_how,
-            std::mem::size_of::<libc::open_how>(),
-        )
-    };
+    // With RESOLVE_IN_ROOT the kernel answers EAGAIN when any rename or mount on the node
+    // raced with the lookup (concurrent creates, destroys and shims do both all the time):
+    // that says nothing about the file, so look again.
+    let mut fd = -1;
+    for _ in 0..1000 {
+        // SAFETY: valid fd, NUL-terminated path, and a correctly sized open_how.
+        fd = unsafe {
+            libc::syscall(
+                libc::SYS_openat2,
+                dir.as_raw_fd(),
+                c.as_ptr(),
+                &how as *const libc::open_how,
+                std::mem::size_of::<libc::open_how>(),
+            )
+        };
+        let errno = std::io::Error::last_os_error().raw_os_error();
+        if fd >= 0 || !matches!(errno, Some(libc::EAGAIN) | Some(libc::EINTR)) {
+            break;
+        }
+    }
     if fd < 0 {
         return false;
     }
