@@ -18,7 +18,7 @@ DEMO_ROOT    ?= /var/lib/vslice
 # installs from it and nothing else; scripts/check-programs.sh checks it against the sources.
 DEPS_LIST    := deps/packages.txt
 
-.PHONY: all build deps check-programs image demo test unit integration leak-check bench install clean fmt lint
+.PHONY: all build deps check-programs image demo test unit integration leak-check bench install uninstall clean fmt lint
 
 all: build
 
@@ -80,6 +80,27 @@ install: build
 	install -m 0644 policies/seccomp/*.json /usr/share/vslice/policies/seccomp/
 	getent group vslice-admin >/dev/null || groupadd --system vslice-admin
 	[ ! -f dist/vsliced.service ] || install -m 0644 dist/vsliced.service /etc/systemd/system/
+	# SSH access (README "SSH access"): vsh, the slice accounts' group, the keys user, the
+	# sshd drop-in (values as in the daemon's defaults), then a config check and reload.
+	install -m 0755 $(BIN)/vsh $(PREFIX)/bin/vsh
+	getent group vslice-ssh >/dev/null || groupadd --system vslice-ssh
+	getent passwd vslice-sshkeys >/dev/null || useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin vslice-sshkeys
+	mkdir -p /etc/ssh/sshd_config.d
+	sed -e 's|@GROUP@|vslice-ssh|g' -e 's|@VSH@|$(PREFIX)/bin/vsh|g' -e 's|@SOCKET@|/run/vslice/ssh/vsh.sock|g' \
+	  -e 's|@KEYS_USER@|vslice-sshkeys|g' dist/sshd_config.d/vslice.conf > /etc/ssh/sshd_config.d/vslice.conf
+	chmod 0644 /etc/ssh/sshd_config.d/vslice.conf
+	! command -v sshd >/dev/null || sshd -t
+	@echo "sshd drop-in installed: reload sshd to apply it"
+
+# Removes what `install` put in place (state under /var/lib/vslice is kept). Slice accounts
+# go with their slices (vslice rm); the group stays while any is left.
+uninstall:
+	rm -f /etc/ssh/sshd_config.d/vslice.conf
+	@echo "sshd drop-in removed: reload sshd to apply it"
+	rm -f $(PREFIX)/bin/vsh $(PREFIX)/bin/vslice $(PREFIX)/bin/vsliced $(PREFIX)/bin/vslice-shim $(PREFIX)/bin/vslice-runc
+	rm -f /etc/systemd/system/vsliced.service
+	! getent passwd vslice-sshkeys >/dev/null || userdel vslice-sshkeys
+	! getent group vslice-ssh >/dev/null || groupdel vslice-ssh 2>/dev/null || echo "group vslice-ssh kept: slice accounts still use it"
 
 clean:
 	$(CARGO) clean

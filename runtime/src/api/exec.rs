@@ -64,7 +64,7 @@ pub fn exit_code(status: ExitStatus) -> i32 {
 
 /// The shim could not be spawned. The command's strings are checked before (slice/manager.rs
 /// exec_command), so E2BIG or a NUL here is still the client's command, not the daemon.
-fn spawn_error(e: io::Error) -> ApiError {
+pub(super) fn spawn_error(e: io::Error) -> ApiError {
     if e.raw_os_error() == Some(libc::E2BIG) {
         ApiError::invalid(
             "argv",
@@ -88,7 +88,7 @@ fn tty_field(mut e: ApiError) -> ApiError {
 }
 
 /// What the audit log keeps of an exec: the command, not the environment's values.
-async fn read_capped<R: AsyncRead + Unpin>(mut r: R, cap: usize) -> (Vec<u8>, bool) {
+pub(super) async fn read_capped<R: AsyncRead + Unpin>(mut r: R, cap: usize) -> (Vec<u8>, bool) {
     let mut out = Vec::new();
     let mut truncated = false;
     let mut buf = vec![0u8; 64 * 1024];
@@ -289,7 +289,7 @@ async fn run_collect(
 static CONSOLE_SEQ: AtomicU64 = AtomicU64::new(0);
 
 /// A console socket path under `<root>/run` (0700, root's), unique in this daemon.
-fn console_socket_path(st: &AppState) -> io::Result<PathBuf> {
+pub(super) fn console_socket_path(st: &AppState) -> io::Result<PathBuf> {
     use std::os::unix::fs::PermissionsExt;
     let dir = st.daemon.paths.root.join("run");
     std::fs::create_dir_all(&dir)?;
@@ -331,7 +331,7 @@ fn recv_fd(sock: RawFd) -> io::Result<OwnedFd> {
     }
 }
 
-async fn receive_master(listener: &UnixListener) -> io::Result<OwnedFd> {
+pub(super) async fn receive_master(listener: &UnixListener) -> io::Result<OwnedFd> {
     let (stream, _) = listener.accept().await?;
     loop {
         stream.readable().await?;
@@ -508,7 +508,7 @@ pub async fn exec_tty(
     })
 }
 
-fn set_nonblocking(fd: &OwnedFd) -> io::Result<()> {
+pub(super) fn set_nonblocking(fd: &OwnedFd) -> io::Result<()> {
     use nix::fcntl::{fcntl, FcntlArg, OFlag};
     let flags = OFlag::from_bits_truncate(
         fcntl(fd.as_raw_fd(), FcntlArg::F_GETFL).map_err(io::Error::from)?,
@@ -517,7 +517,7 @@ fn set_nonblocking(fd: &OwnedFd) -> io::Result<()> {
     Ok(())
 }
 
-async fn read_master(fd: &AsyncFd<OwnedFd>, buf: &mut [u8]) -> io::Result<usize> {
+pub(super) async fn read_master(fd: &AsyncFd<OwnedFd>, buf: &mut [u8]) -> io::Result<usize> {
     loop {
         let mut guard = fd.readable().await?;
         match guard
@@ -530,7 +530,7 @@ async fn read_master(fd: &AsyncFd<OwnedFd>, buf: &mut [u8]) -> io::Result<usize>
     }
 }
 
-async fn write_master(fd: &AsyncFd<OwnedFd>, data: &[u8]) -> io::Result<usize> {
+pub(super) async fn write_master(fd: &AsyncFd<OwnedFd>, data: &[u8]) -> io::Result<usize> {
     loop {
         let mut guard = fd.writable().await?;
         match guard

@@ -15,7 +15,10 @@ pub mod metrics;
 pub mod openapi;
 pub mod server;
 pub(crate) mod slices;
+mod ssh;
+pub use ssh::remove_orphans as ssh_remove_orphans;
 mod streams;
+pub mod vsh;
 pub mod types;
 
 use crate::daemon::{Caller, Daemon};
@@ -95,6 +98,9 @@ pub const ROUTES: &[Route] = &[
     r("POST", "/v1/slices/{name}/exec", Access::Owner, true),
     r("GET", "/v1/slices/{name}/exec/tty", Access::Owner, true),
     r("GET", "/v1/slices/{name}/stats", Access::Owner, false),
+    r("GET", "/v1/slices/{name}/keys", Access::Owner, false),
+    r("POST", "/v1/slices/{name}/keys", Access::Operator, true),
+    r("DELETE", "/v1/slices/{name}/keys/{fingerprint}", Access::Operator, true),
     r("GET", "/v1/events", Access::Owner, false),
     r("GET", "/v1/images", Access::Operator, false),
     r("GET", "/v1/audit", Access::Operator, false),
@@ -117,6 +123,9 @@ fn handler(route: &Route) -> MethodRouter<AppState> {
         ("POST", "/v1/slices/{name}/exec") => post(exec::exec),
         ("GET", "/v1/slices/{name}/exec/tty") => get(exec::exec_tty),
         ("GET", "/v1/slices/{name}/stats") => get(slices::stats),
+        ("GET", "/v1/slices/{name}/keys") => get(ssh::list),
+        ("POST", "/v1/slices/{name}/keys") => post(ssh::add),
+        ("DELETE", "/v1/slices/{name}/keys/{fingerprint}") => delete(ssh::remove),
         ("GET", "/v1/events") => get(streams::events),
         ("GET", "/v1/images") => get(slices::images),
         ("GET", "/v1/audit") => get(streams::audit_show),

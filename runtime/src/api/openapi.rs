@@ -17,6 +17,7 @@ use crate::proto::{
     NetCounters, NetInfo, NetMode, NetSpec, Outcome, OutputEncoding, PortForward, Problem, Proto,
     Resize, SliceInfo, SliceSpec, Stats, Status, StopQuery, TtyExit, TtyQuery, Usage, VerifyReport,
 };
+use crate::proto::{KeyAdd, SshKey};
 use serde_json::{json, Value};
 use utoipa::OpenApi;
 
@@ -40,14 +41,14 @@ struct SliceName {
     paths(
         info, openapi_json, list_slices, create_slice, inspect_slice, destroy_slice,
         update_limits, start_slice, stop_slice, restart_slice, exec, exec_tty, stats, events,
-        images, audit, audit_verify, metrics,
+        images, audit, audit_verify, metrics, list_keys, add_key, remove_key,
     ),
     components(schemas(
         AuditCaller, AuditEntry, AuditRecord, ByteBudget, CallerInfo, ControlRecord,
         CreateRequest, DaemonRecord, ErrorBody, Event, EventKind, ExecInput, ExecOutput,
         ExitInfo, Head, HostPort, Image, Info, Limits, LimitsPatch, NetAllow, NetCounters,
         NetInfo, NetMode, NetSpec, Outcome, OutputEncoding, PortForward, Problem, Proto, Resize,
-        SliceInfo, SliceSpec, Stats, Status, TtyExit, Usage, VerifyReport,
+        SliceInfo, SliceSpec, Stats, Status, TtyExit, Usage, VerifyReport, KeyAdd, SshKey,
     ))
 )]
 struct ApiDoc;
@@ -212,6 +213,48 @@ fn audit_verify() {}
     responses((status = 200, description = "Metrics.", body = String, content_type = "text/plain")))]
 #[allow(dead_code)]
 fn metrics() {}
+
+/// A key's fingerprint in a path (percent-encode its `/` and `+`).
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)]
+struct KeyPath {
+    /// Slice name (DNS label).
+    #[param(pattern = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")]
+    name: String,
+    /// `SHA256:…` as listed by `GET /v1/slices/{name}/keys`.
+    fingerprint: String,
+}
+
+#[utoipa::path(get, path = "/v1/slices/{name}/keys", summary = "SSH keys of a slice", params(SliceName),
+    description = "The public keys that may log in to the slice over SSH (`ssh NAME@node`).",
+    responses(
+        (status = 200, description = "The keys (empty: no SSH access).", body = Vec<SshKey>),
+        (status = 404, description = "No such slice (`not_found`).", body = ErrorBody),
+    ))]
+#[allow(dead_code)]
+fn list_keys() {}
+
+#[utoipa::path(post, path = "/v1/slices/{name}/keys", summary = "Authorize an SSH key", params(SliceName),
+    description = "Adds a public key (authorized_keys format, no options). The first key gives the slice SSH access: its host account (named like the slice) is created. Takes effect at the next login. Audited (`ssh_key_add`, with the fingerprint).",
+    request_body = KeyAdd,
+    responses(
+        (status = 201, description = "The key as stored.", body = SshKey),
+        (status = 400, description = "Not a supported public key (`field`: key).", body = ErrorBody),
+        (status = 404, description = "No such slice (`not_found`).", body = ErrorBody),
+        (status = 409, description = "The key is already there (`already_exists`), or the host account cannot be made (`conflict`).", body = ErrorBody),
+    ))]
+#[allow(dead_code)]
+fn add_key() {}
+
+#[utoipa::path(delete, path = "/v1/slices/{name}/keys/{fingerprint}", summary = "Revoke an SSH key", params(KeyPath),
+    description = "Removes the key; logins with it are refused from then on. Audited (`ssh_key_remove`).",
+    responses(
+        (status = 204, description = "Removed."),
+        (status = 404, description = "No such slice or key (`not_found`).", body = ErrorBody),
+    ))]
+#[allow(dead_code)]
+fn remove_key() {}
 
 fn error_reply(description: &str) -> Value {
     json!({ "description": description, "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } } })
@@ -788,6 +831,22 @@ mod tests {
                 }],
             ),
             case("ExitInfo", vec![exit()]),
+            case(
+                "KeyAdd",
+                vec![KeyAdd {
+                    key: "ssh-ed25519 AAAA x".into(),
+                }],
+            ),
+            case(
+                "SshKey",
+                vec![SshKey {
+                    fingerprint: "SHA256:x".into(),
+                    key_type: "ssh-ed25519".into(),
+                    key: "AAAA".into(),
+                    comment: "a@b".into(),
+                    added_at: "2026-01-02T03:04:05.000Z".into(),
+                }],
+            ),
             case("Head", vec![head()]),
             case(
                 "HostPort",

@@ -40,7 +40,10 @@ pub fn body_limit(method: &Method, path: &str) -> usize {
     let is = |m: &Method, template: &str| method == m && super::path_matches(template, path);
     if is(&Method::POST, "/v1/slices/{name}/exec") {
         EXEC_BODY_LIMIT
-    } else if is(&Method::POST, "/v1/slices") || is(&Method::PATCH, "/v1/slices/{name}/limits") {
+    } else if is(&Method::POST, "/v1/slices")
+        || is(&Method::PATCH, "/v1/slices/{name}/limits")
+        || is(&Method::POST, "/v1/slices/{name}/keys")
+    {
         SMALL_BODY_LIMIT
     } else {
         DEFAULT_BODY_LIMIT

@@ -286,6 +286,7 @@ pub async fn destroy(
         let n = name.clone();
         st.daemon.blocking(move |m| m.destroy(&n)).await?;
         st.daemon.events.forget(&name);
+        super::ssh::slice_destroyed(&st, &name).await;
         Ok((StatusCode::NO_CONTENT, None))
     }
     .await;

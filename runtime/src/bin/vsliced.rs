@@ -219,6 +219,18 @@ async fn run(
             shutdown_rx.clone(),
         ));
     }
+    if let Some(path) = config.ssh_socket() {
+        // Accounts of slices destroyed while the daemon was down (or in direct mode).
+        let d = daemon.clone();
+        tokio::task::spawn_blocking(move || api::ssh_remove_orphans(&d)).await?;
+        // 0666: the daemon decides by the peer's uid (slice accounts, the keys user, root).
+        let (ssh_std, _) = socket::bind(path, &Access::World)?;
+        ssh_std.set_nonblocking(true)?;
+        let ssh = tokio::net::UnixListener::from_std(ssh_std)?;
+        tracing::info!(socket = %path.display(), "listening (vsh: SSH sessions and keys)");
+        servers.spawn(api::vsh::serve(ssh, state.clone()));
+        sockets.push(path.to_path_buf());
+    }
     let poller = tokio::spawn(daemon.clone().poll_events(shutdown_rx.clone()));
 
     match notify::notify(&format!(

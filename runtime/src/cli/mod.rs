@@ -10,6 +10,7 @@
 //! found in the slice, 128+N: killed by signal N); `audit verify` exits 1 when the log is
 //! damaged.
 pub mod format;
+pub mod keys;
 pub mod spec_file;
 pub mod units;
 
@@ -265,6 +266,11 @@ pub enum Cmd {
     Audit {
         #[command(subcommand)]
         command: AuditCmd,
+    },
+    /// Manage the SSH keys of a slice (`ssh NAME@node`).
+    Keys {
+        #[command(subcommand)]
+        command: keys::KeysCmd,
     },
     /// List base images.
     Images {
@@ -923,6 +929,7 @@ fn dispatch(b: &Backend, cmd: Cmd, json: bool) -> R<i32> {
             }
             Ok(exit::OK)
         }
+        Cmd::Keys { command } => keys::run(b, command, json),
         Cmd::Audit { command } => match command {
             AuditCmd::Show {
                 slice,

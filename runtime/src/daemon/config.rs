@@ -66,6 +66,15 @@ pub struct Config {
     /// route whose handler panics (the daemon must answer 500 and keep serving). Off by
     /// default; never turn it on in production.
     pub test_panic_route: bool,
+    /// SSH access (README "SSH access"): the socket `vsh` hands sessions to. Empty: off.
+    pub ssh_socket: PathBuf,
+    /// Primary group of the slices' host accounts (the sshd drop-in's `Match Group`).
+    pub ssh_group: String,
+    /// Login shell of the slices' host accounts: the `vsh` binary.
+    pub ssh_shell: PathBuf,
+    /// The user sshd runs the AuthorizedKeysCommand as (AuthorizedKeysCommandUser): the only
+    /// one besides root that may ask the SSH socket for a slice's keys.
+    pub ssh_keys_user: String,
 }
 
 impl Default for Config {
@@ -89,11 +98,23 @@ impl Default for Config {
             log: "info".into(),
             log_format: "text".into(),
             test_panic_route: false,
+            ssh_socket: PathBuf::from(crate::proto::ssh::DEFAULT_SSH_SOCKET),
+            ssh_group: "vslice-ssh".into(),
+            ssh_shell: PathBuf::from("/usr/local/bin/vsh"),
+            ssh_keys_user: "vslice-sshkeys".into(),
         }
     }
 }
 
 impl Config {
+    /// The host account settings of SSH access.
+    pub fn ssh_accounts(&self) -> crate::ssh::account::Settings {
+        crate::ssh::account::Settings {
+            group: self.ssh_group.clone(),
+            shell: self.ssh_shell.clone(),
+        }
+    }
+
     /// Parse TOML text.
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         let cfg: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
@@ -192,6 +213,11 @@ impl Config {
     /// `user_socket`, unless disabled.
     pub fn user_socket(&self) -> Option<&Path> {
         (!self.user_socket.as_os_str().is_empty()).then_some(self.user_socket.as_path())
+    }
+
+    /// The SSH socket, unless SSH access is off.
+    pub fn ssh_socket(&self) -> Option<&Path> {
+        (!self.ssh_socket.as_os_str().is_empty()).then_some(self.ssh_socket.as_path())
     }
 }
 

@@ -14,6 +14,7 @@ pub mod events;
 pub mod image;
 pub mod net;
 pub mod slice;
+pub mod ssh;
 
 pub use api::*;
 pub use audit::{
@@ -24,6 +25,7 @@ pub use events::{Event, EventKind};
 pub use image::Image;
 pub use net::*;
 pub use slice::*;
+pub use ssh::{KeyAdd, SshKey};
 
 /// The operators' socket: every route.
 pub const DEFAULT_SOCKET: &str = "/run/vslice/vslice.sock";
