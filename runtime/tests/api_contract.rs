@@ -113,7 +113,9 @@ impl Contract {
         }
         let path = format!(
             "{}{}",
-            template.replace("{name}", SLICE),
+            template
+                .replace("{name}", SLICE)
+                .replace("{fingerprint}", "SHA256%3Anone"),
             self.query(&op, &what, query, check)
         );
         let text = body.map(Value::to_string);
@@ -530,6 +532,14 @@ fn every_operation_answers_as_documented() {
     assert_eq!(verify.body["ok"], true, "{}", verify.body);
     let metrics = c.call(&d, "GET", "/metrics", &[], None, Some(200));
     assert!(metrics.body.as_str().unwrap().contains("vslice"));
+
+    // SSH keys (tests/ssh_access.rs adds real ones; the harness runs with SSH access off, so
+    // no host account is made here).
+    let keys = c.call(&d, "GET", "/v1/slices/{name}/keys", &[], None, Some(200));
+    assert_eq!(keys.body, json!([]));
+    let key = json!({ "key": "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIEMlK0aF0S8DreJn1pyxiP5nn4NagDp/csBnw9wLcm0p t@x" });
+    c.call(&d, "POST", "/v1/slices/{name}/keys", &[], Some(&key), Some(409));
+    c.call(&d, "DELETE", "/v1/slices/{name}/keys/{fingerprint}", &[], None, Some(404));
 
     c.call(&d, "DELETE", "/v1/slices/{name}", &[], None, Some(204));
     c.call(&d, "GET", "/v1/slices/{name}", &[], None, Some(404));

@@ -284,9 +284,12 @@ pub async fn destroy(
         require_operator(&caller, "destroy slices")?;
         guard = Some(st.daemon.locks.lock(&name).await);
         let n = name.clone();
+        let ssh = super::ssh::has_access(&st, &name);
         st.daemon.blocking(move |m| m.destroy(&n)).await?;
         st.daemon.events.forget(&name);
-        super::ssh::slice_destroyed(&st, &name).await;
+        if ssh {
+            super::ssh::slice_destroyed(&st, &name).await;
+        }
         Ok((StatusCode::NO_CONTENT, None))
     }
     .await;

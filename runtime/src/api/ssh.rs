@@ -55,6 +55,13 @@ pub async fn add(
     let result = async {
         require_operator(&caller, "manage SSH keys")?;
         let req: KeyAdd = parse_body(&body)?;
+        if st.daemon.config.ssh_socket().is_none() {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "conflict",
+                "SSH access is off on this node (the daemon's ssh_socket is empty)",
+            ));
+        }
         let key = keys::parse(&req.key, "key")?;
         fp = Some(key.fingerprint.clone());
         guard = Some(st.daemon.locks.lock(&name).await);
@@ -104,6 +111,13 @@ pub async fn remove(
     let resp = finish(&st, &caller, "ssh_key_remove", Some(name), args, result).await;
     drop(guard);
     resp
+}
+
+/// Whether the slice has SSH access on this daemon (checked before it is destroyed: the key
+/// store goes with the slice directory). Never true with SSH access off, so that a daemon
+/// without it (a test daemon, a second state root) never touches host accounts.
+pub fn has_access(st: &AppState, name: &str) -> bool {
+    st.daemon.config.ssh_socket().is_some() && keys::enabled(&st.daemon.paths.slice_dir(name))
 }
 
 /// After a slice is destroyed: remove its host account (if it had SSH access). Failures are

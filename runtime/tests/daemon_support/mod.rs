@@ -116,7 +116,10 @@ impl TestDaemon {
         std::fs::write(
             &config_path,
             format!(
-                "admin_group = \"{admin_group}\"\nevents_poll_ms = 200\nstop_timeout = 2\n{}\n",
+                "admin_group = \"{admin_group}\"\nevents_poll_ms = 200\nstop_timeout = 2\n{}{}\n",
+                // SSH access off unless the test sets it up (its socket and host accounts
+                // are node-wide).
+                if opts.config.contains("ssh_socket") { "" } else { "ssh_socket = \"\"\n" },
                 opts.config
             ),
         )

@@ -364,3 +364,67 @@ impl Drop for SshEnv {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+/// The shared Debian image (has sftp-server and rsync): `$VSLICE_TEST_IMAGES/debian/rootfs`
+/// if there, else hard-linked there from the cache that images/debian/build.sh fills
+/// (`/var/cache/vslice/images/debian/rootfs`, built on demand under the cache's lock).
+/// Hard links: images are read-only lower layers, never written through.
+pub fn debian_image() {
+    use nix::fcntl::{Flock, FlockArg};
+    let images = crate::daemon_support::images_dir();
+    let dest = images.join("debian/rootfs");
+    if dest.join("usr/lib/openssh/sftp-server").exists() {
+        return;
+    }
+    let cache = PathBuf::from("/var/cache/vslice/images/debian/rootfs");
+    if !cache.exists() {
+        std::fs::create_dir_all("/var/cache/vslice/images").unwrap();
+        let lock = std::fs::File::create("/var/cache/vslice/images/.debian.lock").unwrap();
+        let _held = Flock::lock(lock, FlockArg::LockExclusive).unwrap();
+        if !cache.exists() {
+            let ok = Command::new("sh")
+                .arg(repo_dir().join("images/debian/build.sh"))
+                .arg(&cache)
+                .status()
+                .unwrap()
+                .success();
+            assert!(ok, "images/debian/build.sh {} failed", cache.display());
+        }
+    }
+    let lock = std::fs::File::create(images.join(".debian.lock")).unwrap();
+    let _held = Flock::lock(lock, FlockArg::LockExclusive).unwrap();
+    if dest.exists() {
+        return;
+    }
+    std::fs::create_dir_all(images.join("debian")).unwrap();
+    let tmp = images.join(format!("debian/rootfs.tmp.{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    let ok = Command::new("cp")
+        .arg("-al")
+        .arg(&cache)
+        .arg(&tmp)
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "cp -al {} {}", cache.display(), tmp.display());
+    std::fs::rename(&tmp, &dest).unwrap();
+}
+
+impl SshEnv {
+    /// `-e` for rsync and the common options for scp/sftp.
+    pub fn client_opts(&self, key: &Path) -> Vec<String> {
+        let mut v = vec!["-F".to_string(), "/dev/null".into(), "-i".into()];
+        v.push(key.display().to_string());
+        for o in [
+            "IdentitiesOnly=yes",
+            "StrictHostKeyChecking=no",
+            "UserKnownHostsFile=/dev/null",
+            "BatchMode=yes",
+            "LogLevel=ERROR",
+        ] {
+            v.push("-o".into());
+            v.push(o.into());
+        }
+        v
+    }
+}
