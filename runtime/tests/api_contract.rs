@@ -538,8 +538,22 @@ fn every_operation_answers_as_documented() {
     let keys = c.call(&d, "GET", "/v1/slices/{name}/keys", &[], None, Some(200));
     assert_eq!(keys.body, json!([]));
     let key = json!({ "key": "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIEMlK0aF0S8DreJn1pyxiP5nn4NagDp/csBnw9wLcm0p t@x" });
-    c.call(&d, "POST", "/v1/slices/{name}/keys", &[], Some(&key), Some(409));
-    c.call(&d, "DELETE", "/v1/slices/{name}/keys/{fingerprint}", &[], None, Some(404));
+    c.call(
+        &d,
+        "POST",
+        "/v1/slices/{name}/keys",
+        &[],
+        Some(&key),
+        Some(409),
+    );
+    c.call(
+        &d,
+        "DELETE",
+        "/v1/slices/{name}/keys/{fingerprint}",
+        &[],
+        None,
+        Some(404),
+    );
 
     c.call(&d, "DELETE", "/v1/slices/{name}", &[], None, Some(204));
     c.call(&d, "GET", "/v1/slices/{name}", &[], None, Some(404));

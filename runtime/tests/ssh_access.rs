@@ -33,10 +33,15 @@ fn ssh_login_commands_refusals_and_audit() {
     assert_eq!(e.field(), Some("key"), "{e}");
 
     // The host account: named like the slice, our group, vsh as its shell.
-    let acct = nix::unistd::User::from_name(&a).unwrap().expect("account made");
+    let acct = nix::unistd::User::from_name(&a)
+        .unwrap()
+        .expect("account made");
     assert_eq!(acct.shell, env.vsh);
     assert_eq!(
-        nix::unistd::Group::from_gid(acct.gid).unwrap().unwrap().name,
+        nix::unistd::Group::from_gid(acct.gid)
+            .unwrap()
+            .unwrap()
+            .name,
         env.group
     );
 
@@ -45,13 +50,22 @@ fn ssh_login_commands_refusals_and_audit() {
         .exec(&a, &exec_input(&["hostname"]))
         .unwrap()
         .stdout_string();
-    let o = env.ssh(&ka, &a, &[], &["id -u; hostname; cat /proc/1/cmdline | tr '\\0' ' '"], None);
+    let o = env.ssh(
+        &ka,
+        &a,
+        &[],
+        &["id -u; hostname; cat /proc/1/cmdline | tr '\\0' ' '"],
+        None,
+    );
     assert_eq!(o.status.code(), Some(0), "{}", o.describe());
     let out = String::from_utf8_lossy(&o.stdout).to_string();
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines[0], "0", "{out}");
     assert_eq!(lines[1], host.trim(), "{out}");
-    assert!(lines[2].contains("while :; do sleep 1; done"), "slice init visible: {out}");
+    assert!(
+        lines[2].contains("while :; do sleep 1; done"),
+        "slice init visible: {out}"
+    );
 
     // Exit codes, 128+N when killed.
     let o = env.ssh(&ka, &a, &[], &["exit 42"], None);
@@ -63,7 +77,11 @@ fn ssh_login_commands_refusals_and_audit() {
     let data: Vec<u8> = (0..512 * 1024).map(|i| (i * 7 % 256) as u8).collect();
     let o = env.ssh(&ka, &a, &[], &["cat; echo oops >&2"], Some(&data));
     assert_eq!(o.status.code(), Some(0), "{}", o.describe());
-    assert!(o.stdout == data, "stdout differs ({} bytes)", o.stdout.len());
+    assert!(
+        o.stdout == data,
+        "stdout differs ({} bytes)",
+        o.stdout.len()
+    );
     assert_eq!(String::from_utf8_lossy(&o.stderr).trim(), "oops");
 
     // On a terminal: the slice's own devpts.
@@ -76,7 +94,11 @@ fn ssh_login_commands_refusals_and_audit() {
     for (k, who) in [(&stranger, "stranger"), (&kb, "slice b's key")] {
         let o = env.ssh(&k.clone(), &a, &[], &["true"], None);
         assert_eq!(o.status.code(), Some(255), "{who}: {}", o.describe());
-        assert!(o.stderr_text().contains("Permission denied"), "{who}: {}", o.describe());
+        assert!(
+            o.stderr_text().contains("Permission denied"),
+            "{who}: {}",
+            o.describe()
+        );
     }
     let o = env.ssh(&ka2, &a, &[], &["true"], None);
     assert_eq!(o.status.code(), Some(0), "{}", o.describe());
@@ -90,7 +112,13 @@ fn ssh_login_commands_refusals_and_audit() {
     let o = env.ssh(
         &ka,
         &a,
-        &["-N", "-o", "ExitOnForwardFailure=yes", "-R", "127.0.0.1:0:127.0.0.1:22"],
+        &[
+            "-N",
+            "-o",
+            "ExitOnForwardFailure=yes",
+            "-R",
+            "127.0.0.1:0:127.0.0.1:22",
+        ],
         &[],
         None,
     );
@@ -99,7 +127,11 @@ fn ssh_login_commands_refusals_and_audit() {
     let mut tunnel = env.ssh_spawn(
         &ka,
         &a,
-        &["-N", "-L", &format!("127.0.0.1:{lport}:127.0.0.1:{}", env.port)],
+        &[
+            "-N",
+            "-L",
+            &format!("127.0.0.1:{lport}:127.0.0.1:{}", env.port),
+        ],
     );
     wait_for("the -L listener", Duration::from_secs(20), || {
         std::net::TcpStream::connect(("127.0.0.1", lport)).is_ok()
@@ -170,7 +202,9 @@ fn ssh_login_commands_refusals_and_audit() {
         .filter(|e| {
             use std::os::unix::fs::MetadataExt;
             e.file_name().to_string_lossy().starts_with("ssh-")
-                && e.metadata().map(|m| m.uid() == acct.uid.as_raw()).unwrap_or(false)
+                && e.metadata()
+                    .map(|m| m.uid() == acct.uid.as_raw())
+                    .unwrap_or(false)
         })
         .map(|e| e.path().display().to_string())
         .collect();
@@ -181,7 +215,11 @@ fn ssh_login_commands_refusals_and_audit() {
     c.stop(&b, Some(Duration::from_secs(2))).unwrap();
     let o = env.ssh(&kb, &b, &[], &["true"], None);
     assert_eq!(o.status.code(), Some(1), "{}", o.describe());
-    assert!(o.stderr_text().contains("is not running"), "{}", o.describe());
+    assert!(
+        o.stderr_text().contains("is not running"),
+        "{}",
+        o.describe()
+    );
 
     // vsh run by a local user who is no slice account gets nothing; nor do their key lookups.
     let mut users = Users::new();
@@ -189,13 +227,22 @@ fn ssh_login_commands_refusals_and_audit() {
     let o = env.vsh_as(u.uid, u.gid, &[], &[("SSH_ORIGINAL_COMMAND", "id")]);
     assert_eq!(o.status.code(), Some(1), "{}", o.describe());
     assert!(o.stdout.is_empty());
-    assert!(o.stderr_text().contains("is not the account of a slice"), "{}", o.describe());
+    assert!(
+        o.stderr_text().contains("is not the account of a slice"),
+        "{}",
+        o.describe()
+    );
     let o = env.vsh_as(u.uid, u.gid, &["--authorized-keys", &a], &[]);
     assert_eq!(o.status.code(), Some(1), "{}", o.describe());
     assert!(o.stdout.is_empty(), "{}", o.describe());
     // The keys user (nobody here) does get them: the refusal above is about the uid.
     let nobody = nix::unistd::User::from_name("nobody").unwrap().unwrap();
-    let o = env.vsh_as(nobody.uid.as_raw(), nobody.gid.as_raw(), &["--authorized-keys", &a], &[]);
+    let o = env.vsh_as(
+        nobody.uid.as_raw(),
+        nobody.gid.as_raw(),
+        &["--authorized-keys", &a],
+        &[],
+    );
     assert_eq!(o.status.code(), Some(0), "{}", o.describe());
     assert!(String::from_utf8_lossy(&o.stdout).contains(&added.key));
 
@@ -224,7 +271,10 @@ fn ssh_login_commands_refusals_and_audit() {
 
     // Destroying the slice removes its account.
     c.destroy(&a).unwrap();
-    assert!(nix::unistd::User::from_name(&a).unwrap().is_none(), "account left");
+    assert!(
+        nix::unistd::User::from_name(&a).unwrap().is_none(),
+        "account left"
+    );
     let o = env.ssh(&ka, &a, &[], &["true"], None);
     assert_eq!(o.status.code(), Some(255), "{}", o.describe());
 }
@@ -249,7 +299,12 @@ fn ssh_terminal_resize_and_disconnect() {
         None,
     )
     .unwrap();
-    let mut child = env.ssh_on_pty(&k, &a, &pty.slave, &["stty size; read x; stty size; exit 7"]);
+    let mut child = env.ssh_on_pty(
+        &k,
+        &a,
+        &pty.slave,
+        &["stty size; read x; stty size; exit 7"],
+    );
     drop(pty.slave);
     let mut master = std::fs::File::from(pty.master);
     let mut out = Vec::new();
@@ -257,7 +312,11 @@ fn ssh_terminal_resize_and_disconnect() {
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     let read_until = |master: &mut std::fs::File, out: &mut Vec<u8>, buf: &mut [u8], pat: &str| {
         while !String::from_utf8_lossy(out).contains(pat) {
-            assert!(std::time::Instant::now() < deadline, "waiting for {pat:?}: {:?}", String::from_utf8_lossy(out));
+            assert!(
+                std::time::Instant::now() < deadline,
+                "waiting for {pat:?}: {:?}",
+                String::from_utf8_lossy(out)
+            );
             match master.read(buf) {
                 Ok(0) | Err(_) => break,
                 Ok(n) => out.extend_from_slice(&buf[..n]),
@@ -277,7 +336,12 @@ fn ssh_terminal_resize_and_disconnect() {
     master.write_all(b"\n").unwrap();
     read_until(&mut master, &mut out, &mut buf, "50 132");
     let status = child.wait().unwrap();
-    assert_eq!(status.code(), Some(7), "{:?}", String::from_utf8_lossy(&out));
+    assert_eq!(
+        status.code(),
+        Some(7),
+        "{:?}",
+        String::from_utf8_lossy(&out)
+    );
 
     // Disconnect kills the session's processes in the slice.
     for flags in [&[][..], &["-tt"][..]] {
@@ -288,10 +352,16 @@ fn ssh_terminal_resize_and_disconnect() {
                 .map(|o| o.stdout_string().lines().any(|l| l.trim() == marker))
                 .unwrap_or(false)
         };
-        wait_for("the session's command", Duration::from_secs(20), || running(&c));
+        wait_for("the session's command", Duration::from_secs(20), || {
+            running(&c)
+        });
         s.kill().unwrap();
         let _ = s.wait();
-        wait_for("the session's command to die", Duration::from_secs(20), || !running(&c));
+        wait_for(
+            "the session's command to die",
+            Duration::from_secs(20),
+            || !running(&c),
+        );
     }
     c.destroy(&a).unwrap();
 }

@@ -37,14 +37,30 @@ fn ssh_scp_sftp_rsync_into_a_debian_slice() {
     };
 
     // scp (SFTP mode, the default) up and down, 3 MiB of every byte value.
-    let data: Vec<u8> = (0..3 * 1024 * 1024u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+    let data: Vec<u8> = (0..3 * 1024 * 1024u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
     let up = env.dir.join("up.bin");
     std::fs::write(&up, &data).unwrap();
-    run(Command::new("scp").args(&opts).args(["-P", &port]).arg(&up).arg(remote("/root/up.bin")));
-    let inside = c.exec(&a, &exec_input(&["sha256sum", "/root/up.bin"])).unwrap();
-    assert!(inside.stdout_string().starts_with(&sha(&data)), "{}", inside.stdout_string());
+    run(Command::new("scp")
+        .args(&opts)
+        .args(["-P", &port])
+        .arg(&up)
+        .arg(remote("/root/up.bin")));
+    let inside = c
+        .exec(&a, &exec_input(&["sha256sum", "/root/up.bin"]))
+        .unwrap();
+    assert!(
+        inside.stdout_string().starts_with(&sha(&data)),
+        "{}",
+        inside.stdout_string()
+    );
     let down = env.dir.join("down.bin");
-    run(Command::new("scp").args(&opts).args(["-P", &port]).arg(remote("/root/up.bin")).arg(&down));
+    run(Command::new("scp")
+        .args(&opts)
+        .args(["-P", &port])
+        .arg(remote("/root/up.bin"))
+        .arg(&down));
     assert!(std::fs::read(&down).unwrap() == data, "scp down differs");
 
     // sftp: ls, put, get; paths are the slice's, never the host's.
@@ -61,30 +77,69 @@ fn ssh_scp_sftp_rsync_into_a_debian_slice() {
         ),
     )
     .unwrap();
-    let o = run(Command::new("sftp").args(&opts).args(["-P", &port, "-b"]).arg(&batch).arg(format!("{a}@127.0.0.1")));
+    let o = run(Command::new("sftp")
+        .args(&opts)
+        .args(["-P", &port, "-b"])
+        .arg(&batch)
+        .arg(format!("{a}@127.0.0.1")));
     let listing = String::from_utf8_lossy(&o.stdout).to_string();
-    assert!(listing.contains("usr") && listing.contains("root"), "{listing}");
-    let hostname = c.exec(&a, &exec_input(&["cat", "/etc/hostname"])).unwrap().stdout_string();
+    assert!(
+        listing.contains("usr") && listing.contains("root"),
+        "{listing}"
+    );
+    let hostname = c
+        .exec(&a, &exec_input(&["cat", "/etc/hostname"]))
+        .unwrap()
+        .stdout_string();
     assert_eq!(std::fs::read_to_string(&got).unwrap(), hostname);
-    let put = c.exec(&a, &exec_input(&["cat", "/root/put.txt"])).unwrap().stdout_string();
+    let put = c
+        .exec(&a, &exec_input(&["cat", "/root/put.txt"]))
+        .unwrap()
+        .stdout_string();
     assert_eq!(put, "host only");
     // The host's file is not there for sftp (only the copy we put), nor the host's shadow.
     for path in [secret.display().to_string(), env.dir.display().to_string()] {
         std::fs::write(&batch, format!("ls {path}\n")).unwrap();
-        let o = Command::new("sftp").args(&opts).args(["-P", &port, "-b"]).arg(&batch).arg(format!("{a}@127.0.0.1")).output().unwrap();
-        assert!(!o.status.success(), "host path {path} visible: {}", o.describe());
+        let o = Command::new("sftp")
+            .args(&opts)
+            .args(["-P", &port, "-b"])
+            .arg(&batch)
+            .arg(format!("{a}@127.0.0.1"))
+            .output()
+            .unwrap();
+        assert!(
+            !o.status.success(),
+            "host path {path} visible: {}",
+            o.describe()
+        );
     }
     let shadow = env.dir.join("got-shadow");
     std::fs::write(&batch, format!("get /etc/shadow {}\n", shadow.display())).unwrap();
-    let _ = Command::new("sftp").args(&opts).args(["-P", &port, "-b"]).arg(&batch).arg(format!("{a}@127.0.0.1")).output().unwrap();
+    let _ = Command::new("sftp")
+        .args(&opts)
+        .args(["-P", &port, "-b"])
+        .arg(&batch)
+        .arg(format!("{a}@127.0.0.1"))
+        .output()
+        .unwrap();
     if let Ok(s) = std::fs::read_to_string(&shadow) {
-        assert_ne!(s, std::fs::read_to_string("/etc/shadow").unwrap(), "got the host's shadow");
+        assert_ne!(
+            s,
+            std::fs::read_to_string("/etc/shadow").unwrap(),
+            "got the host's shadow"
+        );
     }
 
     // rsync a tree with modes (and a symlink) up, and back down.
     let tree = env.dir.join("tree");
     std::fs::create_dir_all(tree.join("sub/deeper")).unwrap();
-    let files = [("a.txt", 0o644), ("secret", 0o600), ("run.sh", 0o750), ("sub/b", 0o640), ("sub/deeper/c", 0o604)];
+    let files = [
+        ("a.txt", 0o644),
+        ("secret", 0o600),
+        ("run.sh", 0o750),
+        ("sub/b", 0o640),
+        ("sub/deeper/c", 0o604),
+    ];
     for (f, mode) in files {
         std::fs::write(tree.join(f), format!("content of {f}")).unwrap();
         std::fs::set_permissions(tree.join(f), std::fs::Permissions::from_mode(mode)).unwrap();
@@ -92,23 +147,45 @@ fn ssh_scp_sftp_rsync_into_a_debian_slice() {
     std::fs::set_permissions(tree.join("sub"), std::fs::Permissions::from_mode(0o710)).unwrap();
     std::os::unix::fs::symlink("a.txt", tree.join("link")).unwrap();
     let ssh_e = format!("ssh -p {port} {}", opts.join(" "));
-    run(Command::new("rsync").args(["-a", "-e", &ssh_e]).arg(format!("{}/", tree.display())).arg(remote("/root/tree/")));
+    run(Command::new("rsync")
+        .args(["-a", "-e", &ssh_e])
+        .arg(format!("{}/", tree.display()))
+        .arg(remote("/root/tree/")));
     let listing = c
-        .exec(&a, &exec_input(&["sh", "-c", "cd /root/tree && find . -mindepth 1 | sort | xargs stat -c '%a %F %n'"]))
+        .exec(
+            &a,
+            &exec_input(&[
+                "sh",
+                "-c",
+                "cd /root/tree && find . -mindepth 1 | sort | xargs stat -c '%a %F %n'",
+            ]),
+        )
         .unwrap()
         .stdout_string();
     for (f, mode) in files {
-        assert!(listing.contains(&format!("{mode:o} regular file ./{f}")), "{f}: {listing}");
+        assert!(
+            listing.contains(&format!("{mode:o} regular file ./{f}")),
+            "{f}: {listing}"
+        );
     }
     assert!(listing.contains("710 directory ./sub"), "{listing}");
     assert!(listing.contains("symbolic link ./link"), "{listing}");
     let back = env.dir.join("back");
-    run(Command::new("rsync").args(["-a", "-e", &ssh_e]).arg(remote("/root/tree/")).arg(format!("{}/", back.display())));
+    run(Command::new("rsync")
+        .args(["-a", "-e", &ssh_e])
+        .arg(remote("/root/tree/"))
+        .arg(format!("{}/", back.display())));
     for (f, mode) in files {
         let md = std::fs::metadata(back.join(f)).unwrap();
         assert_eq!(md.permissions().mode() & 0o7777, mode, "{f}");
-        assert_eq!(std::fs::read_to_string(back.join(f)).unwrap(), format!("content of {f}"));
+        assert_eq!(
+            std::fs::read_to_string(back.join(f)).unwrap(),
+            format!("content of {f}")
+        );
     }
-    assert_eq!(std::fs::read_link(back.join("link")).unwrap().to_str(), Some("a.txt"));
+    assert_eq!(
+        std::fs::read_link(back.join("link")).unwrap().to_str(),
+        Some("a.txt")
+    );
     c.destroy(&a).unwrap();
 }

@@ -18,8 +18,8 @@ pub(crate) mod slices;
 mod ssh;
 pub use ssh::remove_orphans as ssh_remove_orphans;
 mod streams;
-pub mod vsh;
 pub mod types;
+pub mod vsh;
 
 use crate::daemon::{Caller, Daemon};
 use axum::extract::{MatchedPath, Request, State};
@@ -100,7 +100,12 @@ pub const ROUTES: &[Route] = &[
     r("GET", "/v1/slices/{name}/stats", Access::Owner, false),
     r("GET", "/v1/slices/{name}/keys", Access::Owner, false),
     r("POST", "/v1/slices/{name}/keys", Access::Operator, true),
-    r("DELETE", "/v1/slices/{name}/keys/{fingerprint}", Access::Operator, true),
+    r(
+        "DELETE",
+        "/v1/slices/{name}/keys/{fingerprint}",
+        Access::Operator,
+        true,
+    ),
     r("GET", "/v1/events", Access::Owner, false),
     r("GET", "/v1/images", Access::Operator, false),
     r("GET", "/v1/audit", Access::Operator, false),

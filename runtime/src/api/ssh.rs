@@ -20,7 +20,9 @@ impl From<SshError> for ApiError {
         let message = e.to_string();
         match e {
             SshError::Invalid { field, .. } => ApiError::invalid(&field, message),
-            SshError::Duplicate(_) => ApiError::new(StatusCode::CONFLICT, "already_exists", message),
+            SshError::Duplicate(_) => {
+                ApiError::new(StatusCode::CONFLICT, "already_exists", message)
+            }
             SshError::NoSuchKey(_) => ApiError::new(StatusCode::NOT_FOUND, "not_found", message),
             SshError::Account { .. } => ApiError::new(StatusCode::CONFLICT, "conflict", message),
             SshError::Io(_) => ApiError::internal(message),
@@ -133,8 +135,11 @@ pub async fn slice_destroyed(st: &AppState, name: &str) {
         Ok(Ok(false)) => {}
         Ok(Err(e)) => {
             tracing::error!(slice = name, error = %e, "removing the slice's host account");
-            st.daemon
-                .audit_daemon("ssh_account_removed", Some(name), Some(format!("failed: {e}")));
+            st.daemon.audit_daemon(
+                "ssh_account_removed",
+                Some(name),
+                Some(format!("failed: {e}")),
+            );
         }
         Err(e) => tracing::error!(slice = name, error = %e, "removing the slice's host account"),
     }
@@ -146,7 +151,9 @@ pub fn remove_orphans(d: &crate::daemon::Daemon) {
     for name in account::orphans(&d.paths.slices_dir(), &settings) {
         match account::remove(&name, &settings) {
             Ok(_) => d.audit_daemon("ssh_account_removed", Some(&name), Some("orphan".into())),
-            Err(e) => tracing::error!(account = %name, error = %e, "removing an orphan slice account"),
+            Err(e) => {
+                tracing::error!(account = %name, error = %e, "removing an orphan slice account")
+            }
         }
     }
 }

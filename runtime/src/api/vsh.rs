@@ -115,7 +115,10 @@ async fn read_first(stream: &UnixStream) -> io::Result<(Vec<u8>, Vec<u8>, Vec<Ow
                     return Ok((data, rest, fds));
                 }
                 if data.len() > MAX_REQUEST {
-                    return Err(io::Error::new(io::ErrorKind::InvalidData, "request too large"));
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        "request too large",
+                    ));
                 }
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
@@ -208,7 +211,9 @@ async fn authorized_keys(st: &AppState, uid: u32, user: &str) -> Result<Vec<Stri
         };
         // Only slice accounts have keys here: for any other user, sshd gets none.
         match account::slice_of(u.uid.as_raw(), &settings) {
-            Some(slice) if slice == user && crate::slice::manager::validate_name(&slice).is_ok() => {
+            Some(slice)
+                if slice == user && crate::slice::manager::validate_name(&slice).is_ok() =>
+            {
                 let ks = keys::load(&slices.join(&slice)).map_err(|e| e.to_string())?;
                 Ok(ks.iter().map(keys::authorized_line).collect())
             }
@@ -375,7 +380,16 @@ async fn session(
     // Recorded (fsynced) before the command starts.
     let mut login = Outcome::ok(200);
     login.message = None;
-    if let Err(e) = audit(&st, &caller, "ssh_login", Some(slice.clone()), args.clone(), login).await {
+    if let Err(e) = audit(
+        &st,
+        &caller,
+        "ssh_login",
+        Some(slice.clone()),
+        args.clone(),
+        login,
+    )
+    .await
+    {
         let message = format!("the login could not be recorded: {e}");
         return reply(&mut wr, &VshReply::Error { message }).await;
     }
@@ -497,10 +511,7 @@ async fn run_tty(
             return Err(spawn_error(e).message);
         }
     };
-    let stderr_task = tokio::spawn(read_capped(
-        child.stderr.take().expect("piped"),
-        64 * 1024,
-    ));
+    let stderr_task = tokio::spawn(read_capped(child.stderr.take().expect("piped"), 64 * 1024));
     let got = tokio::select! {
         r = tokio::time::timeout(CONSOLE_TIMEOUT, receive_master(&listener)) => match r {
             Ok(Ok(fd)) => Ok(fd),
@@ -546,7 +557,10 @@ async fn run_tty(
 /// Kill the shim if the command outlives its hangup by [`HANGUP_GRACE`].
 fn hang_up(mut child: Child) {
     tokio::spawn(async move {
-        if tokio::time::timeout(HANGUP_GRACE, child.wait()).await.is_err() {
+        if tokio::time::timeout(HANGUP_GRACE, child.wait())
+            .await
+            .is_err()
+        {
             let _ = child.start_kill();
             let _ = child.wait().await;
         }

@@ -52,7 +52,10 @@ fn parse_args() -> Args {
         match w.as_str() {
             "--socket" => a.socket = it.next().unwrap_or_else(|| usage("--socket needs a path")),
             "--authorized-keys" => {
-                a.keys_for = Some(it.next().unwrap_or_else(|| usage("--authorized-keys needs a user")))
+                a.keys_for = Some(
+                    it.next()
+                        .unwrap_or_else(|| usage("--authorized-keys needs a user")),
+                )
             }
             "-h" | "--help" => usage("the login shell of slice accounts"),
             other => usage(&format!("unknown argument {other:?}")),
@@ -75,7 +78,11 @@ fn send(sock: &UnixStream, req: &VshRequest, fds: &[i32]) -> std::io::Result<()>
     while sent < line.len() {
         let iov = [std::io::IoSlice::new(&line[sent..])];
         let cmsg = [ControlMessage::ScmRights(fds)];
-        let c: &[ControlMessage] = if sent == 0 && !fds.is_empty() { &cmsg } else { &[] };
+        let c: &[ControlMessage] = if sent == 0 && !fds.is_empty() {
+            &cmsg
+        } else {
+            &[]
+        };
         sent += sendmsg::<()>(sock.as_raw_fd(), &iov, c, MsgFlags::empty(), None)
             .map_err(std::io::Error::from)?;
     }
@@ -124,7 +131,10 @@ fn keys(socket: &str, user: String) -> i32 {
         eprintln!("vsh: {e}");
         return EXIT_REFUSED;
     }
-    let mut r = Replies { sock, buf: Vec::new() };
+    let mut r = Replies {
+        sock,
+        buf: Vec::new(),
+    };
     match r.next_blocking() {
         Some(VshReply::Keys { lines }) => {
             let mut out = std::io::stdout().lock();
@@ -203,7 +213,9 @@ fn session(socket: &str) -> i32 {
         return EXIT_REFUSED;
     }
     let mut r = Replies {
-        sock: sock.try_clone().unwrap_or_else(|_| std::process::exit(EXIT_LOST)),
+        sock: sock
+            .try_clone()
+            .unwrap_or_else(|_| std::process::exit(EXIT_LOST)),
         buf: Vec::new(),
     };
     use nix::poll::{poll, PollFd, PollFlags, PollTimeout};

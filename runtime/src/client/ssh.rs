@@ -5,8 +5,12 @@ use hyper::Method;
 
 impl Client {
     pub async fn keys(&self, name: &str) -> Result<Vec<SshKey>> {
-        self.call(Method::GET, &format!("/v1/slices/{}/keys", encode(name)), None)
-            .await
+        self.call(
+            Method::GET,
+            &format!("/v1/slices/{}/keys", encode(name)),
+            None,
+        )
+        .await
     }
 
     pub async fn add_key(&self, name: &str, key: &str) -> Result<SshKey> {
@@ -22,11 +26,7 @@ impl Client {
     }
 
     pub async fn remove_key(&self, name: &str, fingerprint: &str) -> Result<()> {
-        let path = format!(
-            "/v1/slices/{}/keys/{}",
-            encode(name),
-            encode(fingerprint)
-        );
+        let path = format!("/v1/slices/{}/keys/{}", encode(name), encode(fingerprint));
         let (status, bytes) = self.raw(Method::DELETE, &path, None).await?;
         if !status.is_success() {
             return Err(super::api_error(status, &bytes));

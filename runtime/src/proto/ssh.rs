@@ -13,7 +13,9 @@ pub const DEFAULT_SSH_SOCKET: &str = "/run/vslice/ssh/vsh.sock";
 #[serde(deny_unknown_fields)]
 pub struct KeyAdd {
     /// One public key in authorized_keys format: `TYPE BASE64 [COMMENT]` (no options).
-    #[schema(example = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIB0hb2dzZWNyZXRrZXlzYXJlbm90aGVyZQ alice@laptop")]
+    #[schema(
+        example = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIB0hb2dzZWNyZXRrZXlzYXJlbm90aGVyZQ alice@laptop"
+    )]
     pub key: String,
 }
 

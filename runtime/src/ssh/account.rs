@@ -54,7 +54,10 @@ fn is_ours(u: &User, gid: u32, s: &Settings) -> bool {
 }
 
 fn group_gid(group: &str) -> Option<u32> {
-    Group::from_name(group).ok().flatten().map(|g| g.gid.as_raw())
+    Group::from_name(group)
+        .ok()
+        .flatten()
+        .map(|g| g.gid.as_raw())
 }
 
 /// Make sure the slice's account exists; returns its uid. Refuses to adopt a host user of
@@ -63,13 +66,18 @@ pub fn ensure(name: &str, s: &Settings) -> Result<u32, SshError> {
     if name.len() > MAX_NAME {
         return Err(SshError::invalid(
             "name",
-            format!("SSH access needs a slice name of at most {MAX_NAME} characters (host user names)"),
+            format!(
+                "SSH access needs a slice name of at most {MAX_NAME} characters (host user names)"
+            ),
         ));
     }
     let gid = match group_gid(&s.group) {
         Some(g) => g,
         None => {
-            run(&s.group, Command::new("groupadd").arg("--system").arg(&s.group))?;
+            run(
+                &s.group,
+                Command::new("groupadd").arg("--system").arg(&s.group),
+            )?;
             group_gid(&s.group).ok_or_else(|| err(&s.group, "group missing after groupadd"))?
         }
     };

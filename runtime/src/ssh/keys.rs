@@ -160,14 +160,18 @@ mod tests {
     use super::*;
 
     // ssh-keygen -t ed25519 (a throwaway key); fingerprint from `ssh-keygen -lf`.
-    const ED: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIEMlK0aF0S8DreJn1pyxiP5nn4NagDp/csBnw9wLcm0p test@x";
+    const ED: &str =
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIEMlK0aF0S8DreJn1pyxiP5nn4NagDp/csBnw9wLcm0p test@x";
 
     #[test]
     fn parses_and_fingerprints() {
         let k = parse(ED, "key").unwrap();
         assert_eq!(k.key_type, "ssh-ed25519");
         assert_eq!(k.comment, "test@x");
-        assert_eq!(k.fingerprint, "SHA256:kARfHvbrAehKN049P822URguwJ9bWfHe0EVQ8GcXhC4");
+        assert_eq!(
+            k.fingerprint,
+            "SHA256:kARfHvbrAehKN049P822URguwJ9bWfHe0EVQ8GcXhC4"
+        );
         let info = format!("publickey {}\n", ED);
         assert_eq!(fingerprint_of_auth_info(&info), Some(k.fingerprint.clone()));
         assert!(authorized_line(&k).starts_with("restrict,pty ssh-ed25519 AAAA"));
@@ -193,10 +197,16 @@ mod tests {
         assert!(!enabled(d.path()));
         let k = add(d.path(), parse(ED, "key").unwrap()).unwrap();
         assert!(enabled(d.path()));
-        assert!(matches!(add(d.path(), parse(ED, "key").unwrap()), Err(SshError::Duplicate(_))));
+        assert!(matches!(
+            add(d.path(), parse(ED, "key").unwrap()),
+            Err(SshError::Duplicate(_))
+        ));
         assert_eq!(load(d.path()).unwrap().len(), 1);
         remove(d.path(), &k.fingerprint).unwrap();
         assert!(load(d.path()).unwrap().is_empty());
-        assert!(matches!(remove(d.path(), &k.fingerprint), Err(SshError::NoSuchKey(_))));
+        assert!(matches!(
+            remove(d.path(), &k.fingerprint),
+            Err(SshError::NoSuchKey(_))
+        ));
     }
 }

@@ -119,7 +119,11 @@ impl TestDaemon {
                 "admin_group = \"{admin_group}\"\nevents_poll_ms = 200\nstop_timeout = 2\n{}{}\n",
                 // SSH access off unless the test sets it up (its socket and host accounts
                 // are node-wide).
-                if opts.config.contains("ssh_socket") { "" } else { "ssh_socket = \"\"\n" },
+                if opts.config.contains("ssh_socket") {
+                    ""
+                } else {
+                    "ssh_socket = \"\"\n"
+                },
                 opts.config
             ),
         )

@@ -181,7 +181,11 @@ impl SshEnv {
             if let Some(Ok(Some(st))) = self.sshd.as_mut().map(|c| c.try_wait()) {
                 panic!("sshd exited ({st}): {}", self.sshd_log());
             }
-            assert!(Instant::now() < deadline, "sshd did not listen: {}", self.sshd_log());
+            assert!(
+                Instant::now() < deadline,
+                "sshd did not listen: {}",
+                self.sshd_log()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -259,7 +263,9 @@ impl SshEnv {
         for (k, v) in env {
             c.env(k, v);
         }
-        c.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        c.stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
         let mut child = c.spawn().unwrap();
         let mut w = child.stdin.take().unwrap();
         let data = stdin.map(|d| d.to_vec());
@@ -298,7 +304,9 @@ impl SshEnv {
         for (k, v) in env {
             c2.env(k, v);
         }
-        c2.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+        c2.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
         c2.spawn().unwrap()
     }
 
