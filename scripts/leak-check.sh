@@ -19,6 +19,10 @@ fi
 # command were once missed: they are listed here whatever their arguments look like).
 while read -r pid args; do left+=("shim $pid $args"); done < <(ps -ww -eo pid=,args= | awk '$2 ~ /(^|\/)vslice-shim$/' | grep -E -- '--root [^ ]*(vslice-(it|bench)-|vslice-test)' || true)
 while read -r pid args; do left+=("process $pid $args"); done < <(ps -ww -eo pid=,args= | grep -E 'vslice-(it|bench)-|vslice-test' | grep -v -E 'grep|leak-check' | awk '$2 !~ /(^|\/)vslice-shim$/' || true)
+# SSH access tests and bench: host accounts, groups and directories (ssh_support, ssh_bench.sh).
+while read -r u; do left+=("host user $u"); done < <(getent passwd | cut -d: -f1 | grep -E '^(tssh[0-9]|bssh[0-9]|vslbp[0-9]|vsltssh[0-9])' || true)
+while read -r g; do left+=("host group $g"); done < <(getent group | cut -d: -f1 | grep -E '^(vsl-ssh-[0-9]|vslbs[0-9]|vslbp[0-9])' || true)
+for d in /run/vslice-test-ssh-* /run/vslice-bench-ssh-* /tmp/vslice-bench-ssh-*; do [ -e "$d" ] && left+=("directory $d"); done
 if [ ${#left[@]} -gt 0 ]; then
   echo "leak check: FAILED — left behind:" >&2
   printf '  %s\n' "${left[@]}" >&2

@@ -30,8 +30,8 @@ sshd_pid=""
 cleanup() {
   set +e
   [ -z "$daemon_pid" ] || "$BIN/vslice" --socket "$data/api.sock" rm "$slice" >/dev/null 2>&1
-  [ -z "$sshd_pid" ] || { kill "$sshd_pid"; wait "$sshd_pid"; } 2>/dev/null
-  [ -z "$daemon_pid" ] || { kill "$daemon_pid"; wait "$daemon_pid"; } 2>/dev/null
+  if [ -n "$sshd_pid" ]; then kill "$sshd_pid"; wait "$sshd_pid"; fi
+  if [ -n "$daemon_pid" ]; then kill "$daemon_pid"; wait "$daemon_pid"; fi
   getent passwd "$slice" >/dev/null && userdel "$slice"
   getent passwd "$plain" >/dev/null && userdel "$plain"
   getent group "$grp" >/dev/null && groupdel "$grp"
@@ -106,7 +106,8 @@ CONF
 mkdir -p /run/sshd
 /usr/sbin/sshd -D -e -f "$work/sshd_config" 2>"$data/sshd.log" &
 sshd_pid=$!
-for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.1; done
+listening() { python3 -c 'import socket,sys; socket.create_connection(("127.0.0.1", int(sys.argv[1])), 1)' "$port" 2>/dev/null; }
+for _ in $(seq 100); do listening && break; sleep 0.1; done
 
 opts=(-F /dev/null -i "$data/key" -o IdentitiesOnly=yes -o StrictHostKeyChecking=no
   -o UserKnownHostsFile=/dev/null -o BatchMode=yes -o LogLevel=ERROR)
@@ -130,7 +131,7 @@ if [ "$image" != debian ]; then
 fi
 head -c "$((MB * 1024 * 1024))" /dev/urandom >"$data/big"
 s=(); p=()
-for _ in 1 2 3; do
+for _ in $(seq 3); do
   s+=("$(ms scp -P "$port" "${opts[@]}" "$data/big" "$slice@127.0.0.1:/root/big")")
   p+=("$(ms scp -P "$port" "${opts[@]}" "$data/big" "$plain@127.0.0.1:big")")
 done

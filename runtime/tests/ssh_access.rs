@@ -47,14 +47,14 @@ fn ssh_login_commands_refusals_and_audit() {
 
     // Login lands as root in the slice, with the slice's hostname and processes.
     let host = c
-        .exec(&a, &exec_input(&["hostname"]))
+        .exec(&a, &exec_input(&["cat", "/proc/sys/kernel/hostname"]))
         .unwrap()
         .stdout_string();
     let o = env.ssh(
         &ka,
         &a,
         &[],
-        &["id -u; hostname; cat /proc/1/cmdline | tr '\\0' ' '"],
+        &["id -u; cat /proc/sys/kernel/hostname; cat /proc/1/cmdline | tr '\\0' ' '"],
         None,
     );
     assert_eq!(o.status.code(), Some(0), "{}", o.describe());
