@@ -306,10 +306,11 @@ fn ssh_terminal_resize_and_disconnect() {
         &["stty size; read x; stty size; exit 7"],
     );
     drop(pty.slave);
+    let watchdog = Watchdog::new(child.id() as i32, Duration::from_secs(90));
     let mut master = std::fs::File::from(pty.master);
     let mut out = Vec::new();
     let mut buf = [0u8; 4096];
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
     let read_until = |master: &mut std::fs::File, out: &mut Vec<u8>, buf: &mut [u8], pat: &str| {
         while !String::from_utf8_lossy(out).contains(pat) {
             assert!(
@@ -336,9 +337,30 @@ fn ssh_terminal_resize_and_disconnect() {
     master.write_all(b"\n").unwrap();
     read_until(&mut master, &mut out, &mut buf, "50 132");
     let status = child.wait().unwrap();
+    drop(watchdog); // before the pid can be reused
     assert_eq!(
         status.code(),
         Some(7),
+        "{:?}",
+        String::from_utf8_lossy(&out)
+    );
+
+    // An interactive login shell (no command): input, output and its exit code.
+    let pty = nix::pty::openpty(None, None).unwrap();
+    let mut child = env.ssh_on_pty(&k, &a, &pty.slave, &[]);
+    drop(pty.slave);
+    let watchdog = Watchdog::new(child.id() as i32, Duration::from_secs(90));
+    let mut master = std::fs::File::from(pty.master);
+    master
+        .write_all(b"echo hi-$((6*7)) $(id -u); exit 3\n")
+        .unwrap();
+    let mut out = Vec::new();
+    read_until(&mut master, &mut out, &mut buf, "hi-42 0");
+    let status = child.wait().unwrap();
+    drop(watchdog);
+    assert_eq!(
+        status.code(),
+        Some(3),
         "{:?}",
         String::from_utf8_lossy(&out)
     );

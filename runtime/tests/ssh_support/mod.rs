@@ -436,3 +436,28 @@ impl SshEnv {
         v
     }
 }
+
+/// SIGKILLs a process if it is still there after a while (a test reading its terminal must
+/// not hang forever); disarmed on drop.
+pub struct Watchdog(std::sync::Arc<std::sync::atomic::AtomicBool>);
+impl Watchdog {
+    pub fn new(pid: i32, after: Duration) -> Watchdog {
+        let armed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let a = armed.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(after);
+            if a.load(std::sync::atomic::Ordering::SeqCst) {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        });
+        Watchdog(armed)
+    }
+}
+impl Drop for Watchdog {
+    fn drop(&mut self) {
+        self.0.store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+}
