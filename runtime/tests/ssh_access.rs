@@ -54,7 +54,7 @@ fn ssh_login_commands_refusals_and_audit() {
         &ka,
         &a,
         &[],
-        &["id -u; cat /proc/sys/kernel/hostname; cat /proc/1/cmdline | tr '\\0' ' '"],
+        &["id -u; cat /proc/sys/kernel/hostname; pwd; cat /proc/1/cmdline | tr '\\0' ' '"],
         None,
     );
     assert_eq!(o.status.code(), Some(0), "{}", o.describe());
@@ -62,8 +62,9 @@ fn ssh_login_commands_refusals_and_audit() {
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines[0], "0", "{out}");
     assert_eq!(lines[1], host.trim(), "{out}");
+    assert_eq!(lines[2], "/root", "starts in the home directory: {out}");
     assert!(
-        lines[2].contains("while :; do sleep 1; done"),
+        lines[3].contains("while :; do sleep 1; done"),
         "slice init visible: {out}"
     );
 

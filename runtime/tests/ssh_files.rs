@@ -51,6 +51,14 @@ fn ssh_scp_sftp_rsync_into_a_debian_slice() {
         .arg(remote("/root/up.bin"))
         .arg(&down));
     assert!(std::fs::read(&down).unwrap() == data, "scp down differs");
+    // Relative paths are the home directory's (/root), as with any ssh account.
+    run(Command::new("scp")
+        .args(&opts)
+        .args(["-P", &port])
+        .arg(&up)
+        .arg(remote("rel.bin")));
+    let rel = c.exec(&a, &exec_input(&["cat", "/root/rel.bin"])).unwrap();
+    assert!(rel.stdout == data, "scp to a relative path");
 
     // sftp: ls, put, get; paths are the slice's, never the host's.
     let secret = env.dir.join("host-secret");

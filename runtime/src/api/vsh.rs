@@ -48,6 +48,9 @@ const RELAY_BUFFER: usize = 256 * 1024;
 /// Command text kept in the audit record.
 const AUDIT_COMMAND_BYTES: usize = 4096;
 
+/// Prefix of every session's shell script: to the home directory, quietly.
+const CD_HOME: &str = "cd 2>/dev/null || cd /; ";
+
 static SESSION_SEQ: AtomicU64 = AtomicU64::new(0);
 
 type LineReader = Lines<BufReader<Box<dyn AsyncRead + Send + Unpin>>>;
@@ -331,9 +334,15 @@ async fn session(
         .await;
         return reply(&mut wr, &r).await;
     }
+    // Like sshd: the session starts in the home directory (HOME, /root in the slice's default
+    // environment; `/` if it is missing), then runs `sh -c COMMAND` or a login shell.
     let argv: Vec<String> = match &req.command {
-        Some(c) => vec!["/bin/sh".into(), "-c".into(), c.clone()],
-        None => DEFAULT_SHELL.iter().map(|s| s.to_string()).collect(),
+        Some(c) => vec!["/bin/sh".into(), "-c".into(), format!("{CD_HOME}{c}")],
+        None => vec![
+            "/bin/sh".into(),
+            "-c".into(),
+            format!("{CD_HOME}exec {}", DEFAULT_SHELL.join(" ")),
+        ],
     };
     let mut env = Vec::new();
     if let (true, Some(t)) = (req.tty, env_value(&req.term)) {
