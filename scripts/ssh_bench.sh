@@ -32,6 +32,10 @@ cleanup() {
   [ -z "$daemon_pid" ] || "$BIN/vslice" --socket "$data/api.sock" rm "$slice" >/dev/null 2>&1
   if [ -n "$sshd_pid" ]; then kill "$sshd_pid"; wait "$sshd_pid"; fi
   if [ -n "$daemon_pid" ]; then kill "$daemon_pid"; wait "$daemon_pid"; fi
+  # The daemon's cgroup parent in every hierarchy (empty once the slice is gone).
+  for d in /sys/fs/cgroup/*/vslice-bench-ssh$pid /sys/fs/cgroup/vslice-bench-ssh$pid; do
+    [ -d "$d" ] && find "$d" -depth -type d -exec rmdir {} \; 2>/dev/null
+  done
   getent passwd "$slice" >/dev/null && userdel "$slice"
   getent passwd "$plain" >/dev/null && userdel "$plain"
   getent group "$grp" >/dev/null && groupdel "$grp"
