@@ -287,7 +287,35 @@ fn ssh_terminal_resize_and_disconnect() {
     let c = env.daemon.blocking();
     c.create(&sleeper(&a)).unwrap();
     let k = env.keygen("k");
-    c.add_key(&a, &env.pubkey(&k)).unwrap();
+    // Keys through the CLI: add (a .pub file), ls, and direct mode's clear refusal.
+    let vslice = |args: &[&str], direct: bool| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_vslice"));
+        cmd.arg("--socket").arg(&env.daemon.socket).args(args);
+        if direct {
+            cmd.env("VSLICE_DIRECT", "1")
+                .env("VSLICE_ROOT", &env.daemon.root);
+        }
+        cmd.output().unwrap()
+    };
+    let pubfile = k.with_extension("pub");
+    let o = vslice(&["keys", "add", &a, pubfile.to_str().unwrap()], false);
+    assert_eq!(o.status.code(), Some(0), "{}", o.describe());
+    let fp = String::from_utf8_lossy(&o.stdout)
+        .split_whitespace()
+        .nth(1)
+        .unwrap_or_default()
+        .to_string();
+    assert!(fp.starts_with("SHA256:"), "{}", o.describe());
+    let o = vslice(&["--json", "keys", "ls", &a], false);
+    let listed: Vec<vslice::proto::SshKey> = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].fingerprint, fp);
+    assert_eq!(listed[0].comment, "k@test");
+    let o = vslice(&["keys", "ls", &a], true);
+    assert_eq!(o.status.code(), Some(1), "{}", o.describe());
+    assert!(o.stderr_text().contains("vsliced"), "{}", o.describe());
+    let o = vslice(&["keys", "add", &a, "ssh-ed25519 AAAA x"], false);
+    assert_eq!(o.status.code(), Some(5), "invalid: {}", o.describe());
 
     // The client on a terminal of ours: its size changes reach the slice's shell.
     let pty = nix::pty::openpty(

@@ -61,6 +61,10 @@ struct ExecArgs {
     /// Send the pty's master to this Unix socket instead of relaying it (needs --tty).
     #[arg(long, requires = "tty")]
     console_socket: Option<PathBuf>,
+    /// Window size of the pty, COLSxROWS, set before the command starts (so its first
+    /// TIOCGWINSZ already sees it; needs --tty).
+    #[arg(long, requires = "tty", value_parser = parse_size, value_name = "COLSxROWS")]
+    tty_size: Option<(u16, u16)>,
     /// Working directory inside the slice [default: /].
     #[arg(long)]
     cwd: Option<String>,
@@ -70,6 +74,17 @@ struct ExecArgs {
     /// The command and its arguments.
     #[arg(last = true, required = true)]
     command: Vec<String>,
+}
+
+/// `COLSxROWS`, e.g. `80x24`.
+fn parse_size(s: &str) -> Result<(u16, u16), String> {
+    let (c, r) = s
+        .split_once('x')
+        .ok_or_else(|| format!("{s:?}: expected COLSxROWS"))?;
+    match (c.parse(), r.parse()) {
+        (Ok(c), Ok(r)) => Ok((c, r)),
+        _ => Err(format!("{s:?}: expected COLSxROWS")),
+    }
 }
 
 /// The name becomes a path component below the state root: only a slice name is accepted.
@@ -318,6 +333,9 @@ fn exec(dir: &Path, args: &ExecArgs) -> ! {
         Err(e) => fail(e.to_string()),
     };
     let master = pty.master;
+    if let Some((cols, rows)) = args.tty_size {
+        let _ = pty::set_size(&master, cols, rows);
+    }
     let joiner = match join::spawn(&target, &plan, join::Stdio::Pty(pty.slave)) {
         Ok(pid) => pid,
         Err(e) => fail(e.to_string()),

@@ -319,13 +319,21 @@ async fn session(
         return reply(&mut wr, &r).await;
     };
     let expected = if req.tty { 1 } else { 3 };
+    let is_tty = |fd: &OwnedFd| nix::unistd::isatty(fd.as_raw_fd()).unwrap_or(false);
+    // Without a terminal, the descriptors go to the command as they are: none may be a host
+    // terminal (TIOCSTI). With one, it must be one (it stays in the daemon).
     if fds.len() != expected
-        || (req.tty && !nix::unistd::isatty(fds[0].as_raw_fd()).unwrap_or(false))
+        || (req.tty && !is_tty(&fds[0]))
+        || (!req.tty && fds.iter().any(is_tty))
     {
         let r = refuse(
             format!(
                 "expected {expected} descriptor(s){}, got {}",
-                if req.tty { " (a terminal)" } else { "" },
+                if req.tty {
+                    " (a terminal)"
+                } else {
+                    " (no terminal)"
+                },
                 fds.len()
             ),
             400,
@@ -488,6 +496,29 @@ async fn run_plain(
     }
 }
 
+/// The shim command with `--tty-size COLSxROWS` after its subcommand: the slice's terminal
+/// has the client's size before the command starts (set after the hand-over, a quick command
+/// such as `stty size` could still see 0x0).
+fn with_tty_size(cmd: std::process::Command, (cols, rows): (u16, u16)) -> std::process::Command {
+    let mut args = cmd.get_args();
+    let mut out = std::process::Command::new(cmd.get_program());
+    if let Some(sub) = args.next() {
+        out.arg(sub);
+    }
+    out.arg("--tty-size").arg(format!("{cols}x{rows}"));
+    out.args(args);
+    for (k, v) in cmd.get_envs() {
+        match v {
+            Some(v) => out.env(k, v),
+            None => out.env_remove(k),
+        };
+    }
+    if let Some(d) = cmd.get_current_dir() {
+        out.current_dir(d);
+    }
+    out
+}
+
 /// sshd's terminal in raw mode: the slice's terminal does the line discipline.
 fn make_raw(fd: &OwnedFd) {
     use nix::sys::termios;
@@ -508,7 +539,7 @@ async fn run_tty(
     wr: &mut OwnedWriteHalf,
     session: &str,
 ) -> Result<Option<i32>, String> {
-    let mut cmd = Command::from(cmd);
+    let mut cmd = Command::from(with_tty_size(cmd, size));
     cmd.stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

@@ -32,10 +32,9 @@ fn usage(msg: &str) -> ! {
     std::process::exit(2)
 }
 
-/// The options, from argv or (when sshd runs the login shell as `vsh -c COMMAND`) from the
-/// forced command's words after its first (vsh itself).
-fn parse_args() -> Args {
-    let argv: Vec<String> = std::env::args().skip(1).collect();
+/// The options, from argv (without argv[0]) or, when sshd runs the login shell as
+/// `vsh -c COMMAND`, from the forced command's words after its first (vsh itself).
+fn parse_args(argv: Vec<String>) -> Result<Args, String> {
     let words: Vec<String> = match argv.first().map(String::as_str) {
         Some("-c") => argv
             .get(1)
@@ -50,18 +49,15 @@ fn parse_args() -> Args {
     let mut it = words.into_iter();
     while let Some(w) = it.next() {
         match w.as_str() {
-            "--socket" => a.socket = it.next().unwrap_or_else(|| usage("--socket needs a path")),
+            "--socket" => a.socket = it.next().ok_or("--socket needs a path")?,
             "--authorized-keys" => {
-                a.keys_for = Some(
-                    it.next()
-                        .unwrap_or_else(|| usage("--authorized-keys needs a user")),
-                )
+                a.keys_for = Some(it.next().ok_or("--authorized-keys needs a user")?)
             }
-            "-h" | "--help" => usage("the login shell of slice accounts"),
-            other => usage(&format!("unknown argument {other:?}")),
+            "-h" | "--help" => return Err("the login shell of slice accounts".into()),
+            other => return Err(format!("unknown argument {other:?}")),
         }
     }
-    a
+    Ok(a)
 }
 
 fn connect(path: &str) -> UnixStream {
@@ -264,10 +260,35 @@ fn session(socket: &str) -> i32 {
 }
 
 fn main() {
-    let args = parse_args();
+    let args = parse_args(std::env::args().skip(1).collect()).unwrap_or_else(|e| usage(&e));
     let code = match args.keys_for {
         Some(user) => keys(&args.socket, user),
         None => session(&args.socket),
     };
     std::process::exit(code)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v(a: &[&str]) -> Vec<String> {
+        a.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn arguments_direct_and_from_sshd() {
+        let a = parse_args(v(&["--socket", "/s", "--authorized-keys", "web"])).unwrap();
+        assert_eq!(
+            (a.socket.as_str(), a.keys_for.as_deref()),
+            ("/s", Some("web"))
+        );
+        // sshd: `vsh -c "<ForceCommand>"`; the user's command is in SSH_ORIGINAL_COMMAND.
+        let a = parse_args(v(&["-c", "/usr/local/bin/vsh --socket /run/x.sock"])).unwrap();
+        assert_eq!((a.socket.as_str(), a.keys_for), ("/run/x.sock", None));
+        let a = parse_args(v(&[])).unwrap();
+        assert_eq!(a.socket, DEFAULT_SSH_SOCKET);
+        assert!(parse_args(v(&["--socket"])).is_err());
+        assert!(parse_args(v(&["rm", "-rf"])).is_err());
+    }
 }

@@ -29,6 +29,20 @@ fn err(name: &str, reason: impl Into<String>) -> SshError {
     }
 }
 
+/// Run a shadow-utils command, retried a few times: they fail (rather than wait) when another
+/// process holds the user database lock for long, e.g. concurrent useradds on the node.
+fn run_retried(name: &str, cmd: &mut Command) -> Result<(), SshError> {
+    let mut last = None;
+    for _ in 0..5 {
+        match run(name, cmd) {
+            Ok(()) => return Ok(()),
+            Err(e) => last = Some(e),
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    Err(last.unwrap_or_else(|| err(name, "failed")))
+}
+
 fn run(name: &str, cmd: &mut Command) -> Result<(), SshError> {
     let out = cmd
         .output()
@@ -74,10 +88,14 @@ pub fn ensure(name: &str, s: &Settings) -> Result<u32, SshError> {
     let gid = match group_gid(&s.group) {
         Some(g) => g,
         None => {
-            run(
+            let made = run_retried(
                 &s.group,
                 Command::new("groupadd").arg("--system").arg(&s.group),
-            )?;
+            );
+            // Made meanwhile by someone else is fine.
+            if let (Err(e), None) = (made, group_gid(&s.group)) {
+                return Err(e);
+            }
             group_gid(&s.group).ok_or_else(|| err(&s.group, "group missing after groupadd"))?
         }
     };
@@ -95,24 +113,26 @@ pub fn ensure(name: &str, s: &Settings) -> Result<u32, SshError> {
         Ok(None) => {}
         Err(e) => return Err(err(name, format!("user database: {e}"))),
     }
-    run(
-        name,
-        Command::new("useradd")
-            .args(["--system", "--no-create-home", "--no-user-group"])
-            .args(["--home-dir", "/", "--password", "*"])
-            .arg("--gid")
-            .arg(&s.group)
-            .arg("--shell")
-            .arg(&s.shell)
-            .arg("--comment")
-            .arg(format!("vslice slice {name}"))
-            .arg(name),
-    )?;
+    run_retried(name, &mut useradd(name, s))?;
     User::from_name(name)
         .ok()
         .flatten()
         .map(|u| u.uid.as_raw())
         .ok_or_else(|| err(name, "missing after useradd"))
+}
+
+fn useradd(name: &str, s: &Settings) -> Command {
+    let mut c = Command::new("useradd");
+    c.args(["--system", "--no-create-home", "--no-user-group"])
+        .args(["--home-dir", "/", "--password", "*"])
+        .arg("--gid")
+        .arg(&s.group)
+        .arg("--shell")
+        .arg(&s.shell)
+        .arg("--comment")
+        .arg(format!("vslice slice {name}"))
+        .arg(name);
+    c
 }
 
 /// The slice a uid is the account of: its user name, if that user is a slice account.
