@@ -8,7 +8,7 @@
 //!   so they vanish with it. No async runtime, no threads (the sandbox executor refuses to
 //!   fork from a multi-threaded caller): about 0.5 MiB of private memory per slice.
 //!
-//! `vslice-shim exec --root DIR --name NAME [--tty [--console-socket PATH]] [--cwd DIR]
+//! `vslice-shim exec --root DIR --name NAME [--tty [--console-socket PATH] [--tty-size CxR]] [--cwd DIR]
 //!                   [--env K=V]... -- COMMAND...`
 //!   Runs COMMAND inside the running slice under the slice's policy; exits with its exit code
 //!   (126: could not run, 127: not found).

@@ -447,7 +447,8 @@ pub async fn exec_tty(
         cmd,
         size,
     } = tty;
-    let mut cmd = Command::from(cmd);
+    // Sized before the command starts (api/vsh.rs says why).
+    let mut cmd = Command::from(super::vsh::with_tty_size(cmd, (size.cols, size.rows)));
     // Killed if this request ends without handing the shim to the relay (the client went
     // away before or during the upgrade): the shim's death ends the command.
     cmd.stdin(Stdio::null())

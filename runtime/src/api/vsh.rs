@@ -499,7 +499,10 @@ async fn run_plain(
 /// The shim command with `--tty-size COLSxROWS` after its subcommand: the slice's terminal
 /// has the client's size before the command starts (set after the hand-over, a quick command
 /// such as `stty size` could still see 0x0).
-fn with_tty_size(cmd: std::process::Command, (cols, rows): (u16, u16)) -> std::process::Command {
+pub(super) fn with_tty_size(
+    cmd: std::process::Command,
+    (cols, rows): (u16, u16),
+) -> std::process::Command {
     let mut args = cmd.get_args();
     let mut out = std::process::Command::new(cmd.get_program());
     if let Some(sub) = args.next() {
