@@ -216,14 +216,14 @@ import os, re, sys
 ROOT, LIST, QUIET, SHOW = sys.argv[1], sys.argv[2], sys.argv[3] == "1", sys.argv[3] == "show"
 
 # Programs that are not Debian packages: the Rust toolchain (a prerequisite) and our own.
-NOT_DEBIAN = {"cargo", "rustc", "rustup", "vslice", "vsliced", "vslice-shim", "vslice-runc"}
+NOT_DEBIAN = {"cargo", "rustc", "rustup", "vslice", "vsliced", "vslice-shim", "vslice-runc", "vsh"}
 # First words of argv arrays handed to our own CLIs (vslice, vslice-runc) and to ctr/runc
 # wrappers in the tests: sub-commands and flags, not programs.
 NOT_PROGRAMS = {
     "exec", "rm", "create", "inspect", "run", "state", "delete", "start", "stop", "set",
     "kill", "ps", "pause", "resume", "update", "list", "spec", "task", "tasks", "containers",
     "images", "version", "events", "ls", "enter", "stats", "audit", "checkpoint", "restore",
-    "features", "logs", "top", "snapshot", "content", "namespaces", "build",
+    "features", "logs", "top", "snapshot", "content", "namespaces", "build", "keys",
 }
 SHELL_BUILTINS = set("""
 : . [ [[ ]] alias bg bind break builtin caller cd command compgen complete compopt continue
