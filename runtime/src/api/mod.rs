@@ -11,6 +11,7 @@
 //! probe for slice names.
 pub mod error;
 mod exec;
+mod files;
 pub mod metrics;
 pub mod openapi;
 pub mod server;
@@ -95,6 +96,8 @@ pub const ROUTES: &[Route] = &[
     r("POST", "/v1/slices/{name}/exec", Access::Owner, true),
     r("GET", "/v1/slices/{name}/exec/tty", Access::Owner, true),
     r("GET", "/v1/slices/{name}/stats", Access::Owner, false),
+    r("GET", "/v1/slices/{name}/files", Access::Owner, true),
+    r("PUT", "/v1/slices/{name}/files", Access::Owner, true),
     r("GET", "/v1/events", Access::Owner, false),
     r("GET", "/v1/images", Access::Operator, false),
     r("GET", "/v1/audit", Access::Operator, false),
@@ -117,6 +120,8 @@ fn handler(route: &Route) -> MethodRouter<AppState> {
         ("POST", "/v1/slices/{name}/exec") => post(exec::exec),
         ("GET", "/v1/slices/{name}/exec/tty") => get(exec::exec_tty),
         ("GET", "/v1/slices/{name}/stats") => get(slices::stats),
+        ("GET", "/v1/slices/{name}/files") => get(files::copy_out),
+        ("PUT", "/v1/slices/{name}/files") => axum::routing::put(files::copy_in),
         ("GET", "/v1/events") => get(streams::events),
         ("GET", "/v1/images") => get(slices::images),
         ("GET", "/v1/audit") => get(streams::audit_show),

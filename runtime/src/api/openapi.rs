@@ -11,7 +11,7 @@
 //! `tests/api_contract.rs` calls every operation on a real daemon and validates each reply
 //! against the schema the document gives for its status.
 use crate::proto::{
-    AuditCaller, AuditEntry, AuditQuery, AuditRecord, ByteBudget, CallerInfo, ControlRecord,
+    AuditCaller, AuditEntry, CopyResult, FilesQuery, AuditQuery, AuditRecord, ByteBudget, CallerInfo, ControlRecord,
     CreateRequest, DaemonRecord, ErrorBody, Event, EventKind, EventsQuery, ExecInput, ExecOutput,
     ExecQuery, ExitInfo, Head, HostPort, Image, ImagesQuery, Info, Limits, LimitsPatch, NetAllow,
     NetCounters, NetInfo, NetMode, NetSpec, Outcome, OutputEncoding, PortForward, Problem, Proto,
@@ -40,14 +40,14 @@ struct SliceName {
     paths(
         info, openapi_json, list_slices, create_slice, inspect_slice, destroy_slice,
         update_limits, start_slice, stop_slice, restart_slice, exec, exec_tty, stats, events,
-        images, audit, audit_verify, metrics,
+        images, audit, audit_verify, metrics, copy_out, copy_in,
     ),
     components(schemas(
         AuditCaller, AuditEntry, AuditRecord, ByteBudget, CallerInfo, ControlRecord,
         CreateRequest, DaemonRecord, ErrorBody, Event, EventKind, ExecInput, ExecOutput,
         ExitInfo, Head, HostPort, Image, Info, Limits, LimitsPatch, NetAllow, NetCounters,
         NetInfo, NetMode, NetSpec, Outcome, OutputEncoding, PortForward, Problem, Proto, Resize,
-        SliceInfo, SliceSpec, Stats, Status, TtyExit, Usage, VerifyReport,
+        SliceInfo, SliceSpec, Stats, Status, TtyExit, Usage, VerifyReport, CopyResult,
     ))
 )]
 struct ApiDoc;
@@ -212,6 +212,29 @@ fn audit_verify() {}
     responses((status = 200, description = "Metrics.", body = String, content_type = "text/plain")))]
 #[allow(dead_code)]
 fn metrics() {}
+
+#[utoipa::path(get, path = "/v1/slices/{name}/files", summary = "Copy files out of a slice", params(SliceName, FilesQuery),
+    description = "A tar stream (GNU format) of `path` in the running slice: a file, or a directory with everything below it on the slice's root filesystem (mount points are skipped; FIFOs, sockets and devices too). Paths resolve inside the slice's root (openat2 RESOLVE_IN_ROOT); symlinks below `path` are archived as symlinks, never followed. Headers carry the slice's ids. Only `path` is accepted on GET. An error after the stream started ends it early (a cut archive).",
+    responses(
+        (status = 200, description = "The archive; its top entry is the last component of `path`.", body = String, content_type = "application/x-tar"),
+        (status = 400, description = "Bad parameter; `field` names it.", body = ErrorBody),
+        (status = 404, description = "No such slice, or no such path in it (`not_found`).", body = ErrorBody),
+        (status = 409, description = "The slice is not running, or the path crosses a mount point of the slice (/proc, /sys, /dev, a volume) or is not a file or directory.", body = ErrorBody),
+    ))]
+#[allow(dead_code)]
+fn copy_out() {}
+
+#[utoipa::path(put, path = "/v1/slices/{name}/files", summary = "Copy files into a slice", params(SliceName, FilesQuery),
+    description = "Unpack the tar stream of the body into the running slice: into `path` if it is an existing directory, else as `path` (the archive's single top-level name replaced by the last component of `path`; its parent must exist). Regular files, directories and symlinks only; absolute or `..` entry names are refused. Everything written is owned by the slice ids `uid`/`gid` (default 0: the slice's root); modes are kept. Existing files and symlinks are replaced, existing directories reused. No entry is written through a symlink of the slice or outside its root filesystem. The body is streamed (no size cap besides the slice's disk).",
+    request_body(content = String, content_type = "application/x-tar", description = "A tar stream."),
+    responses(
+        (status = 200, description = "What was written.", body = CopyResult),
+        (status = 400, description = "Bad parameter or archive; `field` names it (`body` for the archive).", body = ErrorBody),
+        (status = 404, description = "No such slice, or the parent of `path` does not exist (`not_found`).", body = ErrorBody),
+        (status = 409, description = "The slice is not running, an entry would replace a directory or go through a symlink, or the path crosses a mount point of the slice.", body = ErrorBody),
+    ))]
+#[allow(dead_code)]
+fn copy_in() {}
 
 fn error_reply(description: &str) -> Value {
     json!({ "description": description, "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } } })

@@ -9,6 +9,7 @@
 //! denied; `exec` and `enter` exit with the command's own code (126: could not run it, 127: not
 //! found in the slice, 128+N: killed by signal N); `audit verify` exits 1 when the log is
 //! damaged.
+pub mod files;
 pub mod format;
 pub mod spec_file;
 pub mod units;
@@ -265,6 +266,22 @@ pub enum Cmd {
     Audit {
         #[command(subcommand)]
         command: AuditCmd,
+    },
+    /// Copy files into or out of a running slice: `vslice cp ./app web:/srv/app`,
+    /// `vslice cp web:/var/log/x .` (directories included; symlinks copied as symlinks).
+    ///
+    /// Slice paths are NAME:/absolute/path and resolve inside the slice (a symlink planted in
+    /// the slice never leads outside it; /proc, /sys, /dev and other mounts of the slice are
+    /// not crossed). Into a slice: into DST if it is a directory, else as DST; owned by the
+    /// slice's root unless --owner. Out of a slice: owned by you, setuid bits dropped.
+    Cp {
+        /// Source: a local path or NAME:/path.
+        src: String,
+        /// Destination: a local path or NAME:/path.
+        dst: String,
+        /// Slice ids owning what is copied in (default 0:0, the slice's root).
+        #[arg(long, value_name = "UID[:GID]", value_parser = files::parse_owner)]
+        owner: Option<(u32, u32)>,
     },
     /// List base images.
     Images {
@@ -787,6 +804,7 @@ fn dispatch(b: &Backend, cmd: Cmd, json: bool) -> R<i32> {
             );
             Ok(exit::OK)
         }
+        Cmd::Cp { src, dst, owner } => files::cp(b, &src, &dst, owner, json),
         Cmd::Start { name } => {
             print_info(json, &b.start(&name)?, "started");
             Ok(exit::OK)

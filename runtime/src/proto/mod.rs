@@ -11,6 +11,7 @@
 pub mod api;
 pub mod audit;
 pub mod events;
+pub mod files;
 pub mod image;
 pub mod net;
 pub mod slice;
@@ -21,6 +22,7 @@ pub use audit::{
     Problem, Record as AuditRecord, VerifyReport,
 };
 pub use events::{Event, EventKind};
+pub use files::{CopyResult, FilesQuery};
 pub use image::Image;
 pub use net::*;
 pub use slice::*;
