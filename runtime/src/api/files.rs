@@ -121,7 +121,15 @@ pub async fn copy_out(
         }
     };
     let args = json!({ "path": q.path });
-    let root = match open_root(&st, &caller, &name).await {
+    let checked = async {
+        let root = open_root(&st, &caller, &name).await?;
+        let path = q.path.clone();
+        tokio::task::spawn_blocking(move || root.check_out(&path).map(|_| root))
+            .await
+            .map_err(|e| ApiError::internal(format!("copy out: {e}")))?
+            .map_err(ApiError::from)
+    };
+    let root = match checked.await {
         Ok(r) => r,
         Err(e) => return finish(&st, &caller, "copy_out", Some(name), args, Err(e)).await,
     };

@@ -12,6 +12,7 @@
 pub mod error;
 mod exec;
 mod files;
+mod logs;
 pub mod metrics;
 pub mod openapi;
 pub mod server;
@@ -98,6 +99,7 @@ pub const ROUTES: &[Route] = &[
     r("GET", "/v1/slices/{name}/stats", Access::Owner, false),
     r("GET", "/v1/slices/{name}/files", Access::Owner, true),
     r("PUT", "/v1/slices/{name}/files", Access::Owner, true),
+    r("GET", "/v1/slices/{name}/logs", Access::Owner, false),
     r("GET", "/v1/events", Access::Owner, false),
     r("GET", "/v1/images", Access::Operator, false),
     r("GET", "/v1/audit", Access::Operator, false),
@@ -122,6 +124,7 @@ fn handler(route: &Route) -> MethodRouter<AppState> {
         ("GET", "/v1/slices/{name}/stats") => get(slices::stats),
         ("GET", "/v1/slices/{name}/files") => get(files::copy_out),
         ("PUT", "/v1/slices/{name}/files") => axum::routing::put(files::copy_in),
+        ("GET", "/v1/slices/{name}/logs") => get(logs::logs),
         ("GET", "/v1/events") => get(streams::events),
         ("GET", "/v1/images") => get(slices::images),
         ("GET", "/v1/audit") => get(streams::audit_show),

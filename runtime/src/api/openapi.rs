@@ -11,7 +11,7 @@
 //! `tests/api_contract.rs` calls every operation on a real daemon and validates each reply
 //! against the schema the document gives for its status.
 use crate::proto::{
-    AuditCaller, AuditEntry, CopyResult, FilesQuery, AuditQuery, AuditRecord, ByteBudget, CallerInfo, ControlRecord,
+    AuditCaller, AuditEntry, CopyResult, FilesQuery, LogsQuery, AuditQuery, AuditRecord, ByteBudget, CallerInfo, ControlRecord,
     CreateRequest, DaemonRecord, ErrorBody, Event, EventKind, EventsQuery, ExecInput, ExecOutput,
     ExecQuery, ExitInfo, Head, HostPort, Image, ImagesQuery, Info, Limits, LimitsPatch, NetAllow,
     NetCounters, NetInfo, NetMode, NetSpec, Outcome, OutputEncoding, PortForward, Problem, Proto,
@@ -40,7 +40,7 @@ struct SliceName {
     paths(
         info, openapi_json, list_slices, create_slice, inspect_slice, destroy_slice,
         update_limits, start_slice, stop_slice, restart_slice, exec, exec_tty, stats, events,
-        images, audit, audit_verify, metrics, copy_out, copy_in,
+        images, audit, audit_verify, metrics, copy_out, copy_in, logs,
     ),
     components(schemas(
         AuditCaller, AuditEntry, AuditRecord, ByteBudget, CallerInfo, ControlRecord,
@@ -235,6 +235,16 @@ fn copy_out() {}
     ))]
 #[allow(dead_code)]
 fn copy_in() {}
+
+#[utoipa::path(get, path = "/v1/slices/{name}/logs", summary = "Console log", params(SliceName, LogsQuery),
+    description = "What the slice's init and the services it starts wrote to stdout and stderr, kept by the slice's shim in the slice's state directory (rotated at 1 MiB; the previous file is kept, so at most 2 MiB per slice). With `follow`, the response stays open and carries what is written next (checked every 250 ms) until the client closes it, the slice is destroyed or the daemon stops.",
+    responses(
+        (status = 200, description = "The log text (bytes as written).", body = String, content_type = "text/plain"),
+        (status = 400, description = "Bad parameter; `field` names it.", body = ErrorBody),
+        (status = 404, description = "No such slice (`not_found`).", body = ErrorBody),
+    ))]
+#[allow(dead_code)]
+fn logs() {}
 
 fn error_reply(description: &str) -> Value {
     json!({ "description": description, "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } } })

@@ -161,6 +161,35 @@ pub(super) fn cp(b: &Backend, src: &str, dst: &str, owner: Option<(u32, u32)>, j
     }
 }
 
+/// `vslice logs`: through the daemon, or (direct mode) from the log files themselves.
+pub(super) fn logs(b: &Backend, name: &str, follow: bool, tail: Option<usize>) -> R<i32> {
+    let mut stdout = std::io::stdout().lock();
+    match b {
+        Backend::Daemon(c) => {
+            let q = crate::proto::LogsQuery {
+                tail,
+                follow: follow.then_some(true),
+            };
+            c.logs(name, &q, &mut stdout)?;
+        }
+        Backend::Direct(d) => {
+            use std::io::Write;
+            d.manager.inspect(name)?;
+            let dir = d.paths.slice_dir(name);
+            let io = |e: std::io::Error| CliError::failure(format!("{}: {e}", dir.display()));
+            let (data, mut cursor) = crate::slice::console::tail(&dir, tail).map_err(io)?;
+            stdout.write_all(&data).and_then(|_| stdout.flush()).map_err(io)?;
+            while follow && dir.is_dir() {
+                std::thread::sleep(std::time::Duration::from_millis(250));
+                let (data, c) = crate::slice::console::follow(&dir, cursor, 1 << 20).map_err(io)?;
+                cursor = c;
+                stdout.write_all(&data).and_then(|_| stdout.flush()).map_err(io)?;
+            }
+        }
+    }
+    Ok(exit::OK)
+}
+
 /// The archive's top entry for a local source: its last component (`.` and `..` resolved).
 fn top_name(from: &Path) -> R<PathBuf> {
     let abs = if matches!(from.file_name(), Some(_)) && !from.ends_with(".") {

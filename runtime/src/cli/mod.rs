@@ -283,6 +283,16 @@ pub enum Cmd {
         #[arg(long, value_name = "UID[:GID]", value_parser = files::parse_owner)]
         owner: Option<(u32, u32)>,
     },
+    /// Print a slice's console log: what its init and services wrote to stdout/stderr.
+    Logs {
+        name: String,
+        /// Keep printing what the slice writes next (until interrupted).
+        #[arg(short = 'f', long)]
+        follow: bool,
+        /// Only the last N lines.
+        #[arg(long, value_name = "N")]
+        tail: Option<usize>,
+    },
     /// List base images.
     Images {
         /// Also compute each image's disk usage.
@@ -805,6 +815,7 @@ fn dispatch(b: &Backend, cmd: Cmd, json: bool) -> R<i32> {
             Ok(exit::OK)
         }
         Cmd::Cp { src, dst, owner } => files::cp(b, &src, &dst, owner, json),
+        Cmd::Logs { name, follow, tail } => files::logs(b, &name, follow, tail),
         Cmd::Start { name } => {
             print_info(json, &b.start(&name)?, "started");
             Ok(exit::OK)

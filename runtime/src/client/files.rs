@@ -2,7 +2,7 @@
 //! connection of their own (the shared one carries whole JSON bodies only): the request body
 //! of a copy-in and the reply of a copy-out are streamed, never held whole in memory.
 use super::{api_error, BlockingClient, Client, ClientError, Result};
-use crate::proto::{CopyResult, FilesQuery};
+use crate::proto::{CopyResult, FilesQuery, LogsQuery};
 use futures_util::StreamExt;
 use http_body_util::{BodyExt, StreamBody};
 use hyper::body::{Bytes, Frame, Incoming};
@@ -131,7 +131,46 @@ impl Client {
     }
 }
 
+impl Client {
+    /// The console log (`q.follow`: and what comes next, until the daemon ends the reply),
+    /// written to `out` as it arrives.
+    pub async fn logs(&self, name: &str, q: &LogsQuery, out: &mut impl Write) -> Result<u64> {
+        let path = format!(
+            "/v1/slices/{}/logs{}",
+            super::encode(name),
+            super::query_string(q)?
+        );
+        let (tx, rx) = tokio::sync::mpsc::channel::<Chunk>(1);
+        drop(tx);
+        let resp = self.send_streaming(Method::GET, &path, rx).await?;
+        let status = resp.status();
+        let mut body = resp.into_body();
+        if !status.is_success() {
+            let bytes = body
+                .collect()
+                .await
+                .map_err(|e| ClientError::Transport(e.to_string()))?
+                .to_bytes();
+            return Err(api_error(status, &bytes));
+        }
+        let mut n = 0u64;
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| ClientError::Transport(e.to_string()))?;
+            if let Ok(data) = frame.into_data() {
+                out.write_all(&data)
+                    .and_then(|_| out.flush())
+                    .map_err(|e| ClientError::Transport(format!("writing the log: {e}")))?;
+                n += data.len() as u64;
+            }
+        }
+        Ok(n)
+    }
+}
+
 impl BlockingClient {
+    pub fn logs(&self, name: &str, q: &LogsQuery, out: &mut impl Write) -> Result<u64> {
+        self.rt.block_on(self.inner.logs(name, q, out))
+    }
     pub fn copy_in(
         &self,
         name: &str,

@@ -26,3 +26,14 @@ pub struct CopyResult {
     /// Bytes of file content written.
     pub bytes: u64,
 }
+
+/// Query of `GET /v1/slices/{name}/logs`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct LogsQuery {
+    /// Only the last N lines (default: everything kept).
+    #[param(minimum = 0, maximum = 100000)]
+    pub tail: Option<usize>,
+    /// Keep the response open and send what the slice writes next.
+    pub follow: Option<bool>,
+}

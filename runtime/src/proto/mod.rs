@@ -22,7 +22,7 @@ pub use audit::{
     Problem, Record as AuditRecord, VerifyReport,
 };
 pub use events::{Event, EventKind};
-pub use files::{CopyResult, FilesQuery};
+pub use files::{CopyResult, FilesQuery, LogsQuery};
 pub use image::Image;
 pub use net::*;
 pub use slice::*;

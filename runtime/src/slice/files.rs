@@ -293,6 +293,20 @@ impl SliceRoot {
         Ok(stats)
     }
 
+    /// Check that `path` can be copied out (it resolves inside the slice to a regular file or
+    /// a directory), so that a refusal is an error reply rather than a cut stream.
+    pub fn check_out(&self, path: &str) -> Result<(), FilesError> {
+        validate_path("path", path)?;
+        let fd = self.resolve(path, libc::O_PATH)?;
+        match kind(&fstat(&fd).map_err(|e| FilesError::io(path, e))?) {
+            libc::S_IFREG | libc::S_IFDIR => Ok(()),
+            _ => Err(FilesError::Refused {
+                path: path.into(),
+                reason: "not a regular file or directory".into(),
+            }),
+        }
+    }
+
     fn header(&self, st: &libc::stat, typ: tar::EntryType, size: u64) -> tar::Header {
         let mut h = tar::Header::new_gnu();
         h.set_entry_type(typ);
@@ -505,7 +519,16 @@ impl SliceRoot {
                         name.as_c_str(),
                         nix::sys::stat::Mode::from_bits_truncate(0o700),
                     ) {
-                        Ok(()) | Err(nix::Error::EEXIST) => {}
+                        Ok(()) => {}
+                        Err(nix::Error::EEXIST) => {
+                            let st = lstat_at(&parent, &name).map_err(ioe)?;
+                            if kind(&st) == libc::S_IFLNK {
+                                return Err(FilesError::Refused {
+                                    path: shown.clone(),
+                                    reason: "is a symlink in the slice: not followed".into(),
+                                });
+                            }
+                        }
                         Err(e) => return Err(ioe(e.into())),
                     }
                     let fd = openat2(
@@ -516,7 +539,11 @@ impl SliceRoot {
                         BENEATH,
                     )
                     .map_err(|e| match e.raw_os_error() {
-                        Some(libc::ENOTDIR) | Some(libc::ELOOP) => FilesError::Refused {
+                        Some(libc::ELOOP) => FilesError::Refused {
+                            path: shown.clone(),
+                            reason: "is a symlink in the slice: not followed".into(),
+                        },
+                        Some(libc::ENOTDIR) => FilesError::Refused {
                             path: shown.clone(),
                             reason: "exists in the slice and is not a directory".into(),
                         },
