@@ -744,6 +744,13 @@ mod tests {
                 ],
             ),
             case(
+                "CopyResult",
+                vec![CopyResult {
+                    entries: 3,
+                    bytes: 1024,
+                }],
+            ),
+            case(
                 "ByteBudget",
                 vec![ByteBudget {
                     max_bytes: 2,
