@@ -11,7 +11,7 @@
 //! `tests/api_contract.rs` calls every operation on a real daemon and validates each reply
 //! against the schema the document gives for its status.
 use crate::proto::{
-    AuditCaller, AuditEntry, CopyResult, FilesQuery, LogsQuery, AuditQuery, AuditRecord, ByteBudget, CallerInfo, ControlRecord,
+    AuditCaller, AuditEntry, CopyResult, FilesQuery, LogsQuery, Volume, AuditQuery, AuditRecord, ByteBudget, CallerInfo, ControlRecord,
     CreateRequest, DaemonRecord, ErrorBody, Event, EventKind, EventsQuery, ExecInput, ExecOutput,
     ExecQuery, ExitInfo, Head, HostPort, Image, ImagesQuery, Info, Limits, LimitsPatch, NetAllow,
     NetCounters, NetInfo, NetMode, NetSpec, Outcome, OutputEncoding, PortForward, Problem, Proto,
@@ -47,7 +47,7 @@ struct SliceName {
         CreateRequest, DaemonRecord, ErrorBody, Event, EventKind, ExecInput, ExecOutput,
         ExitInfo, Head, HostPort, Image, Info, Limits, LimitsPatch, NetAllow, NetCounters,
         NetInfo, NetMode, NetSpec, Outcome, OutputEncoding, PortForward, Problem, Proto, Resize,
-        SliceInfo, SliceSpec, Stats, Status, TtyExit, Usage, VerifyReport, CopyResult,
+        SliceInfo, SliceSpec, Stats, Status, TtyExit, Usage, VerifyReport, CopyResult, Volume,
     ))
 )]
 struct ApiDoc;
@@ -610,6 +610,15 @@ mod tests {
             net: net(),
             uid_base: 100_000,
             created_at: 1_700_000_000,
+            volumes: vec![volume()],
+        }
+    }
+
+    fn volume() -> Volume {
+        Volume {
+            host: "/srv/data".into(),
+            path: "/data".into(),
+            read_only: true,
         }
     }
 
@@ -780,8 +789,10 @@ mod tests {
                     init: Some(vec!["/bin/sh".into()]),
                     net: net(),
                     start: true,
+                    volumes: vec![volume()],
                 }],
             ),
+            case("Volume", vec![volume()]),
             case("DaemonRecord", vec![daemon_record()]),
             case(
                 "Error",

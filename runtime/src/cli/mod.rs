@@ -175,6 +175,10 @@ pub enum Cmd {
         /// Only create; do not start.
         #[arg(long)]
         no_start: bool,
+        /// Mount a host directory into the slice, idmapped (repeatable): HOST:PATH[:ro]. HOST
+        /// must be an absolute path of a root-owned 0700 directory outside the state root.
+        #[arg(short = 'v', long = "volume", value_name = "HOST:PATH[:ro]", value_parser = crate::slice::volumes::parse_flag)]
+        volumes: Vec<crate::proto::Volume>,
         /// Init command instead of the image's /sbin/init.
         #[arg(long, num_args = 1.., value_name = "ARGV", allow_hyphen_values = true)]
         init: Option<Vec<String>>,
@@ -760,6 +764,7 @@ fn dispatch(b: &Backend, cmd: Cmd, json: bool) -> R<i32> {
             owners,
             autostart,
             no_start,
+            volumes,
             init,
         } => {
             let mut req = match &file {
@@ -802,6 +807,7 @@ fn dispatch(b: &Backend, cmd: Cmd, json: bool) -> R<i32> {
             if init.is_some() {
                 req.init = init;
             }
+            req.volumes.extend(volumes);
             let info = b.create(&req)?;
             print_info(
                 json,

@@ -15,6 +15,7 @@ pub mod files;
 pub mod image;
 pub mod net;
 pub mod slice;
+pub mod volume;
 
 pub use api::*;
 pub use audit::{
@@ -26,6 +27,7 @@ pub use files::{CopyResult, FilesQuery, LogsQuery};
 pub use image::Image;
 pub use net::*;
 pub use slice::*;
+pub use volume::Volume;
 
 /// The operators' socket: every route.
 pub const DEFAULT_SOCKET: &str = "/run/vslice/vslice.sock";

@@ -6,6 +6,7 @@ pub mod oci;
 pub mod policy;
 pub mod spec;
 pub mod state;
+pub mod volumes;
 pub mod console;
 pub mod files;
 
