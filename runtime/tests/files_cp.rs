@@ -121,7 +121,11 @@ fn cp_in_and_out_with_ownership_and_no_escape() {
     assert_eq!(std::fs::metadata(&upper).unwrap().uid(), base);
 
     // --- in: into an existing directory, owned as asked ------------------------------------
-    ok(&d, &["cp", "--owner", "1000:1001", "payload", "cp:/srv/app/sub"], s);
+    ok(
+        &d,
+        &["cp", "--owner", "1000:1001", "payload", "cp:/srv/app/sub"],
+        s,
+    );
     assert_eq!(
         sh(&d, "stat -c '%u:%g' /srv/app/sub/payload").trim(),
         "1000:1001"
@@ -130,8 +134,14 @@ fn cp_in_and_out_with_ownership_and_no_escape() {
     // --- out: a directory and a file -------------------------------------------------------
     std::fs::create_dir_all(s.join("out")).unwrap();
     ok(&d, &["cp", "cp:/srv/app", "out"], s);
-    assert_eq!(std::fs::read_to_string(s.join("out/app/hello.txt")).unwrap(), "hello\n");
-    assert_eq!(std::fs::read(s.join("out/app/sub/data.bin")).unwrap(), vec![7u8; 300_000]);
+    assert_eq!(
+        std::fs::read_to_string(s.join("out/app/hello.txt")).unwrap(),
+        "hello\n"
+    );
+    assert_eq!(
+        std::fs::read(s.join("out/app/sub/data.bin")).unwrap(),
+        vec![7u8; 300_000]
+    );
     assert_eq!(
         std::fs::read_link(s.join("out/app/link")).unwrap(),
         Path::new("hello.txt")
@@ -139,7 +149,10 @@ fn cp_in_and_out_with_ownership_and_no_escape() {
     let suid = std::fs::metadata(s.join("out/app/suid")).unwrap();
     assert_eq!(suid.mode() & 0o7000, 0, "setuid bit kept on copy-out");
     ok(&d, &["cp", "cp:/srv/app/hello.txt", "out/renamed.txt"], s);
-    assert_eq!(std::fs::read_to_string(s.join("out/renamed.txt")).unwrap(), "hello\n");
+    assert_eq!(
+        std::fs::read_to_string(s.join("out/renamed.txt")).unwrap(),
+        "hello\n"
+    );
 
     // --- attacks planted by the slice's root -------------------------------------------------
     let host = s.join("host");
@@ -165,7 +178,10 @@ fn cp_in_and_out_with_ownership_and_no_escape() {
     assert!(!s.join("out/stolen").exists());
     let (code, _, err) = vslice(&d, &["cp", "payload", "cp:/y/secret"], s);
     assert_ne!(code, 0, "{err}");
-    assert_eq!(std::fs::read_to_string(host.join("secret")).unwrap(), "host secret\n");
+    assert_eq!(
+        std::fs::read_to_string(host.join("secret")).unwrap(),
+        "host secret\n"
+    );
     // /proc (a mount of the slice) is never entered, directly or through a symlink.
     let core = std::fs::read_to_string("/proc/sys/kernel/core_pattern").unwrap();
     for dst in ["cp:/k/core_pattern", "cp:/proc/sys/kernel/core_pattern"] {
@@ -173,7 +189,10 @@ fn cp_in_and_out_with_ownership_and_no_escape() {
         assert_ne!(code, 0, "{dst}: {err}");
         assert!(err.contains("mount point"), "{dst}: {err}");
     }
-    assert_eq!(std::fs::read_to_string("/proc/sys/kernel/core_pattern").unwrap(), core);
+    assert_eq!(
+        std::fs::read_to_string("/proc/sys/kernel/core_pattern").unwrap(),
+        core
+    );
     // An archive whose directory is a symlink in the slice: refused, nothing written.
     std::fs::create_dir_all(s.join("trap/sub")).unwrap();
     std::fs::write(s.join("trap/sub/planted"), "x\n").unwrap();
@@ -197,7 +216,10 @@ fn cp_in_and_out_with_ownership_and_no_escape() {
         assert_eq!(e.status(), Some(400), "{e}");
     }
     assert!(!Path::new("/tmp/evil").exists());
-    assert_eq!(sh(&d, "test ! -e /tmp/evil && test ! -e /evil && echo ok").trim(), "ok");
+    assert_eq!(
+        sh(&d, "test ! -e /tmp/evil && test ! -e /evil && echo ok").trim(),
+        "ok"
+    );
     // Bad requests name the field.
     let q = FilesQuery {
         path: "relative".into(),

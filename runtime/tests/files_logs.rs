@@ -52,7 +52,10 @@ fn console_log_keeps_rotates_tails_and_follows() {
     assert!(cur <= MAX_BYTES && old == MAX_BYTES, "{cur} {old}");
     let all = logs(&d, "con", None);
     assert_eq!(all.len() as u64, cur + old);
-    assert!(!all.contains("hello-console"), "the first lines should have rotated out");
+    assert!(
+        !all.contains("hello-console"),
+        "the first lines should have rotated out"
+    );
     assert_eq!(logs(&d, "con", Some(2)), "0123456789\nEND\n");
 
     // Init's stdio are pipes, not host files (looked at from the host).
@@ -119,7 +122,14 @@ fn console_log_keeps_rotates_tails_and_follows() {
     assert_eq!(String::from_utf8_lossy(&o.stdout), "FOLLOWED\n");
     // Bad input names the field.
     let e = c
-        .logs("con", &LogsQuery { tail: Some(1_000_000), follow: None }, &mut Vec::new())
+        .logs(
+            "con",
+            &LogsQuery {
+                tail: Some(1_000_000),
+                follow: None,
+            },
+            &mut Vec::new(),
+        )
         .unwrap_err();
     assert_eq!(e.field(), Some("tail"), "{e}");
     c.destroy("con").unwrap();

@@ -49,7 +49,11 @@ fn volumes_are_idmapped_read_only_when_asked_and_contained() {
         std::process::id()
     )));
     let _ = std::fs::remove_dir_all(&scratch.0);
-    let (rw, ro, open) = (scratch.0.join("rw"), scratch.0.join("ro"), scratch.0.join("open"));
+    let (rw, ro, open) = (
+        scratch.0.join("rw"),
+        scratch.0.join("ro"),
+        scratch.0.join("open"),
+    );
     for dir in [&rw, &ro, &open] {
         std::fs::create_dir_all(dir).unwrap();
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).unwrap();
@@ -69,13 +73,22 @@ fn volumes_are_idmapped_read_only_when_asked_and_contained() {
         req.volumes = vols;
         c.create(&req).expect_err("a bad volume was accepted")
     };
-    assert_eq!(bad(vec![vol(&open, "/data", false)]).field(), Some("volumes[0].host"));
-    assert_eq!(bad(vec![vol(&d.root, "/data", false)]).field(), Some("volumes[0].host"));
+    assert_eq!(
+        bad(vec![vol(&open, "/data", false)]).field(),
+        Some("volumes[0].host")
+    );
+    assert_eq!(
+        bad(vec![vol(&d.root, "/data", false)]).field(),
+        Some("volumes[0].host")
+    );
     assert_eq!(
         bad(vec![vol(&scratch.0.join("rw/../ro"), "/data", false)]).field(),
         Some("volumes[0].host")
     );
-    assert_eq!(bad(vec![vol(&rw, "/proc/x", false)]).field(), Some("volumes[0].path"));
+    assert_eq!(
+        bad(vec![vol(&rw, "/proc/x", false)]).field(),
+        Some("volumes[0].path")
+    );
     assert_eq!(
         bad(vec![vol(&rw, "/data", false), vol(&ro, "/data/x", true)]).field(),
         Some("volumes[1].path")
@@ -89,7 +102,11 @@ fn volumes_are_idmapped_read_only_when_asked_and_contained() {
     assert_eq!(info.spec.volumes.len(), 2);
 
     // The slice sees the on-disk ids as its own.
-    let (code, out) = sh(&d, "vol", "stat -c '%u:%g' /data/owned; cat /srv/ro/hostfile");
+    let (code, out) = sh(
+        &d,
+        "vol",
+        "stat -c '%u:%g' /data/owned; cat /srv/ro/hostfile",
+    );
     assert_eq!(code, 0, "{out}");
     assert_eq!(out, "1000:1000\nread me\n");
     // Written by the slice's root: root-owned on disk (hence the 0700 rule).
@@ -109,7 +126,11 @@ fn volumes_are_idmapped_read_only_when_asked_and_contained() {
     assert!(out.contains("nosuid") && out.contains("nodev"), "{out}");
 
     // Nothing beside the volume: `..` is the slice's own root.
-    let (code, out) = sh(&d, "vol", "cat /data/../secret /data/../../secret 2>&1; ls /data/..");
+    let (code, out) = sh(
+        &d,
+        "vol",
+        "cat /data/../secret /data/../../secret 2>&1; ls /data/..",
+    );
     assert!(!out.contains("beside the volume"), "{code} {out}");
     assert!(out.contains("bin"), "{out}");
 
@@ -120,8 +141,18 @@ fn volumes_are_idmapped_read_only_when_asked_and_contained() {
     c.stop("vol", Some(Duration::from_secs(5))).unwrap();
     c.start("vol").expect("restart with a planted symlink");
     let (code, out) = sh(&d, "vol", "cat /etc/ro/hostfile");
-    assert_eq!((code, out.as_str()), (0, "read me\n"), "the volume is at the slice's /etc/ro");
-    assert!(!std::path::Path::new("/etc/ro").exists(), "a mount point made on the host");
+    assert_eq!(
+        (code, out.as_str()),
+        (0, "read me\n"),
+        "the volume is at the slice's /etc/ro"
+    );
+    assert!(
+        !std::path::Path::new("/etc/ro").exists(),
+        "a mount point made on the host"
+    );
     c.destroy("vol").unwrap();
-    assert_eq!(std::fs::read_to_string(ro.join("hostfile")).unwrap(), "read me\n");
+    assert_eq!(
+        std::fs::read_to_string(ro.join("hostfile")).unwrap(),
+        "read me\n"
+    );
 }

@@ -88,8 +88,12 @@ fn local_repo(dir: &Path) -> Vec<u8> {
     .unwrap();
     std::fs::write(pkg.join("srv/vst/owned"), "owned by 1234:5678\n").unwrap();
     std::fs::write(pkg.join("usr/local/bin/vst-suid"), "#!/bin/sh\nid -u\n").unwrap();
-    run(Command::new("chown").args(["1234:5678"]).arg(pkg.join("srv/vst/owned")));
-    run(Command::new("chmod").args(["4755"]).arg(pkg.join("usr/local/bin/vst-suid")));
+    run(Command::new("chown")
+        .args(["1234:5678"])
+        .arg(pkg.join("srv/vst/owned")));
+    run(Command::new("chmod")
+        .args(["4755"])
+        .arg(pkg.join("usr/local/bin/vst-suid")));
     run(Command::new("dpkg-deb")
         .args(["--build", "-Zgzip"])
         .arg(&pkg)
@@ -138,16 +142,31 @@ fn debian_slice_installs_packages_with_apt_and_leaves_the_image_alone() {
     let base = info.spec.uid_base;
 
     // It runs Debian, PID 1 is busybox init, and we are root.
-    let out = sh_ok(&d, "deb", "cat /etc/debian_version; id -u; readlink /proc/1/exe", None);
+    let out = sh_ok(
+        &d,
+        "deb",
+        "cat /etc/debian_version; id -u; readlink /proc/1/exe",
+        None,
+    );
     let lines: Vec<&str> = out.lines().collect();
     assert!(lines[0].starts_with("12."), "{out}");
     assert_eq!(lines[1], "0", "{out}");
     assert!(lines[2].ends_with("busybox"), "{out}");
 
     // The package lists were left out of the image.
-    sh_ok(&d, "deb", "test -z \"$(ls /var/lib/apt/lists | grep -v -e partial -e lock)\"", None);
+    sh_ok(
+        &d,
+        "deb",
+        "test -z \"$(ls /var/lib/apt/lists | grep -v -e partial -e lock)\"",
+        None,
+    );
 
-    sh_ok(&d, "deb", "mkdir -p /srv/repo && tar -x -C /srv/repo", Some(&repo_tar));
+    sh_ok(
+        &d,
+        "deb",
+        "mkdir -p /srv/repo && tar -x -C /srv/repo",
+        Some(&repo_tar),
+    );
     let apt = "set -e; echo 'deb [trusted=yes] file:/srv/repo ./' >/etc/apt/sources.list.d/local.list; \
                export DEBIAN_FRONTEND=noninteractive; \
                o='-o Dir::Etc::SourceList=/etc/apt/sources.list.d/local.list -o Dir::Etc::SourceParts=-'; \
@@ -193,8 +212,14 @@ fn debian_slice_installs_packages_with_apt_and_leaves_the_image_alone() {
     assert_eq!((owned.uid(), owned.gid()), (base + 1234, base + 5678));
     let hello = std::fs::metadata(upper.join("usr/bin/hello")).unwrap();
     assert_eq!(hello.uid(), base);
-    assert!(!image.join("usr/bin/hello").exists(), "hello leaked into the image");
-    assert!(!image.join("srv/vst").exists(), "package files leaked into the image");
+    assert!(
+        !image.join("usr/bin/hello").exists(),
+        "hello leaked into the image"
+    );
+    assert!(
+        !image.join("srv/vst").exists(),
+        "package files leaked into the image"
+    );
     assert_eq!(
         sha256_file(&image.join("var/lib/dpkg/status")),
         status_before,

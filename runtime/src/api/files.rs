@@ -63,8 +63,12 @@ fn parse(raw: &Option<String>, put: bool) -> Result<Parsed, ApiError> {
         .ok_or_else(|| ApiError::invalid("path", "required: the path inside the slice"))?
         .to_string();
     crate::slice::files::validate_path("path", &path).map_err(ApiError::from)?;
-    let uid = q.parsed::<u32>("uid", "a slice uid (0-65535)")?.unwrap_or(0);
-    let gid = q.parsed::<u32>("gid", "a slice gid (0-65535)")?.unwrap_or(0);
+    let uid = q
+        .parsed::<u32>("uid", "a slice uid (0-65535)")?
+        .unwrap_or(0);
+    let gid = q
+        .parsed::<u32>("gid", "a slice gid (0-65535)")?
+        .unwrap_or(0);
     crate::slice::files::validate_id("uid", uid).map_err(ApiError::from)?;
     crate::slice::files::validate_id("gid", gid).map_err(ApiError::from)?;
     Ok(Parsed { path, uid, gid })
@@ -135,7 +139,16 @@ pub async fn copy_out(
     };
     // The stream starts once the audit record is written; an error half-way (a file that
     // vanished, the client gone) ends the body early, and the client reports a cut archive.
-    if let Err(e) = audit(&st, &caller, "copy_out", Some(name.clone()), args, Outcome::ok(200)).await {
+    if let Err(e) = audit(
+        &st,
+        &caller,
+        "copy_out",
+        Some(name.clone()),
+        args,
+        Outcome::ok(200),
+    )
+    .await
+    {
         return ApiError::from(e).into_response();
     }
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(4);
@@ -192,7 +205,11 @@ pub async fn copy_in(
         let bridge = tokio_util::io::SyncIoBridge::new(reader);
         let (path, owner) = (q.path.clone(), (q.uid, q.gid));
         let stats = tokio::task::spawn_blocking(move || {
-            root.copy_in(&path, std::io::BufReader::with_capacity(CHUNK, bridge), owner)
+            root.copy_in(
+                &path,
+                std::io::BufReader::with_capacity(CHUNK, bridge),
+                owner,
+            )
         })
         .await
         .map_err(|e| ApiError::internal(format!("copy in: {e}")))??;

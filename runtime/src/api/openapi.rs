@@ -11,11 +11,12 @@
 //! `tests/api_contract.rs` calls every operation on a real daemon and validates each reply
 //! against the schema the document gives for its status.
 use crate::proto::{
-    AuditCaller, AuditEntry, CopyResult, FilesQuery, LogsQuery, Volume, AuditQuery, AuditRecord, ByteBudget, CallerInfo, ControlRecord,
-    CreateRequest, DaemonRecord, ErrorBody, Event, EventKind, EventsQuery, ExecInput, ExecOutput,
-    ExecQuery, ExitInfo, Head, HostPort, Image, ImagesQuery, Info, Limits, LimitsPatch, NetAllow,
-    NetCounters, NetInfo, NetMode, NetSpec, Outcome, OutputEncoding, PortForward, Problem, Proto,
-    Resize, SliceInfo, SliceSpec, Stats, Status, StopQuery, TtyExit, TtyQuery, Usage, VerifyReport,
+    AuditCaller, AuditEntry, AuditQuery, AuditRecord, ByteBudget, CallerInfo, ControlRecord,
+    CopyResult, CreateRequest, DaemonRecord, ErrorBody, Event, EventKind, EventsQuery, ExecInput,
+    ExecOutput, ExecQuery, ExitInfo, FilesQuery, Head, HostPort, Image, ImagesQuery, Info, Limits,
+    LimitsPatch, LogsQuery, NetAllow, NetCounters, NetInfo, NetMode, NetSpec, Outcome,
+    OutputEncoding, PortForward, Problem, Proto, Resize, SliceInfo, SliceSpec, Stats, Status,
+    StopQuery, TtyExit, TtyQuery, Usage, VerifyReport, Volume,
 };
 use serde_json::{json, Value};
 use utoipa::OpenApi;

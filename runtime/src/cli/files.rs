@@ -43,7 +43,13 @@ pub fn parse_owner(s: &str) -> Result<(u32, u32), String> {
     Ok((id(u)?, id(g)?))
 }
 
-pub(super) fn cp(b: &Backend, src: &str, dst: &str, owner: Option<(u32, u32)>, json: bool) -> R<i32> {
+pub(super) fn cp(
+    b: &Backend,
+    src: &str,
+    dst: &str,
+    owner: Option<(u32, u32)>,
+    json: bool,
+) -> R<i32> {
     let c = match b {
         Backend::Daemon(c) => c,
         Backend::Direct(_) => {
@@ -83,13 +89,21 @@ pub(super) fn cp(b: &Backend, src: &str, dst: &str, owner: Option<(u32, u32)>, j
             let res = res?;
             match built {
                 Ok(Ok(())) => {}
-                Ok(Err(e)) => return Err(CliError::failure(format!("reading {}: {e}", from.display()))),
+                Ok(Err(e)) => {
+                    return Err(CliError::failure(format!(
+                        "reading {}: {e}",
+                        from.display()
+                    )))
+                }
                 Err(_) => return Err(CliError::failure("the archiving thread panicked")),
             }
             if json {
                 super::out(&serde_json::to_string(&res).unwrap_or_default());
             } else {
-                eprintln!("copied {} entries ({} bytes) to {name}:{}", res.entries, res.bytes, q.path);
+                eprintln!(
+                    "copied {} entries ({} bytes) to {name}:{}",
+                    res.entries, res.bytes, q.path
+                );
             }
             Ok(exit::OK)
         }
@@ -110,7 +124,8 @@ pub(super) fn cp(b: &Backend, src: &str, dst: &str, owner: Option<(u32, u32)>, j
             std::fs::create_dir(&tmp)
                 .map_err(|e| CliError::failure(format!("{}: {e}", tmp.display())))?;
             let _guard = RemoveOnDrop(tmp.clone());
-            let (rd, mut wr) = std::io::pipe().map_err(|e| CliError::failure(format!("pipe: {e}")))?;
+            let (rd, mut wr) =
+                std::io::pipe().map_err(|e| CliError::failure(format!("pipe: {e}")))?;
             let tmp2 = tmp.clone();
             let reader = std::thread::spawn(move || -> std::io::Result<()> {
                 let mut a = tar::Archive::new(rd);
@@ -143,7 +158,10 @@ pub(super) fn cp(b: &Backend, src: &str, dst: &str, owner: Option<(u32, u32)>, j
             };
             let final_path = dir.join(rename.unwrap_or_else(|| top.clone()));
             std::fs::rename(tmp.join(&top), &final_path).map_err(|e| {
-                CliError::failure(format!("{}: {e} (is it a non-empty directory?)", final_path.display()))
+                CliError::failure(format!(
+                    "{}: {e} (is it a non-empty directory?)",
+                    final_path.display()
+                ))
             })?;
             if json {
                 super::out(&serde_json::json!({ "bytes": n, "path": final_path }).to_string());
@@ -178,12 +196,18 @@ pub(super) fn logs(b: &Backend, name: &str, follow: bool, tail: Option<usize>) -
             let dir = d.paths.slice_dir(name);
             let io = |e: std::io::Error| CliError::failure(format!("{}: {e}", dir.display()));
             let (data, mut cursor) = crate::slice::console::tail(&dir, tail).map_err(io)?;
-            stdout.write_all(&data).and_then(|_| stdout.flush()).map_err(io)?;
+            stdout
+                .write_all(&data)
+                .and_then(|_| stdout.flush())
+                .map_err(io)?;
             while follow && dir.is_dir() {
                 std::thread::sleep(std::time::Duration::from_millis(250));
                 let (data, c) = crate::slice::console::follow(&dir, cursor, 1 << 20).map_err(io)?;
                 cursor = c;
-                stdout.write_all(&data).and_then(|_| stdout.flush()).map_err(io)?;
+                stdout
+                    .write_all(&data)
+                    .and_then(|_| stdout.flush())
+                    .map_err(io)?;
             }
         }
     }
@@ -195,7 +219,8 @@ fn top_name(from: &Path) -> R<PathBuf> {
     let abs = if matches!(from.file_name(), Some(_)) && !from.ends_with(".") {
         from.to_path_buf()
     } else {
-        std::fs::canonicalize(from).map_err(|e| CliError::usage(format!("{}: {e}", from.display())))?
+        std::fs::canonicalize(from)
+            .map_err(|e| CliError::usage(format!("{}: {e}", from.display())))?
     };
     abs.file_name()
         .map(PathBuf::from)

@@ -30,11 +30,10 @@ impl Client {
         body: tokio::sync::mpsc::Receiver<Chunk>,
     ) -> Result<hyper::Response<Incoming>> {
         let stream = self.connect_stream().await?;
-        let (mut sender, conn) = hyper::client::conn::http1::handshake::<_, StreamBody<_>>(
-            TokioIo::new(stream),
-        )
-        .await
-        .map_err(|e| ClientError::Transport(e.to_string()))?;
+        let (mut sender, conn) =
+            hyper::client::conn::http1::handshake::<_, StreamBody<_>>(TokioIo::new(stream))
+                .await
+                .map_err(|e| ClientError::Transport(e.to_string()))?;
         tokio::spawn(async move {
             let _ = conn.await;
         });

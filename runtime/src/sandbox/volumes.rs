@@ -40,7 +40,8 @@ fn err(op: &'static str, target: &str, e: nix::Error) -> SandboxError {
 }
 
 fn openat2_in_root(root: RawFd, path: &str) -> nix::Result<OwnedFd> {
-    let c = CString::new(if path.is_empty() { "." } else { path }).map_err(|_| nix::Error::EINVAL)?;
+    let c =
+        CString::new(if path.is_empty() { "." } else { path }).map_err(|_| nix::Error::EINVAL)?;
     // SAFETY: open_how is plain data; zeroed is a valid value.
     let mut how: libc::open_how = unsafe { std::mem::zeroed() };
     how.flags = (libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC) as u64;
@@ -115,7 +116,13 @@ pub fn attach(vols: &[VolumeMount], merged: &Path, userns: &OwnedFd) -> Result<(
     }
     let shown = merged.display().to_string();
     let root: OwnedFd = std::fs::File::open(merged)
-        .map_err(|e| err("open", &shown, nix::Error::from_raw(e.raw_os_error().unwrap_or(libc::EIO))))?
+        .map_err(|e| {
+            err(
+                "open",
+                &shown,
+                nix::Error::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
+            )
+        })?
         .into();
     for v in vols {
         let src = v.source.to_string_lossy();
@@ -125,8 +132,13 @@ pub fn attach(vols: &[VolumeMount], merged: &Path, userns: &OwnedFd) -> Result<(
         if v.read_only {
             attrs |= sys::MOUNT_ATTR_RDONLY;
         }
-        sys::mount_setattr(&clone, attrs, 0, Some(userns.as_raw_fd()))
-            .map_err(|e| err("mount_setattr idmap (volume; does its file system support idmapped mounts?)", &src, e))?;
+        sys::mount_setattr(&clone, attrs, 0, Some(userns.as_raw_fd())).map_err(|e| {
+            err(
+                "mount_setattr idmap (volume; does its file system support idmapped mounts?)",
+                &src,
+                e,
+            )
+        })?;
         let target = mount_point(&root, &v.target, v.uid_base)
             .map_err(|e| err("volume mount point", &v.target, e))?;
         let empty = CString::default();

@@ -171,7 +171,9 @@ mod tests {
             w.write(format!("line {i:02}\n").as_bytes()).unwrap();
         }
         let cur = std::fs::metadata(dir.path().join(LOG_FILE)).unwrap().len();
-        let old = std::fs::metadata(dir.path().join(OLD_LOG_FILE)).unwrap().len();
+        let old = std::fs::metadata(dir.path().join(OLD_LOG_FILE))
+            .unwrap()
+            .len();
         assert!(cur <= 100 && old == 100, "{cur} {old}");
         let (t, c) = tail(dir.path(), Some(3)).unwrap();
         assert_eq!(String::from_utf8(t).unwrap(), "line 27\nline 28\nline 29\n");

@@ -205,7 +205,10 @@ fn kind(st: &libc::stat) -> u32 {
 
 /// The last component of `path` ("/" has none).
 fn base_name(path: &str) -> Option<&str> {
-    path.trim_end_matches('/').rsplit('/').next().filter(|s| !s.is_empty())
+    path.trim_end_matches('/')
+        .rsplit('/')
+        .next()
+        .filter(|s| !s.is_empty())
 }
 
 impl SliceRoot {
@@ -241,16 +244,14 @@ impl SliceRoot {
         let name = &info.spec.name;
         let not_running = || FilesError::Refused {
             path: name.clone(),
-            reason: "the slice is not running (files are copied through its running root)"
-                .into(),
+            reason: "the slice is not running (files are copied through its running root)".into(),
         };
         if info.status != super::Status::Running {
             return Err(not_running());
         }
-        let rs: super::state::RuntimeState = crate::util::fs::read_json(
-            &paths.slice_dir(name).join(super::state::STATE_FILE),
-        )
-        .map_err(|_| not_running())?;
+        let rs: super::state::RuntimeState =
+            crate::util::fs::read_json(&paths.slice_dir(name).join(super::state::STATE_FILE))
+                .map_err(|_| not_running())?;
         SliceRoot::open(rs.init_pid, rs.init_start, info.spec.uid_base)
     }
 
@@ -344,7 +345,8 @@ impl SliceRoot {
                 let mut names: Vec<CString> = Vec::new();
                 {
                     let dup = fd.try_clone().map_err(err)?;
-                    let mut dir = nix::dir::Dir::from_fd(dup.as_raw_fd()).map_err(|e| err(e.into()))?;
+                    let mut dir =
+                        nix::dir::Dir::from_fd(dup.as_raw_fd()).map_err(|e| err(e.into()))?;
                     // Dir owns the duplicate now.
                     std::mem::forget(dup);
                     for ent in dir.iter() {
@@ -358,7 +360,8 @@ impl SliceRoot {
                 names.sort();
                 for n in names {
                     let child_name = name.join(OsStr::from_bytes(n.to_bytes()));
-                    let shown_child = format!("{}/{}", shown.trim_end_matches('/'), n.to_string_lossy());
+                    let shown_child =
+                        format!("{}/{}", shown.trim_end_matches('/'), n.to_string_lossy());
                     let cst = match lstat_at(&fd, &n) {
                         Ok(s) => s,
                         Err(e) if e.raw_os_error() == Some(libc::ENOENT) => continue,
@@ -376,7 +379,10 @@ impl SliceRoot {
                             match openat2(
                                 fd.as_raw_fd(),
                                 &n,
-                                libc::O_RDONLY | libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_NOFOLLOW,
+                                libc::O_RDONLY
+                                    | libc::O_NONBLOCK
+                                    | libc::O_NOCTTY
+                                    | libc::O_NOFOLLOW,
                                 0,
                                 BENEATH,
                             ) {
@@ -447,7 +453,10 @@ impl SliceRoot {
         let mut archive = tar::Archive::new(input);
         let mut stats = CopyStats::default();
         let mut top: Option<std::ffi::OsString> = None;
-        for entry in archive.entries().map_err(|e| FilesError::Tar(e.to_string()))? {
+        for entry in archive
+            .entries()
+            .map_err(|e| FilesError::Tar(e.to_string()))?
+        {
             let mut entry = entry.map_err(|e| FilesError::Tar(e.to_string()))?;
             let raw = entry
                 .path()
@@ -505,8 +514,14 @@ impl SliceRoot {
             } else {
                 let rel: PathBuf = comps.iter().collect();
                 let c = cstr(rel.as_os_str().as_bytes()).map_err(|e| FilesError::io(&shown, e))?;
-                openat2(base.as_raw_fd(), &c, libc::O_PATH | libc::O_DIRECTORY, 0, BENEATH)
-                    .map_err(|e| FilesError::io(&shown, e))?
+                openat2(
+                    base.as_raw_fd(),
+                    &c,
+                    libc::O_PATH | libc::O_DIRECTORY,
+                    0,
+                    BENEATH,
+                )
+                .map_err(|e| FilesError::io(&shown, e))?
             };
             let name = cstr(last.as_bytes()).map_err(|e| FilesError::io(&shown, e))?;
             let mode = entry.header().mode().unwrap_or(0o644) & 0o7777;

@@ -45,23 +45,38 @@ fn under(p: &Path, dir: &Path) -> bool {
 
 pub fn validate(vols: &[Volume], paths: &Paths) -> Result<(), SliceError> {
     if vols.len() > MAX_VOLUMES {
-        return Err(invalid(
-            "volumes",
-            format!("at most {MAX_VOLUMES} volumes"),
-        ));
+        return Err(invalid("volumes", format!("at most {MAX_VOLUMES} volumes")));
     }
-    let state_root = paths.root.canonicalize().unwrap_or_else(|_| paths.root.clone());
+    let state_root = paths
+        .root
+        .canonicalize()
+        .unwrap_or_else(|_| paths.root.clone());
     for (i, v) in vols.iter().enumerate() {
         let hf = format!("volumes[{i}].host");
         let pf = format!("volumes[{i}].path");
         let bad = |f: &str, r: String| Err(invalid(f, r));
         if !normalized_abs(&v.host) || v.host == "/" {
-            return bad(&hf, format!("{:?}: must be an absolute, normalized host path other than /", v.host));
+            return bad(
+                &hf,
+                format!(
+                    "{:?}: must be an absolute, normalized host path other than /",
+                    v.host
+                ),
+            );
         }
         let host = Path::new(&v.host);
         match host.canonicalize() {
             Ok(c) if c == host => {}
-            Ok(c) => return bad(&hf, format!("{:?} goes through a symlink (to {}): give the real path", v.host, c.display())),
+            Ok(c) => {
+                return bad(
+                    &hf,
+                    format!(
+                        "{:?} goes through a symlink (to {}): give the real path",
+                        v.host,
+                        c.display()
+                    ),
+                )
+            }
             Err(e) => return bad(&hf, format!("{:?}: {e}", v.host)),
         }
         let md = std::fs::metadata(host).map_err(|e| invalid(&hf, format!("{:?}: {e}", v.host)))?;
@@ -75,13 +90,29 @@ pub fn validate(vols: &[Volume], paths: &Paths) -> Result<(), SliceError> {
             ));
         }
         if under(host, &state_root) || under(&state_root, host) {
-            return bad(&hf, format!("{:?} overlaps the state root {}", v.host, state_root.display()));
+            return bad(
+                &hf,
+                format!(
+                    "{:?} overlaps the state root {}",
+                    v.host,
+                    state_root.display()
+                ),
+            );
         }
         if SYSTEM_DIRS.iter().any(|d| under(host, Path::new(d))) {
-            return bad(&hf, format!("{:?}: /proc, /sys and /dev are not volumes", v.host));
+            return bad(
+                &hf,
+                format!("{:?}: /proc, /sys and /dev are not volumes", v.host),
+            );
         }
         if !normalized_abs(&v.path) || v.path == "/" {
-            return bad(&pf, format!("{:?}: must be an absolute, normalized path other than /", v.path));
+            return bad(
+                &pf,
+                format!(
+                    "{:?}: must be an absolute, normalized path other than /",
+                    v.path
+                ),
+            );
         }
         let path = Path::new(&v.path);
         if SYSTEM_DIRS.iter().any(|d| under(path, Path::new(d))) {
@@ -90,7 +121,10 @@ pub fn validate(vols: &[Volume], paths: &Paths) -> Result<(), SliceError> {
         for (j, w) in vols[..i].iter().enumerate() {
             let other = Path::new(&w.path);
             if under(path, other) || under(other, path) {
-                return bad(&pf, format!("{:?} overlaps volumes[{j}].path {:?}", v.path, w.path));
+                return bad(
+                    &pf,
+                    format!("{:?} overlaps volumes[{j}].path {:?}", v.path, w.path),
+                );
             }
         }
     }
@@ -169,7 +203,12 @@ mod tests {
         // A world-readable directory.
         assert_eq!(field(v("/usr", "/data")), "volumes[0].host");
         std::fs::create_dir_all(dir.path().join("state")).unwrap();
-        let d = dir.path().canonicalize().unwrap().to_string_lossy().into_owned();
+        let d = dir
+            .path()
+            .canonicalize()
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
         assert_eq!(field(v(&d, "/data")), "volumes[0].host"); // contains the state root
         assert_eq!(field(v(&format!("{d}/state"), "/data")), "volumes[0].host");
         let other = tempfile::tempdir().unwrap();
@@ -178,7 +217,12 @@ mod tests {
             std::os::unix::fs::PermissionsExt::from_mode(0o700),
         )
         .unwrap();
-        let ok = other.path().canonicalize().unwrap().to_string_lossy().into_owned();
+        let ok = other
+            .path()
+            .canonicalize()
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
         let r = validate(&[v(&ok, "/data")], &paths);
         assert!(r.is_ok(), "{r:?}");
         assert_eq!(field(v(&ok, "/dev/x")), "volumes[0].path");

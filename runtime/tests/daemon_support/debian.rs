@@ -39,7 +39,9 @@ pub fn ensure_debian() -> PathBuf {
     }
     std::fs::create_dir_all(dest.parent().unwrap()).expect("mkdir images/debian");
     let lock = dir.join(".debian.lock");
-    let tmp = dir.join("debian").join(format!("rootfs.tmp.{}", std::process::id()));
+    let tmp = dir
+        .join("debian")
+        .join(format!("rootfs.tmp.{}", std::process::id()));
     // flock(1) serializes the copy between test processes; the second one finds it done.
     let script = format!(
         "[ -d '{dest}' ] && exit 0; rm -rf '{tmp}' && cp -a --reflink=auto '{cache}' '{tmp}' && mv -T '{tmp}' '{dest}'",
@@ -52,6 +54,10 @@ pub fn ensure_debian() -> PathBuf {
         .args(["sh", "-c", &script])
         .status()
         .expect("flock");
-    assert!(st.success() && dest.is_dir(), "copy the Debian image into {}", dir.display());
+    assert!(
+        st.success() && dest.is_dir(),
+        "copy the Debian image into {}",
+        dir.display()
+    );
     dir
 }
