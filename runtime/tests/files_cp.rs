@@ -252,3 +252,65 @@ fn cp_in_and_out_with_ownership_and_no_escape() {
     assert!(audit.contains("\"copy_out\""), "no copy_out audit record");
     c.destroy("cp").unwrap();
 }
+
+/// Direct mode (no daemon): the same copies and the console log, locked and audited.
+#[test]
+fn cp_and_logs_in_direct_mode() {
+    let pid = std::process::id();
+    let scratch = Scratch(PathBuf::from(format!(
+        "/tmp/vslice-test-files-direct-{pid}"
+    )));
+    let _ = std::fs::remove_dir_all(&scratch.0);
+    let s = &scratch.0;
+    std::fs::create_dir_all(s.join("out")).unwrap();
+    std::fs::write(s.join("note"), "direct\n").unwrap();
+    let mut d = TestDaemon::start();
+    d.stop();
+    let direct = |args: &[&str]| {
+        let o = Command::new(env!("CARGO_BIN_EXE_vslice"))
+            .env("VSLICE_DIRECT", "1")
+            .env("VSLICE_ROOT", &d.root)
+            .env("VSLICE_CGROUP_PARENT", &d.cgroup_parent)
+            .env("VSLICE_POLICY_DIR", repo_dir().join("policies"))
+            .env("VSLICE_SHIM", shim_bin())
+            .env_remove("VSLICE_SOCKET")
+            .current_dir(s)
+            .args(args)
+            .output()
+            .unwrap();
+        let out = String::from_utf8_lossy(&o.stdout).into_owned();
+        assert!(
+            o.status.success(),
+            "vslice {args:?}: {out}{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        out
+    };
+    direct(&[
+        "create",
+        "dcp",
+        "--init",
+        "/bin/sh",
+        "-c",
+        "echo hello-direct; trap 'exit 0' TERM; while :; do sleep 1; done",
+    ]);
+    direct(&["cp", "note", "dcp:/tmp/note"]);
+    direct(&["cp", "dcp:/tmp/note", "out/back"]);
+    assert_eq!(
+        std::fs::read_to_string(s.join("out/back")).unwrap(),
+        "direct\n"
+    );
+    wait_for(
+        "the console line",
+        std::time::Duration::from_secs(20),
+        || direct(&["logs", "dcp"]) == "hello-direct\n",
+    );
+    let audit = direct(&["audit", "show", "--json", "--kind", "control"]);
+    let copies: Vec<&str> = audit
+        .lines()
+        .filter(|l| l.contains("\"copy_in\"") || l.contains("\"copy_out\""))
+        .collect();
+    assert_eq!(copies.len(), 2, "{audit}");
+    assert!(copies.iter().all(|l| l.contains("\"direct\"")), "{audit}");
+    direct(&["rm", "dcp"]);
+}

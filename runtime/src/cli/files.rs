@@ -8,6 +8,7 @@
 //! no setuid/setgid bits: the files belong to whoever runs the command) and renamed into place.
 use super::{exit, Backend, CliError, R};
 use crate::proto::FilesQuery;
+use crate::slice::files::FilesError;
 use std::path::{Path, PathBuf};
 
 /// One side of a copy.
@@ -50,16 +51,6 @@ pub(super) fn cp(
     owner: Option<(u32, u32)>,
     json: bool,
 ) -> R<i32> {
-    let c = match b {
-        Backend::Daemon(c) => c,
-        Backend::Direct(_) => {
-            return Err(CliError::new(
-                exit::USAGE,
-                "unsupported",
-                "vslice cp needs the daemon (it is not available in direct mode yet)",
-            ))
-        }
-    };
     match (side(src), side(dst)) {
         (Side::Local(from), Side::Slice { name, path }) => {
             let meta = std::fs::symlink_metadata(&from)
@@ -84,7 +75,17 @@ pub(super) fn cp(
                 uid: owner.map(|o| o.0),
                 gid: owner.map(|o| o.1),
             };
-            let res = c.copy_in(&name, &q, rd);
+            let res = match b {
+                Backend::Daemon(c) => c.copy_in(&name, &q, rd).map_err(CliError::from),
+                Backend::Direct(d) => direct_copy(d, "copy_in", &name, &q, |root| {
+                    root.copy_in(&q.path, rd, owner.unwrap_or((0, 0))).map(|s| {
+                        crate::proto::CopyResult {
+                            entries: s.entries,
+                            bytes: s.bytes,
+                        }
+                    })
+                }),
+            };
             let built = writer.join();
             let res = res?;
             match built {
@@ -140,7 +141,12 @@ pub(super) fn cp(
                 uid: None,
                 gid: None,
             };
-            let res = c.copy_out(&name, &q, &mut wr);
+            let res = match b {
+                Backend::Daemon(c) => c.copy_out(&name, &q, &mut wr).map_err(CliError::from),
+                Backend::Direct(d) => direct_copy(d, "copy_out", &name, &q, |root| {
+                    root.copy_out(&q.path, &mut wr).map(|s| s.bytes)
+                }),
+            };
             drop(wr);
             let unpacked = reader.join();
             let n = res?;
@@ -176,6 +182,70 @@ pub(super) fn cp(
         (Side::Slice { .. }, Side::Slice { .. }) => Err(CliError::usage(
             "copying from one slice to another is not supported: copy out, then in",
         )),
+    }
+}
+
+/// Direct mode's copy: the slice library itself, locked and audited like the daemon's route.
+fn direct_copy<T>(
+    d: &crate::daemon::direct::DirectSession,
+    action: &str,
+    name: &str,
+    q: &FilesQuery,
+    op: impl FnOnce(&crate::slice::files::SliceRoot) -> Result<T, FilesError>,
+) -> R<T> {
+    let args = match action {
+        "copy_in" => {
+            serde_json::json!({ "path": q.path, "uid": q.uid.unwrap_or(0), "gid": q.gid.unwrap_or(0) })
+        }
+        _ => serde_json::json!({ "path": q.path }),
+    };
+    let paths = d.paths.clone();
+    let r = d.act(action, Some(name), args, 200, |m| {
+        let info = m.inspect(name).map_err(CopyError::Slice)?;
+        let root = crate::slice::files::SliceRoot::open_running(&paths, &info)
+            .map_err(CopyError::Files)?;
+        op(&root).map_err(CopyError::Files)
+    })?;
+    r.map_err(|e| match e {
+        CopyError::Slice(e) => CliError::from(e),
+        CopyError::Files(e) => {
+            let (status, code) = e.status_code();
+            let exit = match status {
+                404 => exit::NOT_FOUND,
+                409 => exit::CONFLICT,
+                400 => exit::INVALID,
+                _ => exit::FAILURE,
+            };
+            CliError {
+                field: e.field().map(str::to_string),
+                ..CliError::new(exit, code, e.to_string())
+            }
+        }
+    })
+}
+
+/// What a direct-mode copy can fail with (recorded in the audit log like the daemon's reply).
+#[derive(Debug)]
+enum CopyError {
+    Slice(crate::slice::SliceError),
+    Files(FilesError),
+}
+
+impl std::fmt::Display for CopyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CopyError::Slice(e) => e.fmt(f),
+            CopyError::Files(e) => e.fmt(f),
+        }
+    }
+}
+
+impl crate::daemon::direct::ActionError for CopyError {
+    fn status_code(&self) -> (u16, &'static str) {
+        match self {
+            CopyError::Slice(e) => e.status_code(),
+            CopyError::Files(e) => e.status_code(),
+        }
     }
 }
 

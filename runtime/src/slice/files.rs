@@ -22,8 +22,7 @@
 //! ids minus `uid_base`). Modes are kept (setuid bits included: they are the slice's ids).
 //! Hard links, device nodes, FIFOs and sockets are not copied in (refused) or out (skipped).
 //!
-//! The daemon runs these on a blocking thread; direct mode would run them in the CLI (it
-//! answers a clear error today, see cli/files.rs).
+//! The daemon runs these on a blocking thread; direct mode runs them in the CLI (cli/files.rs).
 use std::ffi::{CStr, CString, OsStr};
 use std::fs::File;
 use std::io::{self, Read, Write};
