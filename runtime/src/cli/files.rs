@@ -286,7 +286,7 @@ pub(super) fn logs(b: &Backend, name: &str, follow: bool, tail: Option<usize>) -
 
 /// The archive's top entry for a local source: its last component (`.` and `..` resolved).
 fn top_name(from: &Path) -> R<PathBuf> {
-    let abs = if matches!(from.file_name(), Some(_)) && !from.ends_with(".") {
+    let abs = if from.file_name().is_some() {
         from.to_path_buf()
     } else {
         std::fs::canonicalize(from)
