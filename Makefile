@@ -5,6 +5,8 @@
 #   make test    the program-list check, unit + integration tests against the real kernel,
 #                then a leak check
 #   make deps    install the Debian packages of deps/packages.txt (all targets above run it)
+#   make images  the busybox and Debian images in the cache $(IMAGE_CACHE) (the Debian one is
+#                rebuilt only when images/debian/build.sh changed)
 #   make bench   the figures each issue asks for, with crun/runc measured in the same run
 
 SHELL        := /bin/bash
@@ -13,12 +15,13 @@ PROFILE      ?= release
 BIN          := $(CURDIR)/target/$(PROFILE)
 PREFIX       ?= /usr/local
 TEST_IMAGES  ?= /tmp/vslice-test-images
+IMAGE_CACHE  ?= /var/cache/vslice/images
 DEMO_ROOT    ?= /var/lib/vslice
 # THE list of Debian packages (and the programs run from each): deps/packages.txt. `make deps`
 # installs from it and nothing else; scripts/check-programs.sh checks it against the sources.
 DEPS_LIST    := deps/packages.txt
 
-.PHONY: all build deps check-programs image demo test unit integration leak-check bench install uninstall clean fmt lint
+.PHONY: all build deps check-programs image images demo test unit integration leak-check bench install uninstall clean fmt lint
 
 all: build
 
@@ -51,11 +54,19 @@ image: build
 	mkdir -p $(DEMO_ROOT)/images
 	@[ -x $(DEMO_ROOT)/images/busybox/rootfs/bin/busybox ] || bash images/busybox/build.sh $(DEMO_ROOT)/images/busybox/rootfs
 
+# The image cache: each tree is renamed into place when complete, so an existing path is a
+# complete image; build.sh --if-stale takes $(IMAGE_CACHE)/.debian.lock and rebuilds only when
+# the recipe (script, suite, mirror) changed.
+images: deps
+	@[ -x $(IMAGE_CACHE)/busybox/rootfs/bin/busybox ] || bash images/busybox/build.sh $(IMAGE_CACHE)/busybox/rootfs
+	sh images/debian/build.sh --if-stale $(IMAGE_CACHE)/debian/rootfs
+
 demo: deps image
 	@bash scripts/demo.sh $(BIN)
 
-test: deps check-programs build
+test: deps check-programs build images
 	@rm -rf $(TEST_IMAGES) && bash images/busybox/build.sh $(TEST_IMAGES)/busybox/rootfs >/dev/null
+	@mkdir -p $(TEST_IMAGES)/debian && cp -a --reflink=auto $(IMAGE_CACHE)/debian/rootfs $(TEST_IMAGES)/debian/rootfs
 	VSLICE_BIN_DIR=$(BIN) VSLICE_TEST_IMAGES=$(TEST_IMAGES) $(CARGO) test --workspace --release --no-fail-fast -- --test-threads=2
 	@bash scripts/leak-check.sh
 

@@ -3,7 +3,7 @@
 #   scripts/bench.sh BIN_DIR
 # Environment: BENCH_N (slices for the sandbox figures, default 100), BENCH_SLICES and
 # BENCH_CYCLES (daemon RSS figures, default 1000 and 1000), BENCH_SKIP (space-separated
-# sections to skip: sandbox daemon net oci ssh).
+# sections to skip: sandbox daemon net oci ssh files).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${1:-target/release}
@@ -32,5 +32,8 @@ fi
 if ! skip ssh; then
   section "SSH access (ssh NAME@node true latency, scp 100 MB; a plain host account in the same run)"
   bash scripts/ssh_bench.sh "$BIN"
+if ! skip files; then
+  section "images and files (Debian image build, create-to-running debian vs busybox, vslice cp vs cp)"
+  bash scripts/bench-files.sh "$BIN"
 fi
 bash scripts/leak-check.sh

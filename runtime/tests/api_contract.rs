@@ -373,6 +373,33 @@ fn every_operation_answers_as_documented() {
     let stats = c.call(&d, "GET", "/v1/slices/{name}/stats", &[], None, Some(200));
     assert!(stats.body["usage"].is_object(), "{}", stats.body);
     c.call(&d, "POST", "/v1/slices/{name}/start", &[], None, Some(409));
+    // Files and the console log (tar bodies: files_cp.rs; here the documented replies).
+    let logs = c.call(
+        &d,
+        "GET",
+        "/v1/slices/{name}/logs",
+        &[("tail", "5")],
+        None,
+        Some(200),
+    );
+    assert!(logs.body.is_string(), "{}", logs.body);
+    c.call(
+        &d,
+        "GET",
+        "/v1/slices/{name}/files",
+        &[("path", "/nonexistent")],
+        None,
+        Some(404),
+    );
+    let rel = c.call(
+        &d,
+        "PUT",
+        "/v1/slices/{name}/files",
+        &[("path", "relative")],
+        None,
+        Some(400),
+    );
+    assert_eq!(rel.body["field"], "path", "{}", rel.body);
 
     // The patch the hand-written document refused: rates.
     let patch = json!({

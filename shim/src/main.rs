@@ -12,6 +12,8 @@
 //!                   [--env K=V]... -- COMMAND...`
 //!   Runs COMMAND inside the running slice under the slice's policy; exits with its exit code
 //!   (126: could not run, 127: not found).
+mod console;
+
 use std::io::Write;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
@@ -144,10 +146,17 @@ fn start(dir: &Path) -> ! {
         .as_ref()
         .and_then(|l| l.cgroups_path().clone())
         .map(|p| Cgroup::new(&p.to_string_lossy()));
-    let init_pid = match setup(&launch) {
-        Ok(pid) => pid,
-        Err(e) => report_failure(&e),
+    // Init's stdout/stderr: a pipe this shim copies into the console log; stdin: an empty pipe.
+    let console = match console::Console::new(dir) {
+        Ok(c) => c,
+        Err(e) => report_failure(&format!("console log: {e}")),
     };
+    let init_pid = match console.with_stdio(|| setup(&launch)) {
+        Ok(Ok(pid)) => pid,
+        Ok(Err(e)) => report_failure(&e),
+        Err(e) => report_failure(&format!("console log: {e}")),
+    };
+    let mut console = console.started();
     drop(launch);
     let oom_at_start = cgroup
         .as_ref()
@@ -185,7 +194,7 @@ fn start(dir: &Path) -> ! {
     unsafe {
         libc::malloc_trim(0);
     }
-    let exit_info = supervise(init_pid, cgroup.as_ref(), oom_at_start);
+    let exit_info = supervise(init_pid, cgroup.as_ref(), oom_at_start, &mut console);
     log(&format!("slice init ended: {}", exit_info.reason));
     if let Some(cg) = &cgroup {
         if let Err(e) = cg.destroy() {
@@ -229,7 +238,8 @@ fn setup(launch: &Launch) -> Result<i32, String> {
     )
     .map_err(|e| format!("make / rprivate: {e}"))?;
     let opts = CreateOptions {
-        null_stdio: true,
+        // Init gets the console pipes the caller put on fds 0-2 (see console.rs).
+        null_stdio: false,
         start_fifo: None,
     };
     sandbox::create(launch, &opts)
@@ -238,13 +248,21 @@ fn setup(launch: &Launch) -> Result<i32, String> {
 }
 
 /// Reap until init exits; classify how it ended.
-fn supervise(init_pid: i32, cgroup: Option<&Cgroup>, oom_at_start: u64) -> ExitInfo {
-    use nix::sys::wait::{waitpid, WaitStatus};
+/// Reap until init exits, copying the console pipe into the log meanwhile; classify how it
+/// ended.
+fn supervise(
+    init_pid: i32,
+    cgroup: Option<&Cgroup>,
+    oom_at_start: u64,
+    console: &mut console::Running,
+) -> ExitInfo {
+    use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
     let init = nix::unistd::Pid::from_raw(init_pid);
     let (code, signal) = loop {
-        match waitpid(None, None) {
+        match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
             Ok(WaitStatus::Exited(pid, c)) if pid == init => break (Some(c), None),
             Ok(WaitStatus::Signaled(pid, s, _)) if pid == init => break (None, Some(s as i32)),
+            Ok(WaitStatus::StillAlive) => console.wait_and_copy(init_pid),
             Ok(_) | Err(nix::Error::EINTR) => continue,
             Err(e) => {
                 log(&format!("waitpid: {e}"));
@@ -252,6 +270,7 @@ fn supervise(init_pid: i32, cgroup: Option<&Cgroup>, oom_at_start: u64) -> ExitI
             }
         }
     };
+    console.drain();
     let oom_now = cgroup
         .and_then(|c| c.usage().ok())
         .map(|u| u.oom_kills)

@@ -11,6 +11,8 @@
 //! probe for slice names.
 pub mod error;
 mod exec;
+mod files;
+mod logs;
 pub mod metrics;
 pub mod openapi;
 pub mod server;
@@ -106,6 +108,9 @@ pub const ROUTES: &[Route] = &[
         Access::Operator,
         true,
     ),
+    r("GET", "/v1/slices/{name}/files", Access::Owner, true),
+    r("PUT", "/v1/slices/{name}/files", Access::Owner, true),
+    r("GET", "/v1/slices/{name}/logs", Access::Owner, false),
     r("GET", "/v1/events", Access::Owner, false),
     r("GET", "/v1/images", Access::Operator, false),
     r("GET", "/v1/audit", Access::Operator, false),
@@ -131,6 +136,9 @@ fn handler(route: &Route) -> MethodRouter<AppState> {
         ("GET", "/v1/slices/{name}/keys") => get(ssh::list),
         ("POST", "/v1/slices/{name}/keys") => post(ssh::add),
         ("DELETE", "/v1/slices/{name}/keys/{fingerprint}") => delete(ssh::remove),
+        ("GET", "/v1/slices/{name}/files") => get(files::copy_out),
+        ("PUT", "/v1/slices/{name}/files") => axum::routing::put(files::copy_in),
+        ("GET", "/v1/slices/{name}/logs") => get(logs::logs),
         ("GET", "/v1/events") => get(streams::events),
         ("GET", "/v1/images") => get(slices::images),
         ("GET", "/v1/audit") => get(streams::audit_show),

@@ -12,10 +12,11 @@
 //! against the schema the document gives for its status.
 use crate::proto::{
     AuditCaller, AuditEntry, AuditQuery, AuditRecord, ByteBudget, CallerInfo, ControlRecord,
-    CreateRequest, DaemonRecord, ErrorBody, Event, EventKind, EventsQuery, ExecInput, ExecOutput,
-    ExecQuery, ExitInfo, Head, HostPort, Image, ImagesQuery, Info, Limits, LimitsPatch, NetAllow,
-    NetCounters, NetInfo, NetMode, NetSpec, Outcome, OutputEncoding, PortForward, Problem, Proto,
-    Resize, SliceInfo, SliceSpec, Stats, Status, StopQuery, TtyExit, TtyQuery, Usage, VerifyReport,
+    CopyResult, CreateRequest, DaemonRecord, ErrorBody, Event, EventKind, EventsQuery, ExecInput,
+    ExecOutput, ExecQuery, ExitInfo, FilesQuery, Head, HostPort, Image, ImagesQuery, Info, Limits,
+    LimitsPatch, LogsQuery, NetAllow, NetCounters, NetInfo, NetMode, NetSpec, Outcome,
+    OutputEncoding, PortForward, Problem, Proto, Resize, SliceInfo, SliceSpec, Stats, Status,
+    StopQuery, TtyExit, TtyQuery, Usage, VerifyReport, Volume,
 };
 use crate::proto::{KeyAdd, SshKey};
 use serde_json::{json, Value};
@@ -42,6 +43,7 @@ struct SliceName {
         info, openapi_json, list_slices, create_slice, inspect_slice, destroy_slice,
         update_limits, start_slice, stop_slice, restart_slice, exec, exec_tty, stats, events,
         images, audit, audit_verify, metrics, list_keys, add_key, remove_key,
+        copy_out, copy_in, logs,
     ),
     components(schemas(
         AuditCaller, AuditEntry, AuditRecord, ByteBudget, CallerInfo, ControlRecord,
@@ -49,6 +51,7 @@ struct SliceName {
         ExitInfo, Head, HostPort, Image, Info, Limits, LimitsPatch, NetAllow, NetCounters,
         NetInfo, NetMode, NetSpec, Outcome, OutputEncoding, PortForward, Problem, Proto, Resize,
         SliceInfo, SliceSpec, Stats, Status, TtyExit, Usage, VerifyReport, KeyAdd, SshKey,
+        CopyResult, Volume,
     ))
 )]
 struct ApiDoc;
@@ -255,6 +258,38 @@ fn add_key() {}
     ))]
 #[allow(dead_code)]
 fn remove_key() {}
+#[utoipa::path(get, path = "/v1/slices/{name}/files", summary = "Copy files out of a slice", params(SliceName, FilesQuery),
+    description = "A tar stream (GNU format) of `path` in the running slice: a file, or a directory with everything below it on the slice's root filesystem (mount points are skipped; FIFOs, sockets and devices too). Paths resolve inside the slice's root (openat2 RESOLVE_IN_ROOT); symlinks below `path` are archived as symlinks, never followed. Headers carry the slice's ids. Only `path` is accepted on GET. An error after the stream started ends it early (a cut archive).",
+    responses(
+        (status = 200, description = "The archive; its top entry is the last component of `path`.", body = String, content_type = "application/x-tar"),
+        (status = 400, description = "Bad parameter; `field` names it.", body = ErrorBody),
+        (status = 404, description = "No such slice, or no such path in it (`not_found`).", body = ErrorBody),
+        (status = 409, description = "The slice is not running, or the path crosses a mount point of the slice (/proc, /sys, /dev, a volume) or is not a file or directory.", body = ErrorBody),
+    ))]
+#[allow(dead_code)]
+fn copy_out() {}
+
+#[utoipa::path(put, path = "/v1/slices/{name}/files", summary = "Copy files into a slice", params(SliceName, FilesQuery),
+    description = "Unpack the tar stream of the body into the running slice: into `path` if it is an existing directory, else as `path` (the archive's single top-level name replaced by the last component of `path`; its parent must exist). Regular files, directories and symlinks only; absolute or `..` entry names are refused. Everything written is owned by the slice ids `uid`/`gid` (default 0: the slice's root); modes are kept. Existing files and symlinks are replaced, existing directories reused. No entry is written through a symlink of the slice or outside its root filesystem. The body is streamed (no size cap besides the slice's disk).",
+    request_body(content = String, content_type = "application/x-tar", description = "A tar stream."),
+    responses(
+        (status = 200, description = "What was written.", body = CopyResult),
+        (status = 400, description = "Bad parameter or archive; `field` names it (`body` for the archive).", body = ErrorBody),
+        (status = 404, description = "No such slice, or the parent of `path` does not exist (`not_found`).", body = ErrorBody),
+        (status = 409, description = "The slice is not running, an entry would replace a directory or go through a symlink, or the path crosses a mount point of the slice.", body = ErrorBody),
+    ))]
+#[allow(dead_code)]
+fn copy_in() {}
+
+#[utoipa::path(get, path = "/v1/slices/{name}/logs", summary = "Console log", params(SliceName, LogsQuery),
+    description = "What the slice's init and the services it starts wrote to stdout and stderr, kept by the slice's shim in the slice's state directory (rotated at 1 MiB; the previous file is kept, so at most 2 MiB per slice). With `follow`, the response stays open and carries what is written next (checked every 250 ms) until the client closes it, the slice is destroyed or the daemon stops.",
+    responses(
+        (status = 200, description = "The log text (bytes as written).", body = String, content_type = "text/plain"),
+        (status = 400, description = "Bad parameter; `field` names it.", body = ErrorBody),
+        (status = 404, description = "No such slice (`not_found`).", body = ErrorBody),
+    ))]
+#[allow(dead_code)]
+fn logs() {}
 
 fn error_reply(description: &str) -> Value {
     json!({ "description": description, "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } } })
@@ -620,6 +655,15 @@ mod tests {
             net: net(),
             uid_base: 100_000,
             created_at: 1_700_000_000,
+            volumes: vec![volume()],
+        }
+    }
+
+    fn volume() -> Volume {
+        Volume {
+            host: "/srv/data".into(),
+            path: "/data".into(),
+            read_only: true,
         }
     }
 
@@ -754,6 +798,13 @@ mod tests {
                 ],
             ),
             case(
+                "CopyResult",
+                vec![CopyResult {
+                    entries: 3,
+                    bytes: 1024,
+                }],
+            ),
+            case(
                 "ByteBudget",
                 vec![ByteBudget {
                     max_bytes: 2,
@@ -783,8 +834,10 @@ mod tests {
                     init: Some(vec!["/bin/sh".into()]),
                     net: net(),
                     start: true,
+                    volumes: vec![volume()],
                 }],
             ),
+            case("Volume", vec![volume()]),
             case("DaemonRecord", vec![daemon_record()]),
             case(
                 "Error",

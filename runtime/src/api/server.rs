@@ -38,7 +38,10 @@ pub const TEST_PANIC_PATH: &str = "/v1/debug/panic";
 /// The largest request body `method path` accepts.
 pub fn body_limit(method: &Method, path: &str) -> usize {
     let is = |m: &Method, template: &str| method == m && super::path_matches(template, path);
-    if is(&Method::POST, "/v1/slices/{name}/exec") {
+    if super::files::unbuffered(method, path) {
+        // Streamed to the handler, never buffered (a copy-in: the slice's disk is the cap).
+        usize::MAX
+    } else if is(&Method::POST, "/v1/slices/{name}/exec") {
         EXEC_BODY_LIMIT
     } else if is(&Method::POST, "/v1/slices")
         || is(&Method::PATCH, "/v1/slices/{name}/limits")
@@ -71,7 +74,10 @@ async fn cap_body(req: hyper::Request<Incoming>) -> Result<axum::extract::Reques
         return Err(too_large(req.method(), req.uri().path(), limit));
     }
     let (parts, body) = req.into_parts();
-    if parts.method == Method::GET || parts.method == Method::HEAD {
+    if parts.method == Method::GET
+        || parts.method == Method::HEAD
+        || super::files::unbuffered(&parts.method, parts.uri.path())
+    {
         // No GET handler reads a body; a WebSocket upgrade must keep its connection as is.
         return Ok(axum::extract::Request::from_parts(
             parts,

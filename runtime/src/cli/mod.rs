@@ -9,6 +9,7 @@
 //! denied; `exec` and `enter` exit with the command's own code (126: could not run it, 127: not
 //! found in the slice, 128+N: killed by signal N); `audit verify` exits 1 when the log is
 //! damaged.
+pub mod files;
 pub mod format;
 pub mod keys;
 pub mod spec_file;
@@ -175,6 +176,10 @@ pub enum Cmd {
         /// Only create; do not start.
         #[arg(long)]
         no_start: bool,
+        /// Mount a host directory into the slice, idmapped (repeatable): HOST:PATH[:ro]. HOST
+        /// must be an absolute path of a root-owned 0700 directory outside the state root.
+        #[arg(short = 'v', long = "volume", value_name = "HOST:PATH[:ro]", value_parser = crate::slice::volumes::parse_flag)]
+        volumes: Vec<crate::proto::Volume>,
         /// Init command instead of the image's /sbin/init.
         #[arg(long, num_args = 1.., value_name = "ARGV", allow_hyphen_values = true)]
         init: Option<Vec<String>>,
@@ -271,6 +276,32 @@ pub enum Cmd {
     Keys {
         #[command(subcommand)]
         command: keys::KeysCmd,
+    },
+    /// Copy files into or out of a running slice: `vslice cp ./app web:/srv/app`,
+    /// `vslice cp web:/var/log/x .` (directories included; symlinks copied as symlinks).
+    ///
+    /// Slice paths are NAME:/absolute/path and resolve inside the slice (a symlink planted in
+    /// the slice never leads outside it; /proc, /sys, /dev and other mounts of the slice are
+    /// not crossed). Into a slice: into DST if it is a directory, else as DST; owned by the
+    /// slice's root unless --owner. Out of a slice: owned by you, setuid bits dropped.
+    Cp {
+        /// Source: a local path or NAME:/path.
+        src: String,
+        /// Destination: a local path or NAME:/path.
+        dst: String,
+        /// Slice ids owning what is copied in (default 0:0, the slice's root).
+        #[arg(long, value_name = "UID[:GID]", value_parser = files::parse_owner)]
+        owner: Option<(u32, u32)>,
+    },
+    /// Print a slice's console log: what its init and services wrote to stdout/stderr.
+    Logs {
+        name: String,
+        /// Keep printing what the slice writes next (until interrupted).
+        #[arg(short = 'f', long)]
+        follow: bool,
+        /// Only the last N lines.
+        #[arg(long, value_name = "N")]
+        tail: Option<usize>,
     },
     /// List base images.
     Images {
@@ -739,6 +770,7 @@ fn dispatch(b: &Backend, cmd: Cmd, json: bool) -> R<i32> {
             owners,
             autostart,
             no_start,
+            volumes,
             init,
         } => {
             let mut req = match &file {
@@ -781,6 +813,7 @@ fn dispatch(b: &Backend, cmd: Cmd, json: bool) -> R<i32> {
             if init.is_some() {
                 req.init = init;
             }
+            req.volumes.extend(volumes);
             let info = b.create(&req)?;
             print_info(
                 json,
@@ -793,6 +826,8 @@ fn dispatch(b: &Backend, cmd: Cmd, json: bool) -> R<i32> {
             );
             Ok(exit::OK)
         }
+        Cmd::Cp { src, dst, owner } => files::cp(b, &src, &dst, owner, json),
+        Cmd::Logs { name, follow, tail } => files::logs(b, &name, follow, tail),
         Cmd::Start { name } => {
             print_info(json, &b.start(&name)?, "started");
             Ok(exit::OK)

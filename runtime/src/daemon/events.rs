@@ -336,6 +336,7 @@ mod tests {
                 net: Default::default(),
                 uid_base: 100_000,
                 created_at: 1,
+                volumes: Vec::new(),
             },
             status: if running {
                 Status::Running

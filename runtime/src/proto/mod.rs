@@ -11,10 +11,12 @@
 pub mod api;
 pub mod audit;
 pub mod events;
+pub mod files;
 pub mod image;
 pub mod net;
 pub mod slice;
 pub mod ssh;
+pub mod volume;
 
 pub use api::*;
 pub use audit::{
@@ -22,10 +24,12 @@ pub use audit::{
     Problem, Record as AuditRecord, VerifyReport,
 };
 pub use events::{Event, EventKind};
+pub use files::{CopyResult, FilesQuery, LogsQuery};
 pub use image::Image;
 pub use net::*;
 pub use slice::*;
 pub use ssh::{KeyAdd, SshKey};
+pub use volume::Volume;
 
 /// The operators' socket: every route.
 pub const DEFAULT_SOCKET: &str = "/run/vslice/vslice.sock";

@@ -45,6 +45,8 @@ pub struct CreateRequest {
     pub net: crate::proto::net::NetSpec,
     /// Start immediately after creation.
     pub start: bool,
+    /// Host directories mounted into the slice (idmapped).
+    pub volumes: Vec<crate::proto::volume::Volume>,
 }
 
 /// The persisted desired state of one slice.
@@ -63,6 +65,9 @@ pub struct SliceSpec {
     pub uid_base: u32,
     /// Seconds since the epoch.
     pub created_at: u64,
+    /// Host directories mounted into the slice (idmapped).
+    #[serde(default)]
+    pub volumes: Vec<crate::proto::volume::Volume>,
 }
 
 /// Number of ids mapped into every slice.

@@ -23,6 +23,7 @@ pub mod pty;
 pub mod rootfs;
 pub mod seccomp;
 pub mod sys;
+pub mod volumes;
 
 pub use rootfs::IdmappedOverlay;
 

@@ -24,6 +24,9 @@ pub struct IdmappedOverlay {
     pub work: PathBuf,
     /// Mount point of the overlay: the slice's root.
     pub merged: PathBuf,
+    /// Host directories attached below `merged` once the overlay is mounted.
+    #[serde(default)]
+    pub volumes: Vec<super::volumes::VolumeMount>,
 }
 
 fn err(op: &'static str, target: &std::path::Path, e: nix::Error) -> SandboxError {
@@ -57,6 +60,7 @@ impl IdmappedOverlay {
             MsFlags::empty(),
             Some(data.as_str()),
         )
-        .map_err(|e| err("mount overlay", &self.merged, e))
+        .map_err(|e| err("mount overlay", &self.merged, e))?;
+        super::volumes::attach(&self.volumes, &self.merged, userns)
     }
 }

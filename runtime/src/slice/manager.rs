@@ -624,6 +624,7 @@ impl Manager {
         // A new slice's root is its image.
         check_init_exists(&init[0], &[&image.rootfs], &image_name)?;
         req.net.validate()?;
+        super::volumes::validate(&req.volumes, &self.paths)?;
         for (i, o) in req.owners.iter().enumerate() {
             if nix::unistd::User::from_name(o).ok().flatten().is_none() {
                 return Err(SliceError::invalid(
@@ -649,6 +650,7 @@ impl Manager {
                 net: req.net.clone(),
                 uid_base: self.allocate_uid_base()?,
                 created_at: state::now_secs(),
+                volumes: req.volumes.clone(),
             };
             self.write_new_slice(&spec)?;
             spec
@@ -776,6 +778,7 @@ impl Manager {
                 upper: dir.join("fs/upper"),
                 work: dir.join("fs/work"),
                 merged: rootfs,
+                volumes: super::volumes::mounts(&spec),
             }),
         };
         write_json_volatile(&dir.join(state::LAUNCH_FILE), &launch)?;

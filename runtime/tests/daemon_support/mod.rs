@@ -11,6 +11,8 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+pub mod debian;
+
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
 
 pub fn repo_dir() -> PathBuf {
