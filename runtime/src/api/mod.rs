@@ -11,6 +11,7 @@
 //! probe for slice names.
 pub mod error;
 mod exec;
+mod images;
 pub mod metrics;
 pub mod openapi;
 pub mod server;
@@ -97,6 +98,9 @@ pub const ROUTES: &[Route] = &[
     r("GET", "/v1/slices/{name}/stats", Access::Owner, false),
     r("GET", "/v1/events", Access::Owner, false),
     r("GET", "/v1/images", Access::Operator, false),
+    r("POST", "/v1/images/import", Access::Operator, true),
+    r("GET", "/v1/images/{name}", Access::Operator, false),
+    r("DELETE", "/v1/images/{name}", Access::Operator, true),
     r("GET", "/v1/audit", Access::Operator, false),
     r("GET", "/v1/audit/verify", Access::Operator, false),
     r("GET", "/metrics", Access::Operator, false),
@@ -119,6 +123,9 @@ fn handler(route: &Route) -> MethodRouter<AppState> {
         ("GET", "/v1/slices/{name}/stats") => get(slices::stats),
         ("GET", "/v1/events") => get(streams::events),
         ("GET", "/v1/images") => get(slices::images),
+        ("POST", "/v1/images/import") => post(images::import),
+        ("GET", "/v1/images/{name}") => get(images::inspect),
+        ("DELETE", "/v1/images/{name}") => delete(images::remove),
         ("GET", "/v1/audit") => get(streams::audit_show),
         ("GET", "/v1/audit/verify") => get(streams::audit_verify),
         ("GET", "/metrics") => get(streams::metrics),

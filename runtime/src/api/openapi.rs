@@ -17,6 +17,7 @@ use crate::proto::{
     NetCounters, NetInfo, NetMode, NetSpec, Outcome, OutputEncoding, PortForward, Problem, Proto,
     Resize, SliceInfo, SliceSpec, Stats, Status, StopQuery, TtyExit, TtyQuery, Usage, VerifyReport,
 };
+use crate::proto::image_import::{ImageConfig, ImageDetails, ImportRequest, ImportResult};
 use serde_json::{json, Value};
 use utoipa::OpenApi;
 
@@ -40,7 +41,7 @@ struct SliceName {
     paths(
         info, openapi_json, list_slices, create_slice, inspect_slice, destroy_slice,
         update_limits, start_slice, stop_slice, restart_slice, exec, exec_tty, stats, events,
-        images, audit, audit_verify, metrics,
+        images, audit, audit_verify, metrics, image_import, image_inspect, image_remove,
     ),
     components(schemas(
         AuditCaller, AuditEntry, AuditRecord, ByteBudget, CallerInfo, ControlRecord,
@@ -48,6 +49,7 @@ struct SliceName {
         ExitInfo, Head, HostPort, Image, Info, Limits, LimitsPatch, NetAllow, NetCounters,
         NetInfo, NetMode, NetSpec, Outcome, OutputEncoding, PortForward, Problem, Proto, Resize,
         SliceInfo, SliceSpec, Stats, Status, TtyExit, Usage, VerifyReport,
+        ImageConfig, ImageDetails, ImportRequest, ImportResult,
     ))
 )]
 struct ApiDoc;
@@ -191,6 +193,48 @@ fn events() {}
     ))]
 #[allow(dead_code)]
 fn images() {}
+
+/// The image name in a path.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)]
+struct ImageName {
+    /// Image name.
+    #[param(pattern = "^[a-z0-9][a-z0-9._-]{0,62}$")]
+    name: String,
+}
+
+#[utoipa::path(post, path = "/v1/images/import", summary = "Import an OCI image",
+    description = "Reads an OCI image layout directory, an oci-archive tar or a `docker save` tar at `path` on the node (offline), verifies every digest and diff_id, applies the layers (whiteouts, opaque directories; device nodes, `..`, absolute names and writes through symlinks refused) into a temporary directory and renames it to <root>/images/<name> (0700). Keeps the config's Env, WorkingDir, Entrypoint, Cmd and User. A failed import leaves nothing.",
+    request_body = ImportRequest,
+    responses(
+        (status = 201, description = "Imported.", body = ImportResult),
+        (status = 400, description = "Unreadable, malformed or hostile image, or bad name; `field` is `path` or `name`.", body = ErrorBody),
+        (status = 409, description = "An image of that name exists (`conflict`).", body = ErrorBody),
+    ))]
+#[allow(dead_code)]
+fn image_import() {}
+
+#[utoipa::path(get, path = "/v1/images/{name}", summary = "Inspect an image", params(ImageName),
+    description = "The image, its stored OCI config and the slices that use it.",
+    responses(
+        (status = 200, description = "The image.", body = ImageDetails),
+        (status = 400, description = "Invalid image name.", body = ErrorBody),
+        (status = 404, description = "No such image (`not_found`).", body = ErrorBody),
+    ))]
+#[allow(dead_code)]
+fn image_inspect() {}
+
+#[utoipa::path(delete, path = "/v1/images/{name}", summary = "Remove an image", params(ImageName),
+    description = "Removes an image no slice uses; refused (409, naming the slices) otherwise.",
+    responses(
+        (status = 204, description = "Removed."),
+        (status = 400, description = "Invalid image name.", body = ErrorBody),
+        (status = 404, description = "No such image (`not_found`).", body = ErrorBody),
+        (status = 409, description = "Slices use the image (`conflict`); the message names them.", body = ErrorBody),
+    ))]
+#[allow(dead_code)]
+fn image_remove() {}
 
 #[utoipa::path(get, path = "/v1/audit", summary = "Read the audit log", params(AuditQuery),
     description = "Stored records, one per line, exactly as written (canonical JSON), oldest first.",

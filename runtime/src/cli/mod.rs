@@ -10,6 +10,7 @@
 //! found in the slice, 128+N: killed by signal N); `audit verify` exits 1 when the log is
 //! damaged.
 pub mod format;
+pub mod image;
 pub mod spec_file;
 pub mod units;
 
@@ -265,6 +266,11 @@ pub enum Cmd {
     Audit {
         #[command(subcommand)]
         command: AuditCmd,
+    },
+    /// OCI image import, listing with reference counts, removal.
+    Image {
+        #[command(subcommand)]
+        command: image::ImageCmd,
     },
     /// List base images.
     Images {
@@ -962,6 +968,7 @@ fn dispatch(b: &Backend, cmd: Cmd, json: bool) -> R<i32> {
                 Ok(if report.ok { exit::OK } else { exit::FAILURE })
             }
         },
+        Cmd::Image { command } => image::run(b, json, command),
         Cmd::Images { size } => {
             let all = b.images(size)?;
             if json {

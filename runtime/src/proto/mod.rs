@@ -12,6 +12,7 @@ pub mod api;
 pub mod audit;
 pub mod events;
 pub mod image;
+pub mod image_import;
 pub mod net;
 pub mod slice;
 
