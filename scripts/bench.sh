@@ -3,7 +3,7 @@
 #   scripts/bench.sh BIN_DIR
 # Environment: BENCH_N (slices for the sandbox figures, default 100), BENCH_SLICES and
 # BENCH_CYCLES (daemon RSS figures, default 1000 and 1000), BENCH_SKIP (space-separated
-# sections to skip: sandbox daemon net oci).
+# sections to skip: sandbox daemon net oci images).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${1:-target/release}
@@ -28,5 +28,9 @@ fi
 if ! skip oci && [ -f runtime/examples/oci_bench.rs ]; then
   section "OCI runtime (vslice-runc vs crun vs runc, full lifecycle of /bin/true)"
   cargo run --release -q -p vslice --example oci_bench
+fi
+if ! skip images; then
+  section "images and snapshots (OCI import as oci-archive, clone of a slice with changes)"
+  bash scripts/bench-images.sh "$BIN"
 fi
 bash scripts/leak-check.sh

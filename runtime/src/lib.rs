@@ -27,4 +27,5 @@ pub mod oci;
 pub mod proto;
 pub mod sandbox;
 pub mod slice;
+pub mod snapshot;
 pub mod util;

@@ -540,7 +540,7 @@ fn every_operation_answers_as_documented() {
     c.call(&d, "GET", "/v1/images/{name}", &[], None, Some(404));
     c.call(&d, "DELETE", "/v1/images/{name}", &[], None, Some(404));
     let missing = json!({ "path": "/nonexistent/vslice-contract.tar", "name": "contract" });
-    let r = c.call(&d, "POST", "/v1/images/import", &[], Some(&missing), Some(400));
+    let r = c.call(&d, "POST", "/v1/images", &[], Some(&missing), Some(400));
     assert_eq!(r.body["field"], "path", "{}", r.body);
 
     let all_ops: BTreeSet<(String, String)> = operations(&c.doc).into_iter().collect();

@@ -18,6 +18,10 @@ use crate::proto::{
     Resize, SliceInfo, SliceSpec, Stats, Status, StopQuery, TtyExit, TtyQuery, Usage, VerifyReport,
 };
 use crate::proto::image_import::{ImageConfig, ImageDetails, ImportRequest, ImportResult};
+use crate::proto::snapshot::{
+    CloneRequest, ExportRequest, ExportResult, RestoreRequest, SliceImportRequest, SnapshotInfo,
+    SnapshotRequest,
+};
 use serde_json::{json, Value};
 use utoipa::OpenApi;
 
@@ -42,6 +46,7 @@ struct SliceName {
         info, openapi_json, list_slices, create_slice, inspect_slice, destroy_slice,
         update_limits, start_slice, stop_slice, restart_slice, exec, exec_tty, stats, events,
         images, audit, audit_verify, metrics, image_import, image_inspect, image_remove,
+        list_snapshots, create_snapshot, restore_snapshot, clone_slice, export_slice, import_slice,
     ),
     components(schemas(
         AuditCaller, AuditEntry, AuditRecord, ByteBudget, CallerInfo, ControlRecord,
@@ -50,6 +55,8 @@ struct SliceName {
         NetInfo, NetMode, NetSpec, Outcome, OutputEncoding, PortForward, Problem, Proto, Resize,
         SliceInfo, SliceSpec, Stats, Status, TtyExit, Usage, VerifyReport,
         ImageConfig, ImageDetails, ImportRequest, ImportResult,
+        CloneRequest, ExportRequest, ExportResult, RestoreRequest, SliceImportRequest,
+        SnapshotInfo, SnapshotRequest,
     ))
 )]
 struct ApiDoc;
@@ -204,7 +211,7 @@ struct ImageName {
     name: String,
 }
 
-#[utoipa::path(post, path = "/v1/images/import", summary = "Import an OCI image",
+#[utoipa::path(post, path = "/v1/images", summary = "Import an OCI image",
     description = "Reads an OCI image layout directory, an oci-archive tar or a `docker save` tar at `path` on the node (offline), verifies every digest and diff_id, applies the layers (whiteouts, opaque directories; device nodes, `..`, absolute names and writes through symlinks refused) into a temporary directory and renames it to <root>/images/<name> (0700). Keeps the config's Env, WorkingDir, Entrypoint, Cmd and User. A failed import leaves nothing.",
     request_body = ImportRequest,
     responses(
@@ -235,6 +242,74 @@ fn image_inspect() {}
     ))]
 #[allow(dead_code)]
 fn image_remove() {}
+
+#[utoipa::path(get, path = "/v1/slices/{name}/snapshots", summary = "List snapshots", params(SliceName),
+    description = "The slice's snapshots, sorted by name.",
+    responses(
+        (status = 200, description = "Snapshots.", body = Vec<SnapshotInfo>),
+        (status = 404, description = "No such slice (`not_found`).", body = ErrorBody),
+    ))]
+#[allow(dead_code)]
+fn list_snapshots() {}
+
+#[utoipa::path(post, path = "/v1/slices/{name}/snapshots", summary = "Snapshot a slice", params(SliceName),
+    description = "Saves the stopped slice's files (its upper layer; ids relative to its range) as <slice>/snapshots/<snap>.tar.zst.",
+    request_body = SnapshotRequest,
+    responses(
+        (status = 201, description = "Saved.", body = SnapshotInfo),
+        (status = 400, description = "Invalid snapshot name (`field`: name).", body = ErrorBody),
+        (status = 404, description = "No such slice (`not_found`).", body = ErrorBody),
+        (status = 409, description = "The slice is running, or the snapshot exists (`conflict`).", body = ErrorBody),
+    ))]
+#[allow(dead_code)]
+fn create_snapshot() {}
+
+#[utoipa::path(post, path = "/v1/slices/{name}/restore", summary = "Restore a snapshot", params(SliceName),
+    description = "Replaces the stopped slice's files with a snapshot (unpacked beside, then swapped in; a failure leaves the files as they were).",
+    request_body = RestoreRequest,
+    responses(
+        (status = 200, description = "Restored.", body = SliceInfo),
+        (status = 400, description = "Invalid snapshot name or damaged snapshot.", body = ErrorBody),
+        (status = 404, description = "No such slice or snapshot (`not_found`).", body = ErrorBody),
+        (status = 409, description = "The slice is running (`conflict`).", body = ErrorBody),
+    ))]
+#[allow(dead_code)]
+fn restore_snapshot() {}
+
+#[utoipa::path(post, path = "/v1/slices/{name}/clone", summary = "Clone a slice", params(SliceName),
+    description = "Creates a stopped slice with a new uid range, the same image, policy, limits, owners, init and network (without published ports), and a copy of the source's files with every owner shifted into the new range.",
+    request_body = CloneRequest,
+    responses(
+        (status = 201, description = "The new slice.", body = SliceInfo),
+        (status = 400, description = "Invalid name (`field`: name).", body = ErrorBody),
+        (status = 404, description = "No such slice (`not_found`).", body = ErrorBody),
+        (status = 409, description = "The source is running, or the new name exists.", body = ErrorBody),
+    ))]
+#[allow(dead_code)]
+fn clone_slice() {}
+
+#[utoipa::path(post, path = "/v1/slices/{name}/export", summary = "Export a slice", params(SliceName),
+    description = "Writes the stopped slice's spec and files (ids relative to its range) to a zstd-compressed tar at `path` on the node.",
+    request_body = ExportRequest,
+    responses(
+        (status = 200, description = "Written.", body = ExportResult),
+        (status = 400, description = "Bad path (`field`: path).", body = ErrorBody),
+        (status = 404, description = "No such slice (`not_found`).", body = ErrorBody),
+        (status = 409, description = "The slice is running (`conflict`).", body = ErrorBody),
+    ))]
+#[allow(dead_code)]
+fn export_slice() {}
+
+#[utoipa::path(post, path = "/v1/slices/{name}/import", summary = "Import a slice", params(SliceName),
+    description = "Creates (stopped) slice `name` from an archive written by export: validated like a create (image, policy, owners must exist here), a new uid range, the files re-based on it. The archive is untrusted: `..`, writes through symlinks and device nodes are refused.",
+    request_body = SliceImportRequest,
+    responses(
+        (status = 201, description = "The new slice.", body = SliceInfo),
+        (status = 400, description = "Unreadable or hostile archive, or an invalid spec in it.", body = ErrorBody),
+        (status = 409, description = "A slice of that name exists.", body = ErrorBody),
+    ))]
+#[allow(dead_code)]
+fn import_slice() {}
 
 #[utoipa::path(get, path = "/v1/audit", summary = "Read the audit log", params(AuditQuery),
     description = "Stored records, one per line, exactly as written (canonical JSON), oldest first.",

@@ -11,6 +11,7 @@
 //! damaged.
 pub mod format;
 pub mod image;
+pub mod snapshot;
 pub mod spec_file;
 pub mod units;
 
@@ -267,6 +268,8 @@ pub enum Cmd {
         #[command(subcommand)]
         command: AuditCmd,
     },
+    #[command(flatten)]
+    Snapshots(snapshot::SnapshotCmd),
     /// OCI image import, listing with reference counts, removal.
     Image {
         #[command(subcommand)]
@@ -969,6 +972,7 @@ fn dispatch(b: &Backend, cmd: Cmd, json: bool) -> R<i32> {
             }
         },
         Cmd::Image { command } => image::run(b, json, command),
+        Cmd::Snapshots(command) => snapshot::run(b, json, command),
         Cmd::Images { size } => {
             let all = b.images(size)?;
             if json {

@@ -1,4 +1,4 @@
-//! Client calls for image import and removal (`POST /v1/images/import`,
+//! Client calls for image import and removal (`POST /v1/images`,
 //! `DELETE /v1/images/{name}`).
 use super::{api_error, encode, Client, Result};
 use crate::proto::image_import::{ImageDetails, ImportRequest, ImportResult};
@@ -6,7 +6,7 @@ use hyper::Method;
 
 impl Client {
     pub async fn image_import(&self, req: &ImportRequest) -> Result<ImportResult> {
-        self.call_json(Method::POST, "/v1/images/import", req).await
+        self.call_json(Method::POST, "/v1/images", req).await
     }
 
     pub async fn image_remove(&self, name: &str) -> Result<()> {

@@ -683,7 +683,7 @@ pub fn unpack(
             };
             let mut inner = HashRead::new(decoded);
             let stats = applier
-                .apply(&mut inner)
+                .apply(ZeroPad::new(&mut inner))
                 .map_err(|source| ImportError::Layer {
                     index: i + 1,
                     digest: l.diff_id.clone(),
@@ -744,5 +744,44 @@ impl<R: Read> Read for Counting<'_, R> {
             });
         }
         Ok(n)
+    }
+}
+
+/// Ends a tar stream cleanly if its writer did not: zeros up to the next 512-byte block and
+/// two empty blocks after the real end. umoci 0.4 writes layers without the end-of-archive
+/// blocks and without padding the last member's data (Go's reader and containerd accept
+/// them; the tar crate would stop with "unexpected EOF"). The padding is not hashed: the
+/// diff_id is computed on what the image really contains.
+struct ZeroPad<R> {
+    inner: R,
+    n: u64,
+    pad: Option<u64>,
+}
+
+impl<R: Read> ZeroPad<R> {
+    fn new(inner: R) -> Self {
+        ZeroPad {
+            inner,
+            n: 0,
+            pad: None,
+        }
+    }
+}
+
+impl<R: Read> Read for ZeroPad<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.pad.is_none() {
+            let k = self.inner.read(buf)?;
+            if k > 0 || buf.is_empty() {
+                self.n += k as u64;
+                return Ok(k);
+            }
+            self.pad = Some((512 - self.n % 512) % 512 + 1024);
+        }
+        let left = self.pad.unwrap_or(0);
+        let k = (left as usize).min(buf.len());
+        buf[..k].fill(0);
+        self.pad = Some(left - k as u64);
+        Ok(k)
     }
 }

@@ -61,7 +61,8 @@ pub struct LayerStats {
     pub bytes: u64,
 }
 
-/// The components of a layer path, or why it is refused: absolute names and `..` anywhere.
+/// The components of a layer path (relative to the image root, also when written with a
+/// leading `/`), or why it is refused: `..` anywhere.
 /// `.` components and a trailing `/` are dropped; the root itself is the empty list.
 pub fn clean_path(raw: &Path) -> Result<Vec<OsString>, String> {
     let mut out = Vec::new();
@@ -69,9 +70,10 @@ pub fn clean_path(raw: &Path) -> Result<Vec<OsString>, String> {
         match c {
             Component::Normal(n) => out.push(n.to_os_string()),
             Component::CurDir => {}
-            Component::RootDir | Component::Prefix(_) => {
-                return Err("absolute name (layer paths are relative to the image root)".into())
-            }
+            // A leading `/` (umoci writes the root as "/") means the image root, as in
+            // Docker and containerd: names are never host paths.
+            Component::RootDir => {}
+            Component::Prefix(_) => return Err("not a Unix path".into()),
             Component::ParentDir => return Err("`..` component (would leave the image root)".into()),
         }
     }
@@ -195,6 +197,10 @@ pub struct Applier {
     root: OwnedFd,
     /// Last parent directory opened, reused by the next entry in the same directory.
     cached: Option<(Vec<OsString>, OwnedFd)>,
+    /// Restoring a slice's overlay upper layer (snapshots, clones, imports) instead of an image
+    /// layer: ids are shifted up by this base, overlay whiteouts (0/0 character devices) and
+    /// overlay/user extended attributes are kept, and `.wh.` names are ordinary files.
+    upper: Option<u32>,
 }
 
 impl Applier {
@@ -204,7 +210,15 @@ impl Applier {
         Ok(Applier {
             root: OwnedFd::from(f),
             cached: None,
+            upper: None,
         })
+    }
+
+    /// An applier for a slice's upper layer whose ids start at `base` (see `upper`).
+    pub fn new_upper(root: &Path, base: u32) -> io::Result<Applier> {
+        let mut a = Applier::new(root)?;
+        a.upper = Some(base);
+        Ok(a)
     }
 
     /// The directory `comps` (relative to the root), created (0755, root-owned) where missing.
@@ -258,22 +272,39 @@ impl Applier {
     /// Apply one uncompressed layer tar read from `r`. The stream is read to its end (the
     /// caller verifies the digest of everything read).
     pub fn apply(&mut self, r: impl Read) -> Result<LayerStats, LayerError> {
+        let mut ar = tar::Archive::new(r);
+        let entries = ar.entries().map_err(LayerError::Tar)?;
+        self.apply_entries(entries, None)
+    }
+
+    /// Apply the remaining `entries` of an archive; with `strip`, every entry must lie under
+    /// that directory, which is removed from its name.
+    pub fn apply_entries<R: Read>(
+        &mut self,
+        entries: tar::Entries<'_, R>,
+        strip: Option<&str>,
+    ) -> Result<LayerStats, LayerError> {
         self.cached = None;
         let mut stats = LayerStats::default();
         // Paths this layer created: its whiteouts apply to lower layers only (image spec).
         let mut created: HashSet<PathBuf> = HashSet::new();
-        let mut ar = tar::Archive::new(r);
-        for entry in ar.entries().map_err(LayerError::Tar)? {
+        for entry in entries {
             let mut entry = entry.map_err(LayerError::Tar)?;
-            let raw = entry.path().map_err(LayerError::Tar)?.into_owned();
+            let mut raw = entry.path().map_err(LayerError::Tar)?.into_owned();
             let shown = raw.display().to_string();
+            if let Some(prefix) = strip {
+                raw = raw
+                    .strip_prefix(prefix)
+                    .map_err(|_| refused(&shown, format!("not under {prefix}/")))?
+                    .to_path_buf();
+            }
             let comps = clean_path(&raw).map_err(|r| refused(&shown, r))?;
             stats.entries += 1;
             let Some((base, parent)) = comps.split_last() else {
                 continue; // the root itself: its owner and mode are the store's
             };
             let base_s = base.to_string_lossy();
-            if let Some(target) = base_s.strip_prefix(WHITEOUT) {
+            if let Some(target) = base_s.strip_prefix(WHITEOUT).filter(|_| self.upper.is_none()) {
                 if *base == *OPAQUE {
                     self.opaque(parent, &created, &shown)?;
                 } else if target.starts_with(WHITEOUT) {
@@ -312,7 +343,13 @@ impl Applier {
             let existing = lstat_at(&dir, base).map_err(|e| io_err(&shown, "lstat", e))?;
             let is_dir = |st: &libc::stat| st.st_mode & libc::S_IFMT == libc::S_IFDIR;
             let name = cstr(base).map_err(|e| io_err(&shown, "name", e))?;
-            let (uid, gid) = (uid as u32, gid as u32);
+            let shift = self.upper.unwrap_or(0);
+            let (uid, gid) = (uid as u32 + shift, gid as u32 + shift);
+            let xattrs = if self.upper.is_some() {
+                upper_xattrs(&mut entry, shift).map_err(LayerError::Tar)?
+            } else {
+                Vec::new()
+            };
             use tar::EntryType as T;
             // Anything at the name goes, except a directory that stays a directory.
             if let Some(st) = existing {
@@ -338,6 +375,7 @@ impl Applier {
                     stats.bytes +=
                         io::copy(&mut entry, &mut f).map_err(|e| io_err(&shown, "write", e))?;
                     set_meta(&f, uid, gid, mode, mtime).map_err(|e| io_err(&shown, "chown", e))?;
+                    set_xattrs(&f, &xattrs).map_err(|e| io_err(&shown, "setxattr", e))?;
                 }
                 T::Directory => {
                     if existing.is_none() {
@@ -347,8 +385,9 @@ impl Applier {
                     }
                     let d = open_beneath(&dir, base, libc::O_RDONLY | libc::O_DIRECTORY)
                         .map_err(|e| io_err(&shown, "open", e))?;
-                    set_meta(&File::from(d), uid, gid, mode, 0)
-                        .map_err(|e| io_err(&shown, "chown", e))?;
+                    let d = File::from(d);
+                    set_meta(&d, uid, gid, mode, 0).map_err(|e| io_err(&shown, "chown", e))?;
+                    set_xattrs(&d, &xattrs).map_err(|e| io_err(&shown, "setxattr", e))?;
                 }
                 T::Symlink => {
                     let target = link.ok_or_else(|| refused(&shown, "symlink without a target"))?;
@@ -424,6 +463,21 @@ impl Applier {
                         libc::mknodat(dir.as_raw_fd(), name.as_ptr(), libc::S_IFIFO | 0o600, 0)
                     })
                     .map_err(|e| io_err(&shown, "mkfifo", e))?;
+                    let f = open_beneath(&dir, base, libc::O_PATH)
+                        .map_err(|e| io_err(&shown, "open", e))?;
+                    chown_path_fd(&f, uid, gid, mode).map_err(|e| io_err(&shown, "chown", e))?;
+                }
+                T::Char
+                    if self.upper.is_some()
+                        && entry.header().device_major().ok().flatten() == Some(0)
+                        && entry.header().device_minor().ok().flatten() == Some(0) =>
+                {
+                    // An overlay whiteout in a slice's upper layer: 0/0 reaches no device.
+                    // SAFETY: valid fd and C string.
+                    check(unsafe {
+                        libc::mknodat(dir.as_raw_fd(), name.as_ptr(), libc::S_IFCHR | 0o600, 0)
+                    })
+                    .map_err(|e| io_err(&shown, "mknod whiteout", e))?;
                     let f = open_beneath(&dir, base, libc::O_PATH)
                         .map_err(|e| io_err(&shown, "open", e))?;
                     chown_path_fd(&f, uid, gid, mode).map_err(|e| io_err(&shown, "chown", e))?;
@@ -505,4 +559,75 @@ fn chown_path_fd(fd: &OwnedFd, uid: u32, gid: u32, mode: u32) -> io::Result<()> 
         .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
     // SAFETY: valid C string.
     check(unsafe { libc::chmod(proc.as_ptr(), mode) })
+}
+
+/// Extended attributes a slice's upper layer keeps: overlayfs' own (opaque directories,
+/// redirects), user ones, and file capabilities.
+pub fn upper_xattr_kept(name: &str) -> bool {
+    name.starts_with("trusted.overlay.")
+        || name.starts_with("user.")
+        || name == "security.capability"
+}
+
+/// PAX prefix of an extended attribute (GNU tar's and libarchive's convention).
+pub const PAX_XATTR: &str = "SCHILY.xattr.";
+
+/// Shift the root id recorded in a version-3 file capability (namespaced capabilities carry
+/// the host uid of their namespace's root) by `delta`; other values are returned as they are.
+pub fn shift_capability(v: &[u8], delta: i64) -> Vec<u8> {
+    let mut v = v.to_vec();
+    // struct vfs_ns_cap_data: magic_etc (u32, revision in the top byte), 2 x (permitted,
+    // inheritable) u32 pairs, rootid u32; all little-endian.
+    if v.len() == 24 && v[3] == 0x03 {
+        let root = u32::from_le_bytes([v[20], v[21], v[22], v[23]]) as i64;
+        let shifted = (root + delta).clamp(0, u32::MAX as i64) as u32;
+        v[20..24].copy_from_slice(&shifted.to_le_bytes());
+    }
+    v
+}
+
+/// The kept extended attributes of an upper-layer entry (capability root ids shifted).
+fn upper_xattrs<R: Read>(
+    entry: &mut tar::Entry<'_, R>,
+    shift: u32,
+) -> io::Result<Vec<(CString, Vec<u8>)>> {
+    let mut out = Vec::new();
+    let Some(exts) = entry.pax_extensions()? else {
+        return Ok(out);
+    };
+    for ext in exts {
+        let ext = ext?;
+        let Ok(key) = ext.key() else { continue };
+        let Some(name) = key.strip_prefix(PAX_XATTR) else {
+            continue;
+        };
+        if !upper_xattr_kept(name) {
+            continue;
+        }
+        let value = if name == "security.capability" {
+            shift_capability(ext.value_bytes(), shift as i64)
+        } else {
+            ext.value_bytes().to_vec()
+        };
+        if let Ok(n) = CString::new(name) {
+            out.push((n, value));
+        }
+    }
+    Ok(out)
+}
+
+fn set_xattrs(f: &File, xattrs: &[(CString, Vec<u8>)]) -> io::Result<()> {
+    for (n, v) in xattrs {
+        // SAFETY: valid fd, C string and buffer.
+        check(unsafe {
+            libc::fsetxattr(
+                f.as_raw_fd(),
+                n.as_ptr(),
+                v.as_ptr() as *const libc::c_void,
+                v.len(),
+                0,
+            )
+        })?;
+    }
+    Ok(())
 }

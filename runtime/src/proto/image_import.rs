@@ -1,4 +1,4 @@
-//! OCI image import: the request of `POST /v1/images/import`, what an imported image keeps of
+//! OCI image import: the request of `POST /v1/images`, what an imported image keeps of
 //! its OCI config, and the answer of `DELETE /v1/images/{name}`.
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;

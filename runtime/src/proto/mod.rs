@@ -15,6 +15,7 @@ pub mod image;
 pub mod image_import;
 pub mod net;
 pub mod slice;
+pub mod snapshot;
 
 pub use api::*;
 pub use audit::{
