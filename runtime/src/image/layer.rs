@@ -414,7 +414,14 @@ impl Applier {
                     .map_err(|e| io_err(&shown, "chown", e))?;
                 }
                 T::Link => {
-                    let target = link.ok_or_else(|| refused(&shown, "hardlink without a target"))?;
+                    let mut target =
+                        link.ok_or_else(|| refused(&shown, "hardlink without a target"))?;
+                    if let Some(prefix) = strip {
+                        target = target
+                            .strip_prefix(prefix)
+                            .map_err(|_| refused(&shown, format!("hardlink target not under {prefix}/")))?
+                            .to_path_buf();
+                    }
                     let tcomps = clean_path(&target)
                         .map_err(|r| refused(&shown, format!("hardlink target {target:?}: {r}")))?;
                     let Some((tbase, tparent)) = tcomps.split_last() else {

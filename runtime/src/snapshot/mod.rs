@@ -402,7 +402,10 @@ fn read_spec<R: Read>(
 }
 
 fn open_archive(file: &Path) -> Result<tar::Archive<zstd::Decoder<'static, BufReader<BufReader<fs::File>>>>, SnapshotError> {
-    let f = fs::File::open(file).map_err(io_err("open", file))?;
+    let f = fs::File::open(file).map_err(|e| SnapshotError::Archive {
+        path: file.to_path_buf(),
+        reason: format!("cannot open: {e}"),
+    })?;
     let dec = zstd::Decoder::new(BufReader::new(f)).map_err(|e| SnapshotError::Archive {
         path: file.to_path_buf(),
         reason: format!("not a zstd stream: {e}"),

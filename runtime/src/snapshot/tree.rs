@@ -133,8 +133,16 @@ impl<W: Write> Writer<'_, W> {
             let ft = md.file_type();
             let mut h = tar::Header::new_gnu();
             h.set_mode(md.mode() & 0o7777);
-            h.set_uid(self.rel_id(&path, "uid", md.uid())?);
-            h.set_gid(self.rel_id(&path, "gid", md.gid())?);
+            // overlayfs creates whiteouts with its mounter's ids (host root): their owner
+            // means nothing, record the slice's root.
+            let whiteout = ft.is_char_device() && md.rdev() == 0;
+            if whiteout {
+                h.set_uid(0);
+                h.set_gid(0);
+            } else {
+                h.set_uid(self.rel_id(&path, "uid", md.uid())?);
+                h.set_gid(self.rel_id(&path, "gid", md.gid())?);
+            }
             h.set_mtime(md.mtime().max(0) as u64);
             h.set_size(0);
             let name = self.prefix.join(&rel);
@@ -195,7 +203,7 @@ impl<W: Write> Writer<'_, W> {
             } else if ft.is_fifo() {
                 h.set_entry_type(tar::EntryType::Fifo);
                 self.b.append_data(&mut h, &name, io::empty()).map_err(werr)?;
-            } else if ft.is_char_device() && md.rdev() == 0 {
+            } else if whiteout {
                 // overlayfs whiteout
                 h.set_entry_type(tar::EntryType::Char);
                 h.set_device_major(0).map_err(io("header", &path))?;
