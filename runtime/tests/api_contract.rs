@@ -544,12 +544,54 @@ fn every_operation_answers_as_documented() {
     assert_eq!(r.body["field"], "path", "{}", r.body);
 
     // Snapshots of a slice that no longer exists (tests/snapshot_clone.rs makes real ones).
-    c.call(&d, "GET", "/v1/slices/{name}/snapshots", &[], None, Some(404));
-    c.call(&d, "POST", "/v1/slices/{name}/snapshots", &[], Some(&json!({ "name": "s1" })), Some(404));
-    c.call(&d, "POST", "/v1/slices/{name}/restore", &[], Some(&json!({ "snapshot": "s1" })), Some(404));
-    c.call(&d, "POST", "/v1/slices/{name}/clone", &[], Some(&json!({ "name": "contract-copy" })), Some(404));
-    c.call(&d, "POST", "/v1/slices/{name}/export", &[], Some(&json!({ "path": "/nonexistent/x.tar.zst" })), Some(404));
-    let r = c.call(&d, "POST", "/v1/slices/{name}/import", &[], Some(&json!({ "path": "/nonexistent/x.tar.zst" })), Some(400));
+    c.call(
+        &d,
+        "GET",
+        "/v1/slices/{name}/snapshots",
+        &[],
+        None,
+        Some(404),
+    );
+    c.call(
+        &d,
+        "POST",
+        "/v1/slices/{name}/snapshots",
+        &[],
+        Some(&json!({ "name": "s1" })),
+        Some(404),
+    );
+    c.call(
+        &d,
+        "POST",
+        "/v1/slices/{name}/restore",
+        &[],
+        Some(&json!({ "snapshot": "s1" })),
+        Some(404),
+    );
+    c.call(
+        &d,
+        "POST",
+        "/v1/slices/{name}/clone",
+        &[],
+        Some(&json!({ "name": "contract-copy" })),
+        Some(404),
+    );
+    c.call(
+        &d,
+        "POST",
+        "/v1/slices/{name}/export",
+        &[],
+        Some(&json!({ "path": "/nonexistent/x.tar.zst" })),
+        Some(404),
+    );
+    let r = c.call(
+        &d,
+        "POST",
+        "/v1/slices/{name}/import",
+        &[],
+        Some(&json!({ "path": "/nonexistent/x.tar.zst" })),
+        Some(400),
+    );
     assert_eq!(r.body["field"], "path", "{}", r.body);
 
     let all_ops: BTreeSet<(String, String)> = operations(&c.doc).into_iter().collect();

@@ -133,7 +133,10 @@ fn three_formats_import_alike_and_a_slice_runs_from_one() {
     sh("umoci", &["init", "--layout", &l]);
     sh("umoci", &["new", "--image", &img]);
     sh("umoci", &["insert", "--image", &img, &s, "/"]);
-    sh("umoci", &["insert", "--image", &img, "--whiteout", "/opt/old"]);
+    sh(
+        "umoci",
+        &["insert", "--image", &img, "--whiteout", "/opt/old"],
+    );
     sh(
         "umoci",
         &[
@@ -189,7 +192,14 @@ fn three_formats_import_alike_and_a_slice_runs_from_one() {
     {
         let o = vslice(
             &d,
-            &["--json", "image", "import", &path.display().to_string(), "--name", name],
+            &[
+                "--json",
+                "image",
+                "import",
+                &path.display().to_string(),
+                "--name",
+                name,
+            ],
         );
         assert_eq!(o.code, 0, "{format}: {} {}", o.stdout, o.stderr);
         let res: serde_json::Value = serde_json::from_str(&o.stdout).unwrap();
@@ -201,9 +211,15 @@ fn three_formats_import_alike_and_a_slice_runs_from_one() {
             fs::read_to_string(root.join("hello")).unwrap(),
             "hello from an OCI image\n"
         );
-        assert!(root.join("opt").is_dir() && !root.join("opt/old").exists(), "{format}: whiteout");
+        assert!(
+            root.join("opt").is_dir() && !root.join("opt/old").exists(),
+            "{format}: whiteout"
+        );
         assert!(!root.join("srv/app/conf/a").exists(), "{format}: opaque");
-        assert_eq!(fs::read_to_string(root.join("srv/app/conf/b")).unwrap(), "b");
+        assert_eq!(
+            fs::read_to_string(root.join("srv/app/conf/b")).unwrap(),
+            "b"
+        );
         assert_eq!(
             fs::read_link(root.join("sbin/init")).unwrap(),
             fs::read_link(src.join("sbin/init")).unwrap()
@@ -217,7 +233,10 @@ fn three_formats_import_alike_and_a_slice_runs_from_one() {
     let o = vslice(&d, &["image", "import", &l, "--name", &names[0]]);
     assert_eq!(o.code, 4, "{}", o.stderr);
     assert!(o.stderr.contains("already exists"), "{}", o.stderr);
-    let o = vslice(&d, &["image", "import", &src.join("hello").display().to_string()]);
+    let o = vslice(
+        &d,
+        &["image", "import", &src.join("hello").display().to_string()],
+    );
     assert_eq!(o.code, 5, "{}", o.stderr);
     let leftovers: Vec<String> = fs::read_dir(&images)
         .unwrap()
@@ -247,9 +266,19 @@ fn three_formats_import_alike_and_a_slice_runs_from_one() {
     assert_eq!(o.stdout, "hello from an OCI image\n", "{}", o.stderr);
     let o = vslice(
         &d,
-        &["exec", &slice, "sh", "-c", "tr '\\0' '\\n' < /proc/1/environ; cat /init-cwd"],
+        &[
+            "exec",
+            &slice,
+            "sh",
+            "-c",
+            "tr '\\0' '\\n' < /proc/1/environ; cat /init-cwd",
+        ],
     );
-    assert!(o.stdout.contains("GREETING=hello from the config"), "{}", o.stdout);
+    assert!(
+        o.stdout.contains("GREETING=hello from the config"),
+        "{}",
+        o.stdout
+    );
     assert!(o.stdout.contains("VSLICE_NAME="), "{}", o.stdout);
     assert!(o.stdout.trim_end().ends_with("/srv/app"), "{}", o.stdout);
     // The image's files are the slice root's (idmapped), not host root's, inside.

@@ -19,10 +19,7 @@ struct Scratch(PathBuf);
 
 impl Scratch {
     fn new(tag: &str) -> Scratch {
-        let p = PathBuf::from(format!(
-            "/tmp/vslice-test-oci-{tag}-{}",
-            std::process::id()
-        ));
+        let p = PathBuf::from(format!("/tmp/vslice-test-oci-{tag}-{}", std::process::id()));
         let _ = fs::remove_dir_all(&p);
         fs::create_dir_all(p.join("canary")).unwrap();
         fs::write(p.join("canary/file"), b"canary").unwrap();
@@ -41,7 +38,11 @@ impl Scratch {
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .collect();
-        assert_eq!(names, ["file"], "{case}: something was written to the canary");
+        assert_eq!(
+            names,
+            ["file"],
+            "{case}: something was written to the canary"
+        );
         assert_eq!(
             fs::read(self.canary().join("file")).unwrap(),
             b"canary",
@@ -180,7 +181,11 @@ fn write_blob(layout: &Path, data: &[u8]) -> (String, u64) {
 /// An OCI image layout at `layout` with these (uncompressed) layers.
 fn oci_layout(layout: &Path, layers: &[Vec<u8>], c: Compress, tamper: Tamper) {
     fs::create_dir_all(layout.join("blobs/sha256")).unwrap();
-    fs::write(layout.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+    fs::write(
+        layout.join("oci-layout"),
+        r#"{"imageLayoutVersion":"1.0.0"}"#,
+    )
+    .unwrap();
     let mut descs = Vec::new();
     let mut diff_ids = Vec::new();
     for (i, l) in layers.iter().enumerate() {
@@ -194,7 +199,10 @@ fn oci_layout(layout: &Path, layers: &[Vec<u8>], c: Compress, tamper: Tamper) {
             Compress::Gzip => {
                 let mut g = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
                 g.write_all(l).unwrap();
-                (g.finish().unwrap(), "application/vnd.oci.image.layer.v1.tar+gzip")
+                (
+                    g.finish().unwrap(),
+                    "application/vnd.oci.image.layer.v1.tar+gzip",
+                )
             }
             Compress::Zstd => (
                 zstd::encode_all(l.as_slice(), 3).unwrap(),
@@ -263,7 +271,11 @@ fn oci_layout(layout: &Path, layers: &[Vec<u8>], c: Compress, tamper: Tamper) {
     fs::write(layout.join("index.json"), index).unwrap();
 }
 
-fn import(s: &Scratch, layout: &Path, name: &str) -> Result<vslice::proto::image_import::ImportResult, String> {
+fn import(
+    s: &Scratch,
+    layout: &Path,
+    name: &str,
+) -> Result<vslice::proto::image_import::ImportResult, String> {
     store::import(&s.images(), layout, Some(name), &mut |_| {}).map_err(|e| e.to_string())
 }
 
@@ -275,7 +287,10 @@ fn must_refuse(s: &Scratch, case: &str, hostile: Vec<u8>, expect: &str) {
         err.contains(expect),
         "{case}: error should say {expect:?}: {err}"
     );
-    assert!(err.contains("layer 2"), "{case}: error should name the layer: {err}");
+    assert!(
+        err.contains("layer 2"),
+        "{case}: error should name the layer: {err}"
+    );
     s.assert_clean(case);
     let _ = fs::remove_dir_all(&layout);
 }
@@ -362,7 +377,12 @@ fn hostile_layers_are_refused_and_write_nothing_outside() {
         }]),
         "device node",
     );
-    must_refuse(&s, "whiteout of dotdot", layer(&[file(".wh...", "")]), "whiteout");
+    must_refuse(
+        &s,
+        "whiteout of dotdot",
+        layer(&[file(".wh...", "")]),
+        "whiteout",
+    );
     must_refuse(
         &s,
         "whiteout of dotdot deep",
@@ -387,7 +407,10 @@ fn hostile_layers_are_refused_and_write_nothing_outside() {
         Tamper::None,
     );
     import(&s, &layout, "absolute").unwrap();
-    let inside = s.images().join("absolute/rootfs").join(canary.trim_start_matches('/'));
+    let inside = s
+        .images()
+        .join("absolute/rootfs")
+        .join(canary.trim_start_matches('/'));
     assert_eq!(fs::read(inside.join("p")).unwrap(), b"inside");
     fs::remove_dir_all(s.images().join("absolute")).unwrap();
     s.assert_clean("absolute name");
@@ -396,7 +419,13 @@ fn hostile_layers_are_refused_and_write_nothing_outside() {
     let layout = s.0.join("layout-replace");
     oci_layout(
         &layout,
-        &[base(), layer(&[symlink("over", &format!("{canary}/file")), file("over", "mine")])],
+        &[
+            base(),
+            layer(&[
+                symlink("over", &format!("{canary}/file")),
+                file("over", "mine"),
+            ]),
+        ],
         Compress::None,
         Tamper::None,
     );
@@ -500,8 +529,16 @@ fn whiteouts_opaque_dirs_and_compression() {
         assert!(!root.join("opt/gone").exists(), "{c:?}: directory whiteout");
         assert_eq!(read("opt/keep/a"), None, "{c:?}: opaque");
         assert_eq!(read("opt/keep/b"), None, "{c:?}: opaque");
-        assert_eq!(read("opt/keep/c").as_deref(), Some("c"), "{c:?}: opaque keeps own");
-        assert_eq!(read("etc/new").as_deref(), Some("n"), "{c:?}: same-layer whiteout");
+        assert_eq!(
+            read("opt/keep/c").as_deref(),
+            Some("c"),
+            "{c:?}: opaque keeps own"
+        );
+        assert_eq!(
+            read("etc/new").as_deref(),
+            Some("n"),
+            "{c:?}: same-layer whiteout"
+        );
         assert!(!root.join("opt/keep/.wh..wh..opq").exists());
         assert!(!root.join("etc/.wh.new").exists());
         let suid = fs::metadata(root.join("bin/suid")).unwrap();

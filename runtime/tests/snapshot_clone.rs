@@ -106,7 +106,10 @@ fn snapshot_restore_clone_export_import() {
     ok(&d, &["create", &src, "--memory", "96M", "--pids", "77"]);
     populate(&d, &src);
     let expect = ok(&d, &["exec", &src, "sh", "-c", PROBE]);
-    assert!(expect.starts_with("original\n1000:1001 644\n0:0 4755\n/root/data\n2\n"), "{expect}");
+    assert!(
+        expect.starts_with("original\n1000:1001 644\n0:0 4755\n/root/data\n2\n"),
+        "{expect}"
+    );
     assert!(!expect.contains("hostname-present"), "{expect}");
 
     // Running: refused.
@@ -125,7 +128,16 @@ fn snapshot_restore_clone_export_import() {
 
     // Change, then restore.
     ok(&d, &["start", &src]);
-    ok(&d, &["exec", &src, "sh", "-c", "echo changed > /root/data; rm /srv/link; touch /new"]);
+    ok(
+        &d,
+        &[
+            "exec",
+            &src,
+            "sh",
+            "-c",
+            "echo changed > /root/data; rm /srv/link; touch /new",
+        ],
+    );
     ok(&d, &["stop", &src]);
     ok(&d, &["restore", &src, "s1"]);
     let o = vslice(&d, &["restore", &src, "nope"]);
@@ -147,7 +159,10 @@ fn snapshot_restore_clone_export_import() {
     let upper_b = d.root.join("slices").join(&copy).join("fs/upper");
     assert_owned_within(&upper_b, base_b);
     let file = fs::metadata(upper_b.join("srv/x/file")).unwrap();
-    assert_eq!((file.uid() as u64, file.gid() as u64), (base_b + 1000, base_b + 1001));
+    assert_eq!(
+        (file.uid() as u64, file.gid() as u64),
+        (base_b + 1000, base_b + 1001)
+    );
     ok(&d, &["start", &copy]);
     assert_eq!(ok(&d, &["exec", &copy, "sh", "-c", PROBE]), expect);
     ok(&d, &["rm", &copy]);

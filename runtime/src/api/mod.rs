@@ -12,11 +12,11 @@
 pub mod error;
 mod exec;
 mod images;
-mod snapshots;
 pub mod metrics;
 pub mod openapi;
 pub mod server;
 pub(crate) mod slices;
+mod snapshots;
 mod streams;
 pub mod types;
 
@@ -102,8 +102,18 @@ pub const ROUTES: &[Route] = &[
     r("POST", "/v1/images", Access::Operator, true),
     r("GET", "/v1/images/{name}", Access::Operator, false),
     r("DELETE", "/v1/images/{name}", Access::Operator, true),
-    r("GET", "/v1/slices/{name}/snapshots", Access::Operator, false),
-    r("POST", "/v1/slices/{name}/snapshots", Access::Operator, true),
+    r(
+        "GET",
+        "/v1/slices/{name}/snapshots",
+        Access::Operator,
+        false,
+    ),
+    r(
+        "POST",
+        "/v1/slices/{name}/snapshots",
+        Access::Operator,
+        true,
+    ),
     r("POST", "/v1/slices/{name}/restore", Access::Operator, true),
     r("POST", "/v1/slices/{name}/clone", Access::Operator, true),
     r("POST", "/v1/slices/{name}/export", Access::Operator, true),

@@ -10,17 +10,17 @@
 //! the 403/500 replies are filled in from the route table itself, and
 //! `tests/api_contract.rs` calls every operation on a real daemon and validates each reply
 //! against the schema the document gives for its status.
+use crate::proto::image_import::{ImageConfig, ImageDetails, ImportRequest, ImportResult};
+use crate::proto::snapshot::{
+    CloneRequest, ExportRequest, ExportResult, RestoreRequest, SliceImportRequest, SnapshotInfo,
+    SnapshotRequest,
+};
 use crate::proto::{
     AuditCaller, AuditEntry, AuditQuery, AuditRecord, ByteBudget, CallerInfo, ControlRecord,
     CreateRequest, DaemonRecord, ErrorBody, Event, EventKind, EventsQuery, ExecInput, ExecOutput,
     ExecQuery, ExitInfo, Head, HostPort, Image, ImagesQuery, Info, Limits, LimitsPatch, NetAllow,
     NetCounters, NetInfo, NetMode, NetSpec, Outcome, OutputEncoding, PortForward, Problem, Proto,
     Resize, SliceInfo, SliceSpec, Stats, Status, StopQuery, TtyExit, TtyQuery, Usage, VerifyReport,
-};
-use crate::proto::image_import::{ImageConfig, ImageDetails, ImportRequest, ImportResult};
-use crate::proto::snapshot::{
-    CloneRequest, ExportRequest, ExportResult, RestoreRequest, SliceImportRequest, SnapshotInfo,
-    SnapshotRequest,
 };
 use serde_json::{json, Value};
 use utoipa::OpenApi;

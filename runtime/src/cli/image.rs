@@ -81,13 +81,7 @@ fn progress_printer(tty: bool) -> impl FnMut(Progress) {
                 if done { "\n" } else { "" }
             );
         } else if done {
-            let _ = writeln!(
-                e,
-                "layer {}/{}: {:.1} MiB",
-                p.layer,
-                p.layers,
-                mib(p.total)
-            );
+            let _ = writeln!(e, "layer {}/{}: {:.1} MiB", p.layer, p.layers, mib(p.total));
         }
         let _ = e.flush();
     }

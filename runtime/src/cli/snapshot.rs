@@ -63,7 +63,9 @@ fn abs(p: &std::path::Path) -> R<std::path::PathBuf> {
 
 pub(super) fn run(b: &Backend, json: bool, cmd: SnapshotCmd) -> R<i32> {
     match cmd {
-        SnapshotCmd::Snapshot { name, list: true, .. } => {
+        SnapshotCmd::Snapshot {
+            name, list: true, ..
+        } => {
             let all = match b {
                 Backend::Daemon(c) => c.block_on(c.client().snapshots(&name))?,
                 Backend::Direct(d) => snapshot::list(&d.manager, &d.paths, &name)?,

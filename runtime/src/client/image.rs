@@ -11,7 +11,11 @@ impl Client {
 
     pub async fn image_remove(&self, name: &str) -> Result<()> {
         let (status, bytes) = self
-            .raw(Method::DELETE, &format!("/v1/images/{}", encode(name)), None)
+            .raw(
+                Method::DELETE,
+                &format!("/v1/images/{}", encode(name)),
+                None,
+            )
             .await?;
         if !status.is_success() {
             return Err(api_error(status, &bytes));

@@ -114,9 +114,9 @@ impl Source {
 
     fn has(&self, rel: &str) -> bool {
         match self {
-            Source::Dir(d) => super::layer::clean_path(Path::new(rel)).is_ok_and(|c| {
-                open_in_dir(d, &c).is_ok()
-            }),
+            Source::Dir(d) => {
+                super::layer::clean_path(Path::new(rel)).is_ok_and(|c| open_in_dir(d, &c).is_ok())
+            }
             Source::Tar { index, links, .. } => index.contains_key(&member(index, links, rel)),
         }
     }
@@ -166,7 +166,9 @@ fn member(
         let mut parts: Vec<&str> = if t.starts_with('/') {
             Vec::new()
         } else {
-            cur.rsplit_once('/').map(|(d, _)| d.split('/').collect()).unwrap_or_default()
+            cur.rsplit_once('/')
+                .map(|(d, _)| d.split('/').collect())
+                .unwrap_or_default()
         };
         for c in t.split('/') {
             match c {
@@ -296,8 +298,14 @@ fn sha256_hex(digest: &str) -> Result<&str, ImportError> {
             "digest {digest:?}: only sha256 digests are supported"
         ))
     })?;
-    if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()) {
-        return Err(format_err(format!("digest {digest:?}: not 64 lowercase hex digits")));
+    if hex.len() != 64
+        || !hex
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+    {
+        return Err(format_err(format!(
+            "digest {digest:?}: not 64 lowercase hex digits"
+        )));
     }
     Ok(hex)
 }
@@ -320,7 +328,10 @@ impl<R: Read> HashRead<R> {
     /// Read to the end, then `sha256:<hex>` and the byte count.
     fn finish(mut self) -> io::Result<(String, u64)> {
         io::copy(&mut self, &mut io::sink())?;
-        Ok((format!("sha256:{}", hex::encode(self.hash.finalize())), self.n))
+        Ok((
+            format!("sha256:{}", hex::encode(self.hash.finalize())),
+            self.n,
+        ))
     }
 }
 
@@ -402,7 +413,9 @@ fn compression_of(media_type: &str) -> Result<Compression, ImportError> {
     } else if t.ends_with(".tar") || t.ends_with(".tar.diff") || t.is_empty() {
         Ok(Compression::None)
     } else {
-        Err(format_err(format!("layer media type {t:?} is not supported")))
+        Err(format_err(format!(
+            "layer media type {t:?} is not supported"
+        )))
     }
 }
 
@@ -458,13 +471,19 @@ fn choose_manifest(src: &Source, index: Index, depth: usize) -> Result<Descripto
         .manifests
         .into_iter()
         .filter(|d| {
-            d.platform
-                .as_ref()
-                .is_none_or(|p| (p.os.is_empty() || p.os == "linux") && (p.architecture.is_empty() || p.architecture == oci_arch()))
+            d.platform.as_ref().is_none_or(|p| {
+                (p.os.is_empty() || p.os == "linux")
+                    && (p.architecture.is_empty() || p.architecture == oci_arch())
+            })
         })
         .collect();
     let d = match usable.as_slice() {
-        [] => return Err(format_err(format!("index.json lists no manifest for linux/{}", oci_arch()))),
+        [] => {
+            return Err(format_err(format!(
+                "index.json lists no manifest for linux/{}",
+                oci_arch()
+            )))
+        }
         [one] => one.clone(),
         _ => {
             return Err(format_err(format!(
@@ -474,7 +493,9 @@ fn choose_manifest(src: &Source, index: Index, depth: usize) -> Result<Descripto
             )))
         }
     };
-    if d.media_type.ends_with("image.index.v1+json") || d.media_type.ends_with("manifest.list.v2+json") {
+    if d.media_type.ends_with("image.index.v1+json")
+        || d.media_type.ends_with("manifest.list.v2+json")
+    {
         if depth > 0 {
             return Err(format_err("nested image indexes deeper than one level"));
         }
@@ -501,93 +522,99 @@ pub fn unpack(
     progress: &mut dyn FnMut(Progress),
 ) -> Result<Unpacked, ImportError> {
     let src = Source::open(path)?;
-    let (format, config_rel, config_expect, layers, reference) =
-        if src.has("index.json") && src.has("oci-layout") {
-            let format = if matches!(src, Source::Dir(_)) {
-                "oci-layout"
-            } else {
-                "oci-archive"
-            };
-            let index: Index =
-                read_json(&src, "index.json", "index.json", MAX_MANIFEST_BYTES, None)?;
-            let desc = choose_manifest(&src, index, 0)?;
-            let reference = desc
-                .annotations
-                .get("org.opencontainers.image.ref.name")
-                .cloned();
-            let m: Manifest = read_json(
-                &src,
-                &blob_path(&desc.digest)?,
-                "image manifest",
-                MAX_MANIFEST_BYTES,
-                Some((&desc.digest, desc.size)),
-            )?;
-            let layers = m
-                .layers
-                .iter()
-                .map(|l| {
-                    Ok(LayerRef {
-                        rel: blob_path(&l.digest)?,
-                        blob: Some((l.digest.clone(), l.size)),
-                        compression: compression_of(&l.media_type)?,
-                        diff_id: String::new(),
-                    })
-                })
-                .collect::<Result<Vec<_>, ImportError>>()?;
-            (
-                format,
-                blob_path(&m.config.digest)?,
-                Some((m.config.digest.clone(), m.config.size)),
-                layers,
-                reference,
-            )
-        } else if src.has("manifest.json") {
-            let list: Vec<DockerManifest> = read_json(
-                &src,
-                "manifest.json",
-                "manifest.json",
-                MAX_MANIFEST_BYTES,
-                None,
-            )?;
-            let [m] = <[DockerManifest; 1]>::try_from(list).map_err(|l| {
-                format_err(format!(
-                    "manifest.json lists {} images; import one image at a time",
-                    l.len()
-                ))
-            })?;
-            // The config's name is its digest (`<hex>.json` or `blobs/sha256/<hex>`).
-            let stem = m
-                .config
-                .rsplit('/')
-                .next()
-                .unwrap_or_default()
-                .trim_end_matches(".json");
-            let digest = format!("sha256:{stem}");
-            sha256_hex(&digest).map_err(|_| {
-                format_err(format!(
-                    "manifest.json: config {:?} is not named by its sha256 digest",
-                    m.config
-                ))
-            })?;
-            let layers = m
-                .layers
-                .iter()
-                .map(|l| LayerRef {
-                    rel: l.clone(),
-                    blob: None,
-                    compression: Compression::Sniff,
+    let (format, config_rel, config_expect, layers, reference) = if src.has("index.json")
+        && src.has("oci-layout")
+    {
+        let format = if matches!(src, Source::Dir(_)) {
+            "oci-layout"
+        } else {
+            "oci-archive"
+        };
+        let index: Index = read_json(&src, "index.json", "index.json", MAX_MANIFEST_BYTES, None)?;
+        let desc = choose_manifest(&src, index, 0)?;
+        let reference = desc
+            .annotations
+            .get("org.opencontainers.image.ref.name")
+            .cloned();
+        let m: Manifest = read_json(
+            &src,
+            &blob_path(&desc.digest)?,
+            "image manifest",
+            MAX_MANIFEST_BYTES,
+            Some((&desc.digest, desc.size)),
+        )?;
+        let layers = m
+            .layers
+            .iter()
+            .map(|l| {
+                Ok(LayerRef {
+                    rel: blob_path(&l.digest)?,
+                    blob: Some((l.digest.clone(), l.size)),
+                    compression: compression_of(&l.media_type)?,
                     diff_id: String::new(),
                 })
-                .collect();
-            let reference = m.repo_tags.and_then(|t| t.into_iter().next());
-            // The size is not recorded; the digest check covers it.
-            ("docker-archive", m.config.clone(), Some((digest, u64::MAX)), layers, reference)
-        } else {
-            return Err(format_err(format!(
+            })
+            .collect::<Result<Vec<_>, ImportError>>()?;
+        (
+            format,
+            blob_path(&m.config.digest)?,
+            Some((m.config.digest.clone(), m.config.size)),
+            layers,
+            reference,
+        )
+    } else if src.has("manifest.json") {
+        let list: Vec<DockerManifest> = read_json(
+            &src,
+            "manifest.json",
+            "manifest.json",
+            MAX_MANIFEST_BYTES,
+            None,
+        )?;
+        let [m] = <[DockerManifest; 1]>::try_from(list).map_err(|l| {
+            format_err(format!(
+                "manifest.json lists {} images; import one image at a time",
+                l.len()
+            ))
+        })?;
+        // The config's name is its digest (`<hex>.json` or `blobs/sha256/<hex>`).
+        let stem = m
+            .config
+            .rsplit('/')
+            .next()
+            .unwrap_or_default()
+            .trim_end_matches(".json");
+        let digest = format!("sha256:{stem}");
+        sha256_hex(&digest).map_err(|_| {
+            format_err(format!(
+                "manifest.json: config {:?} is not named by its sha256 digest",
+                m.config
+            ))
+        })?;
+        let layers = m
+            .layers
+            .iter()
+            .map(|l| LayerRef {
+                rel: l.clone(),
+                blob: None,
+                compression: Compression::Sniff,
+                diff_id: String::new(),
+            })
+            .collect();
+        let reference = m.repo_tags.and_then(|t| t.into_iter().next());
+        // The size is not recorded; the digest check covers it.
+        (
+            "docker-archive",
+            m.config.clone(),
+            Some((digest, u64::MAX)),
+            layers,
+            reference,
+        )
+    } else {
+        return Err(format_err(format!(
                 "{}: neither an OCI image layout (oci-layout + index.json) nor a docker archive (manifest.json)",
                 path.display()
             )));
-        };
+    };
     let (cdigest, csize) = config_expect.unwrap_or_default();
     let config: ConfigFile = {
         let (_, size) = src.read(&config_rel)?;
@@ -682,13 +709,14 @@ pub fn unpack(
                 _ => Box::new(chained),
             };
             let mut inner = HashRead::new(decoded);
-            let stats = applier
-                .apply(ZeroPad::new(&mut inner))
-                .map_err(|source| ImportError::Layer {
-                    index: i + 1,
-                    digest: l.diff_id.clone(),
-                    source,
-                })?;
+            let stats =
+                applier
+                    .apply(ZeroPad::new(&mut inner))
+                    .map_err(|source| ImportError::Layer {
+                        index: i + 1,
+                        digest: l.diff_id.clone(),
+                        source,
+                    })?;
             let (diff, _) = inner.finish().map_err(io_err)?;
             if diff != l.diff_id {
                 return Err(ImportError::Digest {

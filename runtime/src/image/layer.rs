@@ -74,7 +74,9 @@ pub fn clean_path(raw: &Path) -> Result<Vec<OsString>, String> {
             // Docker and containerd: names are never host paths.
             Component::RootDir => {}
             Component::Prefix(_) => return Err("not a Unix path".into()),
-            Component::ParentDir => return Err("`..` component (would leave the image root)".into()),
+            Component::ParentDir => {
+                return Err("`..` component (would leave the image root)".into())
+            }
         }
     }
     if out.len() > MAX_DEPTH {
@@ -225,15 +227,10 @@ impl Applier {
     fn dir(&mut self, comps: &[OsString], shown: &str) -> Result<OwnedFd, LayerError> {
         if let Some((p, fd)) = &self.cached {
             if p.as_slice() == comps {
-                return fd
-                    .try_clone()
-                    .map_err(|e| io_err(shown, "dup", e));
+                return fd.try_clone().map_err(|e| io_err(shown, "dup", e));
             }
         }
-        let mut cur = self
-            .root
-            .try_clone()
-            .map_err(|e| io_err(shown, "dup", e))?;
+        let mut cur = self.root.try_clone().map_err(|e| io_err(shown, "dup", e))?;
         for c in comps {
             let next = match open_beneath(&cur, c, libc::O_PATH | libc::O_DIRECTORY) {
                 Ok(fd) => fd,
@@ -255,7 +252,10 @@ impl Applier {
                     ))
                 }
                 Err(e) if e.raw_os_error() == Some(libc::ENOTDIR) => {
-                    return Err(refused(shown, format!("{c:?} in its path is not a directory")))
+                    return Err(refused(
+                        shown,
+                        format!("{c:?} in its path is not a directory"),
+                    ))
                 }
                 Err(e) if e.raw_os_error() == Some(libc::EXDEV) => {
                     return Err(refused(shown, "its path crosses a mount point"))
@@ -304,7 +304,10 @@ impl Applier {
                 continue; // the root itself: its owner and mode are the store's
             };
             let base_s = base.to_string_lossy();
-            if let Some(target) = base_s.strip_prefix(WHITEOUT).filter(|_| self.upper.is_none()) {
+            if let Some(target) = base_s
+                .strip_prefix(WHITEOUT)
+                .filter(|_| self.upper.is_none())
+            {
                 if *base == *OPAQUE {
                     self.opaque(parent, &created, &shown)?;
                 } else if target.starts_with(WHITEOUT) {
@@ -419,7 +422,9 @@ impl Applier {
                     if let Some(prefix) = strip {
                         target = target
                             .strip_prefix(prefix)
-                            .map_err(|_| refused(&shown, format!("hardlink target not under {prefix}/")))?
+                            .map_err(|_| {
+                                refused(&shown, format!("hardlink target not under {prefix}/"))
+                            })?
                             .to_path_buf();
                     }
                     let tcomps = clean_path(&target)
@@ -439,7 +444,10 @@ impl Applier {
                         )
                     };
                     check(tfd).map_err(|e| {
-                        refused(&shown, format!("hardlink target {target:?} not in the image: {e}"))
+                        refused(
+                            &shown,
+                            format!("hardlink target {target:?} not in the image: {e}"),
+                        )
                     })?;
                     // SAFETY: the kernel just returned this descriptor to us.
                     let tfd = unsafe { OwnedFd::from_raw_fd(tfd) };
@@ -496,7 +504,10 @@ impl Applier {
                     ))
                 }
                 other => {
-                    return Err(refused(&shown, format!("unsupported tar entry type {other:?}")))
+                    return Err(refused(
+                        &shown,
+                        format!("unsupported tar entry type {other:?}"),
+                    ))
                 }
             }
             created.insert(comps.iter().collect());

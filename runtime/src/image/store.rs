@@ -111,7 +111,10 @@ fn clean_leftovers(images_dir: &Path) {
             continue;
         };
         // <name>.<pid>.<nanos>
-        let pid = rest.rsplitn(3, '.').nth(1).and_then(|p| p.parse::<i32>().ok());
+        let pid = rest
+            .rsplitn(3, '.')
+            .nth(1)
+            .and_then(|p| p.parse::<i32>().ok());
         let alive = pid.is_some_and(|p| Path::new(&format!("/proc/{p}")).exists());
         if !alive {
             let _ = fs::remove_dir_all(e.path());
@@ -199,12 +202,13 @@ fn build(
         layers: u.layers,
         imported_at: crate::slice::state::now_secs(),
     };
-    crate::util::fs::write_json_atomic(&tmp.join(CONFIG_FILE), &config)
-        .map_err(|e| StoreError::Io {
+    crate::util::fs::write_json_atomic(&tmp.join(CONFIG_FILE), &config).map_err(|e| {
+        StoreError::Io {
             op: "write",
             path: tmp.join(CONFIG_FILE),
             source: io::Error::other(e.to_string()),
-        })?;
+        }
+    })?;
     // Usable as a slice's root? (entry point, owner, modes) — checked on the finished tree
     // under its temporary name, so a refused image never appears.
     let tmp_name = tmp

@@ -619,9 +619,7 @@ impl Manager {
         let init = req
             .init
             .clone()
-            .unwrap_or_else(|| {
-                crate::image::store::default_init(&image, &self.paths.images_dir())
-            });
+            .unwrap_or_else(|| crate::image::store::default_init(&image, &self.paths.images_dir()));
         validate_init(&init)?;
         // A new slice's root is its image.
         check_init_exists(&init[0], &[&image.rootfs], &image_name)?;

@@ -74,9 +74,7 @@ impl SnapshotError {
         match self {
             SnapshotError::Slice(e) => e.status_code(),
             SnapshotError::Running(_) | SnapshotError::Exists { .. } => (409, "conflict"),
-            SnapshotError::InvalidName { .. } | SnapshotError::Archive { .. } => {
-                (400, "invalid")
-            }
+            SnapshotError::InvalidName { .. } | SnapshotError::Archive { .. } => (400, "invalid"),
             SnapshotError::Restore(_) => (400, "invalid"),
             SnapshotError::NoSnapshot { .. } => (404, "not_found"),
             SnapshotError::Tree(_) | SnapshotError::Io { .. } => (500, "internal"),
@@ -125,7 +123,9 @@ fn tmp_beside(path: &Path) -> PathBuf {
 /// Write a zstd-compressed tar to `dest` (atomically: temporary file, fsync, rename).
 fn write_archive(
     dest: &Path,
-    fill: impl FnOnce(&mut tar::Builder<zstd::Encoder<'static, BufWriter<fs::File>>>) -> Result<tree::TreeStats, SnapshotError>,
+    fill: impl FnOnce(
+        &mut tar::Builder<zstd::Encoder<'static, BufWriter<fs::File>>>,
+    ) -> Result<tree::TreeStats, SnapshotError>,
 ) -> Result<tree::TreeStats, SnapshotError> {
     let tmp = tmp_beside(dest);
     let result = (|| {
@@ -135,13 +135,16 @@ fn write_archive(
             .mode_0600()
             .open(&tmp)
             .map_err(io_err("create", &tmp))?;
-        let enc = zstd::Encoder::new(BufWriter::new(f), ZSTD_LEVEL).map_err(io_err("zstd", &tmp))?;
+        let enc =
+            zstd::Encoder::new(BufWriter::new(f), ZSTD_LEVEL).map_err(io_err("zstd", &tmp))?;
         let mut b = tar::Builder::new(enc);
         let stats = fill(&mut b)?;
         let enc = b.into_inner().map_err(io_err("write", &tmp))?;
         let mut w = enc.finish().map_err(io_err("write", &tmp))?;
         w.flush().map_err(io_err("write", &tmp))?;
-        let f = w.into_inner().map_err(|e| io_err("write", &tmp)(e.into_error()))?;
+        let f = w
+            .into_inner()
+            .map_err(|e| io_err("write", &tmp)(e.into_error()))?;
         f.sync_all().map_err(io_err("fsync", &tmp))?;
         fs::rename(&tmp, dest).map_err(io_err("rename", dest))?;
         if let Some(parent) = dest.parent() {
@@ -189,7 +192,9 @@ pub fn snapshot(
     }
     let base = info.spec.uid_base;
     let src = upper(paths, name);
-    write_archive(&dest, |b| Ok(tree::write_tree(b, &src, base, Path::new(""))?))?;
+    write_archive(&dest, |b| {
+        Ok(tree::write_tree(b, &src, base, Path::new(""))?)
+    })?;
     snapshot_info(&dest, &snap)
 }
 
@@ -356,7 +361,12 @@ pub fn export(
         h.set_mtime(crate::slice::state::now_secs());
         b.append_data(&mut h, "spec.json", spec.as_slice())
             .map_err(io_err("write", file))?;
-        Ok(tree::write_tree(b, &src, info.spec.uid_base, Path::new("upper"))?)
+        Ok(tree::write_tree(
+            b,
+            &src,
+            info.spec.uid_base,
+            Path::new("upper"),
+        )?)
     })?;
     let size = fs::metadata(file).map_err(io_err("stat", file))?.len();
     Ok(ExportResult {
@@ -401,7 +411,9 @@ fn read_spec<R: Read>(
     serde_json::from_slice(&text).map_err(|e| bad(format!("spec.json: {e}")))
 }
 
-fn open_archive(file: &Path) -> Result<tar::Archive<zstd::Decoder<'static, BufReader<BufReader<fs::File>>>>, SnapshotError> {
+fn open_archive(
+    file: &Path,
+) -> Result<tar::Archive<zstd::Decoder<'static, BufReader<BufReader<fs::File>>>>, SnapshotError> {
     let f = fs::File::open(file).map_err(|e| SnapshotError::Archive {
         path: file.to_path_buf(),
         reason: format!("cannot open: {e}"),
@@ -444,8 +456,8 @@ pub fn import(
     let created = m.create(&recreate(&spec, &target, true))?;
     let result = (|| {
         let dest = upper(paths, &target);
-        let mut a = Applier::new_upper(&dest, created.spec.uid_base)
-            .map_err(io_err("open", &dest))?;
+        let mut a =
+            Applier::new_upper(&dest, created.spec.uid_base).map_err(io_err("open", &dest))?;
         a.apply_entries(entries, Some("upper"))?;
         Ok(())
     })();

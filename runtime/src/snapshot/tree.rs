@@ -118,7 +118,11 @@ impl<W: Write> Writer<'_, W> {
     fn walk(&mut self, dir: &Path, rel: &Path) -> Result<(), TreeError> {
         let io = |op, p: &Path| {
             let p = p.to_path_buf();
-            move |source| TreeError::Io { op, path: p, source }
+            move |source| TreeError::Io {
+                op,
+                path: p,
+                source,
+            }
         };
         let mut names: Vec<_> = fs::read_dir(dir)
             .map_err(io("read_dir", dir))?
@@ -202,13 +206,17 @@ impl<W: Write> Writer<'_, W> {
                 self.stats.bytes += md.len();
             } else if ft.is_fifo() {
                 h.set_entry_type(tar::EntryType::Fifo);
-                self.b.append_data(&mut h, &name, io::empty()).map_err(werr)?;
+                self.b
+                    .append_data(&mut h, &name, io::empty())
+                    .map_err(werr)?;
             } else if whiteout {
                 // overlayfs whiteout
                 h.set_entry_type(tar::EntryType::Char);
                 h.set_device_major(0).map_err(io("header", &path))?;
                 h.set_device_minor(0).map_err(io("header", &path))?;
-                self.b.append_data(&mut h, &name, io::empty()).map_err(werr)?;
+                self.b
+                    .append_data(&mut h, &name, io::empty())
+                    .map_err(werr)?;
             } else if ft.is_socket() {
                 // A socket is recreated by whoever listens on it; nothing to save.
                 continue;
