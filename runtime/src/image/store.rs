@@ -111,10 +111,7 @@ fn clean_leftovers(images_dir: &Path) {
             continue;
         };
         // <name>.<pid>.<nanos>
-        let pid = rest
-            .rsplitn(3, '.')
-            .nth(1)
-            .and_then(|p| p.parse::<i32>().ok());
+        let pid = rest.rsplit('.').nth(1).and_then(|p| p.parse::<i32>().ok());
         let alive = pid.is_some_and(|p| Path::new(&format!("/proc/{p}")).exists());
         if !alive {
             let _ = fs::remove_dir_all(e.path());
