@@ -620,6 +620,20 @@ mod tests {
         }
     }
 
+    fn image_config() -> ImageConfig {
+        ImageConfig {
+            env: vec!["A=b".into()],
+            working_dir: Some("/srv".into()),
+            entrypoint: vec!["/app".into()],
+            cmd: vec!["--serve".into()],
+            user: Some("1000".into()),
+            format: "oci-archive".into(),
+            config_digest: format!("sha256:{}", "ab".repeat(32)),
+            layers: 2,
+            imported_at: 3,
+        }
+    }
+
     fn limits() -> Limits {
         Limits {
             cpu_weight: Some(200),
@@ -988,6 +1002,84 @@ mod tests {
             case("Status", vec![Status::Stopped, Status::Running]),
             case("TtyExit", vec![TtyExit { exit_code: 130 }]),
             case("Usage", vec![usage()]),
+            case(
+                "ImportRequest",
+                vec![ImportRequest {
+                    path: "/srv/app.tar".into(),
+                    name: Some("app".into()),
+                }],
+            ),
+            case("ImageConfig", vec![image_config()]),
+            case(
+                "ImportResult",
+                vec![ImportResult {
+                    name: "app".into(),
+                    config: image_config(),
+                    entries: 10,
+                    bytes: 20,
+                }],
+            ),
+            case(
+                "ImageDetails",
+                vec![ImageDetails {
+                    image: Image {
+                        name: "app".into(),
+                        rootfs: "/var/lib/vslice/images/app/rootfs".into(),
+                        size_bytes: 1,
+                        created: 2,
+                    },
+                    config: image_config(),
+                    used_by: vec!["web".into()],
+                }],
+            ),
+            case(
+                "SnapshotInfo",
+                vec![SnapshotInfo {
+                    name: "s1".into(),
+                    size_bytes: 1,
+                    created: 2,
+                }],
+            ),
+            case(
+                "SnapshotRequest",
+                vec![SnapshotRequest {
+                    name: Some("s1".into()),
+                }],
+            ),
+            case(
+                "RestoreRequest",
+                vec![RestoreRequest {
+                    snapshot: "s1".into(),
+                }],
+            ),
+            case(
+                "CloneRequest",
+                vec![CloneRequest {
+                    name: "web2".into(),
+                }],
+            ),
+            case(
+                "ExportRequest",
+                vec![ExportRequest {
+                    path: "/srv/web.tar.zst".into(),
+                }],
+            ),
+            case(
+                "ExportResult",
+                vec![ExportResult {
+                    name: "web".into(),
+                    path: "/srv/web.tar.zst".into(),
+                    entries: 3,
+                    bytes: 4,
+                    size_bytes: 5,
+                }],
+            ),
+            case(
+                "SliceImportRequest",
+                vec![SliceImportRequest {
+                    path: "/srv/web.tar.zst".into(),
+                }],
+            ),
             case(
                 "VerifyReport",
                 vec![VerifyReport {
