@@ -80,6 +80,12 @@ impl Source {
         if md.is_dir() {
             return Ok(Source::Dir(File::open(path).map_err(open_err)?));
         }
+        if !md.is_file() {
+            return Err(format_err(format!(
+                "{}: neither a directory (OCI image layout) nor a regular file (tar)",
+                path.display()
+            )));
+        }
         let f = File::open(path).map_err(open_err)?;
         let mut ar = tar::Archive::new(f);
         let mut index = HashMap::new();
@@ -811,5 +817,67 @@ impl<R: Read> Read for ZeroPad<R> {
         buf[..k].fill(0);
         self.pad = Some(left - k as u64);
         Ok(k)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn archive_members_follow_links_between_members() {
+        let mut index = HashMap::new();
+        index.insert("abc.tar".to_string(), (0, 1));
+        let mut links = HashMap::new();
+        links.insert("id/layer.tar".to_string(), "../abc.tar".to_string());
+        links.insert("loop".to_string(), "loop".to_string());
+        assert_eq!(member(&index, &links, "id/layer.tar"), "abc.tar");
+        assert_eq!(member(&index, &links, "abc.tar"), "abc.tar");
+        assert_eq!(member(&index, &links, "loop"), "loop");
+        assert_eq!(member(&index, &links, "missing"), "missing");
+    }
+
+    #[test]
+    fn unterminated_tars_are_padded_not_hashed() {
+        let mut out = Vec::new();
+        ZeroPad::new(&b"abc"[..]).read_to_end(&mut out).unwrap();
+        assert_eq!(out.len(), 512 + 1024);
+        assert_eq!(&out[..3], b"abc");
+        assert!(out[3..].iter().all(|b| *b == 0));
+        let mut out = Vec::new();
+        ZeroPad::new(&[1u8; 512][..]).read_to_end(&mut out).unwrap();
+        assert_eq!(out.len(), 512 + 1024);
+    }
+
+    #[test]
+    fn digests_are_sha256_lowercase_hex() {
+        let ok = format!("sha256:{}", "0a".repeat(32));
+        assert!(sha256_hex(&ok).is_ok());
+        for bad in [
+            "sha512:00".to_string(),
+            format!("sha256:{}", "0A".repeat(32)),
+            "sha256:../../etc/passwd".to_string(),
+            format!("sha256:{}", "0".repeat(63)),
+        ] {
+            assert!(sha256_hex(&bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn layer_media_types() {
+        use Compression as C;
+        for (t, c) in [
+            ("application/vnd.oci.image.layer.v1.tar", C::None),
+            ("application/vnd.oci.image.layer.v1.tar+gzip", C::Gzip),
+            ("application/vnd.oci.image.layer.v1.tar+zstd", C::Zstd),
+            ("application/vnd.docker.image.rootfs.diff.tar.gzip", C::Gzip),
+            (
+                "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip",
+                C::Gzip,
+            ),
+        ] {
+            assert_eq!(compression_of(t).unwrap(), c, "{t}");
+        }
+        assert!(compression_of("application/vnd.oci.image.layer.v1.tar+bzip2").is_err());
     }
 }

@@ -378,3 +378,23 @@ pub fn details(
         image,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_from_references() {
+        for (r, n) in [
+            ("docker.io/library/busybox:latest", "busybox"),
+            ("localhost/My_App@sha256:abcd", "my_app"),
+            ("latest", "latest"),
+            ("app.tar", "app"),
+            ("..weird..name..", "weird.name."),
+            ("---", ""),
+        ] {
+            assert_eq!(name_from(r), n, "{r}");
+        }
+        assert!(super::super::validate_name(&name_from(&"x".repeat(100))).is_ok());
+    }
+}
