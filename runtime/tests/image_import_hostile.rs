@@ -585,3 +585,89 @@ fn whiteouts_opaque_dirs_and_compression() {
     let err = store::remove(&s.images(), &slices, &lock, "good-none").unwrap_err();
     assert!(err.to_string().contains("not found"), "{err}");
 }
+
+/// A `docker save` tar made here: manifest.json, the config named by its digest, layers.
+fn docker_tar(
+    path: &Path,
+    config_name: Option<&str>,
+    layer_names: &[&str],
+    layers: &[Vec<u8>],
+    diff_ids: &[String],
+) {
+    let config = serde_json::to_vec(&serde_json::json!({
+        "architecture": "amd64", "os": "linux",
+        "config": { "Env": ["FROM=docker"] },
+        "rootfs": { "type": "layers", "diff_ids": diff_ids },
+    }))
+    .unwrap();
+    let cname = config_name
+        .map(str::to_string)
+        .unwrap_or_else(|| format!("{}.json", &sha(&config)[7..]));
+    let manifest = serde_json::to_vec(&serde_json::json!([{
+        "Config": cname, "RepoTags": ["example.org/team/tool:1.0"], "Layers": layer_names,
+    }]))
+    .unwrap();
+    let mut b = tar::Builder::new(fs::File::create(path).unwrap());
+    let mut add = |name: &str, data: &[u8]| {
+        let mut h = Header::new_gnu();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o444);
+        h.set_cksum();
+        b.append_data(&mut h, name, data).unwrap();
+    };
+    add("manifest.json", &manifest);
+    add(&cname, &config);
+    for (n, l) in layer_names.iter().zip(layers) {
+        if !n.contains("..") {
+            add(n, l);
+        }
+    }
+    b.finish().unwrap();
+}
+
+#[test]
+fn docker_archives_are_checked() {
+    need_root();
+    let s = Scratch::new("docker");
+    let mut g = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    g.write_all(&base()).unwrap();
+    let gz = g.finish().unwrap();
+    let good_ids = [sha(&base())];
+    let t = s.0.join("d.tar");
+
+    docker_tar(&t, None, &["l1/layer.tar"], &[gz.clone()], &good_ids);
+    let res = store::import(&s.images(), &t, None, &mut |_| {}).unwrap();
+    assert_eq!(res.name, "tool", "the name comes from RepoTags");
+    assert_eq!(res.config.format, "docker-archive");
+    assert_eq!(res.config.env, ["FROM=docker"]);
+    fs::remove_dir_all(s.images().join("tool")).unwrap();
+
+    for (case, cfg, names, ids, expect) in [
+        (
+            "config not a digest",
+            Some("config.json"),
+            ["l1/layer.tar"],
+            good_ids.to_vec(),
+            "not named by its sha256 digest",
+        ),
+        (
+            "layer outside",
+            None,
+            ["../../../etc/passwd"],
+            good_ids.to_vec(),
+            "not in the archive",
+        ),
+        (
+            "wrong diff_id",
+            None,
+            ["l1/layer.tar"],
+            vec![sha(b"other")],
+            "diff_id",
+        ),
+    ] {
+        docker_tar(&t, cfg, &names, &[gz.clone()], &ids);
+        let err = import(&s, &t, "d").expect_err(case);
+        assert!(err.contains(expect), "{case}: want {expect:?}: {err}");
+        s.assert_clean(case);
+    }
+}
