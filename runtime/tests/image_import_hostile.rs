@@ -635,7 +635,13 @@ fn docker_archives_are_checked() {
     let good_ids = [sha(&base())];
     let t = s.0.join("d.tar");
 
-    docker_tar(&t, None, &["l1/layer.tar"], &[gz.clone()], &good_ids);
+    docker_tar(
+        &t,
+        None,
+        &["l1/layer.tar"],
+        std::slice::from_ref(&gz),
+        &good_ids,
+    );
     let res = store::import(&s.images(), &t, None, &mut |_| {}).unwrap();
     assert_eq!(res.name, "tool", "the name comes from RepoTags");
     assert_eq!(res.config.format, "docker-archive");
@@ -665,7 +671,7 @@ fn docker_archives_are_checked() {
             "diff_id",
         ),
     ] {
-        docker_tar(&t, cfg, &names, &[gz.clone()], &ids);
+        docker_tar(&t, cfg, &names, std::slice::from_ref(&gz), &ids);
         let err = import(&s, &t, "d").expect_err(case);
         assert!(err.contains(expect), "{case}: want {expect:?}: {err}");
         s.assert_clean(case);
