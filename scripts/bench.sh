@@ -3,7 +3,7 @@
 #   scripts/bench.sh BIN_DIR
 # Environment: BENCH_N (slices for the sandbox figures, default 100), BENCH_SLICES and
 # BENCH_CYCLES (daemon RSS figures, default 1000 and 1000), BENCH_SKIP (space-separated
-# sections to skip: sandbox daemon net oci ssh files).
+# sections to skip: sandbox daemon net oci ssh files images).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${1:-target/release}
@@ -35,5 +35,8 @@ if ! skip ssh; then
 if ! skip files; then
   section "images and files (Debian image build, create-to-running debian vs busybox, vslice cp vs cp)"
   bash scripts/bench-files.sh "$BIN"
+if ! skip images; then
+  section "images and snapshots (OCI import as oci-archive, clone of a slice with changes)"
+  bash scripts/bench-images.sh "$BIN"
 fi
 bash scripts/leak-check.sh

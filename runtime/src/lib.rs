@@ -28,4 +28,5 @@ pub mod proto;
 pub mod sandbox;
 pub mod slice;
 pub mod ssh;
+pub mod snapshot;
 pub mod util;

@@ -587,6 +587,64 @@ fn every_operation_answers_as_documented() {
     c.call(&d, "GET", "/v1/slices/{name}/stats", &[], None, Some(404));
     c.call(&d, "DELETE", "/v1/slices/{name}", &[], None, Some(404));
 
+    // Images (tests/image_import_*.rs import real ones): no such image, no such file.
+    c.call(&d, "GET", "/v1/images/{name}", &[], None, Some(404));
+    c.call(&d, "DELETE", "/v1/images/{name}", &[], None, Some(404));
+    let missing = json!({ "path": "/nonexistent/vslice-contract.tar", "name": "contract" });
+    let r = c.call(&d, "POST", "/v1/images", &[], Some(&missing), Some(400));
+    assert_eq!(r.body["field"], "path", "{}", r.body);
+
+    // Snapshots of a slice that no longer exists (tests/snapshot_clone.rs makes real ones).
+    c.call(
+        &d,
+        "GET",
+        "/v1/slices/{name}/snapshots",
+        &[],
+        None,
+        Some(404),
+    );
+    c.call(
+        &d,
+        "POST",
+        "/v1/slices/{name}/snapshots",
+        &[],
+        Some(&json!({ "name": "s1" })),
+        Some(404),
+    );
+    c.call(
+        &d,
+        "POST",
+        "/v1/slices/{name}/restore",
+        &[],
+        Some(&json!({ "snapshot": "s1" })),
+        Some(404),
+    );
+    c.call(
+        &d,
+        "POST",
+        "/v1/slices/{name}/clone",
+        &[],
+        Some(&json!({ "name": "contract-copy" })),
+        Some(404),
+    );
+    c.call(
+        &d,
+        "POST",
+        "/v1/slices/{name}/export",
+        &[],
+        Some(&json!({ "path": "/nonexistent/x.tar.zst" })),
+        Some(404),
+    );
+    let r = c.call(
+        &d,
+        "POST",
+        "/v1/slices/{name}/import",
+        &[],
+        Some(&json!({ "path": "/nonexistent/x.tar.zst" })),
+        Some(400),
+    );
+    assert_eq!(r.body["field"], "path", "{}", r.body);
+
     let all_ops: BTreeSet<(String, String)> = operations(&c.doc).into_iter().collect();
     let missed: Vec<_> = all_ops.difference(&c.covered).collect();
     assert!(missed.is_empty(), "operations never called: {missed:?}");

@@ -13,12 +13,14 @@ pub mod error;
 mod exec;
 mod files;
 mod logs;
+mod images;
 pub mod metrics;
 pub mod openapi;
 pub mod server;
 pub(crate) mod slices;
 mod ssh;
 pub use ssh::remove_orphans as ssh_remove_orphans;
+mod snapshots;
 mod streams;
 pub mod types;
 pub mod vsh;
@@ -113,6 +115,25 @@ pub const ROUTES: &[Route] = &[
     r("GET", "/v1/slices/{name}/logs", Access::Owner, false),
     r("GET", "/v1/events", Access::Owner, false),
     r("GET", "/v1/images", Access::Operator, false),
+    r("POST", "/v1/images", Access::Operator, true),
+    r("GET", "/v1/images/{name}", Access::Operator, false),
+    r("DELETE", "/v1/images/{name}", Access::Operator, true),
+    r(
+        "GET",
+        "/v1/slices/{name}/snapshots",
+        Access::Operator,
+        false,
+    ),
+    r(
+        "POST",
+        "/v1/slices/{name}/snapshots",
+        Access::Operator,
+        true,
+    ),
+    r("POST", "/v1/slices/{name}/restore", Access::Operator, true),
+    r("POST", "/v1/slices/{name}/clone", Access::Operator, true),
+    r("POST", "/v1/slices/{name}/export", Access::Operator, true),
+    r("POST", "/v1/slices/{name}/import", Access::Operator, true),
     r("GET", "/v1/audit", Access::Operator, false),
     r("GET", "/v1/audit/verify", Access::Operator, false),
     r("GET", "/metrics", Access::Operator, false),
@@ -141,6 +162,15 @@ fn handler(route: &Route) -> MethodRouter<AppState> {
         ("GET", "/v1/slices/{name}/logs") => get(logs::logs),
         ("GET", "/v1/events") => get(streams::events),
         ("GET", "/v1/images") => get(slices::images),
+        ("POST", "/v1/images") => post(images::import),
+        ("GET", "/v1/images/{name}") => get(images::inspect),
+        ("DELETE", "/v1/images/{name}") => delete(images::remove),
+        ("GET", "/v1/slices/{name}/snapshots") => get(snapshots::list),
+        ("POST", "/v1/slices/{name}/snapshots") => post(snapshots::create),
+        ("POST", "/v1/slices/{name}/restore") => post(snapshots::restore),
+        ("POST", "/v1/slices/{name}/clone") => post(snapshots::clone),
+        ("POST", "/v1/slices/{name}/export") => post(snapshots::export),
+        ("POST", "/v1/slices/{name}/import") => post(snapshots::import),
         ("GET", "/v1/audit") => get(streams::audit_show),
         ("GET", "/v1/audit/verify") => get(streams::audit_verify),
         ("GET", "/metrics") => get(streams::metrics),

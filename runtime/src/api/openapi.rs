@@ -10,6 +10,11 @@
 //! the 403/500 replies are filled in from the route table itself, and
 //! `tests/api_contract.rs` calls every operation on a real daemon and validates each reply
 //! against the schema the document gives for its status.
+use crate::proto::image_import::{ImageConfig, ImageDetails, ImportRequest, ImportResult};
+use crate::proto::snapshot::{
+    CloneRequest, ExportRequest, ExportResult, RestoreRequest, SliceImportRequest, SnapshotInfo,
+    SnapshotRequest,
+};
 use crate::proto::{
     AuditCaller, AuditEntry, AuditQuery, AuditRecord, ByteBudget, CallerInfo, ControlRecord,
     CopyResult, CreateRequest, DaemonRecord, ErrorBody, Event, EventKind, EventsQuery, ExecInput,
@@ -43,7 +48,8 @@ struct SliceName {
         info, openapi_json, list_slices, create_slice, inspect_slice, destroy_slice,
         update_limits, start_slice, stop_slice, restart_slice, exec, exec_tty, stats, events,
         images, audit, audit_verify, metrics, list_keys, add_key, remove_key,
-        copy_out, copy_in, logs,
+        copy_out, copy_in, logs, image_import, image_inspect, image_remove,
+        list_snapshots, create_snapshot, restore_snapshot, clone_slice, export_slice, import_slice,
     ),
     components(schemas(
         AuditCaller, AuditEntry, AuditRecord, ByteBudget, CallerInfo, ControlRecord,
@@ -52,6 +58,10 @@ struct SliceName {
         NetInfo, NetMode, NetSpec, Outcome, OutputEncoding, PortForward, Problem, Proto, Resize,
         SliceInfo, SliceSpec, Stats, Status, TtyExit, Usage, VerifyReport, KeyAdd, SshKey,
         CopyResult, Volume,
+        SliceInfo, SliceSpec, Stats, Status, TtyExit, Usage, VerifyReport,
+        ImageConfig, ImageDetails, ImportRequest, ImportResult,
+        CloneRequest, ExportRequest, ExportResult, RestoreRequest, SliceImportRequest,
+        SnapshotInfo, SnapshotRequest,
     ))
 )]
 struct ApiDoc;
@@ -195,6 +205,116 @@ fn events() {}
     ))]
 #[allow(dead_code)]
 fn images() {}
+
+/// The image name in a path.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)]
+struct ImageName {
+    /// Image name.
+    #[param(pattern = "^[a-z0-9][a-z0-9._-]{0,62}$")]
+    name: String,
+}
+
+#[utoipa::path(post, path = "/v1/images", summary = "Import an OCI image",
+    description = "Reads an OCI image layout directory, an oci-archive tar or a `docker save` tar at `path` on the node (offline), verifies every digest and diff_id, applies the layers (whiteouts, opaque directories; device nodes, `..`, absolute names and writes through symlinks refused) into a temporary directory and renames it to <root>/images/<name> (0700). Keeps the config's Env, WorkingDir, Entrypoint, Cmd and User. A failed import leaves nothing.",
+    request_body = ImportRequest,
+    responses(
+        (status = 201, description = "Imported.", body = ImportResult),
+        (status = 400, description = "Unreadable, malformed or hostile image, or bad name; `field` is `path` or `name`.", body = ErrorBody),
+        (status = 409, description = "An image of that name exists (`conflict`).", body = ErrorBody),
+    ))]
+#[allow(dead_code)]
+fn image_import() {}
+
+#[utoipa::path(get, path = "/v1/images/{name}", summary = "Inspect an image", params(ImageName),
+    description = "The image, its stored OCI config and the slices that use it.",
+    responses(
+        (status = 200, description = "The image.", body = ImageDetails),
+        (status = 400, description = "Invalid image name.", body = ErrorBody),
+        (status = 404, description = "No such image (`not_found`).", body = ErrorBody),
+    ))]
+#[allow(dead_code)]
+fn image_inspect() {}
+
+#[utoipa::path(delete, path = "/v1/images/{name}", summary = "Remove an image", params(ImageName),
+    description = "Removes an image no slice uses; refused (409, naming the slices) otherwise.",
+    responses(
+        (status = 204, description = "Removed."),
+        (status = 400, description = "Invalid image name.", body = ErrorBody),
+        (status = 404, description = "No such image (`not_found`).", body = ErrorBody),
+        (status = 409, description = "Slices use the image (`conflict`); the message names them.", body = ErrorBody),
+    ))]
+#[allow(dead_code)]
+fn image_remove() {}
+
+#[utoipa::path(get, path = "/v1/slices/{name}/snapshots", summary = "List snapshots", params(SliceName),
+    description = "The slice's snapshots, sorted by name.",
+    responses(
+        (status = 200, description = "Snapshots.", body = Vec<SnapshotInfo>),
+        (status = 404, description = "No such slice (`not_found`).", body = ErrorBody),
+    ))]
+#[allow(dead_code)]
+fn list_snapshots() {}
+
+#[utoipa::path(post, path = "/v1/slices/{name}/snapshots", summary = "Snapshot a slice", params(SliceName),
+    description = "Saves the stopped slice's files (its upper layer; ids relative to its range) as <slice>/snapshots/<snap>.tar.zst.",
+    request_body = SnapshotRequest,
+    responses(
+        (status = 201, description = "Saved.", body = SnapshotInfo),
+        (status = 400, description = "Invalid snapshot name (`field`: name).", body = ErrorBody),
+        (status = 404, description = "No such slice (`not_found`).", body = ErrorBody),
+        (status = 409, description = "The slice is running, or the snapshot exists (`conflict`).", body = ErrorBody),
+    ))]
+#[allow(dead_code)]
+fn create_snapshot() {}
+
+#[utoipa::path(post, path = "/v1/slices/{name}/restore", summary = "Restore a snapshot", params(SliceName),
+    description = "Replaces the stopped slice's files with a snapshot (unpacked beside, then swapped in; a failure leaves the files as they were).",
+    request_body = RestoreRequest,
+    responses(
+        (status = 200, description = "Restored.", body = SliceInfo),
+        (status = 400, description = "Invalid snapshot name or damaged snapshot.", body = ErrorBody),
+        (status = 404, description = "No such slice or snapshot (`not_found`).", body = ErrorBody),
+        (status = 409, description = "The slice is running (`conflict`).", body = ErrorBody),
+    ))]
+#[allow(dead_code)]
+fn restore_snapshot() {}
+
+#[utoipa::path(post, path = "/v1/slices/{name}/clone", summary = "Clone a slice", params(SliceName),
+    description = "Creates a stopped slice with a new uid range, the same image, policy, limits, owners, init and network (without published ports), and a copy of the source's files with every owner shifted into the new range.",
+    request_body = CloneRequest,
+    responses(
+        (status = 201, description = "The new slice.", body = SliceInfo),
+        (status = 400, description = "Invalid name (`field`: name).", body = ErrorBody),
+        (status = 404, description = "No such slice (`not_found`).", body = ErrorBody),
+        (status = 409, description = "The source is running, or the new name exists.", body = ErrorBody),
+    ))]
+#[allow(dead_code)]
+fn clone_slice() {}
+
+#[utoipa::path(post, path = "/v1/slices/{name}/export", summary = "Export a slice", params(SliceName),
+    description = "Writes the stopped slice's spec and files (ids relative to its range) to a zstd-compressed tar at `path` on the node.",
+    request_body = ExportRequest,
+    responses(
+        (status = 200, description = "Written.", body = ExportResult),
+        (status = 400, description = "Bad path (`field`: path).", body = ErrorBody),
+        (status = 404, description = "No such slice (`not_found`).", body = ErrorBody),
+        (status = 409, description = "The slice is running (`conflict`).", body = ErrorBody),
+    ))]
+#[allow(dead_code)]
+fn export_slice() {}
+
+#[utoipa::path(post, path = "/v1/slices/{name}/import", summary = "Import a slice", params(SliceName),
+    description = "Creates (stopped) slice `name` from an archive written by export: validated like a create (image, policy, owners must exist here), a new uid range, the files re-based on it. The archive is untrusted: `..`, writes through symlinks and device nodes are refused.",
+    request_body = SliceImportRequest,
+    responses(
+        (status = 201, description = "The new slice.", body = SliceInfo),
+        (status = 400, description = "Unreadable or hostile archive, or an invalid spec in it.", body = ErrorBody),
+        (status = 409, description = "A slice of that name exists.", body = ErrorBody),
+    ))]
+#[allow(dead_code)]
+fn import_slice() {}
 
 #[utoipa::path(get, path = "/v1/audit", summary = "Read the audit log", params(AuditQuery),
     description = "Stored records, one per line, exactly as written (canonical JSON), oldest first.",
@@ -576,6 +696,20 @@ mod tests {
             name,
             samples,
             reparse: reparse::<T>,
+        }
+    }
+
+    fn image_config() -> ImageConfig {
+        ImageConfig {
+            env: vec!["A=b".into()],
+            working_dir: Some("/srv".into()),
+            entrypoint: vec!["/app".into()],
+            cmd: vec!["--serve".into()],
+            user: Some("1000".into()),
+            format: "oci-archive".into(),
+            config_digest: format!("sha256:{}", "ab".repeat(32)),
+            layers: 2,
+            imported_at: 3,
         }
     }
 
@@ -981,6 +1115,84 @@ mod tests {
             case("Status", vec![Status::Stopped, Status::Running]),
             case("TtyExit", vec![TtyExit { exit_code: 130 }]),
             case("Usage", vec![usage()]),
+            case(
+                "ImportRequest",
+                vec![ImportRequest {
+                    path: "/srv/app.tar".into(),
+                    name: Some("app".into()),
+                }],
+            ),
+            case("ImageConfig", vec![image_config()]),
+            case(
+                "ImportResult",
+                vec![ImportResult {
+                    name: "app".into(),
+                    config: image_config(),
+                    entries: 10,
+                    bytes: 20,
+                }],
+            ),
+            case(
+                "ImageDetails",
+                vec![ImageDetails {
+                    image: Image {
+                        name: "app".into(),
+                        rootfs: "/var/lib/vslice/images/app/rootfs".into(),
+                        size_bytes: 1,
+                        created: 2,
+                    },
+                    config: image_config(),
+                    used_by: vec!["web".into()],
+                }],
+            ),
+            case(
+                "SnapshotInfo",
+                vec![SnapshotInfo {
+                    name: "s1".into(),
+                    size_bytes: 1,
+                    created: 2,
+                }],
+            ),
+            case(
+                "SnapshotRequest",
+                vec![SnapshotRequest {
+                    name: Some("s1".into()),
+                }],
+            ),
+            case(
+                "RestoreRequest",
+                vec![RestoreRequest {
+                    snapshot: "s1".into(),
+                }],
+            ),
+            case(
+                "CloneRequest",
+                vec![CloneRequest {
+                    name: "web2".into(),
+                }],
+            ),
+            case(
+                "ExportRequest",
+                vec![ExportRequest {
+                    path: "/srv/web.tar.zst".into(),
+                }],
+            ),
+            case(
+                "ExportResult",
+                vec![ExportResult {
+                    name: "web".into(),
+                    path: "/srv/web.tar.zst".into(),
+                    entries: 3,
+                    bytes: 4,
+                    size_bytes: 5,
+                }],
+            ),
+            case(
+                "SliceImportRequest",
+                vec![SliceImportRequest {
+                    path: "/srv/web.tar.zst".into(),
+                }],
+            ),
             case(
                 "VerifyReport",
                 vec![VerifyReport {

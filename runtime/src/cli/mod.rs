@@ -12,6 +12,8 @@
 pub mod files;
 pub mod format;
 pub mod keys;
+pub mod image;
+pub mod snapshot;
 pub mod spec_file;
 pub mod units;
 
@@ -302,6 +304,13 @@ pub enum Cmd {
         /// Only the last N lines.
         #[arg(long, value_name = "N")]
         tail: Option<usize>,
+    },
+    #[command(flatten)]
+    Snapshots(snapshot::SnapshotCmd),
+    /// OCI image import, listing with reference counts, removal.
+    Image {
+        #[command(subcommand)]
+        command: image::ImageCmd,
     },
     /// List base images.
     Images {
@@ -1004,6 +1013,8 @@ fn dispatch(b: &Backend, cmd: Cmd, json: bool) -> R<i32> {
                 Ok(if report.ok { exit::OK } else { exit::FAILURE })
             }
         },
+        Cmd::Image { command } => image::run(b, json, command),
+        Cmd::Snapshots(command) => snapshot::run(b, json, command),
         Cmd::Images { size } => {
             let all = b.images(size)?;
             if json {

@@ -19,6 +19,8 @@
 //! not on the daemon or the slice internals.
 mod ssh;
 pub mod files;
+mod image;
+mod snapshot;
 pub mod tty;
 
 use crate::proto::{

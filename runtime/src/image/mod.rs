@@ -15,6 +15,10 @@
 //! Images are built by the recipes in the repository's `images/` directory; [`ensure_busybox`]
 //! runs the busybox one when that image is missing.
 
+pub mod import;
+pub mod layer;
+pub mod store;
+
 use std::collections::{HashSet, VecDeque};
 use std::ffi::OsString;
 use std::fs;

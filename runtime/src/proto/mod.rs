@@ -13,10 +13,12 @@ pub mod audit;
 pub mod events;
 pub mod files;
 pub mod image;
+pub mod image_import;
 pub mod net;
 pub mod slice;
 pub mod ssh;
 pub mod volume;
+pub mod snapshot;
 
 pub use api::*;
 pub use audit::{

@@ -619,7 +619,7 @@ impl Manager {
         let init = req
             .init
             .clone()
-            .unwrap_or_else(|| vec![DEFAULT_INIT.to_string()]);
+            .unwrap_or_else(|| crate::image::store::default_init(&image, &self.paths.images_dir()));
         validate_init(&init)?;
         // A new slice's root is its image.
         check_init_exists(&init[0], &[&image.rootfs], &image_name)?;
@@ -760,7 +760,7 @@ impl Manager {
             &spec.image,
         )?;
         let rootfs = dir.join("rootfs");
-        let oci = oci::slice_spec(
+        let mut oci = oci::slice_spec(
             &spec,
             &policy,
             &self.cgroup_path(name),
@@ -770,6 +770,9 @@ impl Manager {
             name: name.into(),
             reason,
         })?;
+        // An imported image's Env and WorkingDir (image/store.rs).
+        let image_config = crate::image::store::config(&self.paths.images_dir(), &spec.image);
+        crate::image::store::apply_config(&mut oci, &image, &image_config);
         let launch = Launch {
             spec: oci,
             overlay: Some(IdmappedOverlay {
