@@ -27,6 +27,8 @@ use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
+pub mod flows;
+pub mod records;
 pub mod time;
 
 /// `prev_hash` of the first record.
@@ -605,6 +607,12 @@ pub fn verify(dir: &Path, head: Option<Head>) -> Result<VerifyReport, AuditError
             seq: None,
             reason: "head file is missing".into(),
         });
+    }
+    // The high-volume kinds (flows, execs, sessions): their own chains and the anchors above.
+    let (kind_records, kind_problems) = records::verify_kinds(dir)?;
+    report.records += kind_records;
+    for p in kind_problems {
+        push(p);
     }
     report.head = head;
     report.ok = problems.is_empty();

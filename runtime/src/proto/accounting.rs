@@ -1,0 +1,89 @@
+//! Wire types of the accountability queries: `GET /v1/who` (which slice talked to a remote
+//! address around a time) and the flow records of `GET /v1/audit/flows`. The records
+//! themselves are stored by [`crate::audit::records`] and collected by
+//! [`crate::audit::flows`].
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+/// Query of `GET /v1/who`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema, IntoParams)]
+#[serde(default)]
+pub struct WhoParams {
+    /// The complainant's address, optionally with the port (`203.0.113.7:22`).
+    pub remote: String,
+    /// `tcp` or `udp` (default: both).
+    pub proto: Option<String>,
+    /// When (RFC 3339, date or epoch seconds).
+    pub at: String,
+    /// Half-width of the window around `at` (`10m`, `90s`, `2h`; default 10m).
+    pub window: Option<String>,
+}
+
+/// How a flow ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct FlowEnd {
+    #[schema(format = DateTime)]
+    pub time: String,
+    /// Seconds the connection lived (conntrack timestamps), when known.
+    pub duration_s: Option<u64>,
+}
+
+/// One flow that matches a complaint.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct WhoFlow {
+    pub slice: String,
+    /// The slice's owners when the flow was recorded.
+    pub owners: Vec<String>,
+    /// Host veth the flow was attributed by.
+    pub veth: String,
+    pub proto: String,
+    /// `out`: the slice connected to the remote; `in`: the remote connected through a port
+    /// forward.
+    pub direction: String,
+    pub slice_addr: String,
+    pub slice_port: Option<u16>,
+    /// The address and port the remote saw (after NAT / before the port forward).
+    pub public_addr: String,
+    pub public_port: Option<u16>,
+    pub remote_addr: String,
+    pub remote_port: Option<u16>,
+    #[schema(format = DateTime)]
+    pub first_seen: String,
+    #[schema(format = DateTime)]
+    pub last_seen: String,
+    pub end: Option<FlowEnd>,
+    pub bytes_from_slice: Option<u64>,
+    pub bytes_to_slice: Option<u64>,
+    /// The process that made the connection, when known (not yet collected: null).
+    pub process: Option<String>,
+}
+
+/// Answer of `GET /v1/who`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct WhoAnswer {
+    pub remote: String,
+    pub port: Option<u16>,
+    #[schema(format = DateTime)]
+    pub from: String,
+    #[schema(format = DateTime)]
+    pub to: String,
+    /// Slices with a matching flow.
+    pub slices: Vec<String>,
+    pub flows: Vec<WhoFlow>,
+    /// The flow log lost records in (or near) the window: the answer may be incomplete.
+    pub lossy: bool,
+    pub lost: u64,
+}
+
+/// Query of `GET /v1/audit/flows` (and `execs`, `sessions`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema, IntoParams)]
+#[serde(default)]
+pub struct KindQuery {
+    pub slice: Option<String>,
+    /// Start (RFC 3339, date or epoch seconds; default: 24 hours ago).
+    pub since: Option<String>,
+    /// End (default: now).
+    pub until: Option<String>,
+    /// At most this many records (default 10000).
+    pub limit: Option<usize>,
+}
