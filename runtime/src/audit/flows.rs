@@ -302,37 +302,68 @@ impl FlowCollector {
         let (tx, rx) = mpsc::channel::<Msg>();
         let mut threads = Vec::new();
 
-        // The event stream.
-        let mut child = Command::new("conntrack")
-            .args(["-E", "-e", "NEW,DESTROY", "-o", "timestamp,extended,id"])
-            .args(["-b", &cfg.rcvbuf.to_string()])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(FlowError::Spawn)?;
-        let stdout = child.stdout.take();
-        let stderr = child.stderr.take();
-        let events = Arc::new(Mutex::new(Some(child)));
-        if let Some(out) = stdout {
+        // The event stream, restarted if conntrack ever exits (counted as a loss, and the
+        // writer resyncs with a listing).
+        let first = spawn_events(cfg.rcvbuf).map_err(FlowError::Spawn)?;
+        let events = Arc::new(Mutex::new(None::<Child>));
+        {
             let tx = tx.clone();
+            let stop = stop.clone();
+            let events = events.clone();
+            let rcvbuf = cfg.rcvbuf;
             threads.push(std::thread::spawn(move || {
-                for line in BufReader::new(out).lines() {
-                    let Ok(line) = line else { break };
-                    if tx.send(Msg::Line(line, "event")).is_err() {
+                let mut next = Some(first);
+                while let Some(mut child) = next.take() {
+                    let stdout = child.stdout.take();
+                    let stderr = child.stderr.take();
+                    if let Ok(mut g) = events.lock() {
+                        if stop.load(Ordering::SeqCst) {
+                            // stop() ran before the child was visible to it.
+                            let _ = child.kill();
+                            let _ = child.wait();
+                            break;
+                        }
+                        *g = Some(child);
+                    }
+                    let err_thread = stderr.map(|err| {
+                        let tx = tx.clone();
+                        std::thread::spawn(move || {
+                            for line in BufReader::new(err).lines() {
+                                let Ok(line) = line else { break };
+                                if (line.contains("ENOBUFS") || line.contains("losing events"))
+                                    && tx.send(Msg::Loss(line)).is_err()
+                                {
+                                    break;
+                                }
+                            }
+                        })
+                    });
+                    if let Some(out) = stdout {
+                        for line in BufReader::new(out).lines() {
+                            let Ok(line) = line else { break };
+                            if tx.send(Msg::Line(line, "event")).is_err() {
+                                break;
+                            }
+                        }
+                    }
+                    if let Some(t) = err_thread {
+                        let _ = t.join();
+                    }
+                    if let Ok(mut g) = events.lock() {
+                        if let Some(mut c) = g.take() {
+                            let _ = c.kill();
+                            let _ = c.wait();
+                        }
+                    }
+                    if stop.load(Ordering::SeqCst) {
                         break;
                     }
-                }
-            }));
-        }
-        if let Some(err) = stderr {
-            let tx = tx.clone();
-            threads.push(std::thread::spawn(move || {
-                for line in BufReader::new(err).lines() {
-                    let Ok(line) = line else { break };
-                    if line.contains("ENOBUFS") || line.contains("losing events") {
-                        if tx.send(Msg::Loss(line)).is_err() {
-                            break;
+                    let _ = tx.send(Msg::Loss("conntrack -E exited; restarted".into()));
+                    std::thread::sleep(Duration::from_millis(200));
+                    match spawn_events(rcvbuf) {
+                        Ok(c) => next = Some(c),
+                        Err(e) => {
+                            tracing::error!("flow log: cannot restart conntrack: {e}");
                         }
                     }
                 }
@@ -394,6 +425,16 @@ impl Drop for FlowCollector {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+fn spawn_events(rcvbuf: usize) -> std::io::Result<Child> {
+    Command::new("conntrack")
+        .args(["-E", "-e", "NEW,DESTROY", "-o", "timestamp,extended,id"])
+        .args(["-b", &rcvbuf.to_string()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
 }
 
 /// List the table (`seen` records).
