@@ -9,6 +9,7 @@
 //! filtered to the caller's slices); `operator` routes accept operators only. A caller that is
 //! not allowed gets 403 — also for a slice that does not exist, so that non-operators cannot
 //! probe for slice names.
+mod accounting;
 pub mod error;
 mod exec;
 pub mod metrics;
@@ -99,6 +100,8 @@ pub const ROUTES: &[Route] = &[
     r("GET", "/v1/images", Access::Operator, false),
     r("GET", "/v1/audit", Access::Operator, false),
     r("GET", "/v1/audit/verify", Access::Operator, false),
+    r("GET", "/v1/audit/flows", Access::Operator, false),
+    r("GET", "/v1/who", Access::Operator, false),
     r("GET", "/metrics", Access::Operator, false),
 ];
 
@@ -121,6 +124,8 @@ fn handler(route: &Route) -> MethodRouter<AppState> {
         ("GET", "/v1/images") => get(slices::images),
         ("GET", "/v1/audit") => get(streams::audit_show),
         ("GET", "/v1/audit/verify") => get(streams::audit_verify),
+        ("GET", "/v1/audit/flows") => get(accounting::flows),
+        ("GET", "/v1/who") => get(accounting::who),
         ("GET", "/metrics") => get(streams::metrics),
         (m, p) => panic!("route table entry {m} {p} has no handler"),
     }

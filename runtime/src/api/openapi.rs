@@ -10,6 +10,7 @@
 //! the 403/500 replies are filled in from the route table itself, and
 //! `tests/api_contract.rs` calls every operation on a real daemon and validates each reply
 //! against the schema the document gives for its status.
+use crate::proto::accounting::{FlowEnd, KindQuery, WhoAnswer, WhoFlow, WhoParams};
 use crate::proto::{
     AuditCaller, AuditEntry, AuditQuery, AuditRecord, ByteBudget, CallerInfo, ControlRecord,
     CreateRequest, DaemonRecord, ErrorBody, Event, EventKind, EventsQuery, ExecInput, ExecOutput,
@@ -40,7 +41,7 @@ struct SliceName {
     paths(
         info, openapi_json, list_slices, create_slice, inspect_slice, destroy_slice,
         update_limits, start_slice, stop_slice, restart_slice, exec, exec_tty, stats, events,
-        images, audit, audit_verify, metrics,
+        images, audit, audit_verify, metrics, audit_flows, who,
     ),
     components(schemas(
         AuditCaller, AuditEntry, AuditRecord, ByteBudget, CallerInfo, ControlRecord,
@@ -48,6 +49,7 @@ struct SliceName {
         ExitInfo, Head, HostPort, Image, Info, Limits, LimitsPatch, NetAllow, NetCounters,
         NetInfo, NetMode, NetSpec, Outcome, OutputEncoding, PortForward, Problem, Proto, Resize,
         SliceInfo, SliceSpec, Stats, Status, TtyExit, Usage, VerifyReport,
+        WhoAnswer, WhoFlow, FlowEnd,
     ))
 )]
 struct ApiDoc;
@@ -206,6 +208,24 @@ fn audit() {}
     responses((status = 200, description = "The report (`ok` false if anything is wrong).", body = VerifyReport)))]
 #[allow(dead_code)]
 fn audit_verify() {}
+
+#[utoipa::path(get, path = "/v1/who", summary = "Who talked to a remote address", params(WhoParams),
+    description = "Answers a complaint from the flow log: the slices (and owners) with a flow to or from `remote` (and port) within `window` of `at`, each flow with its public (NATed / forwarded) address and port, bytes and times. `lossy` is true when the flow log lost records in the window.",
+    responses(
+        (status = 200, description = "The slices and flows.", body = WhoAnswer),
+        (status = 400, description = "Bad parameter; `field` names it.", body = ErrorBody),
+    ))]
+#[allow(dead_code)]
+fn who() {}
+
+#[utoipa::path(get, path = "/v1/audit/flows", summary = "Read the flow log", params(KindQuery),
+    description = "Stored flow records (`new`, `end`, `seen`, `loss`) of a time window, one per line as stored (canonical JSON, hash-chained).",
+    responses(
+        (status = 200, description = "Records, one JSON object per line.", body = String, content_type = "application/x-ndjson"),
+        (status = 400, description = "Bad parameter; `field` names it.", body = ErrorBody),
+    ))]
+#[allow(dead_code)]
+fn audit_flows() {}
 
 #[utoipa::path(get, path = "/metrics", summary = "Prometheus metrics",
     description = "Text exposition format: per-slice CPU seconds, memory, tasks, OOM kills; daemon request counts and latency histograms per route.",
@@ -881,7 +901,51 @@ mod tests {
                     problems: vec![problem()],
                 }],
             ),
+            case("FlowEnd", vec![flow_end()]),
+            case("WhoFlow", vec![who_flow()]),
+            case(
+                "WhoAnswer",
+                vec![WhoAnswer {
+                    remote: "203.0.113.7".into(),
+                    port: Some(22),
+                    from: "2026-01-02T03:00:00.000Z".into(),
+                    to: "2026-01-02T03:20:00.000Z".into(),
+                    slices: vec!["web".into()],
+                    flows: vec![who_flow()],
+                    lossy: true,
+                    lost: 1,
+                }],
+            ),
         ]
+    }
+
+    fn flow_end() -> FlowEnd {
+        FlowEnd {
+            time: "2026-01-02T03:04:05.000Z".into(),
+            duration_s: Some(3),
+        }
+    }
+
+    fn who_flow() -> WhoFlow {
+        WhoFlow {
+            slice: "web".into(),
+            owners: vec!["alice".into()],
+            veth: "vs2".into(),
+            proto: "tcp".into(),
+            direction: "out".into(),
+            slice_addr: "10.213.0.2".into(),
+            slice_port: Some(40000),
+            public_addr: "192.0.2.1".into(),
+            public_port: Some(40000),
+            remote_addr: "203.0.113.7".into(),
+            remote_port: Some(22),
+            first_seen: "2026-01-02T03:04:02.000Z".into(),
+            last_seen: "2026-01-02T03:04:05.000Z".into(),
+            end: Some(flow_end()),
+            bytes_from_slice: Some(100),
+            bytes_to_slice: Some(200),
+            process: Some("ssh".into()),
+        }
     }
 
     fn validator(doc: &Value, name: &str) -> jsonschema::Validator {

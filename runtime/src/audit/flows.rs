@@ -623,11 +623,17 @@ pub fn who(audit_dir: &Path, q: &WhoQuery) -> Result<WhoAnswer, AuditError> {
     let from = q.at_ms - q.window_ms;
     let to = q.at_ms + q.window_ms;
     let mut lost = 0u64;
+    let needle = format!("\"{}\"", q.remote);
     let recs = super::records::query_window(
         audit_dir,
         "flows",
         from - q.slack_ms,
         to + q.slack_ms,
+        |line| {
+            line.contains(&needle)
+                || line.contains("\"event\":\"loss\"")
+                || line.contains("lost_before")
+        },
         |v| {
             if v.get("event").and_then(Value::as_str) == Some("loss") {
                 return true;
@@ -753,9 +759,219 @@ pub fn who(audit_dir: &Path, q: &WhoQuery) -> Result<WhoAnswer, AuditError> {
     })
 }
 
+/// Start the daemon's collector (config `flow_log`): flows of the node's slices, anchors and
+/// retention notes into the daemon's control log. Not started (with a warning) when the node
+/// has no network yet or conntrack is missing: the daemon serves without a flow log rather
+/// than not at all, and says so in its log and in a `daemon` record.
+pub fn start_for_daemon(d: &Arc<crate::daemon::Daemon>) -> Option<FlowCollector> {
+    if !d.config.flow_log {
+        return None;
+    }
+    let node = match d.manager.node_net() {
+        Ok(n) => n,
+        Err(e) => {
+            tracing::warn!("flow log off: {e}");
+            return None;
+        }
+    };
+    let mut cfg = FlowConfig::new(
+        d.audit_dir().to_path_buf(),
+        node.state_dir.clone(),
+        &node.nft_table,
+    );
+    cfg.slices_dir = Some(d.paths.slices_dir());
+    cfg.dump_interval = Duration::from_secs(d.config.flow_dump_interval.max(1));
+    cfg.retention_days = d.config.audit_retention_days;
+    cfg.reserve_bytes = d.config.audit_reserve_bytes;
+    let weak = Arc::downgrade(d);
+    let sink: AnchorSink = Box::new(move |event, detail| {
+        if let Some(d) = weak.upgrade() {
+            d.audit_daemon(event, None, Some(detail));
+        }
+    });
+    match FlowCollector::start(cfg, sink) {
+        Ok(c) => {
+            let _ = STATS.set(c.stats.clone());
+            tracing::info!("flow log on");
+            Some(c)
+        }
+        Err(e) => {
+            tracing::warn!("flow log off: {e}");
+            d.audit_daemon("flow_log_off", None, Some(e.to_string()));
+            None
+        }
+    }
+}
+
+/// A bad query parameter: which one and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {reason}")]
+pub struct ParamError {
+    pub field: &'static str,
+    pub reason: String,
+}
+
+fn bad(field: &'static str, reason: impl Into<String>) -> ParamError {
+    ParamError {
+        field,
+        reason: reason.into(),
+    }
+}
+
+/// `ADDR` or `ADDR:PORT` (IPv4; the slice network is IPv4-only).
+pub fn parse_remote(s: &str) -> Result<(String, Option<u16>), ParamError> {
+    let (addr, port) = match s.rsplit_once(':') {
+        Some((a, p)) => (
+            a,
+            Some(
+                p.parse::<u16>()
+                    .map_err(|_| bad("remote", format!("{s:?}: port {p:?} is not 0-65535")))?,
+            ),
+        ),
+        None => (s, None),
+    };
+    let ip: Ipv4Addr = addr
+        .parse()
+        .map_err(|_| bad("remote", format!("{s:?}: expected an IPv4 address[:port]")))?;
+    Ok((ip.to_string(), port))
+}
+
+/// `90s`, `10m`, `2h`, `1d` or plain seconds, as milliseconds.
+pub fn parse_window(s: &str) -> Result<i64, ParamError> {
+    let s = s.trim();
+    let (num, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => (&s[..i], &s[i..]),
+        None => (s, "s"),
+    };
+    let n: i64 = num
+        .parse()
+        .map_err(|_| bad("window", format!("{s:?}: expected e.g. 90s, 10m, 2h, 1d")))?;
+    let mult = match unit {
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => return Err(bad("window", format!("{s:?}: unit must be s, m, h or d"))),
+    };
+    if n > 31 * 86_400 {
+        return Err(bad("window", format!("{s:?}: at most 31 days")));
+    }
+    Ok(n * mult)
+}
+
+/// `GET /v1/who` and `vslice who`: check the parameters and answer.
+pub fn who_params(
+    audit_dir: &Path,
+    p: &crate::proto::accounting::WhoParams,
+    slack_ms: i64,
+) -> Result<Result<WhoAnswer, AuditError>, ParamError> {
+    let (remote, port) = parse_remote(&p.remote)?;
+    let proto = match p.proto.as_deref() {
+        None | Some("") => None,
+        Some(x @ ("tcp" | "udp")) => Some(x.to_string()),
+        Some(x) => return Err(bad("proto", format!("{x:?}: expected tcp or udp"))),
+    };
+    if p.at.is_empty() {
+        return Err(bad("at", "required: when the complaint happened"));
+    }
+    let at_ms = time::parse(&p.at).map_err(|e| bad("at", e))?;
+    let window_ms = parse_window(p.window.as_deref().unwrap_or("10m"))?;
+    Ok(who(
+        audit_dir,
+        &WhoQuery {
+            remote,
+            port,
+            proto,
+            at_ms,
+            window_ms,
+            slack_ms,
+        },
+    ))
+}
+
+/// `GET /v1/audit/flows` and `vslice audit flows`: the stored records of a window.
+pub fn kind_params(
+    audit_dir: &Path,
+    kind: &str,
+    q: &crate::proto::accounting::KindQuery,
+) -> Result<Result<Vec<Value>, AuditError>, ParamError> {
+    let now = time::now_millis();
+    let since = match q.since.as_deref() {
+        Some(t) => time::parse(t).map_err(|e| bad("since", e))?,
+        None => now - 86_400_000,
+    };
+    let until = match q.until.as_deref() {
+        Some(t) => time::parse(t).map_err(|e| bad("until", e))?,
+        None => now,
+    };
+    let limit = q.limit.unwrap_or(10_000);
+    let slice = q.slice.clone();
+    let mut n = 0usize;
+    Ok(super::records::query_window(
+        audit_dir,
+        kind,
+        since,
+        until,
+        |_| true,
+        |v| {
+            let ok = n < limit
+                && slice
+                    .as_deref()
+                    .is_none_or(|s| v.get("slice").and_then(Value::as_str) == Some(s));
+            if ok {
+                n += 1;
+            }
+            ok
+        },
+    ))
+}
+
+/// Counters of the daemon's collector, for /metrics.
+pub static STATS: std::sync::OnceLock<Arc<FlowStats>> = std::sync::OnceLock::new();
+
+/// The flow log's lines of /metrics (nothing when no collector runs).
+pub fn render_metrics(out: &mut String) {
+    use std::fmt::Write as _;
+    let Some(s) = STATS.get() else { return };
+    for (name, help, v) in [
+        (
+            "vslice_flowlog_records_total",
+            "Flow records written.",
+            &s.records,
+        ),
+        (
+            "vslice_flowlog_overruns_total",
+            "Times conntrack events were lost (ENOBUFS or the event stream restarted); each is followed by a resync listing.",
+            &s.overruns,
+        ),
+        (
+            "vslice_flowlog_dropped_total",
+            "Flow records dropped by the writer (disk under the reserve, or write errors).",
+            &s.dropped,
+        ),
+    ] {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+        let _ = writeln!(out, "{name} {}", v.load(Ordering::Relaxed));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parses_parameters() {
+        assert_eq!(
+            parse_remote("10.1.2.3:22").unwrap(),
+            ("10.1.2.3".into(), Some(22))
+        );
+        assert_eq!(parse_remote("10.1.2.3").unwrap(), ("10.1.2.3".into(), None));
+        assert_eq!(parse_remote("x:1").unwrap_err().field, "remote");
+        assert_eq!(parse_remote("1.2.3.4:99999").unwrap_err().field, "remote");
+        assert_eq!(parse_window("10m").unwrap(), 600_000);
+        assert_eq!(parse_window("90").unwrap(), 90_000);
+        assert_eq!(parse_window("2w").unwrap_err().field, "window");
+    }
 
     #[test]
     fn parses_new_and_destroy_lines() {

@@ -515,12 +515,14 @@ pub fn verify_kinds(audit_dir: &Path) -> Result<(u64, Vec<Problem>), AuditError>
 }
 
 /// Records of `kind` with `time` in `[since_ms, until_ms]` that `keep` accepts, in order.
-/// Reads only the day segments that overlap the window, from the indexed minute on.
+/// Reads only the day segments that overlap the window, from the indexed minute on; lines
+/// `prefilter` rejects are not parsed.
 pub fn query_window(
     audit_dir: &Path,
     kind: &str,
     since_ms: i64,
     until_ms: i64,
+    prefilter: impl Fn(&str) -> bool,
     mut keep: impl FnMut(&Value) -> bool,
 ) -> Result<Vec<Value>, AuditError> {
     let dir = audit_dir.join(kind);
@@ -541,6 +543,10 @@ pub fn query_window(
             .map_err(io_err("seek", &path))?;
         for line in BufReader::new(f).lines() {
             let Ok(line) = line else { break };
+            // Cheap text test before parsing (e.g. the remote address of a `who` query).
+            if !prefilter(&line) {
+                continue;
+            }
             let Ok(v) = serde_json::from_str::<Value>(&line) else {
                 continue;
             };
@@ -627,9 +633,14 @@ mod tests {
         let (n, probs) = verify_kinds(d.path()).unwrap();
         assert_eq!(n, 300);
         assert!(probs.is_empty(), "{probs:?}");
-        let got = query_window(d.path(), "flows", t0 + 60 * 20_000, t0 + 69 * 20_000, |v| {
-            v["slice"] == "s0"
-        })
+        let got = query_window(
+            d.path(),
+            "flows",
+            t0 + 60 * 20_000,
+            t0 + 69 * 20_000,
+            |_| true,
+            |v| v["slice"] == "s0",
+        )
         .unwrap();
         let idx: Vec<u64> = got.iter().map(|v| v["i"].as_u64().unwrap()).collect();
         assert_eq!(idx, vec![60, 63, 66, 69]);

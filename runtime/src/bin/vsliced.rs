@@ -160,6 +160,11 @@ async fn run(
         "reconciled"
     );
 
+    // The flow log (conntrack → <root>/audit/flows), stopped when the daemon stops.
+    let d = daemon.clone();
+    let _flow_log =
+        tokio::task::spawn_blocking(move || vslice::audit::flows::start_for_daemon(&d)).await?;
+
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
     let state = AppState {
         daemon: daemon.clone(),

@@ -9,6 +9,7 @@
 //! denied; `exec` and `enter` exit with the command's own code (126: could not run it, 127: not
 //! found in the slice, 128+N: killed by signal N); `audit verify` exits 1 when the log is
 //! damaged.
+pub mod accounting;
 pub mod format;
 pub mod spec_file;
 pub mod units;
@@ -266,6 +267,9 @@ pub enum Cmd {
         #[command(subcommand)]
         command: AuditCmd,
     },
+    /// Which slice talked to a remote address around a time (from the flow log): the slice,
+    /// its owners, the flows with public address/port, bytes and times.
+    Who(accounting::WhoArgs),
     /// List base images.
     Images {
         /// Also compute each image's disk usage.
@@ -276,6 +280,8 @@ pub enum Cmd {
 
 #[derive(Subcommand, Debug)]
 pub enum AuditCmd {
+    /// Flow records (one JSON object per line, as stored) of a window.
+    Flows(accounting::FlowsArgs),
     /// Show audit records (readable lines; --json: the stored NDJSON lines).
     Show {
         /// Only records about this slice.
@@ -952,6 +958,7 @@ fn dispatch(b: &Backend, cmd: Cmd, json: bool) -> R<i32> {
                 }
                 Ok(exit::OK)
             }
+            AuditCmd::Flows(a) => accounting::flows(b, a),
             AuditCmd::Verify => {
                 let report = b.audit_verify()?;
                 if json {
@@ -962,6 +969,7 @@ fn dispatch(b: &Backend, cmd: Cmd, json: bool) -> R<i32> {
                 Ok(if report.ok { exit::OK } else { exit::FAILURE })
             }
         },
+        Cmd::Who(a) => accounting::who(b, a, json),
         Cmd::Images { size } => {
             let all = b.images(size)?;
             if json {

@@ -17,6 +17,7 @@
 //!
 //! The client depends only on [`crate::proto`] (the wire types) and the HTTP/WebSocket crates,
 //! not on the daemon or the slice internals.
+mod accounting;
 pub mod tty;
 
 use crate::proto::{

@@ -6,7 +6,8 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 /// Query of `GET /v1/who`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema, IntoParams)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(default)]
 pub struct WhoParams {
     /// The complainant's address, optionally with the port (`203.0.113.7:22`).
@@ -76,7 +77,8 @@ pub struct WhoAnswer {
 }
 
 /// Query of `GET /v1/audit/flows` (and `execs`, `sessions`).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema, IntoParams)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(default)]
 pub struct KindQuery {
     pub slice: Option<String>,
