@@ -10,7 +10,9 @@
 //! the 403/500 replies are filled in from the route table itself, and
 //! `tests/api_contract.rs` calls every operation on a real daemon and validates each reply
 //! against the schema the document gives for its status.
-use crate::proto::accounting::{FlowEnd, KindQuery, WhoAnswer, WhoFlow, WhoParams};
+use crate::proto::accounting::{
+    FlowEnd, FlowRecord, FlowTuple, KindQuery, WhoAnswer, WhoFlow, WhoParams,
+};
 use crate::proto::{
     AuditCaller, AuditEntry, AuditQuery, AuditRecord, ByteBudget, CallerInfo, ControlRecord,
     CreateRequest, DaemonRecord, ErrorBody, Event, EventKind, EventsQuery, ExecInput, ExecOutput,
@@ -49,7 +51,7 @@ struct SliceName {
         ExitInfo, Head, HostPort, Image, Info, Limits, LimitsPatch, NetAllow, NetCounters,
         NetInfo, NetMode, NetSpec, Outcome, OutputEncoding, PortForward, Problem, Proto, Resize,
         SliceInfo, SliceSpec, Stats, Status, TtyExit, Usage, VerifyReport,
-        WhoAnswer, WhoFlow, FlowEnd,
+        WhoAnswer, WhoFlow, FlowEnd, FlowRecord, FlowTuple,
     ))
 )]
 struct ApiDoc;
@@ -221,7 +223,7 @@ fn who() {}
 #[utoipa::path(get, path = "/v1/audit/flows", summary = "Read the flow log", params(KindQuery),
     description = "Stored flow records (`new`, `end`, `seen`, `loss`) of a time window, one per line as stored (canonical JSON, hash-chained).",
     responses(
-        (status = 200, description = "Records, one JSON object per line.", body = String, content_type = "application/x-ndjson"),
+        (status = 200, description = "Records, one JSON object per line.", body = FlowRecord, content_type = "application/x-ndjson"),
         (status = 400, description = "Bad parameter; `field` names it.", body = ErrorBody),
     ))]
 #[allow(dead_code)]
@@ -902,6 +904,34 @@ mod tests {
                 }],
             ),
             case("FlowEnd", vec![flow_end()]),
+            case("FlowTuple", vec![flow_tuple()]),
+            case(
+                "FlowRecord",
+                vec![FlowRecord {
+                    seq: 1,
+                    time: "2026-01-02T03:04:05.000Z".into(),
+                    kind: "flows".into(),
+                    event: "end".into(),
+                    slice: Some("web".into()),
+                    owners: Some(vec!["alice".into()]),
+                    veth: Some("vs2".into()),
+                    mark: Some(1979711490),
+                    ct_id: Some(Some(7)),
+                    proto: Some("tcp".into()),
+                    dir: Some("out".into()),
+                    orig: Some(flow_tuple()),
+                    reply: Some(flow_tuple()),
+                    packets_orig: Some(Some(1)),
+                    bytes_orig: Some(Some(60)),
+                    packets_reply: Some(Some(1)),
+                    bytes_reply: Some(Some(60)),
+                    duration_s: Some(3),
+                    reason: Some("ENOBUFS".into()),
+                    lost_before: Some(2),
+                    prev_hash: "ab".repeat(32),
+                    hash: "cd".repeat(32),
+                }],
+            ),
             case("WhoFlow", vec![who_flow()]),
             case(
                 "WhoAnswer",
@@ -917,6 +947,15 @@ mod tests {
                 }],
             ),
         ]
+    }
+
+    fn flow_tuple() -> FlowTuple {
+        FlowTuple {
+            src: "10.213.0.2".into(),
+            dst: "203.0.113.7".into(),
+            sport: Some(40000),
+            dport: Some(22),
+        }
     }
 
     fn flow_end() -> FlowEnd {

@@ -89,3 +89,65 @@ pub struct KindQuery {
     /// At most this many records (default 10000).
     pub limit: Option<usize>,
 }
+
+/// One direction of a connection as conntrack saw it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct FlowTuple {
+    pub src: String,
+    pub dst: String,
+    pub sport: Option<u16>,
+    pub dport: Option<u16>,
+}
+
+/// A stored flow record (one line of `<root>/audit/flows/*.ndjson`, `GET /v1/audit/flows`).
+/// `event`: `new` (conntrack NEW), `end` (DESTROY, with counters), `seen` (periodic or
+/// resync listing, with counters), `loss` (conntrack lost events; `reason`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct FlowRecord {
+    pub seq: u64,
+    #[schema(format = DateTime)]
+    pub time: String,
+    /// Always `flows`.
+    pub kind: String,
+    pub event: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slice: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owners: Option<Vec<String>>,
+    /// Host veth of the slice (what the flow was attributed by, through its mark).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub veth: Option<String>,
+    /// Conntrack mark (node prefix | slice address id).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mark: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ct_id: Option<Option<u64>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proto: Option<String>,
+    /// `out` (the slice connected) or `in` (through a port forward).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dir: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub orig: Option<FlowTuple>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reply: Option<FlowTuple>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub packets_orig: Option<Option<u64>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes_orig: Option<Option<u64>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub packets_reply: Option<Option<u64>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes_reply: Option<Option<u64>>,
+    /// Seconds the connection lived (`end`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_s: Option<u64>,
+    /// Why events were lost (`loss`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Records dropped (full disk) just before this one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lost_before: Option<u64>,
+    pub prev_hash: String,
+    pub hash: String,
+}
