@@ -27,6 +27,7 @@ use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
+pub mod execs;
 pub mod flows;
 pub mod records;
 pub mod time;
