@@ -554,6 +554,14 @@ fn every_operation_answers_as_documented() {
         None,
         Some(200),
     );
+    c.call(
+        &d,
+        "GET",
+        "/v1/audit/execs",
+        &[("slice", SLICE), ("since", "2020-01-01"), ("limit", "10")],
+        None,
+        Some(200),
+    );
     c.invalid = true; // not an address
     c.call(
         &d,

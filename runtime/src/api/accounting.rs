@@ -1,5 +1,5 @@
 //! Accountability routes: `GET /v1/who` (which slice talked to a remote address around a
-//! time, from the flow log) and `GET /v1/audit/flows` (the flow records of a window). Both are
+//! time, from the flow log) and `GET /v1/audit/flows|execs` (the records of a window). Both are
 //! operator-only: flows of every slice are on record. The work is in [`crate::audit::flows`].
 use super::error::ApiError;
 use super::slices::{require_operator, Query};
@@ -46,6 +46,24 @@ pub async fn flows(
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
     require_operator(&caller, "read the flow log")?;
+    kind_records(st, raw, "flows").await
+}
+
+/// `GET /v1/audit/execs?slice=&since=&until=&limit=`: stored exec records, one per line.
+pub async fn execs(
+    State(st): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
+    require_operator(&caller, "read the exec log")?;
+    kind_records(st, raw, "execs").await
+}
+
+async fn kind_records(
+    st: AppState,
+    raw: Option<String>,
+    kind: &'static str,
+) -> Result<Response, ApiError> {
     let q = Query::parse(&raw, &["slice", "since", "until", "limit"])?;
     let kq = KindQuery {
         slice: q.get("slice").map(str::to_string),
@@ -55,7 +73,7 @@ pub async fn flows(
     };
     let dir = st.daemon.audit_dir().to_path_buf();
     let recs =
-        tokio::task::spawn_blocking(move || crate::audit::flows::kind_params(&dir, "flows", &kq))
+        tokio::task::spawn_blocking(move || crate::audit::flows::kind_params(&dir, kind, &kq))
             .await
             .map_err(|e| ApiError::internal(e.to_string()))?
             .map_err(|e| ApiError::invalid(e.field, e.reason))??;

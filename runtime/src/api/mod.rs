@@ -101,6 +101,7 @@ pub const ROUTES: &[Route] = &[
     r("GET", "/v1/audit", Access::Operator, false),
     r("GET", "/v1/audit/verify", Access::Operator, false),
     r("GET", "/v1/audit/flows", Access::Operator, false),
+    r("GET", "/v1/audit/execs", Access::Operator, false),
     r("GET", "/v1/who", Access::Operator, false),
     r("GET", "/metrics", Access::Operator, false),
 ];
@@ -125,6 +126,7 @@ fn handler(route: &Route) -> MethodRouter<AppState> {
         ("GET", "/v1/audit") => get(streams::audit_show),
         ("GET", "/v1/audit/verify") => get(streams::audit_verify),
         ("GET", "/v1/audit/flows") => get(accounting::flows),
+        ("GET", "/v1/audit/execs") => get(accounting::execs),
         ("GET", "/v1/who") => get(accounting::who),
         ("GET", "/metrics") => get(streams::metrics),
         (m, p) => panic!("route table entry {m} {p} has no handler"),

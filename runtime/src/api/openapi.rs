@@ -11,7 +11,7 @@
 //! `tests/api_contract.rs` calls every operation on a real daemon and validates each reply
 //! against the schema the document gives for its status.
 use crate::proto::accounting::{
-    FlowEnd, FlowRecord, FlowTuple, KindQuery, WhoAnswer, WhoFlow, WhoParams,
+    ExecRecord, FlowEnd, FlowRecord, FlowTuple, KindQuery, WhoAnswer, WhoFlow, WhoParams,
 };
 use crate::proto::{
     AuditCaller, AuditEntry, AuditQuery, AuditRecord, ByteBudget, CallerInfo, ControlRecord,
@@ -43,7 +43,7 @@ struct SliceName {
     paths(
         info, openapi_json, list_slices, create_slice, inspect_slice, destroy_slice,
         update_limits, start_slice, stop_slice, restart_slice, exec, exec_tty, stats, events,
-        images, audit, audit_verify, metrics, audit_flows, who,
+        images, audit, audit_verify, metrics, audit_flows, audit_execs, who,
     ),
     components(schemas(
         AuditCaller, AuditEntry, AuditRecord, ByteBudget, CallerInfo, ControlRecord,
@@ -51,7 +51,7 @@ struct SliceName {
         ExitInfo, Head, HostPort, Image, Info, Limits, LimitsPatch, NetAllow, NetCounters,
         NetInfo, NetMode, NetSpec, Outcome, OutputEncoding, PortForward, Problem, Proto, Resize,
         SliceInfo, SliceSpec, Stats, Status, TtyExit, Usage, VerifyReport,
-        WhoAnswer, WhoFlow, FlowEnd, FlowRecord, FlowTuple,
+        WhoAnswer, WhoFlow, FlowEnd, FlowRecord, FlowTuple, ExecRecord,
     ))
 )]
 struct ApiDoc;
@@ -228,6 +228,15 @@ fn who() {}
     ))]
 #[allow(dead_code)]
 fn audit_flows() {}
+
+#[utoipa::path(get, path = "/v1/audit/execs", summary = "Read the exec log", params(KindQuery),
+    description = "Stored exec records (every execve in every slice, from the process events connector) of a time window, one per line as stored (canonical JSON, hash-chained).",
+    responses(
+        (status = 200, description = "Records, one JSON object per line.", body = ExecRecord, content_type = "application/x-ndjson"),
+        (status = 400, description = "Bad parameter; `field` names it.", body = ErrorBody),
+    ))]
+#[allow(dead_code)]
+fn audit_execs() {}
 
 #[utoipa::path(get, path = "/metrics", summary = "Prometheus metrics",
     description = "Text exposition format: per-slice CPU seconds, memory, tasks, OOM kills; daemon request counts and latency histograms per route.",
@@ -905,6 +914,29 @@ mod tests {
             ),
             case("FlowEnd", vec![flow_end()]),
             case("FlowTuple", vec![flow_tuple()]),
+            case(
+                "ExecRecord",
+                vec![ExecRecord {
+                    seq: 1,
+                    time: "2026-01-02T03:04:05.000Z".into(),
+                    kind: "execs".into(),
+                    event: "exec".into(),
+                    slice: Some("web".into()),
+                    pid: Some(4242),
+                    pid_in_slice: Some(Some(7)),
+                    ppid: Some(Some(4000)),
+                    uid: Some(Some(100000)),
+                    uid_in_slice: Some(Some(0)),
+                    path: Some(Some("/usr/bin/true".into())),
+                    argv: Some(Some(vec!["/bin/true".into()])),
+                    argv_truncated: Some(false),
+                    gone: Some(false),
+                    reason: Some("ENOBUFS".into()),
+                    lost_before: Some(1),
+                    prev_hash: "ab".repeat(32),
+                    hash: "cd".repeat(32),
+                }],
+            ),
             case(
                 "FlowRecord",
                 vec![FlowRecord {

@@ -30,6 +30,7 @@ use std::path::{Path, PathBuf};
 pub mod execs;
 pub mod flows;
 pub mod records;
+pub mod sessions;
 pub mod time;
 
 /// `prev_hash` of the first record.
@@ -613,6 +614,10 @@ pub fn verify(dir: &Path, head: Option<Head>) -> Result<VerifyReport, AuditError
     let (kind_records, kind_problems) = records::verify_kinds(dir)?;
     report.records += kind_records;
     for p in kind_problems {
+        push(p);
+    }
+    // Session recordings against the size and hash their exec_end records carry.
+    for p in sessions::verify_recordings(dir)? {
         push(p);
     }
     report.head = head;

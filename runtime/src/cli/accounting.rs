@@ -1,4 +1,4 @@
-//! `vslice who` and `vslice audit flows`: answering complaints from the flow log. In daemon
+//! `vslice who` and `vslice audit flows|execs`: answering complaints from the flow and exec logs. In daemon
 //! mode they ask the daemon (`GET /v1/who`, `GET /v1/audit/flows`); in direct mode they read
 //! `<root>/audit/flows/` themselves (read-only: the flow log is written by the daemon only).
 use super::{exit, out, out_json, Backend, CliError, R};
@@ -22,7 +22,7 @@ pub struct WhoArgs {
     pub window: String,
 }
 
-/// Arguments of `vslice audit flows`.
+/// Arguments of `vslice audit flows` and `vslice audit execs`.
 #[derive(clap::Args, Debug)]
 pub struct FlowsArgs {
     /// Only this slice's flows.
@@ -130,7 +130,8 @@ pub fn who_text(a: &WhoAnswer) -> String {
     s
 }
 
-pub(super) fn flows(b: &Backend, a: FlowsArgs) -> R<i32> {
+/// `vslice audit flows` / `vslice audit execs`.
+pub(super) fn records(b: &Backend, kind: &str, a: FlowsArgs) -> R<i32> {
     let q = KindQuery {
         slice: a.slice,
         since: a.since,
@@ -138,8 +139,8 @@ pub(super) fn flows(b: &Backend, a: FlowsArgs) -> R<i32> {
         limit: a.limit,
     };
     let lines = match (b, audit_dir(b)) {
-        (Backend::Daemon(c), _) => c.audit_flows(&q)?,
-        (_, Some(dir)) => crate::audit::flows::kind_params(&dir, "flows", &q)
+        (Backend::Daemon(c), _) => c.audit_kind(kind, &q)?,
+        (_, Some(dir)) => crate::audit::flows::kind_params(&dir, kind, &q)
             .map_err(param_err)?
             .map_err(|e| CliError::failure(format!("flow log: {e}")))?
             .iter()

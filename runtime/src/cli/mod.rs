@@ -282,6 +282,8 @@ pub enum Cmd {
 pub enum AuditCmd {
     /// Flow records (one JSON object per line, as stored) of a window.
     Flows(accounting::FlowsArgs),
+    /// Exec records (every execve in every slice; one JSON object per line) of a window.
+    Execs(accounting::FlowsArgs),
     /// Show audit records (readable lines; --json: the stored NDJSON lines).
     Show {
         /// Only records about this slice.
@@ -958,7 +960,8 @@ fn dispatch(b: &Backend, cmd: Cmd, json: bool) -> R<i32> {
                 }
                 Ok(exit::OK)
             }
-            AuditCmd::Flows(a) => accounting::flows(b, a),
+            AuditCmd::Flows(a) => accounting::records(b, "flows", a),
+            AuditCmd::Execs(a) => accounting::records(b, "execs", a),
             AuditCmd::Verify => {
                 let report = b.audit_verify()?;
                 if json {

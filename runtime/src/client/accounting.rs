@@ -12,9 +12,14 @@ impl Client {
 
     /// Flow records of a window, as stored lines.
     pub async fn audit_flows(&self, q: &KindQuery) -> Result<Vec<String>> {
+        self.audit_kind("flows", q).await
+    }
+
+    /// Records of `kind` (`flows`, `execs`) of a window, as stored lines.
+    pub async fn audit_kind(&self, kind: &str, q: &KindQuery) -> Result<Vec<String>> {
         let p = query_string(q)?;
         let (status, bytes) = self
-            .raw(Method::GET, &format!("/v1/audit/flows{p}"), None)
+            .raw(Method::GET, &format!("/v1/audit/{kind}{p}"), None)
             .await?;
         if !status.is_success() {
             return Err(api_error(status, &bytes));
@@ -33,5 +38,8 @@ impl BlockingClient {
     }
     pub fn audit_flows(&self, q: &KindQuery) -> Result<Vec<String>> {
         self.rt.block_on(self.inner.audit_flows(q))
+    }
+    pub fn audit_kind(&self, kind: &str, q: &KindQuery) -> Result<Vec<String>> {
+        self.rt.block_on(self.inner.audit_kind(kind, q))
     }
 }

@@ -72,6 +72,9 @@ pub struct Config {
     /// Free bytes the flow log leaves on the state root's file system: below this, flow
     /// records are dropped (and counted) so that control records still fit.
     pub audit_reserve_bytes: u64,
+    /// Also record what is typed in interactive sessions (the output, including the echo of
+    /// what is typed, is always recorded; passwords end up in input recordings).
+    pub session_record_input: bool,
     /// For tests of the daemon only: serve `POST /v1/debug/panic` on the operators' socket, a
     /// route whose handler panics (the daemon must answer 500 and keep serving). Off by
     /// default; never turn it on in production.
@@ -99,6 +102,7 @@ impl Default for Config {
             log: "info".into(),
             log_format: "text".into(),
             test_panic_route: false,
+            session_record_input: false,
             flow_log: true,
             flow_dump_interval: 300,
             audit_retention_days: 90,

@@ -151,3 +151,46 @@ pub struct FlowRecord {
     pub prev_hash: String,
     pub hash: String,
 }
+
+/// A stored exec record (one line of `<root>/audit/execs/*.ndjson`, `GET /v1/audit/execs`).
+/// `event`: `exec`, or `loss` (process events lost; `reason`). Path and argv are read from
+/// /proc after the exec: a process gone by then has `gone: true` and no path/argv.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ExecRecord {
+    pub seq: u64,
+    #[schema(format = DateTime)]
+    pub time: String,
+    /// Always `execs`.
+    pub kind: String,
+    pub event: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slice: Option<String>,
+    /// Host pid.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid_in_slice: Option<Option<u32>>,
+    /// Parent's host pid.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ppid: Option<Option<u32>>,
+    /// Host uid.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uid: Option<Option<u32>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uid_in_slice: Option<Option<u64>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<Option<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub argv: Option<Option<Vec<String>>>,
+    /// argv was longer than 4 KiB and was cut.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub argv_truncated: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gone: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lost_before: Option<u64>,
+    pub prev_hash: String,
+    pub hash: String,
+}
