@@ -304,7 +304,9 @@ impl FlowCollector {
 
         // The event stream, restarted if conntrack ever exits (counted as a loss, and the
         // writer resyncs with a listing).
-        let first = spawn_events(cfg.rcvbuf).map_err(FlowError::Spawn)?;
+        // Spawned by the supervisor thread (PR_SET_PDEATHSIG follows the spawning thread): if
+        // the daemon dies, so does its conntrack.
+        let (first_tx, first_rx) = mpsc::channel::<std::io::Result<()>>();
         let events = Arc::new(Mutex::new(None::<Child>));
         {
             let tx = tx.clone();
@@ -312,7 +314,16 @@ impl FlowCollector {
             let events = events.clone();
             let rcvbuf = cfg.rcvbuf;
             threads.push(std::thread::spawn(move || {
-                let mut next = Some(first);
+                let mut next = match spawn_events(rcvbuf) {
+                    Ok(c) => {
+                        let _ = first_tx.send(Ok(()));
+                        Some(c)
+                    }
+                    Err(e) => {
+                        let _ = first_tx.send(Err(e));
+                        None
+                    }
+                };
                 while let Some(mut child) = next.take() {
                     let stdout = child.stdout.take();
                     let stderr = child.stderr.take();
@@ -368,6 +379,21 @@ impl FlowCollector {
                     }
                 }
             }));
+        }
+        match first_rx.recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                stop.store(true, Ordering::SeqCst);
+                for t in threads.drain(..) {
+                    let _ = t.join();
+                }
+                return Err(FlowError::Spawn(e));
+            }
+            Err(_) => {
+                return Err(FlowError::Spawn(std::io::Error::other(
+                    "event thread ended",
+                )))
+            }
         }
         // Periodic listing of live flows (and the resync at start).
         {
@@ -428,13 +454,23 @@ impl Drop for FlowCollector {
 }
 
 fn spawn_events(rcvbuf: usize) -> std::io::Result<Child> {
-    Command::new("conntrack")
-        .args(["-E", "-e", "NEW,DESTROY", "-o", "timestamp,extended,id"])
+    use std::os::unix::process::CommandExt;
+    let mut cmd = Command::new("conntrack");
+    cmd.args(["-E", "-e", "NEW,DESTROY", "-o", "timestamp,extended,id"])
         .args(["-b", &rcvbuf.to_string()])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
+        .stderr(Stdio::piped());
+    // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    cmd.spawn()
 }
 
 /// List the table (`seen` records).
