@@ -690,6 +690,35 @@ mod tests {
     }
 
     #[test]
+    fn under_the_reserve_records_are_dropped_and_counted() {
+        let d = tempfile::tempdir().unwrap();
+        let (mut k, _) = KindLog::open(d.path(), "flows", 1 << 20, 0).unwrap();
+        let t = 1_700_000_000_000;
+        assert!(k.append(t, serde_json::json!({"i": 0})).unwrap().is_some());
+        // A reserve larger than any disk: the file system is "full" for flow records.
+        k.reserve_bytes = u64::MAX;
+        assert!(k
+            .append(t + 1, serde_json::json!({"i": 1}))
+            .unwrap()
+            .is_none());
+        assert!(k
+            .append(t + 2, serde_json::json!({"i": 2}))
+            .unwrap()
+            .is_none());
+        assert_eq!(k.lost_total, 2);
+        // Space again: the next record says how many were lost before it.
+        k.reserve_bytes = 0;
+        k.append(t + 3, serde_json::json!({"i": 3}))
+            .unwrap()
+            .unwrap();
+        k.flush().unwrap();
+        let got = query_window(d.path(), "flows", t, t + 10, |_| true, |_| true).unwrap();
+        assert_eq!(got.len(), 2);
+        assert_eq!(got[1]["lost_before"], 2);
+        assert_eq!(got[1]["seq"], 2);
+    }
+
+    #[test]
     fn retention_prunes_old_days_and_chain_still_verifies() {
         let d = tempfile::tempdir().unwrap();
         let t0 = 1_700_000_000_000;
