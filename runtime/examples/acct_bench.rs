@@ -101,26 +101,39 @@ fn main() {
     // ---- cost of the flow log on traffic ----
     let t = TestNode::new(|_| {});
     let out = Outside::new(&t);
-    let s = SliceNs::new("bench");
-    attach(&t, &s, &bridge_spec());
     let (ip, iport, cport) = (out.ip, 5201u16, 7000u16);
     let _iperf = out
         .ns
         .spawn(&["iperf3", "-s", "-p", &iport.to_string()], "iperf3 server");
-    let _resp = out.ns.spawn(
-        &["python3", "-c", RESPONDER, &cport.to_string()],
-        "responder",
-    );
     wait_listening_in(Some(&out.ns.netns()), "tcp", iport);
-    wait_listening_in(Some(&out.ns.netns()), "tcp", cport);
+    // Each run: its own slice (own ephemeral ports) and its own server port (its own NAT
+    // tuples), so that the TIME_WAIT sockets and conntrack entries of one run do not slow the
+    // next one down.
+    let mut responders = Vec::new();
+    for k in 0..4u16 {
+        responders.push(out.ns.spawn(
+            &["python3", "-c", RESPONDER, &(cport + k).to_string()],
+            "responder",
+        ));
+        wait_listening_in(Some(&out.ns.netns()), "tcp", cport + k);
+    }
     let mut rows = Vec::new();
-    for (label, on) in [("off", false), ("on", true), ("off again", false)] {
+    let mut slices = Vec::new();
+    for (k, (label, on)) in [("off", false), ("on", true), ("off again", false)]
+        .into_iter()
+        .enumerate()
+    {
+        let s = SliceNs::new(&format!("bench{k}"));
+        attach(&t, &s, &bridge_spec());
         let c = on.then(|| start(&t, &audit_dir));
         let bw = iperf3_client(&s, ip, iport, secs as u32, false).goodput_bps;
-        let cps = conns_per_sec(&s, ip, cport, secs);
+        let cps = conns_per_sec(&s, ip, cport + k as u16, secs);
         drop(c);
         rows.push((label, bw, cps));
+        slices.push(s);
     }
+    let s = SliceNs::new("bench3");
+    attach(&t, &s, &bridge_spec());
     println!("flow log   iperf3 (through NAT)   TCP connections/s (through NAT)");
     for (label, bw, cps) in &rows {
         println!("{label:<10} {:>14.1} Mbit/s   {cps:>10.0}", bw / 1e6);
@@ -134,10 +147,11 @@ fn main() {
 
     // ---- a burst of new flows ----
     let burst = 10_000;
+    let bport = cport + 3;
     let c = start(&t, &audit_dir);
     let before = time::now_millis();
     let script = format!(
-        "import socket, time\nt = time.time()\nfor i in range({burst}):\n s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n s.bind(('', 20000 + i))\n s.sendto(b'x', ('{ip}', {cport}))\n s.close()\nprint({burst} / (time.time() - t))\n"
+        "import socket, time\nt = time.time()\nfor i in range({burst}):\n s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n s.bind(('', 20000 + i))\n s.sendto(b'x', ('{ip}', {bport}))\n s.close()\nprint({burst} / (time.time() - t))\n"
     );
     let r = s.run(&["python3", "-c", &script]);
     let rate: f64 = String::from_utf8_lossy(&r.stdout)
@@ -150,7 +164,7 @@ fn main() {
             "flows",
             before - 1000,
             time::now_millis() + 1000,
-            |l| l.contains(&format!("\"dport\":{cport}")) && l.contains("\"udp\""),
+            |l| l.contains(&format!("\"dport\":{bport}")) && l.contains("\"udp\""),
             |v| v["event"] == event,
         )
         .map(|v| {
@@ -175,6 +189,8 @@ fn main() {
         burst - news.min(burst)
     );
     drop(s);
+    drop(slices);
+    drop(responders);
     drop(out);
     drop(t);
 

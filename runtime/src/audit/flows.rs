@@ -539,6 +539,7 @@ fn writer(
     };
     let mut last_flush = Instant::now();
     let mut last_prune: Option<Instant> = None;
+    let mut resync_at: Option<Instant> = None;
     // Flows already recorded as seen in this dump round are not repeated within it.
     let write = |log: &mut KindLog, t: i64, v: Value| match log.append(t, v) {
         Ok(Some(_)) => {
@@ -581,12 +582,22 @@ fn writer(
                     time::now_millis(),
                     json!({"event": "loss", "reason": why}),
                 );
-                // Resync: every live flow on record again.
-                let tx = tx.clone();
-                std::thread::spawn(move || dump(&tx));
+                // Resync: every live flow on record again, once the burst that overflowed the
+                // socket has passed (each further loss pushes it back a little; entries live
+                // 30 s or more, so waiting loses nothing) — and right away, too.
+                if resync_at.is_none() {
+                    let tx = tx.clone();
+                    std::thread::spawn(move || dump(&tx));
+                }
+                resync_at = Some(Instant::now() + Duration::from_millis(500));
             }
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => break,
+        }
+        if resync_at.is_some_and(|t| Instant::now() >= t) {
+            resync_at = None;
+            let tx = tx.clone();
+            std::thread::spawn(move || dump(&tx));
         }
         if last_flush.elapsed() >= cfg.flush_interval {
             flush(&mut log, &mut anchor);
