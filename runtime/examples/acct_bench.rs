@@ -5,6 +5,7 @@
 //!   test namespace, flow log off, on, off again (same run),
 //! * records on file for a burst of new UDP flows sent as fast as one process can (before and
 //!   after the resync listing that follows a loss),
+//! * exec-log cost: execs/s of a fork/exec loop in a slice cgroup, exec log off, on, off,
 //! * `who` latency over synthetic records: 30 days x 100 slices x `ACCT_BENCH_FLOWS` flows a
 //!   slice a day (default 100: 300,000 flows, 600,000 records).
 //!
@@ -193,6 +194,72 @@ fn main() {
     drop(responders);
     drop(out);
     drop(t);
+
+    // ---- exec log cost on a fork/exec loop ----
+    {
+        let parent = format!("vslice-t{}acctbench", std::process::id());
+        let base = if std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
+            std::path::PathBuf::from("/sys/fs/cgroup")
+        } else {
+            std::path::PathBuf::from("/sys/fs/cgroup/pids")
+        };
+        let cg = base.join(&parent).join("looper");
+        std::fs::create_dir_all(&cg).expect("bench cgroup");
+        let n = 2000;
+        let run = |on: bool| -> (f64, u64) {
+            let c = on.then(|| {
+                vslice::audit::execs::ExecCollector::start(
+                    vslice::audit::execs::ExecConfig::new(audit_dir.clone(), &parent),
+                    Box::new(|_, _| {}),
+                )
+                .expect("exec collector")
+            });
+            let script = format!(
+                "echo $$ > {}; i=0; while [ $i -lt {n} ]; do /bin/true; i=$((i+1)); done",
+                cg.join("cgroup.procs").display()
+            );
+            let t = Instant::now();
+            let ok = std::process::Command::new("sh")
+                .args(["-c", &script])
+                .status()
+                .map(|s| s.success())
+                .unwrap_or(false);
+            let rate = if ok {
+                n as f64 / t.elapsed().as_secs_f64()
+            } else {
+                0.0
+            };
+            let stats = c.as_ref().map(|c| c.stats.clone());
+            drop(c); // records what is queued, then stops
+            let recs = stats
+                .map(|s| {
+                    (
+                        s.records.load(std::sync::atomic::Ordering::Relaxed),
+                        s.overruns.load(std::sync::atomic::Ordering::Relaxed),
+                        s.gone.load(std::sync::atomic::Ordering::Relaxed),
+                    )
+                })
+                .unwrap_or_default();
+            (rate, recs)
+        };
+        let off1 = run(false);
+        let on = run(true);
+        let off2 = run(false);
+        let off = (off1.0 + off2.0) / 2.0;
+        println!(
+            "exec log: fork/exec loop of {n}: off {:.0}/s, on {:.0}/s ({} records for {} execs, {} overrun(s), {} without path: gone), off again {:.0}/s: cost {:+.1}%",
+            off1.0,
+            on.0,
+            on.1 .0,
+            n + 1,
+            on.1 .1,
+            on.1 .2,
+            off2.0,
+            (on.0 / off - 1.0) * 100.0
+        );
+        let _ = std::fs::remove_dir(&cg);
+        let _ = std::fs::remove_dir(base.join(&parent));
+    }
 
     // ---- who latency over synthetic records ----
     let per_day: usize = std::env::var("ACCT_BENCH_FLOWS")

@@ -376,6 +376,7 @@ impl ExecCollector {
             let mut buf = vec![0u8; 64 * 1024];
             let mut last_flush = Instant::now();
             let mut last_prune: Option<Instant> = None;
+            let mut stop_seen: Option<Instant> = None;
             let write = |log: &mut KindLog, v: Value| match log.append(time::now_millis(), v) {
                 Ok(Some(_)) => {
                     stats2.records.fetch_add(1, Ordering::Relaxed);
@@ -394,8 +395,10 @@ impl ExecCollector {
                         0,
                     )
                 };
+                let mut idle = false;
                 if n < 0 {
                     let e = std::io::Error::last_os_error();
+                    idle = matches!(e.raw_os_error(), Some(libc::EAGAIN) | Some(libc::EINTR));
                     if e.raw_os_error() == Some(libc::ENOBUFS) {
                         stats2.overruns.fetch_add(1, Ordering::Relaxed);
                         write(&mut log, json!({"event": "loss", "reason": "ENOBUFS"}));
@@ -452,7 +455,16 @@ impl ExecCollector {
                         anchor("retention", d);
                     }
                 }
-                if stop2.load(Ordering::Relaxed) {
+                // On stop, what is already queued in the socket is still recorded: stop once
+                // a receive times out (nothing left).
+                let stopping = stop2.load(Ordering::Relaxed);
+                if stopping && stop_seen.is_none() {
+                    stop_seen = Some(Instant::now());
+                }
+                // (Bounded: on a busy host the socket is never idle.)
+                if stopping
+                    && (idle || stop_seen.is_some_and(|t| t.elapsed() > Duration::from_secs(1)))
+                {
                     if let Ok(Some(a)) = log.flush() {
                         anchor("anchor", a.detail());
                     }
