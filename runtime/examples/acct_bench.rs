@@ -206,7 +206,7 @@ fn main() {
         let cg = base.join(&parent).join("looper");
         std::fs::create_dir_all(&cg).expect("bench cgroup");
         let n = 2000;
-        let run = |on: bool| -> (f64, u64) {
+        let run = |on: bool| -> (f64, (u64, u64, u64)) {
             let c = on.then(|| {
                 vslice::audit::execs::ExecCollector::start(
                     vslice::audit::execs::ExecConfig::new(audit_dir.clone(), &parent),
@@ -250,10 +250,10 @@ fn main() {
             "exec log: fork/exec loop of {n}: off {:.0}/s, on {:.0}/s ({} records for {} execs, {} overrun(s), {} without path: gone), off again {:.0}/s: cost {:+.1}%",
             off1.0,
             on.0,
-            on.1 .0,
+            on.1.0,
             n + 1,
-            on.1 .1,
-            on.1 .2,
+            on.1.1,
+            on.1.2,
             off2.0,
             (on.0 / off - 1.0) * 100.0
         );

@@ -9,9 +9,10 @@
 //!
 //! * attributes by **process ancestry and cgroup**, never by anything the slice controls: the
 //!   slices' processes are seeded from their cgroups' `cgroup.procs` at start, every FORK of a
-//!   tracked process tracks the child, and an EXEC of an untracked process is resolved from
-//!   `/proc/<pid>/cgroup` (a process moved into a slice by `exec`/`enter`). So every exec of a
-//!   slice is **counted** and attributed, even when the process is gone before it is read;
+//!   tracked process tracks the child, and a FORK or EXEC of an untracked process is resolved
+//!   from `/proc/<pid>/cgroup` (a process moved into a slice by `exec`/`enter`; one small read
+//!   per untracked fork on the host is the price). So every exec of a slice is **counted**
+//!   and attributed, even when the process is gone before it is read;
 //! * reads path (`/proc/<pid>/exe`), argv (`cmdline`, bounded), uid and the pid inside the
 //!   slice (`status`) after the event. A process that exits (or execs again) before the read
 //!   is recorded with `gone: true` and without path/argv — that is what the fallback misses
@@ -414,7 +415,16 @@ impl ExecCollector {
                                 child_tgid,
                             } => {
                                 if child_pid == child_tgid {
-                                    if let Some(s) = tracked.get(&parent_tgid).cloned() {
+                                    // An untracked parent may have been moved into a slice's
+                                    // cgroup without exec'ing since (no event tells): ask
+                                    // /proc (the parent, else the child, which inherited it).
+                                    let s = match tracked.get(&parent_tgid) {
+                                        Some(s) => Some(s.clone()),
+                                        None => slice_of(parent_tgid, &cfg.cgroup_parent)
+                                            .or_else(|| slice_of(child_tgid, &cfg.cgroup_parent)),
+                                    };
+                                    if let Some(s) = s {
+                                        tracked.insert(parent_tgid, s.clone());
                                         tracked.insert(child_tgid, s);
                                     }
                                 }
