@@ -3,7 +3,7 @@
 #   scripts/bench.sh BIN_DIR
 # Environment: BENCH_N (slices for the sandbox figures, default 100), BENCH_SLICES and
 # BENCH_CYCLES (daemon RSS figures, default 1000 and 1000), BENCH_SKIP (space-separated
-# sections to skip: sandbox daemon net oci ssh files images).
+# sections to skip: sandbox daemon net oci ssh files images acct).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${1:-target/release}
@@ -32,11 +32,17 @@ fi
 if ! skip ssh; then
   section "SSH access (ssh NAME@node true latency, scp 100 MB; a plain host account in the same run)"
   bash scripts/ssh_bench.sh "$BIN"
+fi
 if ! skip files; then
   section "images and files (Debian image build, create-to-running debian vs busybox, vslice cp vs cp)"
   bash scripts/bench-files.sh "$BIN"
+fi
 if ! skip images; then
   section "images and snapshots (OCI import as oci-archive, clone of a slice with changes)"
   bash scripts/bench-images.sh "$BIN"
+fi
+if ! skip acct; then
+  section "accountability (flow log cost on iperf3 and connections/s, loss at a burst, who latency)"
+  cargo run --release -q -p vslice --example acct_bench
 fi
 bash scripts/leak-check.sh

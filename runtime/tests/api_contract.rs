@@ -555,6 +555,51 @@ fn every_operation_answers_as_documented() {
         None,
         Some(400),
     );
+    // The flow log (no traffic here: empty answers, but every parameter understood).
+    let who = c.call(
+        &d,
+        "GET",
+        "/v1/who",
+        &[
+            ("remote", "203.0.113.7:22"),
+            ("at", "2026-01-02T03:04:05Z"),
+            ("window", "10m"),
+            ("proto", "tcp"),
+        ],
+        None,
+        Some(200),
+    );
+    assert_eq!(who.body["slices"], json!([]), "{}", who.body);
+    c.call(
+        &d,
+        "GET",
+        "/v1/audit/flows",
+        &[
+            ("slice", SLICE),
+            ("since", "2020-01-01"),
+            ("until", "4102444800"),
+            ("limit", "10"),
+        ],
+        None,
+        Some(200),
+    );
+    c.call(
+        &d,
+        "GET",
+        "/v1/audit/execs",
+        &[("slice", SLICE), ("since", "2020-01-01"), ("limit", "10")],
+        None,
+        Some(200),
+    );
+    c.invalid = true; // not an address
+    c.call(
+        &d,
+        "GET",
+        "/v1/who",
+        &[("remote", "nowhere"), ("at", "2026-01-02")],
+        None,
+        Some(400),
+    );
     let verify = c.call(&d, "GET", "/v1/audit/verify", &[], None, Some(200));
     assert_eq!(verify.body["ok"], true, "{}", verify.body);
     let metrics = c.call(&d, "GET", "/metrics", &[], None, Some(200));

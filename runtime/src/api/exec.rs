@@ -415,6 +415,26 @@ pub async fn exec_tty(
         Ok(t) => t,
         Err(e) => return finish(&st, &caller, "exec", Some(name), args, Err(e)).await,
     };
+    // The session recording (asciicast v2), named in the exec record (audit/sessions.rs).
+    let mut args = args;
+    let recorder = match crate::audit::sessions::Recorder::create(
+        st.daemon.audit_dir(),
+        &name,
+        &argv,
+        tty.size.cols,
+        tty.size.rows,
+        st.daemon.config.session_record_input,
+    ) {
+        Ok(r) => {
+            args["recording"] = json!(r.name);
+            Some(r)
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, slice = %name, "cannot record the session");
+            args["recording_error"] = json!(e.to_string());
+            None
+        }
+    };
     if let Err(e) = audit(
         &st,
         &caller,
@@ -431,11 +451,14 @@ pub async fn exec_tty(
     let started = Instant::now();
     let end = {
         let (st, caller, name, args) = (st.clone(), caller.clone(), name.clone(), args.clone());
-        move |outcome: Outcome| {
+        move |outcome: Outcome, recording: Option<serde_json::Value>| {
             let (st, caller, name, mut args) =
                 (st.clone(), caller.clone(), name.clone(), args.clone());
             async move {
                 args["duration_ms"] = json!(started.elapsed().as_millis() as u64);
+                if let Some(r) = recording {
+                    args["recording"] = r;
+                }
                 let _ = audit(&st, &caller, "exec_end", Some(name), args, outcome).await;
             }
         }
@@ -460,7 +483,7 @@ pub async fn exec_tty(
         Err(e) => {
             let _ = std::fs::remove_file(&socket_path);
             let err = tty_field(spawn_error(e));
-            end(err.outcome()).await;
+            end(err.outcome(), None).await;
             return err.into_response();
         }
     };
@@ -493,19 +516,19 @@ pub async fn exec_tty(
                 format!("{reason}: {stderr}")
             };
             let err = ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "exec_failed", msg);
-            end(err.outcome()).await;
+            end(err.outcome(), None).await;
             return err.into_response();
         }
     };
     let _ = crate::sandbox::pty::set_size(&master, size.cols, size.rows);
     ws.on_upgrade(move |socket| async move {
-        let code = relay(socket, master, child).await;
+        let (code, recording) = relay(socket, master, child, recorder).await;
         let mut o = Outcome::ok(101);
         o.exit_code = code;
         if code.is_none() {
             o.message = Some("client disconnected; command hung up".into());
         }
-        end(o).await;
+        end(o, recording.map(|r| r.to_json())).await;
     })
 }
 
@@ -545,7 +568,26 @@ pub(super) async fn write_master(fd: &AsyncFd<OwnedFd>, data: &[u8]) -> io::Resu
 
 /// Relay until the command ends (then send its exit code) or the client goes away (then
 /// hang up the terminal). Returns the exit code, if the command ended while connected.
-async fn relay(mut socket: WebSocket, master: OwnedFd, mut child: Child) -> Option<i32> {
+async fn relay(
+    socket: WebSocket,
+    master: OwnedFd,
+    child: Child,
+    mut recorder: Option<crate::audit::sessions::Recorder>,
+) -> (Option<i32>, Option<crate::audit::sessions::Closed>) {
+    let code = relay_inner(socket, master, child, &mut recorder).await;
+    let closed = match recorder {
+        Some(r) => tokio::task::spawn_blocking(move || r.close()).await.ok(),
+        None => None,
+    };
+    (code, closed)
+}
+
+async fn relay_inner(
+    mut socket: WebSocket,
+    master: OwnedFd,
+    mut child: Child,
+    recorder: &mut Option<crate::audit::sessions::Recorder>,
+) -> Option<i32> {
     if set_nonblocking(&master).is_err() {
         let _ = child.start_kill();
         return None;
@@ -572,13 +614,21 @@ async fn relay(mut socket: WebSocket, master: OwnedFd, mut child: Child) -> Opti
             r = read_master(&master, &mut buf), if output_open => match r {
                 Ok(0) | Err(_) => output_open = false,
                 Ok(n) => {
+                    if let Some(r) = recorder.as_mut() {
+                        r.output(&buf[..n]);
+                    }
                     if socket.send(Message::Binary(Bytes::copy_from_slice(&buf[..n]))).await.is_err() {
                         break true;
                     }
                 }
             },
             m = socket.recv(), if pending.len() < MAX_PENDING_INPUT => match m {
-                Some(Ok(Message::Binary(b))) => pending.extend_from_slice(&b),
+                Some(Ok(Message::Binary(b))) => {
+                    if let Some(r) = recorder.as_mut() {
+                        r.input(&b);
+                    }
+                    pending.extend_from_slice(&b)
+                }
                 Some(Ok(Message::Text(t))) => {
                     if let Ok(r) = serde_json::from_str::<Resize>(t.as_str()) {
                         let _ = crate::sandbox::pty::set_size(master.get_ref(), r.cols, r.rows);

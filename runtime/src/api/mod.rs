@@ -9,6 +9,7 @@
 //! filtered to the caller's slices); `operator` routes accept operators only. A caller that is
 //! not allowed gets 403 — also for a slice that does not exist, so that non-operators cannot
 //! probe for slice names.
+mod accounting;
 pub mod error;
 mod exec;
 mod files;
@@ -136,6 +137,9 @@ pub const ROUTES: &[Route] = &[
     r("POST", "/v1/slices/{name}/import", Access::Operator, true),
     r("GET", "/v1/audit", Access::Operator, false),
     r("GET", "/v1/audit/verify", Access::Operator, false),
+    r("GET", "/v1/audit/flows", Access::Operator, false),
+    r("GET", "/v1/audit/execs", Access::Operator, false),
+    r("GET", "/v1/who", Access::Operator, false),
     r("GET", "/metrics", Access::Operator, false),
 ];
 
@@ -173,6 +177,9 @@ fn handler(route: &Route) -> MethodRouter<AppState> {
         ("POST", "/v1/slices/{name}/import") => post(snapshots::import),
         ("GET", "/v1/audit") => get(streams::audit_show),
         ("GET", "/v1/audit/verify") => get(streams::audit_verify),
+        ("GET", "/v1/audit/flows") => get(accounting::flows),
+        ("GET", "/v1/audit/execs") => get(accounting::execs),
+        ("GET", "/v1/who") => get(accounting::who),
         ("GET", "/metrics") => get(streams::metrics),
         (m, p) => panic!("route table entry {m} {p} has no handler"),
     }

@@ -15,6 +15,9 @@ use crate::proto::snapshot::{
     CloneRequest, ExportRequest, ExportResult, RestoreRequest, SliceImportRequest, SnapshotInfo,
     SnapshotRequest,
 };
+use crate::proto::accounting::{
+    ExecRecord, FlowEnd, FlowRecord, FlowTuple, KindQuery, WhoAnswer, WhoFlow, WhoParams,
+};
 use crate::proto::{
     AuditCaller, AuditEntry, AuditQuery, AuditRecord, ByteBudget, CallerInfo, ControlRecord,
     CopyResult, CreateRequest, DaemonRecord, ErrorBody, Event, EventKind, EventsQuery, ExecInput,
@@ -50,6 +53,7 @@ struct SliceName {
         images, audit, audit_verify, metrics, list_keys, add_key, remove_key,
         copy_out, copy_in, logs, image_import, image_inspect, image_remove,
         list_snapshots, create_snapshot, restore_snapshot, clone_slice, export_slice, import_slice,
+        audit_flows, audit_execs, who,
     ),
     components(schemas(
         AuditCaller, AuditEntry, AuditRecord, ByteBudget, CallerInfo, ControlRecord,
@@ -62,6 +66,7 @@ struct SliceName {
         ImageConfig, ImageDetails, ImportRequest, ImportResult,
         CloneRequest, ExportRequest, ExportResult, RestoreRequest, SliceImportRequest,
         SnapshotInfo, SnapshotRequest,
+        WhoAnswer, WhoFlow, FlowEnd, FlowRecord, FlowTuple, ExecRecord,
     ))
 )]
 struct ApiDoc;
@@ -330,6 +335,33 @@ fn audit() {}
     responses((status = 200, description = "The report (`ok` false if anything is wrong).", body = VerifyReport)))]
 #[allow(dead_code)]
 fn audit_verify() {}
+
+#[utoipa::path(get, path = "/v1/who", summary = "Who talked to a remote address", params(WhoParams),
+    description = "Answers a complaint from the flow log: the slices (and owners) with a flow to or from `remote` (and port) within `window` of `at`, each flow with its public (NATed / forwarded) address and port, bytes and times. `lossy` is true when the flow log lost records in the window.",
+    responses(
+        (status = 200, description = "The slices and flows.", body = WhoAnswer),
+        (status = 400, description = "Bad parameter; `field` names it.", body = ErrorBody),
+    ))]
+#[allow(dead_code)]
+fn who() {}
+
+#[utoipa::path(get, path = "/v1/audit/flows", summary = "Read the flow log", params(KindQuery),
+    description = "Stored flow records (`new`, `end`, `seen`, `loss`) of a time window, one per line as stored (canonical JSON, hash-chained).",
+    responses(
+        (status = 200, description = "Records, one JSON object per line.", body = FlowRecord, content_type = "application/x-ndjson"),
+        (status = 400, description = "Bad parameter; `field` names it.", body = ErrorBody),
+    ))]
+#[allow(dead_code)]
+fn audit_flows() {}
+
+#[utoipa::path(get, path = "/v1/audit/execs", summary = "Read the exec log", params(KindQuery),
+    description = "Stored exec records (every execve in every slice, from the process events connector) of a time window, one per line as stored (canonical JSON, hash-chained).",
+    responses(
+        (status = 200, description = "Records, one JSON object per line.", body = ExecRecord, content_type = "application/x-ndjson"),
+        (status = 400, description = "Bad parameter; `field` names it.", body = ErrorBody),
+    ))]
+#[allow(dead_code)]
+fn audit_execs() {}
 
 #[utoipa::path(get, path = "/metrics", summary = "Prometheus metrics",
     description = "Text exposition format: per-slice CPU seconds, memory, tasks, OOM kills; daemon request counts and latency histograms per route.",
@@ -1205,7 +1237,111 @@ mod tests {
                     problems: vec![problem()],
                 }],
             ),
+            case("FlowEnd", vec![flow_end()]),
+            case("FlowTuple", vec![flow_tuple()]),
+            case(
+                "ExecRecord",
+                vec![ExecRecord {
+                    seq: 1,
+                    time: "2026-01-02T03:04:05.000Z".into(),
+                    kind: "execs".into(),
+                    event: "exec".into(),
+                    slice: Some("web".into()),
+                    pid: Some(4242),
+                    pid_in_slice: Some(Some(7)),
+                    ppid: Some(Some(4000)),
+                    uid: Some(Some(100000)),
+                    uid_in_slice: Some(Some(0)),
+                    path: Some(Some("/usr/bin/true".into())),
+                    argv: Some(Some(vec!["/bin/true".into()])),
+                    argv_truncated: Some(false),
+                    gone: Some(false),
+                    reason: Some("ENOBUFS".into()),
+                    lost_before: Some(1),
+                    prev_hash: "ab".repeat(32),
+                    hash: "cd".repeat(32),
+                }],
+            ),
+            case(
+                "FlowRecord",
+                vec![FlowRecord {
+                    seq: 1,
+                    time: "2026-01-02T03:04:05.000Z".into(),
+                    kind: "flows".into(),
+                    event: "end".into(),
+                    slice: Some("web".into()),
+                    owners: Some(vec!["alice".into()]),
+                    veth: Some("vs2".into()),
+                    mark: Some(1979711490),
+                    ct_id: Some(Some(7)),
+                    proto: Some("tcp".into()),
+                    dir: Some("out".into()),
+                    orig: Some(flow_tuple()),
+                    reply: Some(flow_tuple()),
+                    packets_orig: Some(Some(1)),
+                    bytes_orig: Some(Some(60)),
+                    packets_reply: Some(Some(1)),
+                    bytes_reply: Some(Some(60)),
+                    duration_s: Some(3),
+                    reason: Some("ENOBUFS".into()),
+                    lost_before: Some(2),
+                    prev_hash: "ab".repeat(32),
+                    hash: "cd".repeat(32),
+                }],
+            ),
+            case("WhoFlow", vec![who_flow()]),
+            case(
+                "WhoAnswer",
+                vec![WhoAnswer {
+                    remote: "203.0.113.7".into(),
+                    port: Some(22),
+                    from: "2026-01-02T03:00:00.000Z".into(),
+                    to: "2026-01-02T03:20:00.000Z".into(),
+                    slices: vec!["web".into()],
+                    flows: vec![who_flow()],
+                    lossy: true,
+                    lost: 1,
+                }],
+            ),
         ]
+    }
+
+    fn flow_tuple() -> FlowTuple {
+        FlowTuple {
+            src: "10.213.0.2".into(),
+            dst: "203.0.113.7".into(),
+            sport: Some(40000),
+            dport: Some(22),
+        }
+    }
+
+    fn flow_end() -> FlowEnd {
+        FlowEnd {
+            time: "2026-01-02T03:04:05.000Z".into(),
+            duration_s: Some(3),
+        }
+    }
+
+    fn who_flow() -> WhoFlow {
+        WhoFlow {
+            slice: "web".into(),
+            owners: vec!["alice".into()],
+            veth: "vs2".into(),
+            proto: "tcp".into(),
+            direction: "out".into(),
+            slice_addr: "10.213.0.2".into(),
+            slice_port: Some(40000),
+            public_addr: "192.0.2.1".into(),
+            public_port: Some(40000),
+            remote_addr: "203.0.113.7".into(),
+            remote_port: Some(22),
+            first_seen: "2026-01-02T03:04:02.000Z".into(),
+            last_seen: "2026-01-02T03:04:05.000Z".into(),
+            end: Some(flow_end()),
+            bytes_from_slice: Some(100),
+            bytes_to_slice: Some(200),
+            process: Some("ssh".into()),
+        }
     }
 
     fn validator(doc: &Value, name: &str) -> jsonschema::Validator {

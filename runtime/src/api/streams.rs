@@ -216,6 +216,8 @@ async fn render_metrics(st: &AppState) -> Result<Response, ApiError> {
         st.daemon.events.followers(),
         st.daemon.locks.len(),
     );
+    crate::audit::flows::render_metrics(&mut out);
+    crate::audit::execs::render_metrics(&mut out);
     st.metrics.render(&mut out);
     Ok((
         [(

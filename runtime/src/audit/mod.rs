@@ -27,6 +27,10 @@ use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
+pub mod execs;
+pub mod flows;
+pub mod records;
+pub mod sessions;
 pub mod time;
 
 /// `prev_hash` of the first record.
@@ -605,6 +609,16 @@ pub fn verify(dir: &Path, head: Option<Head>) -> Result<VerifyReport, AuditError
             seq: None,
             reason: "head file is missing".into(),
         });
+    }
+    // The high-volume kinds (flows, execs, sessions): their own chains and the anchors above.
+    let (kind_records, kind_problems) = records::verify_kinds(dir)?;
+    report.records += kind_records;
+    for p in kind_problems {
+        push(p);
+    }
+    // Session recordings against the size and hash their exec_end records carry.
+    for p in sessions::verify_recordings(dir)? {
+        push(p);
     }
     report.head = head;
     report.ok = problems.is_empty();

@@ -160,6 +160,13 @@ async fn run(
         "reconciled"
     );
 
+    // The flow log (conntrack → <root>/audit/flows), stopped when the daemon stops.
+    let d = daemon.clone();
+    let _flow_log =
+        tokio::task::spawn_blocking(move || vslice::audit::flows::start_for_daemon(&d)).await?;
+    // The exec log (process events connector → <root>/audit/execs).
+    let _exec_log = vslice::audit::execs::start_for_daemon(&daemon);
+
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
     let state = AppState {
         daemon: daemon.clone(),

@@ -10,6 +10,7 @@
 //! found in the slice, 128+N: killed by signal N); `audit verify` exits 1 when the log is
 //! damaged.
 pub mod files;
+pub mod accounting;
 pub mod format;
 pub mod keys;
 pub mod image;
@@ -312,6 +313,9 @@ pub enum Cmd {
         #[command(subcommand)]
         command: image::ImageCmd,
     },
+    /// Which slice talked to a remote address around a time (from the flow log): the slice,
+    /// its owners, the flows with public address/port, bytes and times.
+    Who(accounting::WhoArgs),
     /// List base images.
     Images {
         /// Also compute each image's disk usage.
@@ -322,6 +326,10 @@ pub enum Cmd {
 
 #[derive(Subcommand, Debug)]
 pub enum AuditCmd {
+    /// Flow records (one JSON object per line, as stored) of a window.
+    Flows(accounting::FlowsArgs),
+    /// Exec records (every execve in every slice; one JSON object per line) of a window.
+    Execs(accounting::FlowsArgs),
     /// Show audit records (readable lines; --json: the stored NDJSON lines).
     Show {
         /// Only records about this slice.
@@ -1003,6 +1011,8 @@ fn dispatch(b: &Backend, cmd: Cmd, json: bool) -> R<i32> {
                 }
                 Ok(exit::OK)
             }
+            AuditCmd::Flows(a) => accounting::records(b, "flows", a),
+            AuditCmd::Execs(a) => accounting::records(b, "execs", a),
             AuditCmd::Verify => {
                 let report = b.audit_verify()?;
                 if json {
@@ -1015,6 +1025,7 @@ fn dispatch(b: &Backend, cmd: Cmd, json: bool) -> R<i32> {
         },
         Cmd::Image { command } => image::run(b, json, command),
         Cmd::Snapshots(command) => snapshot::run(b, json, command),
+        Cmd::Who(a) => accounting::who(b, a, json),
         Cmd::Images { size } => {
             let all = b.images(size)?;
             if json {

@@ -21,6 +21,7 @@ mod ssh;
 pub mod files;
 mod image;
 mod snapshot;
+mod accounting;
 pub mod tty;
 
 use crate::proto::{

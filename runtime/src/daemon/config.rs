@@ -62,6 +62,19 @@ pub struct Config {
     pub log: String,
     /// `text` or `json`.
     pub log_format: String,
+    /// Record every flow of every slice from conntrack (the flow log; `vslice who`).
+    pub flow_log: bool,
+    /// Seconds between listings of live flows (long-lived flows are on record at least this
+    /// often; also the slack of `who` queries).
+    pub flow_dump_interval: u64,
+    /// Days of flow (and later exec, session) records kept; 0: forever.
+    pub audit_retention_days: u32,
+    /// Free bytes the flow log leaves on the state root's file system: below this, flow
+    /// records are dropped (and counted) so that control records still fit.
+    pub audit_reserve_bytes: u64,
+    /// Also record what is typed in interactive sessions (the output, including the echo of
+    /// what is typed, is always recorded; passwords end up in input recordings).
+    pub session_record_input: bool,
     /// For tests of the daemon only: serve `POST /v1/debug/panic` on the operators' socket, a
     /// route whose handler panics (the daemon must answer 500 and keep serving). Off by
     /// default; never turn it on in production.
@@ -102,6 +115,11 @@ impl Default for Config {
             ssh_group: "vslice-ssh".into(),
             ssh_shell: PathBuf::from("/usr/local/bin/vsh"),
             ssh_keys_user: "vslice-sshkeys".into(),
+            session_record_input: false,
+            flow_log: true,
+            flow_dump_interval: 300,
+            audit_retention_days: 90,
+            audit_reserve_bytes: crate::audit::records::DEFAULT_RESERVE_BYTES,
         }
     }
 }

@@ -92,6 +92,7 @@ mod tc;
 pub use cidr::Ipv4Cidr;
 pub use cmd::NetError;
 pub use etc::GATEWAY_HOSTNAME;
+pub use nft::{flow_mark, flow_mark_prefix, FLOW_MARK_MASK};
 pub use node::{
     Allocation, BudgetStatus, NetCounters, Netns, NodeNet, SliceNet, BUDGET_PERIOD_SECS,
     DEFAULT_BRIDGE, DEFAULT_NFT_TABLE, DEFAULT_SUBNET, DEFAULT_VETH_PREFIX,
@@ -100,3 +101,4 @@ pub use spec::{
     ByteBudget, HostPort, NetAllow, NetMode, NetSpec, PortForward, Proto, BUDGET_FLOOR_BPS,
     MAX_RATE_BPS, MAX_WEIGHT, MIN_RATE_BPS,
 };
+pub use state::{NetState, SliceEntry};

@@ -26,6 +26,26 @@ use super::cmd::{run, run_input, Result};
 use super::spec::{NetSpec, Proto};
 use super::state::{NetState, SliceEntry};
 
+/// Bits of a flow mark that name the node (its nftables table); the rest is the slice's id.
+pub const FLOW_MARK_MASK: u32 = 0xffff_f000;
+
+/// The mark prefix of a node: 0x76 and 12 bits of a hash of the table name, so that two
+/// nodes on one host (tests) do not share marks.
+pub fn flow_mark_prefix(table: &str) -> u32 {
+    // FNV-1a: stable across builds (unlike std's hasher).
+    let mut h: u32 = 0x811c_9dc5;
+    for b in table.bytes() {
+        h = (h ^ b as u32).wrapping_mul(0x0100_0193);
+    }
+    0x7600_0000 | ((h & 0xfff) << 12)
+}
+
+/// The conntrack mark of the flows of the slice with address id `id` (ids stay below 4096:
+/// subnets are /20 or smaller).
+pub fn flow_mark(table: &str, id: u32) -> u32 {
+    flow_mark_prefix(table) | (id & 0xfff)
+}
+
 /// What the renderer needs to know about the node.
 pub(crate) struct NftNode<'a> {
     pub table: &'a str,
@@ -129,6 +149,13 @@ pub(crate) fn render(
             w,
             "add rule bridge {t} {ch} ip saddr != {ip} counter name \"{spoof}\" drop"
         );
+        // Flow accounting: the port a frame came in on, as a mark (copied to the conntrack
+        // entry in the inet table); never derived from the source address.
+        let _ = writeln!(
+            w,
+            "add rule bridge {t} {ch} meta mark set {:#x}",
+            flow_mark(t, e.id)
+        );
         let ich = format!("iso_{v}");
         let _ = writeln!(w, "add chain bridge {t} {ich}");
         let _ = writeln!(
@@ -202,6 +229,17 @@ pub(crate) fn render(
         w,
         "add chain inet {t} forward {{ type filter hook forward priority 0; policy accept; }}"
     );
+    // Flow accounting: new connections from a slice port carry the port's mark (set in the
+    // bridge family above); copy it to the conntrack entry, where the flow log reads it.
+    let _ = writeln!(
+        w,
+        "add chain inet {t} flowmark {{ type filter hook prerouting priority mangle; policy accept; }}"
+    );
+    let _ = writeln!(
+        w,
+        "add rule inet {t} flowmark iifname \"{br}\" ct state new meta mark & {FLOW_MARK_MASK:#x} == {:#x} ct mark set meta mark",
+        flow_mark_prefix(t)
+    );
     for c in [
         "port_forwards",
         "from_slices",
@@ -220,9 +258,10 @@ pub(crate) fn render(
         for p in &e.spec.ports {
             let _ = writeln!(
                 w,
-                "add rule inet {t} port_forwards {} dport {} dnat ip to {}:{}",
+                "add rule inet {t} port_forwards {} dport {} ct mark set {:#x} dnat ip to {}:{}",
                 p.proto.as_str(),
                 p.host_port,
+                flow_mark(t, e.id),
                 e.ip,
                 p.slice_port
             );
@@ -343,7 +382,8 @@ pub(crate) struct Existing {
 }
 
 const BASE_BRIDGE: [&str; 2] = ["prerouting", "forward"];
-const BASE_INET: [&str; 9] = [
+const BASE_INET: [&str; 10] = [
+    "flowmark",
     "prerouting_nat",
     "output_nat",
     "postrouting_nat",
@@ -515,7 +555,7 @@ mod tests {
         for line in [
             "add rule bridge vslice from_vs2 ether saddr != 02:76:0a:d5:00:02 counter name \"spoof_vs2\" drop",
             "add rule bridge vslice from_vs2 ip saddr != 10.213.0.2 counter name \"spoof_vs2\" drop",
-            "add rule inet vslice port_forwards tcp dport 8080 dnat ip to 10.213.0.2:80",
+            &format!("add rule inet vslice port_forwards tcp dport 8080 ct mark set {:#x} dnat ip to 10.213.0.2:80", flow_mark("vslice", 2)),
             "add rule inet vslice host_vs2 udp dport { 53 } accept",
             "delete chain bridge vslice from_vs9",
             "delete counter bridge vslice spoof_vs9",

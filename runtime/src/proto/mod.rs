@@ -8,6 +8,7 @@
 //! HTTP transport in [`crate::client`]). The modules that own the behaviour re-export the types
 //! at their old paths (`crate::slice::Limits`, `crate::audit::Record`, …) and keep the
 //! inherent methods (validation, I/O) next to that behaviour.
+pub mod accounting;
 pub mod api;
 pub mod audit;
 pub mod events;

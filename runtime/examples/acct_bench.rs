@@ -1,0 +1,320 @@
+//! Flow-log figures for `make bench` (as root; needs iproute2, nftables, iperf3, socat,
+//! conntrack, python3):
+//!
+//! * iperf3 throughput and short TCP connections/s from a slice through NAT to a host in a
+//!   test namespace, flow log off, on, off again (same run),
+//! * records on file for a burst of new UDP flows sent as fast as one process can (before and
+//!   after the resync listing that follows a loss),
+//! * exec-log cost: execs/s of a fork/exec loop in a slice cgroup, exec log off, on, off,
+//! * `who` latency over synthetic records: 30 days x 100 slices x `ACCT_BENCH_FLOWS` flows a
+//!   slice a day (default 100: 300,000 flows, 600,000 records).
+//!
+//! Every measurement is bounded (`ACCT_BENCH_SECS`, default 3 s).
+#[path = "../tests/net_support/mod.rs"]
+mod net_support;
+
+use std::time::{Duration, Instant};
+
+use net_support::*;
+use vslice::audit::flows::{who, FlowCollector, FlowConfig, WhoQuery};
+use vslice::audit::records::KindLog;
+use vslice::audit::{time, AuditLog, DaemonRecord, Entry};
+
+const RESPONDER: &str = r#"
+import socket, selectors, sys
+port = int(sys.argv[1])
+sel = selectors.DefaultSelector()
+t = socket.socket(); t.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+t.bind(("0.0.0.0", port)); t.listen(1024); sel.register(t, selectors.EVENT_READ, "t")
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.bind(("0.0.0.0", port))
+sel.register(u, selectors.EVENT_READ, "u")
+while True:
+    for key, _ in sel.select():
+        try:
+            if key.data == "t":
+                c, _ = key.fileobj.accept(); c.close()
+            else:
+                key.fileobj.recvfrom(2048)
+        except OSError:
+            pass
+"#;
+
+fn conns_per_sec(s: &SliceNs, ip: std::net::Ipv4Addr, port: u16, secs: u64) -> f64 {
+    let script = format!(
+        "import socket, time\nend = time.time() + {secs}\nn = 0\nwhile time.time() < end:\n c = socket.create_connection(('{ip}', {port}))\n c.close()\n n += 1\nprint(n / {secs})\n"
+    );
+    let out = s.run(&["python3", "-c", &script]);
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .unwrap_or(0.0)
+}
+
+fn start(t: &TestNode, audit_dir: &std::path::Path) -> FlowCollector {
+    let (control, _) = AuditLog::open(audit_dir, 16 << 20).expect("control log");
+    let control = std::sync::Mutex::new(control);
+    let mut cfg = FlowConfig::new(
+        audit_dir.to_path_buf(),
+        t.node.state_dir.clone(),
+        &t.node.nft_table,
+    );
+    cfg.reserve_bytes = 0;
+    let c = FlowCollector::start(
+        cfg,
+        Box::new(move |event, detail| {
+            let _ = control.lock().map(|mut l| {
+                l.append(Entry::Daemon(DaemonRecord {
+                    event: event.into(),
+                    pid: std::process::id(),
+                    version: "bench".into(),
+                    slice: None,
+                    detail: Some(detail),
+                }))
+            });
+        }),
+    )
+    .expect("collector");
+    std::thread::sleep(Duration::from_millis(500));
+    c
+}
+
+fn main() {
+    if !nix::unistd::Uid::effective().is_root() {
+        eprintln!("acct_bench: needs root");
+        std::process::exit(1);
+    }
+    for tool in ["ip", "nft", "iperf3", "socat", "conntrack", "python3"] {
+        if !which(tool) {
+            eprintln!("acct_bench: {tool} is missing (see deps/packages.txt)");
+            std::process::exit(1);
+        }
+    }
+    let secs: u64 = std::env::var("ACCT_BENCH_SECS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3);
+    let dir = tempfile::Builder::new()
+        .prefix("vslice-test-acctbench")
+        .tempdir()
+        .expect("tempdir");
+    let audit_dir = dir.path().join("audit");
+
+    // ---- cost of the flow log on traffic ----
+    let t = TestNode::new(|_| {});
+    let out = Outside::new(&t);
+    let (ip, iport, cport) = (out.ip, 5201u16, 7000u16);
+    let _iperf = out
+        .ns
+        .spawn(&["iperf3", "-s", "-p", &iport.to_string()], "iperf3 server");
+    wait_listening_in(Some(&out.ns.netns()), "tcp", iport);
+    // Each run: its own slice (own ephemeral ports) and its own server port (its own NAT
+    // tuples), so that the TIME_WAIT sockets and conntrack entries of one run do not slow the
+    // next one down.
+    let mut responders = Vec::new();
+    for k in 0..4u16 {
+        responders.push(out.ns.spawn(
+            &["python3", "-c", RESPONDER, &(cport + k).to_string()],
+            "responder",
+        ));
+        wait_listening_in(Some(&out.ns.netns()), "tcp", cport + k);
+    }
+    let mut rows = Vec::new();
+    let mut slices = Vec::new();
+    for (k, (label, on)) in [("off", false), ("on", true), ("off again", false)]
+        .into_iter()
+        .enumerate()
+    {
+        let s = SliceNs::new(&format!("bench{k}"));
+        attach(&t, &s, &bridge_spec());
+        let c = on.then(|| start(&t, &audit_dir));
+        let bw = iperf3_client(&s, ip, iport, secs as u32, false).goodput_bps;
+        let cps = conns_per_sec(&s, ip, cport + k as u16, secs);
+        drop(c);
+        rows.push((label, bw, cps));
+        slices.push(s);
+    }
+    let s = SliceNs::new("bench3");
+    attach(&t, &s, &bridge_spec());
+    println!("flow log   iperf3 (through NAT)   TCP connections/s (through NAT)");
+    for (label, bw, cps) in &rows {
+        println!("{label:<10} {:>14.1} Mbit/s   {cps:>10.0}", bw / 1e6);
+    }
+    let (bw_off, cps_off) = ((rows[0].1 + rows[2].1) / 2.0, (rows[0].2 + rows[2].2) / 2.0);
+    println!(
+        "cost: throughput {:+.1}%, connections/s {:+.1}% (on vs mean of the two off runs)",
+        (rows[1].1 / bw_off - 1.0) * 100.0,
+        (rows[1].2 / cps_off - 1.0) * 100.0
+    );
+
+    // ---- a burst of new flows ----
+    let burst = 10_000;
+    let bport = cport + 3;
+    let c = start(&t, &audit_dir);
+    let before = time::now_millis();
+    let script = format!(
+        "import socket, time\nt = time.time()\nfor i in range({burst}):\n s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n s.bind(('', 20000 + i))\n s.sendto(b'x', ('{ip}', {bport}))\n s.close()\nprint({burst} / (time.time() - t))\n"
+    );
+    let r = s.run(&["python3", "-c", &script]);
+    let rate: f64 = String::from_utf8_lossy(&r.stdout)
+        .trim()
+        .parse()
+        .unwrap_or(0.0);
+    let count = |event: &str| {
+        vslice::audit::records::query_window(
+            &audit_dir,
+            "flows",
+            before - 1000,
+            time::now_millis() + 1000,
+            |l| l.contains(&format!("\"dport\":{bport}")) && l.contains("\"udp\""),
+            |v| v["event"] == event,
+        )
+        .map(|v| {
+            let mut ports: Vec<u64> = v
+                .iter()
+                .filter_map(|r| r.pointer("/orig/sport").and_then(|p| p.as_u64()))
+                .collect();
+            ports.sort_unstable();
+            ports.dedup();
+            ports.len()
+        })
+        .unwrap_or(0)
+    };
+    std::thread::sleep(Duration::from_secs(2));
+    let news = count("new");
+    std::thread::sleep(Duration::from_secs(secs.max(3)));
+    let overruns = c.stats.overruns.load(std::sync::atomic::Ordering::Relaxed);
+    let seen = count("seen");
+    drop(c);
+    println!(
+        "burst of {burst} new UDP flows at {rate:.0}/s: {news} NEW events on record ({} lost by the kernel, {overruns} overrun(s) counted); after the resync listing {seen} of {burst} on record",
+        burst - news.min(burst)
+    );
+    drop(s);
+    drop(slices);
+    drop(responders);
+    drop(out);
+    drop(t);
+
+    // ---- exec log cost on a fork/exec loop ----
+    {
+        let parent = format!("vslice-t{}acctbench", std::process::id());
+        let base = if std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
+            std::path::PathBuf::from("/sys/fs/cgroup")
+        } else {
+            std::path::PathBuf::from("/sys/fs/cgroup/pids")
+        };
+        let cg = base.join(&parent).join("looper");
+        std::fs::create_dir_all(&cg).expect("bench cgroup");
+        let n = 2000;
+        let run = |on: bool| -> (f64, (u64, u64, u64)) {
+            let c = on.then(|| {
+                vslice::audit::execs::ExecCollector::start(
+                    vslice::audit::execs::ExecConfig::new(audit_dir.clone(), &parent),
+                    Box::new(|_, _| {}),
+                )
+                .expect("exec collector")
+            });
+            let script = format!(
+                "echo $$ > {}; i=0; while [ $i -lt {n} ]; do /bin/true; i=$((i+1)); done",
+                cg.join("cgroup.procs").display()
+            );
+            let t = Instant::now();
+            let ok = std::process::Command::new("sh")
+                .args(["-c", &script])
+                .status()
+                .map(|s| s.success())
+                .unwrap_or(false);
+            let rate = if ok {
+                n as f64 / t.elapsed().as_secs_f64()
+            } else {
+                0.0
+            };
+            let stats = c.as_ref().map(|c| c.stats.clone());
+            drop(c); // records what is queued, then stops
+            let recs = stats
+                .map(|s| {
+                    (
+                        s.records.load(std::sync::atomic::Ordering::Relaxed),
+                        s.overruns.load(std::sync::atomic::Ordering::Relaxed),
+                        s.gone.load(std::sync::atomic::Ordering::Relaxed),
+                    )
+                })
+                .unwrap_or_default();
+            (rate, recs)
+        };
+        let off1 = run(false);
+        let on = run(true);
+        let off2 = run(false);
+        let off = (off1.0 + off2.0) / 2.0;
+        println!(
+            "exec log: fork/exec loop of {n}: off {:.0}/s, on {:.0}/s ({} records for {} execs, {} overrun(s), {} without path: gone), off again {:.0}/s: cost {:+.1}%",
+            off1.0,
+            on.0,
+            on.1.0,
+            n + 1,
+            on.1.1,
+            on.1.2,
+            off2.0,
+            (on.0 / off - 1.0) * 100.0
+        );
+        let _ = std::fs::remove_dir(&cg);
+        let _ = std::fs::remove_dir(base.join(&parent));
+    }
+
+    // ---- who latency over synthetic records ----
+    let per_day: usize = std::env::var("ACCT_BENCH_FLOWS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100);
+    let syn = dir.path().join("synthetic");
+    let (mut log, _) = KindLog::open(&syn, "flows", 64 << 20, 0).expect("log");
+    let now = time::now_millis();
+    let t0 = now - 30 * 86_400_000;
+    let total = 30 * 100 * per_day;
+    let step = (30 * 86_400_000) / total as i64;
+    let gen = Instant::now();
+    for i in 0..total {
+        let t = t0 + i as i64 * step;
+        let slice = i % 100;
+        let remote = format!("198.51.{}.{}", (i / 250) % 250, i % 250);
+        for event in ["new", "end"] {
+            let v = serde_json::json!({
+                "event": event, "slice": format!("s{slice}"), "owners": ["op"],
+                "veth": format!("vs{slice}"), "mark": 0, "ct_id": i, "proto": "tcp", "dir": "out",
+                "orig": {"src": format!("10.213.0.{}", slice + 2), "dst": remote, "sport": 40000 + (i % 20000), "dport": 22},
+                "reply": {"src": remote, "dst": "192.0.2.1", "sport": 22, "dport": 40000 + (i % 20000)},
+                "packets_orig": 10, "bytes_orig": 1000, "packets_reply": 10, "bytes_reply": 2000,
+            });
+            log.append(t, v).expect("append");
+        }
+    }
+    log.flush().expect("flush");
+    let gen_s = gen.elapsed().as_secs_f64();
+    let mut lat = Vec::new();
+    for k in 0..50usize {
+        let i = (k * 7919) % total;
+        let q = WhoQuery {
+            remote: format!("198.51.{}.{}", (i / 250) % 250, i % 250),
+            port: Some(22),
+            proto: Some("tcp".into()),
+            at_ms: t0 + i as i64 * step,
+            window_ms: 600_000,
+            slack_ms: 300_000,
+        };
+        let t = Instant::now();
+        let a = who(&syn, &q).expect("who");
+        lat.push(t.elapsed().as_secs_f64() * 1000.0);
+        assert!(
+            a.slices.contains(&format!("s{}", i % 100)),
+            "who missed flow {i}"
+        );
+    }
+    lat.sort_by(|a, b| a.total_cmp(b));
+    println!(
+        "who over 30 days x 100 slices x {per_day} flows/day ({total} flows, {} records, written in {gen_s:.1} s): median {:.1} ms, p95 {:.1} ms, max {:.1} ms (50 queries, 10 min window)",
+        total * 2,
+        lat[lat.len() / 2],
+        lat[lat.len() * 95 / 100],
+        lat[lat.len() - 1]
+    );
+}

@@ -1,0 +1,1053 @@
+//! The flow log: every connection a slice makes or accepts, collected on the host from
+//! conntrack (a slice's root controls its own network namespace, so nothing inside it counts).
+//!
+//! Attribution: the bridge-family rules mark every frame from a slice's port with the slice's
+//! flow mark (after the anti-spoofing rules, so a spoofed frame never gets this far), the
+//! inet table copies the mark to the conntrack entry of a new connection, and port forwards
+//! set it on the connections they DNAT into a slice (net/nft.rs). The collector maps the mark
+//! back to the slice through the node's net state (mark → id → slice, veth, address); the
+//! source address is never used to attribute.
+//!
+//! Events: NEW (a `new` record: original and reply tuple, so NAT and port forwards resolve to
+//! the public address and port), DESTROY (`end`: bytes and packets both ways, duration); every
+//! `dump_interval` the table is listed and each slice flow written as `seen` (so a week-long
+//! connection is on record before it ends). Accounting and timestamps need the host netns's
+//! `net.netfilter.nf_conntrack_acct` / `nf_conntrack_timestamp`; the collector turns them on
+//! if they are off and turns them back off when it stops (only what it changed).
+//!
+//! Loss: the event socket gets a large buffer (`-b`); when the kernel still drops events
+//! (ENOBUFS), conntrack says so on stderr, the collector counts it, writes a `loss` record
+//! and lists the table again (a resync: every live flow as `seen`). The counter is in
+//! /metrics and a `who` query over a window with a `loss` record says it may be incomplete.
+//!
+//! The collector runs inside the daemon (threads): flows that start and end while the daemon
+//! is down are not recorded; those still open when it starts again are (the resync dump at
+//! start), and the daemon records its own start/stop in the control log so the gap is known.
+//!
+//! Why the `conntrack` tool (Debian's conntrack package) rather than ctnetlink from Rust: the
+//! netlink-packet-netfilter crate covers nflog and only parts of ctnetlink (no event
+//! subscription groups, no CTA_COUNTERS/CTA_TIMESTAMP parsing yet); a subprocess with
+//! line-oriented output was the reliable way for now. netlink-packet-netfilter + netlink-sys
+//! would replace it once those attributes are covered.
+use serde_json::{json, Value};
+use std::collections::{BTreeMap, HashMap};
+use std::io::{BufRead, BufReader};
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use super::records::{Anchor, KindLog};
+use super::{time, AuditError};
+use crate::proto::accounting::{FlowEnd, WhoAnswer, WhoFlow};
+
+/// One direction of a conntrack tuple.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Tuple {
+    pub src: String,
+    pub dst: String,
+    pub sport: Option<u16>,
+    pub dport: Option<u16>,
+    pub packets: Option<u64>,
+    pub bytes: Option<u64>,
+}
+
+/// A parsed conntrack line (event or listing).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CtLine {
+    /// `NEW`, `DESTROY`, `UPDATE`; empty for listing lines.
+    pub event: String,
+    /// Event time, ms (from `-o timestamp`).
+    pub time_ms: Option<i64>,
+    pub proto: String,
+    pub orig: Tuple,
+    pub reply: Tuple,
+    pub mark: u32,
+    pub id: Option<u64>,
+    /// Seconds the flow lived (DESTROY, with nf_conntrack_timestamp).
+    pub delta_secs: Option<u64>,
+}
+
+/// Parse one line of `conntrack -E/-L -o timestamp,extended,id` output. `None` for lines that
+/// are not flows (summaries, warnings).
+pub fn parse_line(line: &str) -> Option<CtLine> {
+    let mut ct = CtLine::default();
+    let mut dir = 0; // 0: original, 1: reply
+    let mut seen_src = 0;
+    let mut protos = 0;
+    for tok in line.split_whitespace() {
+        if let Some(inner) = tok.strip_prefix('[').and_then(|t| t.strip_suffix(']')) {
+            if let Ok(secs) = inner.parse::<f64>() {
+                ct.time_ms = Some((secs * 1000.0) as i64);
+            } else if matches!(inner, "NEW" | "DESTROY" | "UPDATE") {
+                ct.event = inner.to_string();
+            }
+            continue;
+        }
+        if let Some((k, v)) = tok.split_once('=') {
+            let t = if dir == 0 {
+                &mut ct.orig
+            } else {
+                &mut ct.reply
+            };
+            match k {
+                "src" => {
+                    seen_src += 1;
+                    if seen_src == 2 {
+                        dir = 1;
+                    }
+                    let t = if dir == 0 {
+                        &mut ct.orig
+                    } else {
+                        &mut ct.reply
+                    };
+                    t.src = v.to_string();
+                }
+                "dst" => t.dst = v.to_string(),
+                "sport" => t.sport = v.parse().ok(),
+                "dport" => t.dport = v.parse().ok(),
+                "packets" => t.packets = v.parse().ok(),
+                "bytes" => t.bytes = v.parse().ok(),
+                "mark" => ct.mark = v.parse().unwrap_or(0),
+                "id" => ct.id = v.parse().ok(),
+                "delta-time" => ct.delta_secs = v.parse().ok(),
+                _ => {}
+            }
+            continue;
+        }
+        if protos == 0 && matches!(tok, "tcp" | "udp" | "icmp" | "sctp" | "udplite" | "dccp") {
+            ct.proto = tok.to_string();
+            protos += 1;
+        }
+    }
+    (!ct.orig.src.is_empty() && !ct.proto.is_empty()).then_some(ct)
+}
+
+fn tuple_json(t: &Tuple) -> Value {
+    json!({"src": t.src, "dst": t.dst, "sport": t.sport, "dport": t.dport})
+}
+
+/// What the collector knows about a slice with a given mark.
+#[derive(Debug, Clone)]
+struct SliceInfo {
+    name: String,
+    veth: String,
+    ip: Ipv4Addr,
+    owners: Vec<String>,
+}
+
+/// Mark → slice, reloaded from the node's net state when a mark is unknown or the cache is
+/// older than a second.
+struct Attribution {
+    net_state_dir: PathBuf,
+    slices_dir: Option<PathBuf>,
+    prefix: u32,
+    map: HashMap<u32, SliceInfo>,
+    loaded: Option<Instant>,
+}
+
+impl Attribution {
+    fn reload(&mut self) {
+        let Ok(state) = crate::net::NetState::load(&self.net_state_dir) else {
+            return;
+        };
+        let mut map = HashMap::new();
+        for (name, e) in &state.slices {
+            let owners = self
+                .slices_dir
+                .as_ref()
+                .and_then(|d| std::fs::read(d.join(name).join("spec.json")).ok())
+                .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+                .and_then(|v| v.get("owners").cloned())
+                .and_then(|o| serde_json::from_value::<Vec<String>>(o).ok())
+                .unwrap_or_default();
+            map.insert(
+                self.prefix | (e.id & 0xfff),
+                SliceInfo {
+                    name: name.clone(),
+                    veth: e.veth.clone(),
+                    ip: e.ip,
+                    owners,
+                },
+            );
+        }
+        self.map = map;
+        self.loaded = Some(Instant::now());
+    }
+
+    fn lookup(&mut self, mark: u32) -> Option<SliceInfo> {
+        if mark & crate::net::FLOW_MARK_MASK != self.prefix {
+            return None;
+        }
+        let stale = self
+            .loaded
+            .is_none_or(|t| t.elapsed() > Duration::from_secs(1));
+        if stale || !self.map.contains_key(&mark) {
+            self.reload();
+        }
+        self.map.get(&mark).cloned()
+    }
+}
+
+/// How the collector is set up.
+#[derive(Debug, Clone)]
+pub struct FlowConfig {
+    /// The control log's directory (`<state root>/audit`); flows go to `<it>/flows/`.
+    pub audit_dir: PathBuf,
+    /// The node's net state dir (net.json: slice → id, veth, address).
+    pub net_state_dir: PathBuf,
+    /// `<state root>/slices` (for the owners), if there is one.
+    pub slices_dir: Option<PathBuf>,
+    /// The node's nftables table (the flow mark prefix derives from it).
+    pub nft_table: String,
+    /// How often live flows are listed (`seen` records).
+    pub dump_interval: Duration,
+    /// How often records are fsynced and anchored in the control log.
+    pub flush_interval: Duration,
+    /// Netlink receive buffer of the event socket, bytes.
+    pub rcvbuf: usize,
+    pub segment_bytes: u64,
+    pub reserve_bytes: u64,
+    pub retention_days: u32,
+}
+
+impl FlowConfig {
+    pub fn new(audit_dir: PathBuf, net_state_dir: PathBuf, nft_table: &str) -> FlowConfig {
+        FlowConfig {
+            audit_dir,
+            net_state_dir,
+            slices_dir: None,
+            nft_table: nft_table.to_string(),
+            dump_interval: Duration::from_secs(300),
+            flush_interval: Duration::from_secs(1),
+            rcvbuf: 64 << 20,
+            segment_bytes: super::records::DEFAULT_KIND_SEGMENT_BYTES,
+            reserve_bytes: super::records::DEFAULT_RESERVE_BYTES,
+            retention_days: 90,
+        }
+    }
+}
+
+/// Counters shared with /metrics.
+#[derive(Debug, Default)]
+pub struct FlowStats {
+    /// Records written.
+    pub records: AtomicU64,
+    /// Times the kernel dropped events (ENOBUFS), each followed by a resync.
+    pub overruns: AtomicU64,
+    /// Records dropped by the writer (full disk).
+    pub dropped: AtomicU64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum FlowError {
+    #[error("flow log: {0}")]
+    Audit(#[from] AuditError),
+    #[error("flow log: cannot run conntrack ({0}); install Debian's conntrack package")]
+    Spawn(std::io::Error),
+}
+
+/// Sink for anchors (the daemon appends them to the control log).
+pub type AnchorSink = Box<dyn FnMut(&str, String) + Send>;
+
+enum Msg {
+    Line(String, &'static str),
+    Loss(String),
+}
+
+/// A running collector; stops (and restores the sysctls it changed) on drop.
+pub struct FlowCollector {
+    stop: Arc<AtomicBool>,
+    events: Arc<Mutex<Option<Child>>>,
+    threads: Vec<JoinHandle<()>>,
+    pub stats: Arc<FlowStats>,
+    restore: Vec<(&'static str, String)>,
+}
+
+const SYSCTLS: [&str; 2] = [
+    "/proc/sys/net/netfilter/nf_conntrack_acct",
+    "/proc/sys/net/netfilter/nf_conntrack_timestamp",
+];
+
+impl FlowCollector {
+    /// Start collecting. `anchor` receives (`anchor`|`retention`, detail) for the control log.
+    pub fn start(cfg: FlowConfig, anchor: AnchorSink) -> Result<FlowCollector, FlowError> {
+        // conntrack must be loaded for the sysctls to exist; `conntrack -L` loads it.
+        let _ = Command::new("conntrack")
+            .args(["-C"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .map_err(FlowError::Spawn)?;
+        let mut restore = Vec::new();
+        for path in SYSCTLS {
+            if let Ok(old) = std::fs::read_to_string(path) {
+                if old.trim() == "0" && std::fs::write(path, "1").is_ok() {
+                    restore.push((path, old.trim().to_string()));
+                }
+            }
+        }
+        let (log, _notes) = KindLog::open(
+            &cfg.audit_dir,
+            "flows",
+            cfg.segment_bytes,
+            cfg.reserve_bytes,
+        )?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let stats = Arc::new(FlowStats::default());
+        let (tx, rx) = mpsc::channel::<Msg>();
+        let mut threads = Vec::new();
+
+        // The event stream, restarted if conntrack ever exits (counted as a loss, and the
+        // writer resyncs with a listing).
+        // Spawned by the supervisor thread (PR_SET_PDEATHSIG follows the spawning thread): if
+        // the daemon dies, so does its conntrack.
+        let (first_tx, first_rx) = mpsc::channel::<std::io::Result<()>>();
+        let events = Arc::new(Mutex::new(None::<Child>));
+        {
+            let tx = tx.clone();
+            let stop = stop.clone();
+            let events = events.clone();
+            let rcvbuf = cfg.rcvbuf;
+            threads.push(std::thread::spawn(move || {
+                let mut next = match spawn_events(rcvbuf) {
+                    Ok(c) => {
+                        let _ = first_tx.send(Ok(()));
+                        Some(c)
+                    }
+                    Err(e) => {
+                        let _ = first_tx.send(Err(e));
+                        None
+                    }
+                };
+                while let Some(mut child) = next.take() {
+                    let stdout = child.stdout.take();
+                    let stderr = child.stderr.take();
+                    if let Ok(mut g) = events.lock() {
+                        if stop.load(Ordering::SeqCst) {
+                            // stop() ran before the child was visible to it.
+                            let _ = child.kill();
+                            let _ = child.wait();
+                            break;
+                        }
+                        *g = Some(child);
+                    }
+                    let err_thread = stderr.map(|err| {
+                        let tx = tx.clone();
+                        std::thread::spawn(move || {
+                            for line in BufReader::new(err).lines() {
+                                let Ok(line) = line else { break };
+                                if (line.contains("ENOBUFS") || line.contains("losing events"))
+                                    && tx.send(Msg::Loss(line)).is_err()
+                                {
+                                    break;
+                                }
+                            }
+                        })
+                    });
+                    if let Some(out) = stdout {
+                        for line in BufReader::new(out).lines() {
+                            let Ok(line) = line else { break };
+                            if tx.send(Msg::Line(line, "event")).is_err() {
+                                break;
+                            }
+                        }
+                    }
+                    if let Some(t) = err_thread {
+                        let _ = t.join();
+                    }
+                    if let Ok(mut g) = events.lock() {
+                        if let Some(mut c) = g.take() {
+                            let _ = c.kill();
+                            let _ = c.wait();
+                        }
+                    }
+                    if stop.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    let _ = tx.send(Msg::Loss("conntrack -E exited; restarted".into()));
+                    std::thread::sleep(Duration::from_millis(200));
+                    match spawn_events(rcvbuf) {
+                        Ok(c) => next = Some(c),
+                        Err(e) => {
+                            tracing::error!("flow log: cannot restart conntrack: {e}");
+                        }
+                    }
+                }
+            }));
+        }
+        match first_rx.recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                stop.store(true, Ordering::SeqCst);
+                for t in threads.drain(..) {
+                    let _ = t.join();
+                }
+                return Err(FlowError::Spawn(e));
+            }
+            Err(_) => {
+                return Err(FlowError::Spawn(std::io::Error::other(
+                    "event thread ended",
+                )))
+            }
+        }
+        // Periodic listing of live flows (and the resync at start).
+        {
+            let tx = tx.clone();
+            let stop = stop.clone();
+            let every = cfg.dump_interval;
+            threads.push(std::thread::spawn(move || loop {
+                dump(&tx);
+                let until = Instant::now() + every;
+                while Instant::now() < until {
+                    if stop.load(Ordering::Relaxed) {
+                        return;
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            }));
+        }
+        // The writer.
+        {
+            let stop = stop.clone();
+            let stats = stats.clone();
+            let tx = tx.clone();
+            threads.push(std::thread::spawn(move || {
+                writer(cfg, log, rx, tx, stop, stats, anchor)
+            }));
+        }
+        Ok(FlowCollector {
+            stop,
+            events,
+            threads,
+            stats,
+            restore,
+        })
+    }
+
+    /// Stop: end conntrack, write and anchor what is pending, restore the sysctls.
+    pub fn stop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Ok(mut g) = self.events.lock() {
+            if let Some(mut c) = g.take() {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+        for (path, old) in self.restore.drain(..) {
+            let _ = std::fs::write(path, old);
+        }
+    }
+}
+
+impl Drop for FlowCollector {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn spawn_events(rcvbuf: usize) -> std::io::Result<Child> {
+    use std::os::unix::process::CommandExt;
+    let mut cmd = Command::new("conntrack");
+    cmd.args(["-E", "-e", "NEW,DESTROY", "-o", "timestamp,extended,id"])
+        .args(["-b", &rcvbuf.to_string()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    cmd.spawn()
+}
+
+/// List the table (`seen` records).
+fn dump(tx: &mpsc::Sender<Msg>) {
+    let Ok(out) = Command::new("conntrack")
+        .args(["-L", "-o", "extended,id"])
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output()
+    else {
+        return;
+    };
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        if tx.send(Msg::Line(line.to_string(), "dump")).is_err() {
+            return;
+        }
+    }
+}
+
+/// The record of a conntrack line attributed to `s`.
+fn flow_record(ct: &CtLine, s: &SliceInfo, event: &str) -> Value {
+    let dir = if ct.orig.src == s.ip.to_string() {
+        "out"
+    } else {
+        "in"
+    };
+    let mut v = json!({
+        "event": event,
+        "slice": s.name,
+        "owners": s.owners,
+        "veth": s.veth,
+        "mark": ct.mark,
+        "ct_id": ct.id,
+        "proto": ct.proto,
+        "dir": dir,
+        "orig": tuple_json(&ct.orig),
+        "reply": tuple_json(&ct.reply),
+    });
+    if ct.orig.bytes.is_some() {
+        v["packets_orig"] = ct.orig.packets.into();
+        v["bytes_orig"] = ct.orig.bytes.into();
+        v["packets_reply"] = ct.reply.packets.into();
+        v["bytes_reply"] = ct.reply.bytes.into();
+    }
+    if let Some(d) = ct.delta_secs {
+        v["duration_s"] = d.into();
+    }
+    v
+}
+
+fn writer(
+    cfg: FlowConfig,
+    mut log: KindLog,
+    rx: mpsc::Receiver<Msg>,
+    tx: mpsc::Sender<Msg>,
+    stop: Arc<AtomicBool>,
+    stats: Arc<FlowStats>,
+    mut anchor: AnchorSink,
+) {
+    let mut attr = Attribution {
+        net_state_dir: cfg.net_state_dir.clone(),
+        slices_dir: cfg.slices_dir.clone(),
+        prefix: crate::net::flow_mark_prefix(&cfg.nft_table),
+        map: HashMap::new(),
+        loaded: None,
+    };
+    let mut last_flush = Instant::now();
+    let mut last_prune: Option<Instant> = None;
+    let mut resync_at: Option<Instant> = None;
+    // Flows already recorded as seen in this dump round are not repeated within it.
+    let write = |log: &mut KindLog, t: i64, v: Value| match log.append(t, v) {
+        Ok(Some(_)) => {
+            stats.records.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(None) => {
+            stats.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+        Err(e) => {
+            stats.dropped.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!("flow log: {e}");
+        }
+    };
+    let flush = |log: &mut KindLog, anchor: &mut AnchorSink| match log.flush() {
+        Ok(Some(Anchor { kind, seq, hash })) => {
+            anchor("anchor", Anchor { kind, seq, hash }.detail());
+        }
+        Ok(None) => {}
+        Err(e) => tracing::warn!("flow log: {e}"),
+    };
+    loop {
+        match rx.recv_timeout(Duration::from_millis(200)) {
+            Ok(Msg::Line(line, source)) => {
+                if let Some(ct) = parse_line(&line) {
+                    if let Some(s) = attr.lookup(ct.mark) {
+                        let event = match (source, ct.event.as_str()) {
+                            ("event", "NEW") => "new",
+                            ("event", "DESTROY") => "end",
+                            _ => "seen",
+                        };
+                        let t = ct.time_ms.unwrap_or_else(time::now_millis);
+                        write(&mut log, t, flow_record(&ct, &s, event));
+                    }
+                }
+            }
+            Ok(Msg::Loss(why)) => {
+                stats.overruns.fetch_add(1, Ordering::Relaxed);
+                write(
+                    &mut log,
+                    time::now_millis(),
+                    json!({"event": "loss", "reason": why}),
+                );
+                // Resync: every live flow on record again, once the burst that overflowed the
+                // socket has passed (each further loss pushes it back a little; entries live
+                // 30 s or more, so waiting loses nothing) — and right away, too.
+                if resync_at.is_none() {
+                    let tx = tx.clone();
+                    std::thread::spawn(move || dump(&tx));
+                }
+                resync_at = Some(Instant::now() + Duration::from_millis(500));
+            }
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => break,
+        }
+        if resync_at.is_some_and(|t| Instant::now() >= t) {
+            resync_at = None;
+            let tx = tx.clone();
+            std::thread::spawn(move || dump(&tx));
+        }
+        if last_flush.elapsed() >= cfg.flush_interval {
+            flush(&mut log, &mut anchor);
+            last_flush = Instant::now();
+        }
+        if last_prune.is_none_or(|t| t.elapsed() > Duration::from_secs(3600)) {
+            last_prune = Some(Instant::now());
+            match log.prune(cfg.retention_days, time::now_millis()) {
+                Ok(Some(detail)) => anchor("retention", detail),
+                Ok(None) => {}
+                Err(e) => tracing::warn!("flow log retention: {e}"),
+            }
+        }
+        if stop.load(Ordering::Relaxed) {
+            // Drain what is queued, then stop.
+            while let Ok(Msg::Line(line, source)) = rx.try_recv() {
+                if let Some(ct) = parse_line(&line) {
+                    if let Some(s) = attr.lookup(ct.mark) {
+                        let event = match (source, ct.event.as_str()) {
+                            ("event", "NEW") => "new",
+                            ("event", "DESTROY") => "end",
+                            _ => "seen",
+                        };
+                        let t = ct.time_ms.unwrap_or_else(time::now_millis);
+                        write(&mut log, t, flow_record(&ct, &s, event));
+                    }
+                }
+            }
+            flush(&mut log, &mut anchor);
+            break;
+        }
+    }
+}
+
+/// A complaint: who talked to `remote` (and `port`) around `at_ms`?
+#[derive(Debug, Clone)]
+pub struct WhoQuery {
+    pub remote: String,
+    pub port: Option<u16>,
+    pub proto: Option<String>,
+    pub at_ms: i64,
+    pub window_ms: i64,
+    /// How far before the window a long-lived flow's last `seen` may be (the dump interval).
+    pub slack_ms: i64,
+}
+
+/// Does a flow record concern `q.remote`/`q.port`? Outbound flows: the remote is the original
+/// destination (the complainant's address and the port they were contacted on). Inbound
+/// flows through a port forward: the remote is the original source and the port is either
+/// the public (forwarded) port or the remote's own.
+fn concerns(v: &Value, q: &WhoQuery) -> bool {
+    let g = |p: &str| v.pointer(p).and_then(Value::as_str).unwrap_or("");
+    let port = |p: &str| v.pointer(p).and_then(Value::as_u64).map(|x| x as u16);
+    if let Some(proto) = &q.proto {
+        if g("/proto") != proto {
+            return false;
+        }
+    }
+    if g("/dir") == "out" {
+        g("/orig/dst") == q.remote && q.port.is_none_or(|p| port("/orig/dport") == Some(p))
+    } else {
+        g("/orig/src") == q.remote
+            && q.port
+                .is_none_or(|p| port("/orig/dport") == Some(p) || port("/orig/sport") == Some(p))
+    }
+}
+
+/// Answer a complaint from the flow log.
+pub fn who(audit_dir: &Path, q: &WhoQuery) -> Result<WhoAnswer, AuditError> {
+    let from = q.at_ms - q.window_ms;
+    let to = q.at_ms + q.window_ms;
+    let mut lost = 0u64;
+    let needle = format!("\"{}\"", q.remote);
+    let recs = super::records::query_window(
+        audit_dir,
+        "flows",
+        from - q.slack_ms,
+        to + q.slack_ms,
+        |line| {
+            line.contains(&needle)
+                || line.contains("\"event\":\"loss\"")
+                || line.contains("lost_before")
+        },
+        |v| {
+            if v.get("event").and_then(Value::as_str) == Some("loss") {
+                return true;
+            }
+            concerns(v, q)
+        },
+    )?;
+    // Group by (slice, conntrack id, original tuple).
+    let mut flows: BTreeMap<(String, u64, String), WhoFlow> = BTreeMap::new();
+    for v in recs {
+        let t = v
+            .get("time")
+            .and_then(Value::as_str)
+            .and_then(|t| time::parse(t).ok())
+            .unwrap_or(0);
+        let event = v.get("event").and_then(Value::as_str).unwrap_or("");
+        if event == "loss" || v.get("lost_before").is_some() {
+            if t >= from && t <= to {
+                lost += v.get("lost_before").and_then(Value::as_u64).unwrap_or(1);
+            }
+            if event == "loss" {
+                continue;
+            }
+        }
+        let s = |p: &str| {
+            v.pointer(p)
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string()
+        };
+        let n = |p: &str| v.pointer(p).and_then(Value::as_u64);
+        let key = (
+            s("/slice"),
+            n("/ct_id").unwrap_or(0),
+            format!("{}:{}", s("/orig/src"), n("/orig/sport").unwrap_or(0)),
+        );
+        let f = flows.entry(key).or_insert_with(|| WhoFlow {
+            slice: s("/slice"),
+            owners: v
+                .get("owners")
+                .and_then(|o| serde_json::from_value(o.clone()).ok())
+                .unwrap_or_default(),
+            veth: s("/veth"),
+            proto: s("/proto"),
+            direction: s("/dir"),
+            slice_addr: String::new(),
+            slice_port: None,
+            public_addr: String::new(),
+            public_port: None,
+            remote_addr: String::new(),
+            remote_port: None,
+            first_seen: time::format_millis(t),
+            last_seen: time::format_millis(t),
+            end: None,
+            bytes_from_slice: None,
+            bytes_to_slice: None,
+            process: None,
+        });
+        let out = f.direction == "out";
+        let port = |p: &str| n(p).map(|x| x as u16);
+        if out {
+            f.slice_addr = s("/orig/src");
+            f.slice_port = port("/orig/sport");
+            f.public_addr = s("/reply/dst");
+            f.public_port = port("/reply/dport");
+            f.remote_addr = s("/orig/dst");
+            f.remote_port = port("/orig/dport");
+        } else {
+            f.slice_addr = s("/reply/src");
+            f.slice_port = port("/reply/sport");
+            f.public_addr = s("/orig/dst");
+            f.public_port = port("/orig/dport");
+            f.remote_addr = s("/orig/src");
+            f.remote_port = port("/orig/sport");
+        }
+        let ts = time::format_millis(t);
+        if ts < f.first_seen {
+            f.first_seen = ts.clone();
+        }
+        if ts > f.last_seen {
+            f.last_seen = ts.clone();
+        }
+        if let Some(b) = n("/bytes_orig") {
+            let (from_slice, to_slice) = if out {
+                (b, n("/bytes_reply").unwrap_or(0))
+            } else {
+                (n("/bytes_reply").unwrap_or(0), b)
+            };
+            f.bytes_from_slice = Some(from_slice);
+            f.bytes_to_slice = Some(to_slice);
+        }
+        if event == "end" {
+            if let Some(d) = n("/duration_s") {
+                let start = time::format_millis(t - d as i64 * 1000);
+                if start < f.first_seen {
+                    f.first_seen = start;
+                }
+            }
+            f.end = Some(FlowEnd {
+                time: ts,
+                duration_s: n("/duration_s"),
+            });
+        }
+    }
+    let (wf, wt) = (time::format_millis(from), time::format_millis(to));
+    let flows: Vec<WhoFlow> = flows
+        .into_values()
+        // The flow's life must meet the window (an open flow's life runs past its last seen).
+        .filter(|f| f.first_seen <= wt && (f.end.is_none() || f.last_seen >= wf))
+        .collect();
+    let mut slices: Vec<String> = flows.iter().map(|f| f.slice.clone()).collect();
+    slices.sort();
+    slices.dedup();
+    Ok(WhoAnswer {
+        remote: q.remote.clone(),
+        port: q.port,
+        from: wf,
+        to: wt,
+        slices,
+        flows,
+        lossy: lost > 0,
+        lost,
+    })
+}
+
+/// Start the daemon's collector (config `flow_log`): flows of the node's slices, anchors and
+/// retention notes into the daemon's control log. Not started (with a warning) when the node
+/// has no network yet or conntrack is missing: the daemon serves without a flow log rather
+/// than not at all, and says so in its log and in a `daemon` record.
+pub fn start_for_daemon(d: &Arc<crate::daemon::Daemon>) -> Option<FlowCollector> {
+    if !d.config.flow_log {
+        return None;
+    }
+    let node = match d.manager.node_net() {
+        Ok(n) => n,
+        Err(e) => {
+            tracing::warn!("flow log off: {e}");
+            return None;
+        }
+    };
+    let mut cfg = FlowConfig::new(
+        d.audit_dir().to_path_buf(),
+        node.state_dir.clone(),
+        &node.nft_table,
+    );
+    cfg.slices_dir = Some(d.paths.slices_dir());
+    cfg.dump_interval = Duration::from_secs(d.config.flow_dump_interval.max(1));
+    cfg.retention_days = d.config.audit_retention_days;
+    cfg.reserve_bytes = d.config.audit_reserve_bytes;
+    let weak = Arc::downgrade(d);
+    let sink: AnchorSink = Box::new(move |event, detail| {
+        if let Some(d) = weak.upgrade() {
+            d.audit_daemon(event, None, Some(detail));
+        }
+    });
+    match FlowCollector::start(cfg, sink) {
+        Ok(c) => {
+            let _ = STATS.set(c.stats.clone());
+            tracing::info!("flow log on");
+            Some(c)
+        }
+        Err(e) => {
+            tracing::warn!("flow log off: {e}");
+            d.audit_daemon("flow_log_off", None, Some(e.to_string()));
+            None
+        }
+    }
+}
+
+/// A bad query parameter: which one and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {reason}")]
+pub struct ParamError {
+    pub field: &'static str,
+    pub reason: String,
+}
+
+fn bad(field: &'static str, reason: impl Into<String>) -> ParamError {
+    ParamError {
+        field,
+        reason: reason.into(),
+    }
+}
+
+/// `ADDR` or `ADDR:PORT` (IPv4; the slice network is IPv4-only).
+pub fn parse_remote(s: &str) -> Result<(String, Option<u16>), ParamError> {
+    let (addr, port) = match s.rsplit_once(':') {
+        Some((a, p)) => (
+            a,
+            Some(
+                p.parse::<u16>()
+                    .map_err(|_| bad("remote", format!("{s:?}: port {p:?} is not 0-65535")))?,
+            ),
+        ),
+        None => (s, None),
+    };
+    let ip: Ipv4Addr = addr
+        .parse()
+        .map_err(|_| bad("remote", format!("{s:?}: expected an IPv4 address[:port]")))?;
+    Ok((ip.to_string(), port))
+}
+
+/// `90s`, `10m`, `2h`, `1d` or plain seconds, as milliseconds.
+pub fn parse_window(s: &str) -> Result<i64, ParamError> {
+    let s = s.trim();
+    let (num, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => (&s[..i], &s[i..]),
+        None => (s, "s"),
+    };
+    let n: i64 = num
+        .parse()
+        .map_err(|_| bad("window", format!("{s:?}: expected e.g. 90s, 10m, 2h, 1d")))?;
+    let mult = match unit {
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => return Err(bad("window", format!("{s:?}: unit must be s, m, h or d"))),
+    };
+    if n > 31 * 86_400 {
+        return Err(bad("window", format!("{s:?}: at most 31 days")));
+    }
+    Ok(n * mult)
+}
+
+/// `GET /v1/who` and `vslice who`: check the parameters and answer.
+pub fn who_params(
+    audit_dir: &Path,
+    p: &crate::proto::accounting::WhoParams,
+    slack_ms: i64,
+) -> Result<Result<WhoAnswer, AuditError>, ParamError> {
+    let (remote, port) = parse_remote(&p.remote)?;
+    let proto = match p.proto.as_deref() {
+        None | Some("") => None,
+        Some(x @ ("tcp" | "udp")) => Some(x.to_string()),
+        Some(x) => return Err(bad("proto", format!("{x:?}: expected tcp or udp"))),
+    };
+    if p.at.is_empty() {
+        return Err(bad("at", "required: when the complaint happened"));
+    }
+    let at_ms = time::parse(&p.at).map_err(|e| bad("at", e))?;
+    let window_ms = parse_window(p.window.as_deref().unwrap_or("10m"))?;
+    Ok(who(
+        audit_dir,
+        &WhoQuery {
+            remote,
+            port,
+            proto,
+            at_ms,
+            window_ms,
+            slack_ms,
+        },
+    ))
+}
+
+/// `GET /v1/audit/flows` and `vslice audit flows`: the stored records of a window.
+pub fn kind_params(
+    audit_dir: &Path,
+    kind: &str,
+    q: &crate::proto::accounting::KindQuery,
+) -> Result<Result<Vec<Value>, AuditError>, ParamError> {
+    let now = time::now_millis();
+    let since = match q.since.as_deref() {
+        Some(t) => time::parse(t).map_err(|e| bad("since", e))?,
+        None => now - 86_400_000,
+    };
+    let until = match q.until.as_deref() {
+        Some(t) => time::parse(t).map_err(|e| bad("until", e))?,
+        None => now,
+    };
+    let limit = q.limit.unwrap_or(10_000);
+    let slice = q.slice.clone();
+    let mut n = 0usize;
+    Ok(super::records::query_window(
+        audit_dir,
+        kind,
+        since,
+        until,
+        |_| true,
+        |v| {
+            let ok = n < limit
+                && slice
+                    .as_deref()
+                    .is_none_or(|s| v.get("slice").and_then(Value::as_str) == Some(s));
+            if ok {
+                n += 1;
+            }
+            ok
+        },
+    ))
+}
+
+/// Counters of the daemon's collector, for /metrics.
+pub static STATS: std::sync::OnceLock<Arc<FlowStats>> = std::sync::OnceLock::new();
+
+/// The flow log's lines of /metrics (nothing when no collector runs).
+pub fn render_metrics(out: &mut String) {
+    use std::fmt::Write as _;
+    let Some(s) = STATS.get() else { return };
+    for (name, help, v) in [
+        (
+            "vslice_flowlog_records_total",
+            "Flow records written.",
+            &s.records,
+        ),
+        (
+            "vslice_flowlog_overruns_total",
+            "Times conntrack events were lost (ENOBUFS or the event stream restarted); each is followed by a resync listing.",
+            &s.overruns,
+        ),
+        (
+            "vslice_flowlog_dropped_total",
+            "Flow records dropped by the writer (disk under the reserve, or write errors).",
+            &s.dropped,
+        ),
+    ] {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+        let _ = writeln!(out, "{name} {}", v.load(Ordering::Relaxed));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_parameters() {
+        assert_eq!(
+            parse_remote("10.1.2.3:22").unwrap(),
+            ("10.1.2.3".into(), Some(22))
+        );
+        assert_eq!(parse_remote("10.1.2.3").unwrap(), ("10.1.2.3".into(), None));
+        assert_eq!(parse_remote("x:1").unwrap_err().field, "remote");
+        assert_eq!(parse_remote("1.2.3.4:99999").unwrap_err().field, "remote");
+        assert_eq!(parse_window("10m").unwrap(), 600_000);
+        assert_eq!(parse_window("90").unwrap(), 90_000);
+        assert_eq!(parse_window("2w").unwrap_err().field, "window");
+    }
+
+    #[test]
+    fn parses_new_and_destroy_lines() {
+        let l = "[1733100000.250000]\t    [NEW] ipv4     2 tcp      6 120 SYN_SENT src=10.214.3.2 dst=10.215.3.2 sport=40000 dport=22 [UNREPLIED] src=10.215.3.2 dst=10.215.3.1 sport=22 dport=40000 mark=1979711490 id=123456";
+        let ct = parse_line(l).unwrap();
+        assert_eq!(ct.event, "NEW");
+        assert_eq!(ct.time_ms, Some(1_733_100_000_250));
+        assert_eq!(ct.proto, "tcp");
+        assert_eq!(ct.orig.src, "10.214.3.2");
+        assert_eq!(ct.orig.dport, Some(22));
+        assert_eq!(ct.reply.dst, "10.215.3.1");
+        assert_eq!(ct.reply.sport, Some(22));
+        assert_eq!(ct.mark, 1979711490);
+        assert_eq!(ct.id, Some(123456));
+        let l = "[1733100003.000000] [DESTROY] ipv4     2 udp      17 src=10.214.3.2 dst=10.215.3.2 sport=5000 dport=53 packets=2 bytes=120 src=10.215.3.2 dst=10.215.3.1 sport=53 dport=5000 packets=1 bytes=80 mark=7 delta-time=3 id=9";
+        let ct = parse_line(l).unwrap();
+        assert_eq!(ct.event, "DESTROY");
+        assert_eq!(ct.orig.bytes, Some(120));
+        assert_eq!(ct.reply.bytes, Some(80));
+        assert_eq!(ct.reply.packets, Some(1));
+        assert_eq!(ct.delta_secs, Some(3));
+        let l = "ipv4     2 tcp      6 431999 ESTABLISHED src=10.214.3.2 dst=10.215.3.2 sport=1 dport=2 packets=3 bytes=4 src=10.215.3.2 dst=10.215.3.1 sport=2 dport=1 packets=5 bytes=6 [ASSURED] mark=0 use=1 id=77";
+        let ct = parse_line(l).unwrap();
+        assert_eq!(ct.event, "");
+        assert_eq!(ct.orig.packets, Some(3));
+        assert_eq!(ct.id, Some(77));
+        assert!(
+            parse_line("conntrack v1.4.7 (conntrack-tools): 3 flow entries have been shown.")
+                .is_none()
+        );
+    }
+}
