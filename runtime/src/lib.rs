@@ -28,3 +28,4 @@ pub mod proto;
 pub mod sandbox;
 pub mod slice;
 pub mod util;
+pub mod views;

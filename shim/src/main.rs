@@ -21,6 +21,7 @@ use vslice::sandbox::{self, join, pty, CreateOptions, Launch};
 use vslice::slice::state::{self, RuntimeState};
 use vslice::slice::ExitInfo;
 use vslice::util::fs::{read_json, write_json_atomic, write_json_volatile};
+use vslice::views;
 
 /// Command line. clap (the workspace's parser: vslice and vslice-runc use it) rather than a
 /// hand-written loop. Measured on an idle shim supervising a busybox slice (release build,
@@ -129,7 +130,14 @@ fn start(dir: &Path) -> ! {
         .as_ref()
         .and_then(|l| l.cgroups_path().clone())
         .map(|p| Cgroup::new(&p.to_string_lossy()));
-    let init_pid = match setup(&launch) {
+    let mut launch = launch;
+    let mut views = cgroup.as_ref().map(|cg| views::Config {
+        cgroup: cg.path.clone(),
+        started: views::source::boottime(),
+        dir: dir.join("views"),
+    });
+    let mut views_pid = None;
+    let init_pid = match setup(&mut launch, &mut views, &mut views_pid) {
         Ok(pid) => pid,
         Err(e) => report_failure(&e),
     };
@@ -170,7 +178,12 @@ fn start(dir: &Path) -> ! {
     unsafe {
         libc::malloc_trim(0);
     }
-    let exit_info = supervise(init_pid, cgroup.as_ref(), oom_at_start);
+    let exit_info = supervise(
+        init_pid,
+        cgroup.as_ref(),
+        oom_at_start,
+        views.as_ref().map(|v| (v, views_pid)),
+    );
     log(&format!("slice init ended: {}", exit_info.reason));
     if let Some(cg) = &cgroup {
         if let Err(e) = cg.destroy() {
@@ -197,7 +210,11 @@ fn detach_stdout() {
     }
 }
 
-fn setup(launch: &Launch) -> Result<i32, String> {
+fn setup(
+    launch: &mut Launch,
+    views: &mut Option<views::Config>,
+    views_pid: &mut Option<nix::unistd::Pid>,
+) -> Result<i32, String> {
     // Re-parent the slice's init to us when the executor's intermediate process exits.
     nix::sys::prctl::set_child_subreaper(true)
         .map_err(|e| format!("prctl PR_SET_CHILD_SUBREAPER: {e}"))?;
@@ -213,6 +230,24 @@ fn setup(launch: &Launch) -> Result<i32, String> {
         None::<&str>,
     )
     .map_err(|e| format!("make / rprivate: {e}"))?;
+    // The slice's own /proc view (views/mod.rs): served from our mount namespace, bound over
+    // the slice's files by the sandbox like any bind mount. Without FUSE the slice starts with
+    // the host's files (logged), rather than not at all.
+    if let Some(cfg) = views.as_ref() {
+        match views::spawn(cfg) {
+            Ok(pid) => {
+                *views_pid = Some(pid);
+                let mut mounts = launch.spec.mounts().clone().unwrap_or_default();
+                let extra = cfg.spec_mounts(&mounts);
+                mounts.extend(extra);
+                launch.spec.set_mounts(Some(mounts));
+            }
+            Err(e) => {
+                log(&format!("{e}; the slice sees the host's /proc files"));
+                *views = None;
+            }
+        }
+    }
     let opts = CreateOptions {
         null_stdio: true,
         start_fifo: None,
@@ -223,13 +258,26 @@ fn setup(launch: &Launch) -> Result<i32, String> {
 }
 
 /// Reap until init exits; classify how it ended.
-fn supervise(init_pid: i32, cgroup: Option<&Cgroup>, oom_at_start: u64) -> ExitInfo {
+fn supervise(
+    init_pid: i32,
+    cgroup: Option<&Cgroup>,
+    oom_at_start: u64,
+    views: Option<(&views::Config, Option<nix::unistd::Pid>)>,
+) -> ExitInfo {
     use nix::sys::wait::{waitpid, WaitStatus};
     let init = nix::unistd::Pid::from_raw(init_pid);
+    let mut server = views.and_then(|(_, p)| p);
     let (code, signal) = loop {
         match waitpid(None, None) {
             Ok(WaitStatus::Exited(pid, c)) if pid == init => break (Some(c), None),
             Ok(WaitStatus::Signaled(pid, s, _)) if pid == init => break (None, Some(s as i32)),
+            Ok(WaitStatus::Exited(pid, _) | WaitStatus::Signaled(pid, _, _))
+                if Some(pid) == server =>
+            {
+                // The view server died: its mounts in the slice now fail with ENOTCONN (no
+                // hang); serve again and put fresh views in place.
+                server = views.and_then(|(cfg, _)| restart_views(cfg, init_pid));
+            }
             Ok(_) | Err(nix::Error::EINTR) => continue,
             Err(e) => {
                 log(&format!("waitpid: {e}"));
@@ -237,6 +285,10 @@ fn supervise(init_pid: i32, cgroup: Option<&Cgroup>, oom_at_start: u64) -> ExitI
             }
         }
     };
+    if let Some(pid) = server {
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+        let _ = waitpid(pid, None);
+    }
     let oom_now = cgroup
         .and_then(|c| c.usage().ok())
         .map(|u| u.oom_kills)
@@ -256,6 +308,29 @@ fn supervise(init_pid: i32, cgroup: Option<&Cgroup>, oom_at_start: u64) -> ExitI
         reason: reason.into(),
         at: state::now_secs(),
     }
+}
+
+/// Start a new view server and re-inject its files into the slice; a few attempts, then the
+/// slice keeps ENOTCONN views (logged) rather than a supervisor in a restart loop.
+fn restart_views(cfg: &views::Config, init_pid: i32) -> Option<nix::unistd::Pid> {
+    for attempt in 1..=3 {
+        match views::spawn(cfg) {
+            Ok(pid) => {
+                match views::reinject(cfg, init_pid) {
+                    Ok(n) => log(&format!(
+                        "view server restarted (pid {pid}), {n} views re-injected"
+                    )),
+                    Err(e) => log(&format!("view server restarted, re-inject failed: {e}")),
+                }
+                return Some(pid);
+            }
+            Err(e) => {
+                log(&format!("view server restart {attempt}/3: {e}"));
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+        }
+    }
+    None
 }
 
 fn exec(dir: &Path, args: &ExecArgs) -> ! {
