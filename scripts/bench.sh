@@ -29,4 +29,8 @@ if ! skip oci && [ -f runtime/examples/oci_bench.rs ]; then
   section "OCI runtime (vslice-runc vs crun vs runc, full lifecycle of /bin/true)"
   cargo run --release -q -p vslice --example oci_bench
 fi
+if ! skip views; then
+  section "slice views (/proc/meminfo reads per second through the view server)"
+  cargo run --release -q -p vslice --example views_bench
+fi
 bash scripts/leak-check.sh

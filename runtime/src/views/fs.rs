@@ -29,7 +29,10 @@ const ROOT: u64 = 1;
 
 pub struct ViewsFs {
     source: Source,
-    open: HashMap<u64, Vec<u8>>,
+    /// Rendered text per view, reused for [`super::source::CACHE`] (stat and open of the same
+    /// file in a loop then render once per period).
+    rendered: HashMap<&'static str, (std::time::Instant, std::rc::Rc<Vec<u8>>)>,
+    open: HashMap<u64, std::rc::Rc<Vec<u8>>>,
     next_fh: u64,
 }
 
@@ -37,6 +40,7 @@ impl ViewsFs {
     pub fn new(source: Source) -> ViewsFs {
         ViewsFs {
             source,
+            rendered: HashMap::new(),
             open: HashMap::new(),
             next_fh: 1,
         }
@@ -45,8 +49,20 @@ impl ViewsFs {
     /// The size reported by stat: reads are direct I/O and ignore it, but sendfile/splice
     /// (busybox cat) goes through the page-cache path, which stops at i_size: so report the
     /// current length rounded up with a page of slack (a short read then ends the file).
-    fn size(&mut self, name: &str) -> u64 {
-        (self.render(name).len() as u64).div_ceil(4096) * 4096 + 4096
+    fn size(&mut self, name: &'static str) -> u64 {
+        (self.cached(name).len() as u64).div_ceil(4096) * 4096 + 4096
+    }
+
+    fn cached(&mut self, name: &'static str) -> std::rc::Rc<Vec<u8>> {
+        if let Some((at, text)) = self.rendered.get(name) {
+            if at.elapsed() < super::source::CACHE {
+                return text.clone();
+            }
+        }
+        let text = std::rc::Rc::new(self.render(name).into_bytes());
+        self.rendered
+            .insert(name, (std::time::Instant::now(), text.clone()));
+        text
     }
 
     /// Render one view now. Host files that cannot be read render as empty input.
@@ -128,7 +144,7 @@ impl Filesystem for ViewsFs {
         if flags & libc::O_ACCMODE != libc::O_RDONLY || flags & libc::O_TRUNC != 0 {
             return reply.error(libc::EACCES);
         }
-        let text = self.render(name).into_bytes();
+        let text = self.cached(name);
         let fh = self.next_fh;
         self.next_fh += 1;
         self.open.insert(fh, text);
