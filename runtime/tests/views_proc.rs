@@ -110,6 +110,14 @@ fn views_show_the_slice_limits() {
     // /proc/swaps and /proc/diskstats show nothing of the host's.
     let (_, out, _) = sh(&c, "views1", "cat /proc/swaps /proc/diskstats | wc -l");
     assert_eq!(out.trim(), "1");
+
+    // The views belong to the shim, not the daemon: a daemon crash and restart keeps them.
+    let mut d = d;
+    d.kill9();
+    d.spawn();
+    let c = d.blocking();
+    let (_, out, _) = sh(&c, "views1", "grep ^MemTotal: /proc/meminfo");
+    assert!(out.contains(" 524288 kB"), "after a daemon restart: {out}");
 }
 
 #[test]
