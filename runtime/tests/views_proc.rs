@@ -176,7 +176,7 @@ fn views_recover_when_the_server_is_killed() {
         nix::sys::signal::Signal::SIGKILL,
     )
     .unwrap();
-    while !view_server(&d).is_some_and(|p| p != first) {
+    while view_server(&d).is_none_or(|p| p == first) {
         if t.elapsed() > Duration::from_secs(10) {
             let log = std::fs::read_to_string(d.root.join("slices/views3/shim.log"));
             panic!("no new view server; shim log: {log:?}");

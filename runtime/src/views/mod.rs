@@ -177,7 +177,7 @@ fn io(e: &std::io::Error) -> nix::Error {
 
 fn is_fuse(p: &Path) -> bool {
     match nix::sys::statfs::statfs(p) {
-        Ok(s) => s.filesystem_type().0 as i64 == FUSE_SUPER_MAGIC,
+        Ok(s) => s.filesystem_type().0 == FUSE_SUPER_MAGIC,
         Err(e) => e == nix::Error::ENOTCONN,
     }
 }

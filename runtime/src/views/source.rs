@@ -74,13 +74,15 @@ impl Source {
     }
 
     fn gather(&mut self) -> Numbers {
-        let mut n = Numbers::default();
         // Memory: v2 memory.max/current, v1 memory.limit_in_bytes/usage_in_bytes (the v1
         // "unlimited" value is a page-rounded i64::MAX, which render caps at the host's total).
-        n.mem_limit = self
-            .file("memory.max")
-            .or_else(|| self.file("memory.limit_in_bytes"))
-            .and_then(|s| num(&s));
+        let mut n = Numbers {
+            mem_limit: self
+                .file("memory.max")
+                .or_else(|| self.file("memory.limit_in_bytes"))
+                .and_then(|s| num(&s)),
+            ..Default::default()
+        };
         n.mem_usage = self
             .file("memory.current")
             .or_else(|| self.file("memory.usage_in_bytes"))
@@ -167,7 +169,7 @@ impl Source {
         };
         let mut running = 0;
         let mut total = 0;
-        for pid in procs.lines().filter_map(|l| num(l)) {
+        for pid in procs.lines().filter_map(num) {
             total += 1;
             let stat = read(&PathBuf::from(format!("/proc/{pid}/stat"))).unwrap_or_default();
             // The state follows the last ')' (the command name may contain one).
