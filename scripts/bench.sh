@@ -3,7 +3,7 @@
 #   scripts/bench.sh BIN_DIR
 # Environment: BENCH_N (slices for the sandbox figures, default 100), BENCH_SLICES and
 # BENCH_CYCLES (daemon RSS figures, default 1000 and 1000), BENCH_SKIP (space-separated
-# sections to skip: sandbox daemon net oci ssh files images acct).
+# sections to skip: sandbox daemon net oci ssh files images acct views).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${1:-target/release}
@@ -44,5 +44,9 @@ fi
 if ! skip acct; then
   section "accountability (flow log cost on iperf3 and connections/s, loss at a burst, who latency)"
   cargo run --release -q -p vslice --example acct_bench
+fi
+if ! skip views; then
+  section "slice views (/proc/meminfo reads per second through the view server)"
+  cargo run --release -q -p vslice --example views_bench
 fi
 bash scripts/leak-check.sh

@@ -27,6 +27,7 @@ pub mod oci;
 pub mod proto;
 pub mod sandbox;
 pub mod slice;
-pub mod ssh;
 pub mod snapshot;
+pub mod ssh;
 pub mod util;
+pub mod views;

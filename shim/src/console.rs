@@ -87,8 +87,9 @@ impl Console {
 }
 
 impl Running {
-    /// Wait until init may have exited or the console has output; copy what there is.
-    pub fn wait_and_copy(&mut self, init_pid: i32) {
+    /// Wait until init (or `also`, the view server) may have exited or the console has output;
+    /// copy what there is.
+    pub fn wait_and_copy(&mut self, init_pid: i32, also: Option<i32>) {
         if self.pidfd.is_none() {
             // SAFETY: pidfd_open takes a pid and flags; returns a new descriptor or -1.
             let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, init_pid, 0) };
@@ -106,6 +107,17 @@ impl Running {
             }
             None => PollTimeout::from(1000u16),
         };
+        // The view server's death must wake us too (its views are served again at once); its
+        // pidfd is opened per wait, as it changes when the server is restarted.
+        // SAFETY: as above.
+        let also_fd = also
+            .map(|pid| unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) })
+            .filter(|fd| *fd >= 0)
+            // SAFETY: the kernel just returned this descriptor to us.
+            .map(|fd| unsafe { OwnedFd::from_raw_fd(fd as RawFd) });
+        if let Some(a) = &also_fd {
+            fds.push(PollFd::new(a.as_fd(), PollFlags::POLLIN));
+        }
         let out_fd: Option<BorrowedFd> = self.out_r.as_ref().map(|f| f.as_fd());
         if let Some(o) = out_fd {
             fds.push(PollFd::new(o, PollFlags::POLLIN));

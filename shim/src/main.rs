@@ -23,6 +23,7 @@ use vslice::sandbox::{self, join, pty, CreateOptions, Launch};
 use vslice::slice::state::{self, RuntimeState};
 use vslice::slice::ExitInfo;
 use vslice::util::fs::{read_json, write_json_atomic, write_json_volatile};
+use vslice::views;
 
 /// Command line. clap (the workspace's parser: vslice and vslice-runc use it) rather than a
 /// hand-written loop. Measured on an idle shim supervising a busybox slice (release build,
@@ -151,7 +152,14 @@ fn start(dir: &Path) -> ! {
         Ok(c) => c,
         Err(e) => report_failure(&format!("console log: {e}")),
     };
-    let init_pid = match console.with_stdio(|| setup(&launch)) {
+    let mut launch = launch;
+    let mut views = cgroup.as_ref().map(|cg| views::Config {
+        cgroup: cg.path.clone(),
+        started: views::source::boottime(),
+        dir: dir.join("views"),
+    });
+    let mut views_pid = None;
+    let init_pid = match console.with_stdio(|| setup(&mut launch, &mut views, &mut views_pid)) {
         Ok(Ok(pid)) => pid,
         Ok(Err(e)) => report_failure(&e),
         Err(e) => report_failure(&format!("console log: {e}")),
@@ -194,7 +202,13 @@ fn start(dir: &Path) -> ! {
     unsafe {
         libc::malloc_trim(0);
     }
-    let exit_info = supervise(init_pid, cgroup.as_ref(), oom_at_start, &mut console);
+    let exit_info = supervise(
+        init_pid,
+        cgroup.as_ref(),
+        oom_at_start,
+        &mut console,
+        views.as_ref().map(|v| (v, views_pid)),
+    );
     log(&format!("slice init ended: {}", exit_info.reason));
     if let Some(cg) = &cgroup {
         if let Err(e) = cg.destroy() {
@@ -221,7 +235,11 @@ fn detach_stdout() {
     }
 }
 
-fn setup(launch: &Launch) -> Result<i32, String> {
+fn setup(
+    launch: &mut Launch,
+    views: &mut Option<views::Config>,
+    views_pid: &mut Option<nix::unistd::Pid>,
+) -> Result<i32, String> {
     // Re-parent the slice's init to us when the executor's intermediate process exits.
     nix::sys::prctl::set_child_subreaper(true)
         .map_err(|e| format!("prctl PR_SET_CHILD_SUBREAPER: {e}"))?;
@@ -237,6 +255,24 @@ fn setup(launch: &Launch) -> Result<i32, String> {
         None::<&str>,
     )
     .map_err(|e| format!("make / rprivate: {e}"))?;
+    // The slice's own /proc view (views/mod.rs): served from our mount namespace, bound over
+    // the slice's files by the sandbox like any bind mount. Without FUSE the slice starts with
+    // the host's files (logged), rather than not at all.
+    if let Some(cfg) = views.as_ref() {
+        match views::spawn(cfg) {
+            Ok(pid) => {
+                *views_pid = Some(pid);
+                let mut mounts = launch.spec.mounts().clone().unwrap_or_default();
+                let extra = cfg.spec_mounts(&mounts);
+                mounts.extend(extra);
+                launch.spec.set_mounts(Some(mounts));
+            }
+            Err(e) => {
+                log(&format!("{e}; the slice sees the host's /proc files"));
+                *views = None;
+            }
+        }
+    }
     let opts = CreateOptions {
         // Init gets the console pipes the caller put on fds 0-2 (see console.rs).
         null_stdio: false,
@@ -247,22 +283,32 @@ fn setup(launch: &Launch) -> Result<i32, String> {
         .map_err(|e| e.to_string())
 }
 
-/// Reap until init exits; classify how it ended.
-/// Reap until init exits, copying the console pipe into the log meanwhile; classify how it
-/// ended.
+/// Reap until init exits, copying the console pipe into the log meanwhile and serving the
+/// views again if their server dies; classify how it ended.
 fn supervise(
     init_pid: i32,
     cgroup: Option<&Cgroup>,
     oom_at_start: u64,
     console: &mut console::Running,
+    views: Option<(&views::Config, Option<nix::unistd::Pid>)>,
 ) -> ExitInfo {
     use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
     let init = nix::unistd::Pid::from_raw(init_pid);
+    let mut server = views.and_then(|(_, p)| p);
     let (code, signal) = loop {
         match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
             Ok(WaitStatus::Exited(pid, c)) if pid == init => break (Some(c), None),
             Ok(WaitStatus::Signaled(pid, s, _)) if pid == init => break (None, Some(s as i32)),
-            Ok(WaitStatus::StillAlive) => console.wait_and_copy(init_pid),
+            Ok(WaitStatus::Exited(pid, _) | WaitStatus::Signaled(pid, _, _))
+                if Some(pid) == server =>
+            {
+                // The view server died: its mounts in the slice now fail with ENOTCONN (no
+                // hang); serve again and put fresh views in place.
+                server = views.and_then(|(cfg, _)| restart_views(cfg, init_pid));
+            }
+            Ok(WaitStatus::StillAlive) => {
+                console.wait_and_copy(init_pid, server.map(|p| p.as_raw()))
+            }
             Ok(_) | Err(nix::Error::EINTR) => continue,
             Err(e) => {
                 log(&format!("waitpid: {e}"));
@@ -271,6 +317,10 @@ fn supervise(
         }
     };
     console.drain();
+    if let Some(pid) = server {
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+        let _ = waitpid(pid, None);
+    }
     let oom_now = cgroup
         .and_then(|c| c.usage().ok())
         .map(|u| u.oom_kills)
@@ -290,6 +340,29 @@ fn supervise(
         reason: reason.into(),
         at: state::now_secs(),
     }
+}
+
+/// Start a new view server and re-inject its files into the slice; a few attempts, then the
+/// slice keeps ENOTCONN views (logged) rather than a supervisor in a restart loop.
+fn restart_views(cfg: &views::Config, init_pid: i32) -> Option<nix::unistd::Pid> {
+    for attempt in 1..=3 {
+        match views::spawn(cfg) {
+            Ok(pid) => {
+                match views::reinject(cfg, init_pid) {
+                    Ok(n) => log(&format!(
+                        "view server restarted (pid {pid}), {n} views re-injected"
+                    )),
+                    Err(e) => log(&format!("view server restarted, re-inject failed: {e}")),
+                }
+                return Some(pid);
+            }
+            Err(e) => {
+                log(&format!("view server restart {attempt}/3: {e}"));
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+        }
+    }
+    None
 }
 
 fn exec(dir: &Path, args: &ExecArgs) -> ! {

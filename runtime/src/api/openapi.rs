@@ -10,13 +10,13 @@
 //! the 403/500 replies are filled in from the route table itself, and
 //! `tests/api_contract.rs` calls every operation on a real daemon and validates each reply
 //! against the schema the document gives for its status.
+use crate::proto::accounting::{
+    ExecRecord, FlowEnd, FlowRecord, FlowTuple, KindQuery, WhoAnswer, WhoFlow, WhoParams,
+};
 use crate::proto::image_import::{ImageConfig, ImageDetails, ImportRequest, ImportResult};
 use crate::proto::snapshot::{
     CloneRequest, ExportRequest, ExportResult, RestoreRequest, SliceImportRequest, SnapshotInfo,
     SnapshotRequest,
-};
-use crate::proto::accounting::{
-    ExecRecord, FlowEnd, FlowRecord, FlowTuple, KindQuery, WhoAnswer, WhoFlow, WhoParams,
 };
 use crate::proto::{
     AuditCaller, AuditEntry, AuditQuery, AuditRecord, ByteBudget, CallerInfo, ControlRecord,

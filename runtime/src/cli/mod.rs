@@ -9,11 +9,11 @@
 //! denied; `exec` and `enter` exit with the command's own code (126: could not run it, 127: not
 //! found in the slice, 128+N: killed by signal N); `audit verify` exits 1 when the log is
 //! damaged.
-pub mod files;
 pub mod accounting;
+pub mod files;
 pub mod format;
-pub mod keys;
 pub mod image;
+pub mod keys;
 pub mod snapshot;
 pub mod spec_file;
 pub mod units;

@@ -17,11 +17,11 @@
 //!
 //! The client depends only on [`crate::proto`] (the wire types) and the HTTP/WebSocket crates,
 //! not on the daemon or the slice internals.
-mod ssh;
+mod accounting;
 pub mod files;
 mod image;
 mod snapshot;
-mod accounting;
+mod ssh;
 pub mod tty;
 
 use crate::proto::{

@@ -17,9 +17,9 @@ pub mod image;
 pub mod image_import;
 pub mod net;
 pub mod slice;
+pub mod snapshot;
 pub mod ssh;
 pub mod volume;
-pub mod snapshot;
 
 pub use api::*;
 pub use audit::{
