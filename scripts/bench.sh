@@ -3,7 +3,7 @@
 #   scripts/bench.sh BIN_DIR
 # Environment: BENCH_N (slices for the sandbox figures, default 100), BENCH_SLICES and
 # BENCH_CYCLES (daemon RSS figures, default 1000 and 1000), BENCH_SKIP (space-separated
-# sections to skip: sandbox daemon net oci).
+# sections to skip: sandbox daemon net oci disk).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${1:-target/release}
@@ -28,5 +28,9 @@ fi
 if ! skip oci && [ -f runtime/examples/oci_bench.rs ]; then
   section "OCI runtime (vslice-runc vs crun vs runc, full lifecycle of /bin/true)"
   cargo run --release -q -p vslice --example oci_bench
+fi
+if ! skip disk; then
+  section "disk (dd in a slice with a disk quota vs the host: loop image and project quota)"
+  bash scripts/disk-bench.sh "$BIN"
 fi
 bash scripts/leak-check.sh

@@ -129,7 +129,7 @@ fn start(dir: &Path) -> ! {
         .as_ref()
         .and_then(|l| l.cgroups_path().clone())
         .map(|p| Cgroup::new(&p.to_string_lossy()));
-    let init_pid = match setup(&launch) {
+    let init_pid = match setup(&launch, dir) {
         Ok(pid) => pid,
         Err(e) => report_failure(&e),
     };
@@ -197,7 +197,7 @@ fn detach_stdout() {
     }
 }
 
-fn setup(launch: &Launch) -> Result<i32, String> {
+fn setup(launch: &Launch, dir: &Path) -> Result<i32, String> {
     // Re-parent the slice's init to us when the executor's intermediate process exits.
     nix::sys::prctl::set_child_subreaper(true)
         .map_err(|e| format!("prctl PR_SET_CHILD_SUBREAPER: {e}"))?;
@@ -213,6 +213,8 @@ fn setup(launch: &Launch) -> Result<i32, String> {
         None::<&str>,
     )
     .map_err(|e| format!("make / rprivate: {e}"))?;
+    // A loop-backed disk quota: the slice's image mounted under its upper and work dirs.
+    vslice::disk::shim_mount(dir).map_err(|e| format!("disk: {e}"))?;
     let opts = CreateOptions {
         null_stdio: true,
         start_fifo: None,

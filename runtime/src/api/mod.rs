@@ -9,6 +9,7 @@
 //! filtered to the caller's slices); `operator` routes accept operators only. A caller that is
 //! not allowed gets 403 — also for a slice that does not exist, so that non-operators cannot
 //! probe for slice names.
+mod disk_metrics;
 pub mod error;
 mod exec;
 pub mod metrics;

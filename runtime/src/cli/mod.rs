@@ -9,6 +9,7 @@
 //! denied; `exec` and `enter` exit with the command's own code (126: could not run it, 127: not
 //! found in the slice, 128+N: killed by signal N); `audit verify` exits 1 when the log is
 //! damaged.
+pub mod disk;
 pub mod format;
 pub mod spec_file;
 pub mod units;
@@ -114,6 +115,8 @@ pub struct LimitArgs {
     /// Maximum number of processes and threads.
     #[arg(long, value_name = "N")]
     pub pids: Option<u64>,
+    #[command(flatten)]
+    pub disk: disk::DiskArgs,
 }
 
 #[derive(Args, Debug, Clone, Default)]
@@ -408,6 +411,7 @@ impl LimitArgs {
             && self.memory.is_none()
             && self.swap.is_none()
             && self.pids.is_none()
+            && self.disk.is_empty()
     }
 
     /// Override the fields given on the command line.
@@ -430,10 +434,11 @@ impl LimitArgs {
         if self.pids.is_some() {
             l.pids_max = self.pids;
         }
+        self.disk.apply(l);
     }
 
     fn to_patch(&self) -> LimitsPatch {
-        LimitsPatch {
+        let mut p = LimitsPatch {
             cpu_weight: self.cpu_weight,
             cpu_max: self.cpus,
             cpuset: self.cpuset.clone(),
@@ -441,7 +446,9 @@ impl LimitArgs {
             swap_max: self.swap,
             pids_max: self.pids,
             ..Default::default()
-        }
+        };
+        self.disk.patch(&mut p);
+        p
     }
 }
 
@@ -599,6 +606,7 @@ impl Backend {
                     started_at: i.started_at,
                     limits: i.spec.limits,
                     usage: i.usage,
+                    disk: i.disk,
                 })
             }
         }
@@ -829,7 +837,7 @@ fn dispatch(b: &Backend, cmd: Cmd, json: bool) -> R<i32> {
         } => {
             if limits.is_empty() && egress_rate.is_none() && ingress_rate.is_none() {
                 return Err(CliError::usage(
-                    "nothing to change: give at least one of --cpu-weight, --cpus, --cpuset, --memory, --swap, --pids, --egress-rate, --ingress-rate",
+                    "nothing to change: give at least one of --cpu-weight, --cpus, --cpuset, --memory, --swap, --pids, --disk, --inodes, --io-weight, --io-read-bps, --io-write-bps, --io-read-iops, --io-write-iops, --egress-rate, --ingress-rate",
                 ));
             }
             let patch = LimitsPatch {

@@ -348,6 +348,7 @@ mod tests {
             last_exit: None,
             usage: None,
             net: None,
+            disk: None,
         }
     }
 

@@ -10,6 +10,7 @@
 //! inherent methods (validation, I/O) next to that behaviour.
 pub mod api;
 pub mod audit;
+pub mod disk;
 pub mod events;
 pub mod image;
 pub mod net;
@@ -20,6 +21,7 @@ pub use audit::{
     Caller as AuditCaller, ControlRecord, DaemonRecord, Entry as AuditEntry, Head, Outcome,
     Problem, Record as AuditRecord, VerifyReport,
 };
+pub use disk::{DiskBacking, DiskUsage};
 pub use events::{Event, EventKind};
 pub use image::Image;
 pub use net::*;
