@@ -21,7 +21,12 @@ fn direct_write_rate(d: &TestDaemon, slice: &str, mib: u64) -> f64 {
     );
     let secs = t.elapsed().as_secs_f64();
     sh_ok(d, slice, "rm -f /io");
-    (mib * MIB) as f64 / secs
+    let rate = (mib * MIB) as f64 / secs;
+    eprintln!(
+        "{mib} MiB direct in {secs:.2} s: {:.2} MiB/s",
+        rate / MIB as f64
+    );
+    rate
 }
 
 fn within(rate: f64, cap: u64, tol: f64) -> bool {
@@ -38,7 +43,10 @@ fn disk_io_write_cap_holds_and_changes_live() {
     r.limits.io_write_bps = Some(8 * MIB);
     let info = c.create(&r).unwrap();
     let dev = info.disk.unwrap().device.expect("backing device");
-    assert!(dev.starts_with("7:"), "a loop-backed slice's writes go to its loop device: {dev}");
+    assert!(
+        dev.starts_with("7:"),
+        "a loop-backed slice's writes go to its loop device: {dev}"
+    );
     // The cap is on that device in the slice's cgroup, nowhere else.
     let v1 = format!(
         "/sys/fs/cgroup/blkio/{}/dio-a/blkio.throttle.write_bps_device",

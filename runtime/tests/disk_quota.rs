@@ -15,6 +15,28 @@ use vslice::proto::DiskBacking;
 use vslice::slice::{CreateRequest, LimitsPatch};
 
 const MIB: u64 = 1 << 20;
+/// An ext4 with project quotas.
+const EXT4_PRJ: &[&str] = &[
+    "mkfs.ext4",
+    "-q",
+    "-F",
+    "-O",
+    "quota,project",
+    "-I",
+    "256",
+    "-m",
+    "0",
+];
+
+/// Whether this process (root, like the daemon it starts) has CAP_SYS_RESOURCE.
+fn has_cap_sys_resource() -> bool {
+    caps::has_cap(
+        None,
+        caps::CapSet::Effective,
+        caps::Capability::CAP_SYS_RESOURCE,
+    )
+    .unwrap()
+}
 
 fn with_disk(name: &str, disk: u64, inodes: Option<u64>) -> CreateRequest {
     let mut r = sleeper(name);
@@ -42,7 +64,7 @@ fn fill_inodes(d: &TestDaemon, slice: &str, dir: &str, max: u64) -> (u64, String
         d,
         slice,
         &format!(
-            "mkdir -p {dir} && cd {dir} && i=0; while [ $i -lt {max} ]; do : > f$i 2>/tmp/err || break; i=$((i+1)); done; echo $i; cat /tmp/err 2>/dev/null; true"
+            "mkdir -p {dir} && cd {dir} && i=0; while [ $i -lt {max} ]; do true 2>/ierr >f$i || break; i=$((i+1)); done; echo $i; cat /ierr; rm -f /ierr"
         ),
     );
     let mut l = out.lines();
@@ -78,21 +100,35 @@ fn quota_behaviour(d: &TestDaemon, backing: DiskBacking, tag: &str) {
     let first = attacks_fail(d, &a, "/data", backing == DiskBacking::Project);
     if backing == DiskBacking::Project {
         let projid = info.spec.uid_base;
-        assert_eq!(first, format!("projid {projid} inherit 1"), "upper dirs inherit the project");
+        assert_eq!(
+            first,
+            format!("projid {projid} inherit 1"),
+            "upper dirs inherit the project"
+        );
     }
 
     // Fill: the write stops at the quota with ENOSPC/EDQUOT.
     let (written, out) = fill(d, &a, "/fill", 200);
-    assert!(refused(&out), "dd past the quota did not fail with ENOSPC/EDQUOT: {out}");
+    assert!(
+        refused(&out),
+        "dd past the quota did not fail with ENOSPC/EDQUOT: {out}"
+    );
     assert!(
         written <= 64 * MIB && written >= 30 * MIB,
         "wrote {written} bytes with a 64M quota"
     );
     let du = c.inspect(&a).unwrap().disk.unwrap();
-    assert!(du.used_bytes >= written && du.used_bytes <= 65 * MIB, "{du:?}");
+    assert!(
+        du.used_bytes >= written && du.used_bytes <= 65 * MIB,
+        "{du:?}"
+    );
 
     // The neighbour and the daemon carry on: b writes, an action is audited.
-    sh_ok(d, &b, "dd if=/dev/zero of=/ok bs=1M count=16 2>/dev/null && sync");
+    sh_ok(
+        d,
+        &b,
+        "dd if=/dev/zero of=/ok bs=1M count=16 2>/dev/null && sync",
+    );
     c.update_limits(
         &b,
         &LimitsPatch {
@@ -108,7 +144,11 @@ fn quota_behaviour(d: &TestDaemon, backing: DiskBacking, tag: &str) {
             ..Default::default()
         })
         .unwrap();
-    assert_eq!(recs.len(), 1, "the daemon did not audit while a slice was full");
+    assert_eq!(
+        recs.len(),
+        1,
+        "the daemon did not audit while a slice was full"
+    );
 
     // /metrics has the usage.
     let m = c.metrics().unwrap();
@@ -119,26 +159,50 @@ fn quota_behaviour(d: &TestDaemon, backing: DiskBacking, tag: &str) {
 
     // Deleting frees the quota.
     sh_ok(d, &a, "rm /fill && sync");
-    sh_ok(d, &a, "dd if=/dev/zero of=/again bs=1M count=32 2>/dev/null && sync && rm /again");
-
-    // Live resize: the quota grows while the slice runs, df follows, more fits.
-    c.update_limits(
+    sh_ok(
+        d,
         &a,
-        &LimitsPatch {
-            disk_max: Some(128 * MIB),
-            ..Default::default()
-        },
-    )
-    .unwrap();
+        "dd if=/dev/zero of=/again bs=1M count=32 2>/dev/null && sync && rm /again",
+    );
+
+    // Live resize: the quota grows while the slice runs, df follows, more fits. (ext4 grows
+    // online only for a holder of CAP_SYS_RESOURCE: where the host's root lacks it, the
+    // daemon says so and the slice is resized stopped.)
+    let grow = LimitsPatch {
+        disk_max: Some(128 * MIB),
+        ..Default::default()
+    };
+    if backing == DiskBacking::Project || has_cap_sys_resource() {
+        c.update_limits(&a, &grow).unwrap();
+    } else {
+        let e = c.update_limits(&a, &grow).unwrap_err();
+        assert_eq!(e.status(), Some(409), "{e}");
+        assert!(e.to_string().contains("CAP_SYS_RESOURCE"), "{e}");
+        assert_eq!(c.inspect(&a).unwrap().spec.limits.disk_max, Some(64 * MIB));
+        c.stop(&a, None).unwrap();
+        c.update_limits(&a, &grow).unwrap();
+        c.start(&a).unwrap();
+    }
     let (total_k, _) = df_root(d, &a);
-    assert!(total_k > 100 * 1024, "df after growing to 128M: {total_k} KiB");
-    sh_ok(d, &a, "dd if=/dev/zero of=/big bs=1M count=96 2>/dev/null && sync && rm /big");
+    assert!(
+        total_k > 100 * 1024,
+        "df after growing to 128M: {total_k} KiB"
+    );
+    assert_eq!(c.inspect(&a).unwrap().disk.unwrap().limit_bytes, 128 * MIB);
+    sh_ok(
+        d,
+        &a,
+        "dd if=/dev/zero of=/big bs=1M count=96 2>/dev/null && sync && rm /big",
+    );
 
     // The inode limit: file creation stops near it.
     if backing == DiskBacking::Project {
         let (n, err) = fill_inodes(d, &a, "/many", 5000);
         assert!(refused(&err), "creating files past the inode limit: {err}");
-        assert!((1500..=2000).contains(&n), "made {n} files with a 2000-inode limit");
+        assert!(
+            (1500..=2000).contains(&n),
+            "made {n} files with a 2000-inode limit"
+        );
         sh_ok(d, &a, "rm -rf /many");
     } else {
         // A loop image's inode count is fixed by mkfs (-N, rounded up per block group).
@@ -151,8 +215,17 @@ fn quota_behaviour(d: &TestDaemon, backing: DiskBacking, tag: &str) {
         sh_ok(d, &a, "rm -rf /many");
     }
 
-    // Stopped, the quota still holds what was written and can shrink; start again.
+    // Stopped, the quota still holds what was written and can shrink; start again. (A
+    // loop-backed disk does not shrink while running: ext4 cannot.)
     sh_ok(d, &a, "echo kept > /kept && sync");
+    let shrink = LimitsPatch {
+        disk_max: Some(48 * MIB),
+        ..Default::default()
+    };
+    if backing == DiskBacking::Loop {
+        let e = c.update_limits(&a, &shrink).unwrap_err();
+        assert_eq!(e.status(), Some(409), "{e}");
+    }
     c.stop(&a, None).unwrap();
     c.update_limits(
         &a,
@@ -165,11 +238,18 @@ fn quota_behaviour(d: &TestDaemon, backing: DiskBacking, tag: &str) {
     c.start(&a).unwrap();
     assert_eq!(sh_ok(d, &a, "cat /kept").trim(), "kept");
     let (total_k, _) = df_root(d, &a);
-    assert!(total_k <= 48 * 1024, "df after shrinking to 48M: {total_k} KiB");
+    assert!(
+        total_k <= 48 * 1024,
+        "df after shrinking to 48M: {total_k} KiB"
+    );
 
     c.destroy(&a).unwrap();
     c.destroy(&b).unwrap();
-    assert!(loops_under(&d.root).is_empty(), "loop devices left: {:?}", loops_under(&d.root));
+    assert!(
+        loops_under(&d.root).is_empty(),
+        "loop devices left: {:?}",
+        loops_under(&d.root)
+    );
 }
 
 #[test]
@@ -185,7 +265,10 @@ fn disk_loop_quota_stops_the_slice_not_the_node() {
     let img = d.root.join("slices").join(name).join("disk.img");
     use std::os::unix::fs::MetadataExt;
     let on_node = std::fs::metadata(&img).unwrap().blocks() * 512;
-    assert!(on_node <= 64 * MIB, "the image takes {on_node} bytes of the node");
+    assert!(
+        on_node <= 64 * MIB,
+        "the image takes {on_node} bytes of the node"
+    );
     c.destroy(name).unwrap();
     assert!(!img.exists(), "image left after destroy");
     assert!(loops_under(&d.root).is_empty());
@@ -196,7 +279,7 @@ fn disk_loop_quota_stops_the_slice_not_the_node() {
 /// slices (whose mount namespaces hold the filesystem) are gone before it is unmounted.
 struct ProjectEnv {
     d: TestDaemon,
-    pfs: ProjectFs,
+    _pfs: ProjectFs,
 }
 
 #[test]
@@ -204,7 +287,7 @@ fn disk_project_quota_stops_the_slice_not_the_node() {
     let mut d = TestDaemon::start();
     d.stop();
     let slices = d.root.join("slices");
-    let pfs = match ProjectFs::try_new("prj", &slices, 512, "quota,project", "prjquota") {
+    let pfs = match ProjectFs::try_new("prj", &slices, 512, EXT4_PRJ, "prjquota") {
         Ok(p) => p,
         Err(e) => {
             // Only a kernel without ext4 quota support may refuse the filesystem; then the
@@ -223,7 +306,7 @@ fn disk_project_quota_stops_the_slice_not_the_node() {
         }
     };
     let image = pfs.image.clone();
-    let mut env = ProjectEnv { d, pfs };
+    let mut env = ProjectEnv { d, _pfs: pfs };
     env.d.spawn();
     let d = &env.d;
     quota_behaviour(d, DiskBacking::Project, "p");
@@ -235,28 +318,38 @@ fn disk_project_quota_stops_the_slice_not_the_node() {
     let c = d.blocking();
     let info = c.create(&with_disk("dqp-c", 64 * MIB, Some(1000))).unwrap();
     let projid = info.spec.uid_base;
-    assert_eq!(vslice::disk::quota::get(&slices, projid).unwrap().2, 64 * MIB);
+    assert_eq!(
+        vslice::disk::quota::get(&slices, projid).unwrap().2,
+        64 * MIB
+    );
     c.destroy("dqp-c").unwrap();
     let (_, _, blimit, ilimit) = vslice::disk::quota::get(&slices, projid).unwrap();
-    assert_eq!((blimit, ilimit), (0, 0), "project limits left after destroy");
+    assert_eq!(
+        (blimit, ilimit),
+        (0, 0),
+        "project limits left after destroy"
+    );
     d.assert_consistent();
     env.d.teardown();
     drop(env);
-    assert!(loops_under(&image).is_empty(), "the test filesystem's loop device is left");
+    assert!(
+        loops_under(&image).is_empty(),
+        "the test filesystem's loop device is left"
+    );
 }
 
-/// An ext4 with the `project` feature whose quotas the kernel does not enforce (no quota
-/// feature, or no kernel support): project ids can be set (the ioctl layout is checked by
-/// reading one back), but the daemon must not rely on them and uses the loop image.
+/// A filesystem with project ids whose quotas are not enforced (XFS mounted without pquota):
+/// project ids can be set (the ioctl layout is checked by reading one back), but the daemon
+/// must not rely on them and uses the loop image.
 #[test]
 fn disk_project_fs_without_enforcement_falls_back_to_loop() {
     let mut d = TestDaemon::start();
     d.stop();
     let slices = d.root.join("slices");
-    let pfs = ProjectFs::try_new("noenf", &slices, 512, "project", "defaults")
-        .expect("mount an ext4 with -O project");
+    let pfs = ProjectFs::try_new("noenf", &slices, 512, &["mkfs.xfs", "-q", "-f"], "defaults")
+        .expect("mount an XFS");
     let image = pfs.image.clone();
-    let mut env = ProjectEnv { d, pfs };
+    let mut env = ProjectEnv { d, _pfs: pfs };
     env.d.spawn();
     let d = &env.d;
     // The tag itself works on this filesystem.
@@ -281,7 +374,10 @@ fn disk_project_fs_without_enforcement_falls_back_to_loop() {
     d.assert_consistent();
     env.d.teardown();
     drop(env);
-    assert!(loops_under(&image).is_empty(), "the test filesystem's loop device is left");
+    assert!(
+        loops_under(&image).is_empty(),
+        "the test filesystem's loop device is left"
+    );
 }
 
 #[test]
@@ -306,6 +402,9 @@ fn disk_fields_are_validated_naming_the_field() {
         )
         .unwrap_err();
     assert_eq!(e.field(), Some("limits.disk_max"), "{e}");
-    assert!(d.slice_dirs().iter().all(|n| !n.starts_with("dqv-a") && !n.starts_with("dqv-b")));
+    assert!(d
+        .slice_dirs()
+        .iter()
+        .all(|n| !n.starts_with("dqv-a") && !n.starts_with("dqv-b")));
     d.assert_consistent();
 }

@@ -79,7 +79,10 @@ pub fn limits_parts(l: &Limits, parts: &mut Vec<String>) {
     if let Some(v) = l.io_weight {
         parts.push(format!("io-weight={v}"));
     }
-    for (k, v) in [("io-read-bps", l.io_read_bps), ("io-write-bps", l.io_write_bps)] {
+    for (k, v) in [
+        ("io-read-bps", l.io_read_bps),
+        ("io-write-bps", l.io_write_bps),
+    ] {
         if let Some(v) = v {
             parts.push(format!("{k}={}", units::format_size(v)));
         }

@@ -65,7 +65,11 @@ pub fn apply(dirs: &[PathBuf], dev: &str, l: &Limits) -> Result<(), DiskError> {
         write(&d.join("io.max"), &format!("{dev} {line}"))?;
         if let Some(w) = l.io_weight {
             let bfq = d.join("io.bfq.weight");
-            let f = if bfq.exists() { bfq } else { d.join("io.weight") };
+            let f = if bfq.exists() {
+                bfq
+            } else {
+                d.join("io.weight")
+            };
             if !f.exists() {
                 return Err(DiskError::Unsupported(format!(
                     "limits.io_weight: {} is missing (no BFQ or io.cost weight)",

@@ -245,8 +245,7 @@ pub fn attach_and_mount(image: &Path, target: &Path) -> Result<LoopDev, DiskErro
         let name = b"vslice";
         cfg.info.file_name[..name.len()].copy_from_slice(name);
         // SAFETY: LOOP_CONFIGURE reads a struct loop_config.
-        if unsafe { libc::ioctl(dev.as_raw_fd(), LOOP_CONFIGURE, &cfg as *const LoopConfig) } < 0
-        {
+        if unsafe { libc::ioctl(dev.as_raw_fd(), LOOP_CONFIGURE, &cfg as *const LoopConfig) } < 0 {
             let e = std::io::Error::last_os_error();
             if e.raw_os_error() == Some(libc::EBUSY) {
                 continue;

@@ -52,6 +52,9 @@ pub enum DiskError {
     Unsupported(String),
     #[error("no loop device is attached to {0} (is the slice running?)")]
     NotAttached(PathBuf),
+    /// The change needs the slice stopped (the reason says why).
+    #[error("{0}")]
+    NeedsStop(String),
     /// A request the disk cannot honour (the message names the field).
     #[error("{field}: {reason}")]
     Invalid { field: &'static str, reason: String },
@@ -191,7 +194,10 @@ pub fn shim_mount(dir: &Path) -> Result<(), DiskError> {
 fn fs_seen_by(dir: &Path, shim_pid: Option<i32>) -> Option<PathBuf> {
     let abs = std::fs::canonicalize(dir).ok()?;
     let pid = shim_pid?;
-    Some(PathBuf::from(format!("/proc/{pid}/root{}", abs.join("fs").display())))
+    Some(PathBuf::from(format!(
+        "/proc/{pid}/root{}",
+        abs.join("fs").display()
+    )))
 }
 
 /// The device ("major:minor") that backs the slice's writes: its loop device (while running)
@@ -258,8 +264,7 @@ pub fn resize(
     let Some(rec) = record(dir) else {
         return Err(DiskError::Invalid {
             field: "limits.disk_max",
-            reason: "the slice was created without a disk quota; a quota is set at creation"
-                .into(),
+            reason: "the slice was created without a disk quota; a quota is set at creation".into(),
         });
     };
     let Some(bytes) = new.disk_max else {
@@ -279,12 +284,18 @@ pub fn resize(
             let image = dir.join(IMAGE_FILE);
             let old_bytes = old.disk_max.unwrap_or(0);
             match fs_seen_by(dir, shim_pid) {
-                Some(_) if bytes < old_bytes => Err(DiskError::Invalid {
-                    field: "limits.disk_max",
-                    reason: "a loop-backed disk only grows while the slice runs; stop it to \
-                             shrink it"
+                Some(_) if bytes < old_bytes => Err(DiskError::NeedsStop(
+                    "a loop-backed disk only grows while the slice runs; stop it to shrink it"
                         .into(),
-                }),
+                )),
+                // ext4 grows online only for a holder of CAP_SYS_RESOURCE (ext4_resize_begin);
+                // some hosts' root lacks it in its bounding set. Say so before touching
+                // anything.
+                Some(_) if !has_sys_resource() => Err(DiskError::NeedsStop(
+                    "growing a running loop-backed disk needs CAP_SYS_RESOURCE, which vsliced \
+                     lacks on this host; stop the slice to resize it"
+                        .into(),
+                )),
                 Some(mounted) => loopdev::grow_online(&image, bytes, &mounted),
                 None => loopdev::resize_offline(&image, bytes),
             }
@@ -292,13 +303,27 @@ pub fn resize(
     }
 }
 
+fn has_sys_resource() -> bool {
+    caps::has_cap(
+        None,
+        caps::CapSet::Effective,
+        caps::Capability::CAP_SYS_RESOURCE,
+    )
+    .unwrap_or(false)
+}
+
 /// Apply `l`'s block I/O limits to a just-started slice's cgroup (`dirs`: its directories);
 /// nothing to do without any.
 pub fn apply_io(dir: &Path, dirs: &[PathBuf], l: &Limits) -> Result<(), DiskError> {
     let any = l.io_weight.is_some()
-        || [l.io_read_bps, l.io_write_bps, l.io_read_iops, l.io_write_iops]
-            .iter()
-            .any(|v| v.is_some());
+        || [
+            l.io_read_bps,
+            l.io_write_bps,
+            l.io_read_iops,
+            l.io_write_iops,
+        ]
+        .iter()
+        .any(|v| v.is_some());
     if !any {
         return Ok(());
     }
@@ -334,10 +359,7 @@ mod tests {
             other => panic!("{other:?}"),
         };
         assert_eq!(field(l(|l| l.disk_max = Some(1 << 20))), "limits.disk_max");
-        assert_eq!(
-            field(l(|l| l.inodes_max = Some(1000))),
-            "limits.inodes_max"
-        );
+        assert_eq!(field(l(|l| l.inodes_max = Some(1000))), "limits.inodes_max");
         assert_eq!(
             field(l(|l| {
                 l.disk_max = Some(1 << 30);

@@ -1064,7 +1064,15 @@ impl Manager {
             &spec.limits,
             &l,
             running.as_ref().map(|s| s.shim_pid),
-        )?;
+        )
+        .map_err(|e| match e {
+            crate::disk::DiskError::NeedsStop(reason) => SliceError::Conflict {
+                name: name.into(),
+                state: "running".into(),
+                reason,
+            },
+            other => other.into(),
+        })?;
         if running.is_some() {
             let cg = Cgroup::new(&self.cgroup_path(name));
             cg.apply(&oci::resources(&l))?;

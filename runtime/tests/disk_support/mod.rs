@@ -119,7 +119,10 @@ pub fn loops_under(prefix: &Path) -> Vec<String> {
 /// Detach loop devices backed by files under `prefix` (cleanup after a failed test).
 pub fn detach_loops_under(prefix: &Path) {
     for l in loops_under(prefix) {
-        let _ = Command::new("losetup").arg("-d").arg(format!("/dev/{l}")).output();
+        let _ = Command::new("losetup")
+            .arg("-d")
+            .arg(format!("/dev/{l}"))
+            .output();
     }
 }
 
@@ -131,13 +134,14 @@ pub struct ProjectFs {
 }
 
 impl ProjectFs {
-    /// mkfs.ext4 with `features` (e.g. "quota,project") and mount it (with `opts`). Err(the
-    /// mount's error) when the kernel refuses it, with everything undone.
+    /// Make a filesystem with `mkfs` (program and options; the image is appended) and mount
+    /// it (with `opts`). Err(the mount's error) when the kernel refuses it, with everything
+    /// undone.
     pub fn try_new(
         tag: &str,
         mount_point: &Path,
         size_mb: u64,
-        features: &str,
+        mkfs: &[&str],
         opts: &str,
     ) -> Result<ProjectFs, String> {
         let image = PathBuf::from(format!(
@@ -152,9 +156,7 @@ impl ProjectFs {
         let f = std::fs::File::create(&image).unwrap();
         f.set_len(size_mb << 20).unwrap();
         drop(f);
-        run(Command::new("mkfs.ext4")
-            .args(["-q", "-F", "-O", features, "-I", "256", "-m", "0"])
-            .arg(&image));
+        run(Command::new(mkfs[0]).args(&mkfs[1..]).arg(&image));
         std::fs::create_dir_all(mount_point).unwrap();
         // mount -o loop attaches an autoclear loop device: released at unmount.
         let out = Command::new("mount")
@@ -176,7 +178,10 @@ impl ProjectFs {
 /// /proc/config.gz says; None when the kernel does not publish its config.
 pub fn kernel_has_ext4_quota() -> Option<bool> {
     let out = Command::new("sh")
-        .args(["-c", "gzip -dc /proc/config.gz 2>/dev/null | grep -E '^CONFIG_(QUOTA|QFMT_V2)='"])
+        .args([
+            "-c",
+            "gzip -dc /proc/config.gz 2>/dev/null | grep -E '^CONFIG_(QUOTA|QFMT_V2)='",
+        ])
         .output()
         .ok()?;
     let text = String::from_utf8_lossy(&out.stdout);
