@@ -91,7 +91,7 @@ fn quota_behaviour(d: &TestDaemon, backing: DiskBacking, tag: &str) {
     // df inside shows the quota, not the node's disk.
     let (total_k, _) = df_root(d, &a);
     assert!(
-        total_k <= 64 * 1024 && total_k >= 40 * 1024,
+        (40 * 1024..=64 * 1024).contains(&total_k),
         "df / inside shows {total_k} KiB for a 64M quota"
     );
 
@@ -114,7 +114,7 @@ fn quota_behaviour(d: &TestDaemon, backing: DiskBacking, tag: &str) {
         "dd past the quota did not fail with ENOSPC/EDQUOT: {out}"
     );
     assert!(
-        written <= 64 * MIB && written >= 30 * MIB,
+        (30 * MIB..=64 * MIB).contains(&written),
         "wrote {written} bytes with a 64M quota"
     );
     let du = c.inspect(&a).unwrap().disk.unwrap();
