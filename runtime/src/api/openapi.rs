@@ -898,6 +898,19 @@ mod tests {
             case("Status", vec![Status::Stopped, Status::Running]),
             case("TtyExit", vec![TtyExit { exit_code: 130 }]),
             case("Usage", vec![usage()]),
+            case("DiskBacking", vec![DiskBacking::Project, DiskBacking::Loop]),
+            case(
+                "DiskUsage",
+                vec![
+                    disk_usage(),
+                    DiskUsage {
+                        backing: DiskBacking::Loop,
+                        limit_inodes: None,
+                        device: None,
+                        ..disk_usage()
+                    },
+                ],
+            ),
             case(
                 "VerifyReport",
                 vec![VerifyReport {

@@ -420,7 +420,7 @@ mod tests {
         // Plain files keep only the last write; the kernel accumulates them.
         assert_eq!(
             std::fs::read_to_string(root.join("cgroup.subtree_control")).unwrap(),
-            "+pids"
+            "+io"
         );
         assert_eq!(
             std::fs::read_to_string(parent.join("cgroup.subtree_control")).unwrap(),
