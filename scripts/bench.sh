@@ -3,7 +3,7 @@
 #   scripts/bench.sh BIN_DIR
 # Environment: BENCH_N (slices for the sandbox figures, default 100), BENCH_SLICES and
 # BENCH_CYCLES (daemon RSS figures, default 1000 and 1000), BENCH_SKIP (space-separated
-# sections to skip: sandbox daemon net oci ssh files images acct views).
+# sections to skip: sandbox daemon net oci ssh files images acct views disk).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${1:-target/release}
@@ -48,5 +48,9 @@ fi
 if ! skip views; then
   section "slice views (/proc/meminfo reads per second through the view server)"
   cargo run --release -q -p vslice --example views_bench
+fi
+if ! skip disk; then
+  section "disk (dd in a slice with a disk quota vs the host: loop image and project quota)"
+  bash scripts/disk-bench.sh "$BIN"
 fi
 bash scripts/leak-check.sh

@@ -21,6 +21,7 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod daemon;
+pub mod disk;
 pub mod image;
 pub mod net;
 pub mod oci;

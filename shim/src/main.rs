@@ -159,7 +159,8 @@ fn start(dir: &Path) -> ! {
         dir: dir.join("views"),
     });
     let mut views_pid = None;
-    let init_pid = match console.with_stdio(|| setup(&mut launch, &mut views, &mut views_pid)) {
+    let init_pid = match console.with_stdio(|| setup(&mut launch, dir, &mut views, &mut views_pid))
+    {
         Ok(Ok(pid)) => pid,
         Ok(Err(e)) => report_failure(&e),
         Err(e) => report_failure(&format!("console log: {e}")),
@@ -237,6 +238,7 @@ fn detach_stdout() {
 
 fn setup(
     launch: &mut Launch,
+    dir: &Path,
     views: &mut Option<views::Config>,
     views_pid: &mut Option<nix::unistd::Pid>,
 ) -> Result<i32, String> {
@@ -255,6 +257,8 @@ fn setup(
         None::<&str>,
     )
     .map_err(|e| format!("make / rprivate: {e}"))?;
+    // A loop-backed disk quota: the slice's image mounted under its upper and work dirs.
+    vslice::disk::shim_mount(dir).map_err(|e| format!("disk: {e}"))?;
     // The slice's own /proc view (views/mod.rs): served from our mount namespace, bound over
     // the slice's files by the sandbox like any bind mount. Without FUSE the slice starts with
     // the host's files (logged), rather than not at all.

@@ -10,6 +10,7 @@
 //! not allowed gets 403 — also for a slice that does not exist, so that non-operators cannot
 //! probe for slice names.
 mod accounting;
+mod disk_metrics;
 pub mod error;
 mod exec;
 mod files;

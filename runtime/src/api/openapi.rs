@@ -26,6 +26,7 @@ use crate::proto::{
     OutputEncoding, PortForward, Problem, Proto, Resize, SliceInfo, SliceSpec, Stats, Status,
     StopQuery, TtyExit, TtyQuery, Usage, VerifyReport, Volume,
 };
+use crate::proto::{DiskBacking, DiskUsage};
 use crate::proto::{KeyAdd, SshKey};
 use serde_json::{json, Value};
 use utoipa::OpenApi;
@@ -67,6 +68,7 @@ struct SliceName {
         CloneRequest, ExportRequest, ExportResult, RestoreRequest, SliceImportRequest,
         SnapshotInfo, SnapshotRequest,
         WhoAnswer, WhoFlow, FlowEnd, FlowRecord, FlowTuple, ExecRecord,
+        DiskBacking, DiskUsage,
     ))
 )]
 struct ApiDoc;
@@ -753,6 +755,24 @@ mod tests {
             memory_max: Some(256 << 20),
             swap_max: Some(64 << 20),
             pids_max: Some(128),
+            disk_max: Some(20 << 30),
+            inodes_max: Some(1_000_000),
+            io_weight: Some(100),
+            io_read_bps: Some(100 << 20),
+            io_write_bps: Some(50 << 20),
+            io_read_iops: Some(2000),
+            io_write_iops: Some(1000),
+        }
+    }
+
+    fn disk_usage() -> DiskUsage {
+        DiskUsage {
+            backing: DiskBacking::Project,
+            used_bytes: 1 << 20,
+            limit_bytes: 20 << 30,
+            used_inodes: 100,
+            limit_inodes: Some(1_000_000),
+            device: Some("7:3".into()),
         }
     }
 
@@ -861,6 +881,7 @@ mod tests {
             last_exit: Some(exit()),
             usage: Some(usage()),
             net: Some(net_info()),
+            disk: Some(disk_usage()),
         }
     }
 
@@ -1114,6 +1135,13 @@ mod tests {
                     pids_max: Some(10),
                     egress_rate: Some(1_000_000),
                     ingress_rate: Some(2_000_000),
+                    disk_max: Some(40 << 30),
+                    inodes_max: Some(2_000_000),
+                    io_weight: Some(200),
+                    io_read_bps: Some(0),
+                    io_write_bps: Some(10 << 20),
+                    io_read_iops: Some(500),
+                    io_write_iops: Some(0),
                 }],
             ),
             case("NetAllow", vec![net().allow]),
@@ -1142,11 +1170,25 @@ mod tests {
                     started_at: Some(1),
                     limits: limits(),
                     usage: Some(usage()),
+                    disk: Some(disk_usage()),
                 }],
             ),
             case("Status", vec![Status::Stopped, Status::Running]),
             case("TtyExit", vec![TtyExit { exit_code: 130 }]),
             case("Usage", vec![usage()]),
+            case("DiskBacking", vec![DiskBacking::Project, DiskBacking::Loop]),
+            case(
+                "DiskUsage",
+                vec![
+                    disk_usage(),
+                    DiskUsage {
+                        backing: DiskBacking::Loop,
+                        limit_inodes: None,
+                        device: None,
+                        ..disk_usage()
+                    },
+                ],
+            ),
             case(
                 "ImportRequest",
                 vec![ImportRequest {

@@ -248,6 +248,7 @@ pub async fn stats(
         started_at: info.started_at,
         limits: info.spec.limits,
         usage: info.usage,
+        disk: info.disk,
     }))
 }
 

@@ -209,6 +209,7 @@ async fn render_metrics(st: &AppState) -> Result<Response, ApiError> {
     let slices = st.daemon.blocking(|m| m.list()).await?;
     let mut out = String::with_capacity(4096 + slices.len() * 512);
     super::metrics::render_slices(&mut out, &slices);
+    super::disk_metrics::render_disk(&mut out, &slices);
     super::metrics::render_daemon(
         &mut out,
         st.daemon.started_unix,

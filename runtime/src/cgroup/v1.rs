@@ -9,10 +9,12 @@ use super::{
 };
 use crate::util::fs::IoContext;
 
-/// The v1 controllers a slice cgroup is made in. Others (blkio, devices, net_cls, ...) are
-/// left alone: vslice does not use them, and every extra hierarchy is one more directory to
-/// create, join and remove.
-pub(super) const CONTROLLERS: [&str; 6] = ["cpu", "cpuacct", "cpuset", "memory", "pids", "freezer"];
+/// The v1 controllers a slice cgroup is made in. Others (devices, net_cls, ...) are left
+/// alone: vslice does not use them, and every extra hierarchy is one more directory to
+/// create, join and remove. blkio carries the slice's block I/O limits (crate::disk::blkio).
+pub(super) const CONTROLLERS: [&str; 7] = [
+    "cpu", "cpuacct", "cpuset", "memory", "pids", "freezer", "blkio",
+];
 
 const MOUNTINFO: &str = "/proc/self/mountinfo";
 

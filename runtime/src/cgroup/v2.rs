@@ -17,7 +17,8 @@ pub(super) const ROOT: &str = "/sys/fs/cgroup";
 
 /// Controllers enabled for slices. The freezer and cgroup.kill are core files in v2, not
 /// controllers.
-const CONTROLLERS: [&str; 4] = ["cpu", "cpuset", "memory", "pids"];
+/// io carries the slice's block I/O limits (crate::disk::blkio).
+const CONTROLLERS: [&str; 5] = ["cpu", "cpuset", "memory", "pids", "io"];
 
 pub(crate) struct V2 {
     root: PathBuf,
@@ -419,7 +420,7 @@ mod tests {
         // Plain files keep only the last write; the kernel accumulates them.
         assert_eq!(
             std::fs::read_to_string(root.join("cgroup.subtree_control")).unwrap(),
-            "+pids"
+            "+io"
         );
         assert_eq!(
             std::fs::read_to_string(parent.join("cgroup.subtree_control")).unwrap(),

@@ -124,6 +124,7 @@ pub fn limits_str(l: &Limits) -> String {
     if let Some(v) = l.pids_max {
         parts.push(format!("pids={v}"));
     }
+    super::disk::limits_parts(l, &mut parts);
     if parts.is_empty() {
         "no limits".into()
     } else {

@@ -10,6 +10,7 @@
 //! found in the slice, 128+N: killed by signal N); `audit verify` exits 1 when the log is
 //! damaged.
 pub mod accounting;
+pub mod disk;
 pub mod files;
 pub mod format;
 pub mod image;
@@ -119,6 +120,8 @@ pub struct LimitArgs {
     /// Maximum number of processes and threads.
     #[arg(long, value_name = "N")]
     pub pids: Option<u64>,
+    #[command(flatten)]
+    pub disk: disk::DiskArgs,
 }
 
 #[derive(Args, Debug, Clone, Default)]
@@ -462,6 +465,7 @@ impl LimitArgs {
             && self.memory.is_none()
             && self.swap.is_none()
             && self.pids.is_none()
+            && self.disk.is_empty()
     }
 
     /// Override the fields given on the command line.
@@ -484,10 +488,11 @@ impl LimitArgs {
         if self.pids.is_some() {
             l.pids_max = self.pids;
         }
+        self.disk.apply(l);
     }
 
     fn to_patch(&self) -> LimitsPatch {
-        LimitsPatch {
+        let mut p = LimitsPatch {
             cpu_weight: self.cpu_weight,
             cpu_max: self.cpus,
             cpuset: self.cpuset.clone(),
@@ -495,7 +500,9 @@ impl LimitArgs {
             swap_max: self.swap,
             pids_max: self.pids,
             ..Default::default()
-        }
+        };
+        self.disk.patch(&mut p);
+        p
     }
 }
 
@@ -653,6 +660,7 @@ impl Backend {
                     started_at: i.started_at,
                     limits: i.spec.limits,
                     usage: i.usage,
+                    disk: i.disk,
                 })
             }
         }
@@ -887,7 +895,7 @@ fn dispatch(b: &Backend, cmd: Cmd, json: bool) -> R<i32> {
         } => {
             if limits.is_empty() && egress_rate.is_none() && ingress_rate.is_none() {
                 return Err(CliError::usage(
-                    "nothing to change: give at least one of --cpu-weight, --cpus, --cpuset, --memory, --swap, --pids, --egress-rate, --ingress-rate",
+                    "nothing to change: give at least one of --cpu-weight, --cpus, --cpuset, --memory, --swap, --pids, --disk, --inodes, --io-weight, --io-read-bps, --io-write-bps, --io-read-iops, --io-write-iops, --egress-rate, --ingress-rate",
                 ));
             }
             let patch = LimitsPatch {

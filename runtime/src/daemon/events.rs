@@ -349,6 +349,7 @@ mod tests {
             last_exit: None,
             usage: None,
             net: None,
+            disk: None,
         }
     }
 

@@ -109,6 +109,9 @@ pub struct Stats {
     pub limits: crate::proto::slice::Limits,
     /// Null when the slice is not running.
     pub usage: Option<crate::proto::slice::Usage>,
+    /// Disk usage of a slice with a disk quota.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk: Option<crate::proto::disk::DiskUsage>,
 }
 
 /// `GET /v1/info`: the daemon and who is asking.

@@ -11,6 +11,7 @@
 pub mod accounting;
 pub mod api;
 pub mod audit;
+pub mod disk;
 pub mod events;
 pub mod files;
 pub mod image;
@@ -26,6 +27,7 @@ pub use audit::{
     Caller as AuditCaller, ControlRecord, DaemonRecord, Entry as AuditEntry, Head, Outcome,
     Problem, Record as AuditRecord, VerifyReport,
 };
+pub use disk::{DiskBacking, DiskUsage};
 pub use events::{Event, EventKind};
 pub use files::{CopyResult, FilesQuery, LogsQuery};
 pub use image::Image;

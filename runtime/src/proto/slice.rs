@@ -22,6 +22,23 @@ pub struct Limits {
     pub swap_max: Option<u64>,
     /// Maximum number of tasks (processes and threads).
     pub pids_max: Option<u64>,
+    /// Disk quota in bytes on what the slice writes (its upper and work directories); set at
+    /// creation. Enforced by a project quota where the state root's filesystem has them, else
+    /// by a per-slice ext4 image on a loop device.
+    pub disk_max: Option<u64>,
+    /// Inode limit (files and directories); needs `disk_max`.
+    pub inodes_max: Option<u64>,
+    /// Relative block I/O weight under contention, 1..=1000 (BFQ), default 100.
+    #[schema(minimum = 1, maximum = 1000)]
+    pub io_weight: Option<u64>,
+    /// Read cap in bytes/s on the device that backs the slice's writes.
+    pub io_read_bps: Option<u64>,
+    /// Write cap in bytes/s on that device.
+    pub io_write_bps: Option<u64>,
+    /// Read cap in I/O operations/s.
+    pub io_read_iops: Option<u64>,
+    /// Write cap in I/O operations/s.
+    pub io_write_iops: Option<u64>,
 }
 
 /// What a caller asks for when creating a slice.
@@ -109,6 +126,9 @@ pub struct SliceInfo {
     /// Address and traffic counters of a running bridge-mode slice.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub net: Option<NetInfo>,
+    /// Disk usage of a slice with a disk quota.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk: Option<crate::proto::disk::DiskUsage>,
 }
 
 /// A running slice's network as the node sees it.
@@ -136,6 +156,21 @@ pub struct LimitsPatch {
     pub egress_rate: Option<u64>,
     /// Rate of traffic into the slice, bits/s (bridge mode).
     pub ingress_rate: Option<u64>,
+    /// New disk quota in bytes (resized live; a loop-backed disk only grows while running).
+    pub disk_max: Option<u64>,
+    /// Inode limit (files and directories); needs `disk_max`.
+    pub inodes_max: Option<u64>,
+    /// Relative block I/O weight under contention, 1..=1000 (BFQ), default 100.
+    #[schema(minimum = 1, maximum = 1000)]
+    pub io_weight: Option<u64>,
+    /// Read cap in bytes/s on the device that backs the slice's writes.
+    pub io_read_bps: Option<u64>,
+    /// Write cap in bytes/s on that device.
+    pub io_write_bps: Option<u64>,
+    /// Read cap in I/O operations/s.
+    pub io_read_iops: Option<u64>,
+    /// Write cap in I/O operations/s.
+    pub io_write_iops: Option<u64>,
 }
 
 /// Per-slice usage read from the kernel. All counters cover the cgroup and its descendants.

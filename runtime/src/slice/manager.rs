@@ -54,6 +54,17 @@ pub enum SliceError {
     Start { name: String, reason: String },
     #[error("network: {0}")]
     Net(crate::net::NetError),
+    #[error("disk: {0}")]
+    Disk(crate::disk::DiskError),
+}
+
+impl From<crate::disk::DiskError> for SliceError {
+    fn from(e: crate::disk::DiskError) -> SliceError {
+        match e {
+            crate::disk::DiskError::Invalid { field, reason } => SliceError::invalid(field, reason),
+            other => SliceError::Disk(other),
+        }
+    }
 }
 
 impl From<crate::net::NetError> for SliceError {
@@ -83,7 +94,10 @@ impl SliceError {
             SliceError::Conflict { .. } => (409, "conflict"),
             SliceError::Invalid { .. } => (400, "invalid"),
             SliceError::Start { .. } => (500, "start_failed"),
-            SliceError::Io(_) | SliceError::Cgroup(_) | SliceError::Net(_) => (500, "internal"),
+            SliceError::Io(_)
+            | SliceError::Cgroup(_)
+            | SliceError::Net(_)
+            | SliceError::Disk(_) => (500, "internal"),
         }
     }
 
@@ -422,6 +436,7 @@ pub fn validate_limits_on(
         }
     }
     check_max("limits.pids_max", l.pids_max, m.pids_max, "")?;
+    crate::disk::validate(l)?;
     Ok(())
 }
 
@@ -700,6 +715,8 @@ impl Manager {
             fs::create_dir(&layers).ctx("mkdir", &layers)?;
             fs::set_permissions(&layers, fs::Permissions::from_mode(0o700))
                 .ctx("chmod", &layers)?;
+            // The disk quota goes on `fs/` before upper and work are made in it.
+            crate::disk::provision(&tmp, spec.uid_base, &spec.limits)?;
             for (sub, mode, owned) in [
                 ("fs/upper", 0o755, true),
                 ("fs/work", 0o700, false),
@@ -720,6 +737,7 @@ impl Manager {
             Ok(())
         })();
         if made.is_err() {
+            let _ = crate::disk::release(&tmp);
             let _ = fs::remove_dir_all(&tmp);
         }
         made
@@ -789,7 +807,12 @@ impl Manager {
         self.spawn_shim(name, &_guard)
             .map_err(|e| client_cause(e, &spec))?;
         if let Some(st) = self.running_state(name) {
-            if let Err(e) = self.attach_network(&spec, st.init_pid) {
+            // Block I/O limits need the loop device the shim attached: applied once it runs.
+            let attached = self.attach_network(&spec, st.init_pid).and_then(|()| {
+                let dirs = Cgroup::new(&self.cgroup_path(name)).dirs()?;
+                Ok(crate::disk::apply_io(&dir, &dirs, &spec.limits)?)
+            });
+            if let Err(e) = attached {
                 // Roll back: a slice that cannot get its network does not run half-made.
                 let _ = nix::sys::signal::kill(
                     nix::unistd::Pid::from_raw(st.init_pid),
@@ -929,6 +952,7 @@ impl Manager {
         let doomed = self.paths.slices_dir().join(format!(".{name}.deleting"));
         fs::rename(&dir, &doomed).ctx("rename for deletion", &dir)?;
         crate::util::fs::fsync_dir(&self.paths.slices_dir())?;
+        crate::disk::release(&doomed)?;
         fs::remove_dir_all(&doomed).ctx("remove", &doomed)?;
         if spec.net.mode == crate::net::NetMode::Bridge {
             self.node_net()?.release(name)?;
@@ -947,6 +971,7 @@ impl Manager {
         for entry in fs::read_dir(&dir).ctx("read", &dir)?.flatten() {
             let n = entry.file_name().to_string_lossy().into_owned();
             if n.starts_with('.') && (n.ends_with(".creating") || n.ends_with(".deleting")) {
+                let _ = crate::disk::release(&entry.path());
                 fs::remove_dir_all(entry.path()).ctx("remove", entry.path())?;
                 done.push(n);
             }
@@ -981,6 +1006,7 @@ impl Manager {
             }),
             _ => None,
         };
+        let disk = crate::disk::usage(&dir, &spec.limits, running.as_ref().map(|s| s.shim_pid));
         Ok(SliceInfo {
             status: if running.is_some() {
                 Status::Running
@@ -993,6 +1019,7 @@ impl Manager {
             last_exit,
             usage,
             net,
+            disk,
             spec,
         })
     }
@@ -1022,6 +1049,12 @@ impl Manager {
             ($($f:ident),*) => { $( if patch.$f.is_some() { l.$f = patch.$f.clone(); } )* };
         }
         merge!(cpu_weight, cpu_max, cpuset, memory_max, swap_max, pids_max);
+        merge!(disk_max, inodes_max, io_weight);
+        // An io cap of 0 removes it.
+        macro_rules! merge_cap {
+            ($($f:ident),*) => { $( if let Some(v) = patch.$f { l.$f = (v > 0).then_some(v); } )* };
+        }
+        merge_cap!(io_read_bps, io_write_bps, io_read_iops, io_write_iops);
         validate_limits(&l, &policy)?;
         let mut net = spec.net.clone();
         if patch.egress_rate.is_some() {
@@ -1031,8 +1064,35 @@ impl Manager {
             net.ingress_rate = patch.ingress_rate;
         }
         net.validate()?;
-        if self.running_state(name).is_some() {
-            Cgroup::new(&self.cgroup_path(name)).apply(&oci::resources(&l))?;
+        let running = self.running_state(name);
+        crate::disk::resize(
+            &self.dir(name),
+            &spec.limits,
+            &l,
+            running.as_ref().map(|s| s.shim_pid),
+        )
+        .map_err(|e| match e {
+            crate::disk::DiskError::NeedsStop(reason) => SliceError::Conflict {
+                name: name.into(),
+                state: "running".into(),
+                reason,
+            },
+            other => other.into(),
+        })?;
+        if running.is_some() {
+            let cg = Cgroup::new(&self.cgroup_path(name));
+            cg.apply(&oci::resources(&l))?;
+            let io_changed = (l.io_weight, l.io_read_bps, l.io_write_bps, l.io_read_iops)
+                != (
+                    spec.limits.io_weight,
+                    spec.limits.io_read_bps,
+                    spec.limits.io_write_bps,
+                    spec.limits.io_read_iops,
+                )
+                || l.io_write_iops != spec.limits.io_write_iops;
+            if io_changed {
+                crate::disk::blkio_update(&self.dir(name), &cg.dirs()?, &l)?;
+            }
             if net != spec.net && net.mode == crate::net::NetMode::Bridge {
                 self.node_net()?.update(name, &net)?;
             }

@@ -123,6 +123,7 @@ mod tests {
             memory_max: Some(64 << 20),
             swap_max: Some(16 << 20),
             pids_max: Some(100),
+            ..Default::default()
         });
         let cpu = r.cpu().clone().unwrap();
         assert_eq!(cpu.shares(), Some(2048));
