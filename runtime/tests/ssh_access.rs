@@ -393,6 +393,33 @@ fn ssh_terminal_resize_and_disconnect() {
         "{:?}",
         String::from_utf8_lossy(&out)
     );
+    // The terminal session is recorded (asciicast v2), named and hashed in its logout record.
+    let logouts = c
+        .audit_lines(&vslice::proto::AuditQuery {
+            slice: Some(a.clone()),
+            action: Some("ssh_logout".into()),
+            ..Default::default()
+        })
+        .unwrap();
+    let recording = logouts
+        .iter()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter_map(|r| r.pointer("/args/recording").cloned())
+        .filter(|r| r["sha256"].is_string())
+        .last() // the interactive shell is the latest terminal session
+        .unwrap_or_else(|| panic!("no recorded terminal session: {logouts:#?}"));
+    let cast = std::fs::read_to_string(
+        env.daemon
+            .root
+            .join("audit")
+            .join(recording["file"].as_str().unwrap()),
+    )
+    .unwrap();
+    assert!(
+        cast.lines().next().unwrap().contains("\"version\":2"),
+        "{cast}"
+    );
+    assert!(cast.contains("hi-42 0"), "{cast}");
 
     // Disconnect kills the session's processes in the slice.
     for flags in [&[][..], &["-tt"][..]] {

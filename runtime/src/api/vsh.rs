@@ -366,6 +366,7 @@ async fn session(
     } else {
         None
     };
+    let title = argv.clone();
     let exec = ExecRequest {
         argv,
         env,
@@ -394,6 +395,25 @@ async fn session(
             return reply(&mut wr, &r).await;
         }
     };
+    // A terminal session is recorded like `vslice enter` (asciicast v2, audit/sessions.rs),
+    // named in the login record and hashed in the logout record (`vslice audit verify`).
+    let mut recorder = None;
+    if req.tty {
+        match crate::audit::sessions::Recorder::create(
+            st.daemon.audit_dir(),
+            &slice,
+            &title,
+            req.cols,
+            req.rows,
+            st.daemon.config.session_record_input,
+        ) {
+            Ok(r) => {
+                args["recording"] = Value::from(r.name.clone());
+                recorder = Some(r);
+            }
+            Err(e) => args["recording_error"] = Value::from(e.to_string()),
+        }
+    }
     // Recorded (fsynced) before the command starts.
     let mut login = Outcome::ok(200);
     login.message = None;
@@ -424,10 +444,14 @@ async fn session(
                 lines,
                 &mut wr,
                 &session_id,
+                &mut recorder,
             )
             .await
         }
     };
+    if let Some(r) = recorder.take() {
+        args["recording"] = r.close().to_json();
+    }
     let mut o = Outcome::ok(200);
     match &result {
         Ok(Some(code)) => o.exit_code = Some(*code),
@@ -541,6 +565,7 @@ async fn run_tty(
     lines: LineReader,
     wr: &mut OwnedWriteHalf,
     session: &str,
+    recorder: &mut Option<crate::audit::sessions::Recorder>,
 ) -> Result<Option<i32>, String> {
     let mut cmd = Command::from(with_tty_size(cmd, size));
     cmd.stdin(Stdio::null())
@@ -594,7 +619,7 @@ async fn run_tty(
         hang_up(child);
         return Ok(None);
     }
-    relay(host, master, child, lines).await
+    relay(host, master, child, lines, recorder).await
 }
 
 /// Kill the shim if the command outlives its hangup by [`HANGUP_GRACE`].
@@ -617,6 +642,7 @@ async fn relay(
     master: OwnedFd,
     mut child: Child,
     mut lines: LineReader,
+    recorder: &mut Option<crate::audit::sessions::Recorder>,
 ) -> Result<Option<i32>, String> {
     let setup = set_nonblocking(&host)
         .and_then(|_| set_nonblocking(&master))
@@ -650,7 +676,12 @@ async fn relay(
         tokio::select! {
             r = read_master(&master, &mut out_buf), if output_open && to_host.len() < RELAY_BUFFER => match r {
                 Ok(0) | Err(_) => output_open = false,
-                Ok(n) => to_host.extend_from_slice(&out_buf[..n]),
+                Ok(n) => {
+                    if let Some(r) = recorder.as_mut() {
+                        r.output(&out_buf[..n]);
+                    }
+                    to_host.extend_from_slice(&out_buf[..n]);
+                }
             },
             w = write_master(&host, &to_host), if !to_host.is_empty() => match w {
                 Ok(n) => { to_host.drain(..n); }
@@ -658,7 +689,12 @@ async fn relay(
             },
             r = read_master(&host, &mut in_buf), if to_slice.len() < RELAY_BUFFER => match r {
                 Ok(0) | Err(_) => break true, // sshd closed its side: the client is gone
-                Ok(n) => to_slice.extend_from_slice(&in_buf[..n]),
+                Ok(n) => {
+                    if let Some(r) = recorder.as_mut() {
+                        r.input(&in_buf[..n]);
+                    }
+                    to_slice.extend_from_slice(&in_buf[..n]);
+                }
             },
             w = write_master(&master, &to_slice), if !to_slice.is_empty() => match w {
                 Ok(n) => { to_slice.drain(..n); }

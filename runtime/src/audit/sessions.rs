@@ -204,16 +204,21 @@ pub fn verify_recording(audit_dir: &Path, recording: &Value) -> Result<(), Strin
     }
 }
 
-/// Check every recording named by an `exec_end` record of the control log.
+/// Check every recording named by an `exec_end` (API terminal sessions) or `ssh_logout` (SSH
+/// terminal sessions) record of the control log.
 pub fn verify_recordings(
     audit_dir: &Path,
 ) -> Result<Vec<crate::proto::audit::Problem>, super::AuditError> {
-    let filter = super::Filter {
-        action: Some("exec_end".into()),
-        ..Default::default()
-    };
+    let mut lines = Vec::new();
+    for action in ["exec_end", "ssh_logout"] {
+        let filter = super::Filter {
+            action: Some(action.into()),
+            ..Default::default()
+        };
+        lines.extend(super::query(audit_dir, &filter)?);
+    }
     let mut problems = Vec::new();
-    for line in super::query(audit_dir, &filter)? {
+    for line in lines {
         let Ok(v) = serde_json::from_str::<Value>(&line) else {
             continue;
         };

@@ -34,7 +34,11 @@ pub fn starting_shims(paths: &Paths) -> BTreeMap<String, i32> {
         let args: Vec<&[u8]> = raw.split(|&b| b == 0).collect();
         let is_shim = args.first().is_some_and(|a| a.ends_with(b"vslice-shim"))
             && args.get(1) == Some(&&b"start"[..]);
-        if !is_shim {
+        // A slice's view server is a fork of its shim (views/mod.rs): same command line, its
+        // own comm. It is not a second shim.
+        let is_views = std::fs::read(e.path().join("comm"))
+            .is_ok_and(|c| c.trim_ascii_end() == crate::views::SERVER_COMM.as_bytes());
+        if !is_shim || is_views {
             continue;
         }
         let value = |k: &[u8]| {

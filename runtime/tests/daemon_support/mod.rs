@@ -304,6 +304,12 @@ impl TestDaemon {
             if !args.first().is_some_and(|a| a.ends_with("vslice-shim")) {
                 continue;
             }
+            // The slice's view server is a fork of its shim (same command line, own comm); it
+            // dies with the shim (PDEATHSIG).
+            let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+            if comm.trim_end() == vslice::views::SERVER_COMM {
+                continue;
+            }
             let pos = |k: &str| {
                 args.iter()
                     .position(|a| a == k)
