@@ -403,10 +403,10 @@ fn ssh_terminal_resize_and_disconnect() {
         .unwrap();
     let recording = logouts
         .iter()
+        .rev() // the interactive shell is the latest terminal session
         .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
         .filter_map(|r| r.pointer("/args/recording").cloned())
-        .filter(|r| r["sha256"].is_string())
-        .last() // the interactive shell is the latest terminal session
+        .find(|r| r["sha256"].is_string())
         .unwrap_or_else(|| panic!("no recorded terminal session: {logouts:#?}"));
     let cast = std::fs::read_to_string(
         env.daemon
