@@ -487,34 +487,9 @@ pub async fn exec_tty(
             return err.into_response();
         }
     };
-    let stderr_task = tokio::spawn(read_capped(child.stderr.take().expect("piped"), 64 * 1024));
-    let got = tokio::select! {
-        r = tokio::time::timeout(CONSOLE_TIMEOUT, receive_master(&listener)) => match r {
-            Ok(Ok(fd)) => Ok(fd),
-            Ok(Err(e)) => Err(format!("receiving the pty: {e}")),
-            Err(_) => Err("the shim did not hand over a pty in time".to_string()),
-        },
-        status = child.wait() => {
-            let code = status.map(exit_code).unwrap_or(255);
-            Err(format!("the command could not start (exit code {code})"))
-        }
-    };
-    drop(listener);
-    let _ = std::fs::remove_file(&socket_path);
-    let master = match got {
+    let master = match receive_terminal(&mut child, listener, &socket_path).await {
         Ok(fd) => fd,
-        Err(reason) => {
-            let _ = child.start_kill();
-            let _ = child.wait().await;
-            let stderr = match tokio::time::timeout(Duration::from_millis(500), stderr_task).await {
-                Ok(Ok((s, _))) => String::from_utf8_lossy(&s).trim().to_string(),
-                _ => String::new(),
-            };
-            let msg = if stderr.is_empty() {
-                reason
-            } else {
-                format!("{reason}: {stderr}")
-            };
+        Err(msg) => {
             let err = ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "exec_failed", msg);
             end(err.outcome(), None).await;
             return err.into_response();
@@ -667,4 +642,49 @@ async fn relay_inner(
     let _ = socket.send(Message::Text(text.into())).await;
     let _ = socket.send(Message::Close(None)).await;
     Some(code)
+}
+
+/// Wait for the shim of a terminal session to hand over the slice's pty master on `listener`
+/// (then remove its socket). If the shim ends or times out first, kill it and explain why,
+/// with what it wrote to stderr. Shared by the API's tty exec and SSH sessions (api/vsh.rs).
+pub(super) async fn receive_terminal(
+    child: &mut tokio::process::Child,
+    listener: tokio::net::UnixListener,
+    socket_path: &std::path::Path,
+) -> Result<OwnedFd, String> {
+    let stderr_task = child
+        .stderr
+        .take()
+        .map(|e| tokio::spawn(read_capped(e, 64 * 1024)));
+    let got = tokio::select! {
+        r = tokio::time::timeout(CONSOLE_TIMEOUT, receive_master(&listener)) => match r {
+            Ok(Ok(fd)) => Ok(fd),
+            Ok(Err(e)) => Err(format!("receiving the slice's terminal: {e}")),
+            Err(_) => Err("the shim did not hand over a terminal in time".to_string()),
+        },
+        status = child.wait() => {
+            let code = status.map(exit_code).unwrap_or(255);
+            Err(format!("the command could not start (exit code {code})"))
+        }
+    };
+    drop(listener);
+    let _ = std::fs::remove_file(socket_path);
+    let reason = match got {
+        Ok(fd) => return Ok(fd),
+        Err(reason) => reason,
+    };
+    let _ = child.start_kill();
+    let _ = child.wait().await;
+    let stderr = match stderr_task {
+        Some(t) => match tokio::time::timeout(Duration::from_millis(500), t).await {
+            Ok(Ok((s, _))) => String::from_utf8_lossy(&s).trim().to_string(),
+            _ => String::new(),
+        },
+        None => String::new(),
+    };
+    Err(if stderr.is_empty() {
+        reason
+    } else {
+        format!("{reason}: {stderr}")
+    })
 }

@@ -15,8 +15,8 @@
 //! session. Each login is audited (`ssh_login`: slice, remote address, key fingerprint,
 //! session id) before the command starts, and its end (`ssh_logout`, exit code).
 use super::exec::{
-    console_socket_path, exit_code, read_capped, read_master, receive_master, set_nonblocking,
-    spawn_error, write_master, DEFAULT_SHELL,
+    console_socket_path, exit_code, read_master, receive_terminal, set_nonblocking, spawn_error,
+    write_master, DEFAULT_SHELL,
 };
 use super::slices::audit;
 use super::AppState;
@@ -40,7 +40,6 @@ use tokio::process::{Child, Command};
 /// The first request (with its descriptors) must arrive within this.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_REQUEST: usize = 1 << 20;
-const CONSOLE_TIMEOUT: Duration = Duration::from_secs(15);
 const DRAIN_AFTER_EXIT: Duration = Duration::from_millis(300);
 const HANGUP_GRACE: Duration = Duration::from_secs(2);
 /// Bytes buffered in each direction of a terminal relay.
@@ -579,36 +578,7 @@ async fn run_tty(
             return Err(spawn_error(e).message);
         }
     };
-    let stderr_task = tokio::spawn(read_capped(child.stderr.take().expect("piped"), 64 * 1024));
-    let got = tokio::select! {
-        r = tokio::time::timeout(CONSOLE_TIMEOUT, receive_master(&listener)) => match r {
-            Ok(Ok(fd)) => Ok(fd),
-            Ok(Err(e)) => Err(format!("receiving the slice's terminal: {e}")),
-            Err(_) => Err("the shim did not hand over a terminal in time".to_string()),
-        },
-        status = child.wait() => {
-            let code = status.map(exit_code).unwrap_or(255);
-            Err(format!("the shell could not start (exit code {code})"))
-        }
-    };
-    drop(listener);
-    let _ = std::fs::remove_file(&socket_path);
-    let master = match got {
-        Ok(m) => m,
-        Err(reason) => {
-            let _ = child.start_kill();
-            let _ = child.wait().await;
-            let stderr = match tokio::time::timeout(Duration::from_millis(500), stderr_task).await {
-                Ok(Ok((s, _))) => String::from_utf8_lossy(&s).trim().to_string(),
-                _ => String::new(),
-            };
-            return Err(if stderr.is_empty() {
-                reason
-            } else {
-                format!("{reason}: {stderr}")
-            });
-        }
-    };
+    let master = receive_terminal(&mut child, listener, &socket_path).await?;
     let _ = crate::sandbox::pty::set_size(&master, size.0, size.1);
     make_raw(&host);
     let started = VshReply::Started {
