@@ -6,7 +6,7 @@
 # Environment: BENCH_CP_MB (file size for the cp figures, default 1024), BENCH_DEBIAN_BUILD=0
 # (skip the image build figure, which takes a minute or two and fetches from the mirror).
 #
-# A private daemon (state root /tmp/vslice-bench-files-PID, cgroup parent vslice-bfilesPID,
+# A private daemon (state root /tmp/vslice-bench-files-PID, cgroup parent vslice-bench-filesPID,
 # its own sockets), removed with everything it made on exit, even on failure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,7 +14,7 @@ BIN=$(cd "${1:-target/release}" && pwd)
 IMAGES=${VSLICE_TEST_IMAGES:-/tmp/vslice-test-images}
 CACHE=/var/cache/vslice/images/debian/rootfs
 ROOT=/tmp/vslice-bench-files-$$
-CG=vslice-bfiles$$
+CG=vslice-bench-files$$
 SOCK=$ROOT/api.sock
 DPID=
 ms() { echo $(( ($(date +%s%N) - $1) / 1000000 )); }
@@ -26,6 +26,10 @@ cleanup() {
 		kill "$DPID" 2>/dev/null
 		wait "$DPID" 2>/dev/null
 	fi
+	# The daemon's cgroup parent in every hierarchy (slices' cgroups below it first).
+	for d in /sys/fs/cgroup/*/"$CG" /sys/fs/cgroup/"$CG"; do
+		[ -d "$d" ] && find "$d" -depth -type d -exec rmdir {} + 2>/dev/null
+	done
 	rm -rf "$ROOT" "$ROOT.build" "$ROOT.log"
 }
 trap cleanup EXIT
