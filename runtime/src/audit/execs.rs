@@ -91,8 +91,43 @@ pub struct ExecStats {
 /// A running exec collector; stops on drop.
 pub struct ExecCollector {
     stop: Arc<AtomicBool>,
+    /// Signalled by stop(): the thread sleeps in poll(2) without a timeout when idle.
+    wake: Arc<OwnedFd>,
     thread: Option<JoinHandle<()>>,
     pub stats: Arc<ExecStats>,
+}
+
+/// How often old segments are pruned (retention).
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+
+fn eventfd() -> std::io::Result<OwnedFd> {
+    // SAFETY: plain syscall; the fd is owned right after.
+    let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: a fresh descriptor nobody else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Wait until `sock` or `wake` is readable or `timeout` passed (EINTR: returns early, the
+/// caller loops).
+fn wait_readable(sock: i32, wake: i32, timeout: Duration) {
+    let mut fds = [
+        libc::pollfd {
+            fd: sock,
+            events: libc::POLLIN,
+            revents: 0,
+        },
+        libc::pollfd {
+            fd: wake,
+            events: libc::POLLIN,
+            revents: 0,
+        },
+    ];
+    let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
+    // SAFETY: poll over a local array of two pollfds.
+    unsafe { libc::poll(fds.as_mut_ptr(), 2, ms) };
 }
 
 fn open_connector() -> std::io::Result<OwnedFd> {
@@ -128,18 +163,8 @@ fn open_connector() -> std::io::Result<OwnedFd> {
                 std::mem::size_of::<libc::c_int>() as u32,
             );
         }
-        // A receive timeout so that the thread notices stop().
-        let tv = libc::timeval {
-            tv_sec: 0,
-            tv_usec: 200_000,
-        };
-        libc::setsockopt(
-            fd.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_RCVTIMEO,
-            &tv as *const _ as *const libc::c_void,
-            std::mem::size_of::<libc::timeval>() as u32,
-        );
+        // No receive timeout: the thread sleeps in poll(2) on the socket and a wake-up
+        // eventfd that stop() signals (see ExecCollector::start).
     }
     // SAFETY: zeroed sockaddr_nl is a valid value; the fields are set below.
     let mut addr: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
@@ -371,119 +396,139 @@ impl ExecCollector {
         )?;
         let stop = Arc::new(AtomicBool::new(false));
         let stats = Arc::new(ExecStats::default());
-        let (stop2, stats2) = (stop.clone(), stats.clone());
-        let thread = std::thread::spawn(move || {
-            let mut tracked = seed(&cfg.cgroup_parent);
-            let mut buf = vec![0u8; 64 * 1024];
-            let mut last_flush = Instant::now();
-            let mut last_prune: Option<Instant> = None;
-            let mut stop_seen: Option<Instant> = None;
-            let write = |log: &mut KindLog, v: Value| match log.append(time::now_millis(), v) {
-                Ok(Some(_)) => {
-                    stats2.records.fetch_add(1, Ordering::Relaxed);
-                }
-                _ => {
-                    stats2.dropped.fetch_add(1, Ordering::Relaxed);
-                }
-            };
-            loop {
-                // SAFETY: recv into an owned buffer of the given length.
-                let n = unsafe {
-                    libc::recv(
-                        fd.as_raw_fd(),
-                        buf.as_mut_ptr() as *mut libc::c_void,
-                        buf.len(),
-                        0,
-                    )
-                };
-                let mut idle = false;
-                if n < 0 {
-                    let e = std::io::Error::last_os_error();
-                    idle = matches!(e.raw_os_error(), Some(libc::EAGAIN) | Some(libc::EINTR));
-                    if e.raw_os_error() == Some(libc::ENOBUFS) {
-                        stats2.overruns.fetch_add(1, Ordering::Relaxed);
-                        write(&mut log, json!({"event": "loss", "reason": "ENOBUFS"}));
-                        // Forks may have been missed: re-seed from the cgroups.
-                        tracked.extend(seed(&cfg.cgroup_parent));
+        let wake = Arc::new(eventfd().map_err(ExecLogError::Netlink)?);
+        let (stop2, stats2, wake2) = (stop.clone(), stats.clone(), wake.clone());
+        // Named: the idle test (tests/daemon_idle.rs) tells this host-event-driven thread
+        // from the daemon's own.
+        let thread = std::thread::Builder::new()
+            .name("vsl-execlog".into())
+            .spawn(move || {
+                let mut tracked = seed(&cfg.cgroup_parent);
+                let mut buf = vec![0u8; 64 * 1024];
+                let mut last_flush = Instant::now();
+                let mut last_prune: Option<Instant> = None;
+                let mut stop_seen: Option<Instant> = None;
+                let write = |log: &mut KindLog, v: Value| match log.append(time::now_millis(), v) {
+                    Ok(Some(_)) => {
+                        stats2.records.fetch_add(1, Ordering::Relaxed);
                     }
-                } else {
-                    for ev in parse_datagram(&buf[..n as usize]) {
-                        match ev {
-                            ProcEvent::Fork {
-                                parent_tgid,
-                                child_pid,
-                                child_tgid,
-                            } => {
-                                if child_pid == child_tgid {
-                                    // An untracked parent may have been moved into a slice's
-                                    // cgroup without exec'ing since (no event tells): ask
-                                    // /proc (the parent, else the child, which inherited it).
-                                    let s = match tracked.get(&parent_tgid) {
-                                        Some(s) => Some(s.clone()),
-                                        None => slice_of(parent_tgid, &cfg.cgroup_parent)
-                                            .or_else(|| slice_of(child_tgid, &cfg.cgroup_parent)),
-                                    };
-                                    if let Some(s) = s {
-                                        tracked.insert(parent_tgid, s.clone());
-                                        tracked.insert(child_tgid, s);
+                    _ => {
+                        stats2.dropped.fetch_add(1, Ordering::Relaxed);
+                    }
+                };
+                loop {
+                    // Sleep until an event, stop(), or the next flush of what was written (none
+                    // pending: until the hourly retention pass). Idle costs no wake-ups.
+                    if !stop2.load(Ordering::Relaxed) {
+                        let due = if log.pending() {
+                            cfg.flush_interval.saturating_sub(last_flush.elapsed())
+                        } else {
+                            PRUNE_EVERY
+                                .saturating_sub(last_prune.map_or(PRUNE_EVERY, |t| t.elapsed()))
+                        };
+                        wait_readable(fd.as_raw_fd(), wake2.as_raw_fd(), due);
+                    }
+                    // SAFETY: recv into an owned buffer of the given length.
+                    let n = unsafe {
+                        libc::recv(
+                            fd.as_raw_fd(),
+                            buf.as_mut_ptr() as *mut libc::c_void,
+                            buf.len(),
+                            libc::MSG_DONTWAIT,
+                        )
+                    };
+                    let mut idle = false;
+                    if n < 0 {
+                        let e = std::io::Error::last_os_error();
+                        idle = matches!(e.raw_os_error(), Some(libc::EAGAIN) | Some(libc::EINTR));
+                        if e.raw_os_error() == Some(libc::ENOBUFS) {
+                            stats2.overruns.fetch_add(1, Ordering::Relaxed);
+                            write(&mut log, json!({"event": "loss", "reason": "ENOBUFS"}));
+                            // Forks may have been missed: re-seed from the cgroups.
+                            tracked.extend(seed(&cfg.cgroup_parent));
+                        }
+                    } else {
+                        for ev in parse_datagram(&buf[..n as usize]) {
+                            match ev {
+                                ProcEvent::Fork {
+                                    parent_tgid,
+                                    child_pid,
+                                    child_tgid,
+                                } => {
+                                    if child_pid == child_tgid {
+                                        // An untracked parent may have been moved into a slice's
+                                        // cgroup without exec'ing since (no event tells): ask
+                                        // /proc (the parent, else the child, which inherited it).
+                                        let s = match tracked.get(&parent_tgid) {
+                                            Some(s) => Some(s.clone()),
+                                            None => slice_of(parent_tgid, &cfg.cgroup_parent)
+                                                .or_else(|| {
+                                                    slice_of(child_tgid, &cfg.cgroup_parent)
+                                                }),
+                                        };
+                                        if let Some(s) = s {
+                                            tracked.insert(parent_tgid, s.clone());
+                                            tracked.insert(child_tgid, s);
+                                        }
                                     }
                                 }
-                            }
-                            ProcEvent::Exec { tgid, .. } => {
-                                let slice = match tracked.get(&tgid) {
-                                    Some(s) => Some(s.clone()),
-                                    None => slice_of(tgid, &cfg.cgroup_parent),
-                                };
-                                let Some(slice) = slice else { continue };
-                                tracked.insert(tgid, slice.clone());
-                                let mut v = describe(tgid);
-                                if v.get("gone").is_some() {
-                                    stats2.gone.fetch_add(1, Ordering::Relaxed);
+                                ProcEvent::Exec { tgid, .. } => {
+                                    let slice = match tracked.get(&tgid) {
+                                        Some(s) => Some(s.clone()),
+                                        None => slice_of(tgid, &cfg.cgroup_parent),
+                                    };
+                                    let Some(slice) = slice else { continue };
+                                    tracked.insert(tgid, slice.clone());
+                                    let mut v = describe(tgid);
+                                    if v.get("gone").is_some() {
+                                        stats2.gone.fetch_add(1, Ordering::Relaxed);
+                                    }
+                                    v["event"] = "exec".into();
+                                    v["slice"] = slice.into();
+                                    v["pid"] = tgid.into();
+                                    write(&mut log, v);
                                 }
-                                v["event"] = "exec".into();
-                                v["slice"] = slice.into();
-                                v["pid"] = tgid.into();
-                                write(&mut log, v);
-                            }
-                            ProcEvent::Exit { pid, tgid } => {
-                                if pid == tgid {
-                                    tracked.remove(&tgid);
+                                ProcEvent::Exit { pid, tgid } => {
+                                    if pid == tgid {
+                                        tracked.remove(&tgid);
+                                    }
                                 }
                             }
                         }
                     }
-                }
-                if last_flush.elapsed() >= cfg.flush_interval {
-                    if let Ok(Some(Anchor { kind, seq, hash })) = log.flush() {
-                        anchor("anchor", Anchor { kind, seq, hash }.detail());
+                    if last_flush.elapsed() >= cfg.flush_interval {
+                        if let Ok(Some(Anchor { kind, seq, hash })) = log.flush() {
+                            anchor("anchor", Anchor { kind, seq, hash }.detail());
+                        }
+                        last_flush = Instant::now();
                     }
-                    last_flush = Instant::now();
-                }
-                if last_prune.is_none_or(|t| t.elapsed() > Duration::from_secs(3600)) {
-                    last_prune = Some(Instant::now());
-                    if let Ok(Some(d)) = log.prune(cfg.retention_days, time::now_millis()) {
-                        anchor("retention", d);
+                    if last_prune.is_none_or(|t| t.elapsed() >= PRUNE_EVERY) {
+                        last_prune = Some(Instant::now());
+                        if let Ok(Some(d)) = log.prune(cfg.retention_days, time::now_millis()) {
+                            anchor("retention", d);
+                        }
+                    }
+                    // On stop, what is already queued in the socket is still recorded: stop once
+                    // a receive times out (nothing left).
+                    let stopping = stop2.load(Ordering::Relaxed);
+                    if stopping && stop_seen.is_none() {
+                        stop_seen = Some(Instant::now());
+                    }
+                    // (Bounded: on a busy host the socket is never idle.)
+                    if stopping
+                        && (idle || stop_seen.is_some_and(|t| t.elapsed() > Duration::from_secs(1)))
+                    {
+                        if let Ok(Some(a)) = log.flush() {
+                            anchor("anchor", a.detail());
+                        }
+                        break;
                     }
                 }
-                // On stop, what is already queued in the socket is still recorded: stop once
-                // a receive times out (nothing left).
-                let stopping = stop2.load(Ordering::Relaxed);
-                if stopping && stop_seen.is_none() {
-                    stop_seen = Some(Instant::now());
-                }
-                // (Bounded: on a busy host the socket is never idle.)
-                if stopping
-                    && (idle || stop_seen.is_some_and(|t| t.elapsed() > Duration::from_secs(1)))
-                {
-                    if let Ok(Some(a)) = log.flush() {
-                        anchor("anchor", a.detail());
-                    }
-                    break;
-                }
-            }
-        });
+            })
+            .map_err(ExecLogError::Netlink)?;
         Ok(ExecCollector {
             stop,
+            wake,
             thread: Some(thread),
             stats,
         })
@@ -491,6 +536,15 @@ impl ExecCollector {
 
     pub fn stop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
+        let one = 1u64.to_ne_bytes();
+        // SAFETY: an 8-byte write to our own eventfd.
+        unsafe {
+            libc::write(
+                self.wake.as_raw_fd(),
+                one.as_ptr() as *const libc::c_void,
+                8,
+            )
+        };
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }

@@ -249,6 +249,8 @@ pub enum FlowError {
     Audit(#[from] AuditError),
     #[error("flow log: cannot run conntrack ({0}); install Debian's conntrack package")]
     Spawn(std::io::Error),
+    #[error("flow log: cannot start a thread: {0}")]
+    Thread(std::io::Error),
 }
 
 /// Sink for anchors (the daemon appends them to the control log).
@@ -257,11 +259,17 @@ pub type AnchorSink = Box<dyn FnMut(&str, String) + Send>;
 enum Msg {
     Line(String, &'static str),
     Loss(String),
+    /// stop() wakes the writer, which sleeps without a timeout when nothing is pending.
+    Wake,
 }
 
 /// A running collector; stops (and restores the sysctls it changed) on drop.
 pub struct FlowCollector {
     stop: Arc<AtomicBool>,
+    /// Dropped by stop(): ends the dump thread's wait at once.
+    dump_stop: Option<mpsc::Sender<()>>,
+    /// Wakes the writer on stop().
+    wake: mpsc::Sender<Msg>,
     events: Arc<Mutex<Option<Child>>>,
     threads: Vec<JoinHandle<()>>,
     pub stats: Arc<FlowStats>,
@@ -313,72 +321,78 @@ impl FlowCollector {
             let stop = stop.clone();
             let events = events.clone();
             let rcvbuf = cfg.rcvbuf;
-            threads.push(std::thread::spawn(move || {
-                let mut next = match spawn_events(rcvbuf) {
-                    Ok(c) => {
-                        let _ = first_tx.send(Ok(()));
-                        Some(c)
-                    }
-                    Err(e) => {
-                        let _ = first_tx.send(Err(e));
-                        None
-                    }
-                };
-                while let Some(mut child) = next.take() {
-                    let stdout = child.stdout.take();
-                    let stderr = child.stderr.take();
-                    if let Ok(mut g) = events.lock() {
-                        if stop.load(Ordering::SeqCst) {
-                            // stop() ran before the child was visible to it.
-                            let _ = child.kill();
-                            let _ = child.wait();
-                            break;
-                        }
-                        *g = Some(child);
-                    }
-                    let err_thread = stderr.map(|err| {
-                        let tx = tx.clone();
-                        std::thread::spawn(move || {
-                            for line in BufReader::new(err).lines() {
-                                let Ok(line) = line else { break };
-                                if (line.contains("ENOBUFS") || line.contains("losing events"))
-                                    && tx.send(Msg::Loss(line)).is_err()
-                                {
+            let named = std::thread::Builder::new().name("vsl-flowevents".into());
+            threads.push(
+                named
+                    .spawn(move || {
+                        let mut next = match spawn_events(rcvbuf) {
+                            Ok(c) => {
+                                let _ = first_tx.send(Ok(()));
+                                Some(c)
+                            }
+                            Err(e) => {
+                                let _ = first_tx.send(Err(e));
+                                None
+                            }
+                        };
+                        while let Some(mut child) = next.take() {
+                            let stdout = child.stdout.take();
+                            let stderr = child.stderr.take();
+                            if let Ok(mut g) = events.lock() {
+                                if stop.load(Ordering::SeqCst) {
+                                    // stop() ran before the child was visible to it.
+                                    let _ = child.kill();
+                                    let _ = child.wait();
                                     break;
                                 }
+                                *g = Some(child);
                             }
-                        })
-                    });
-                    if let Some(out) = stdout {
-                        for line in BufReader::new(out).lines() {
-                            let Ok(line) = line else { break };
-                            if tx.send(Msg::Line(line, "event")).is_err() {
+                            let err_thread = stderr.map(|err| {
+                                let tx = tx.clone();
+                                std::thread::spawn(move || {
+                                    for line in BufReader::new(err).lines() {
+                                        let Ok(line) = line else { break };
+                                        if (line.contains("ENOBUFS")
+                                            || line.contains("losing events"))
+                                            && tx.send(Msg::Loss(line)).is_err()
+                                        {
+                                            break;
+                                        }
+                                    }
+                                })
+                            });
+                            if let Some(out) = stdout {
+                                for line in BufReader::new(out).lines() {
+                                    let Ok(line) = line else { break };
+                                    if tx.send(Msg::Line(line, "event")).is_err() {
+                                        break;
+                                    }
+                                }
+                            }
+                            if let Some(t) = err_thread {
+                                let _ = t.join();
+                            }
+                            if let Ok(mut g) = events.lock() {
+                                if let Some(mut c) = g.take() {
+                                    let _ = c.kill();
+                                    let _ = c.wait();
+                                }
+                            }
+                            if stop.load(Ordering::SeqCst) {
                                 break;
                             }
+                            let _ = tx.send(Msg::Loss("conntrack -E exited; restarted".into()));
+                            std::thread::sleep(Duration::from_millis(200));
+                            match spawn_events(rcvbuf) {
+                                Ok(c) => next = Some(c),
+                                Err(e) => {
+                                    tracing::error!("flow log: cannot restart conntrack: {e}");
+                                }
+                            }
                         }
-                    }
-                    if let Some(t) = err_thread {
-                        let _ = t.join();
-                    }
-                    if let Ok(mut g) = events.lock() {
-                        if let Some(mut c) = g.take() {
-                            let _ = c.kill();
-                            let _ = c.wait();
-                        }
-                    }
-                    if stop.load(Ordering::SeqCst) {
-                        break;
-                    }
-                    let _ = tx.send(Msg::Loss("conntrack -E exited; restarted".into()));
-                    std::thread::sleep(Duration::from_millis(200));
-                    match spawn_events(rcvbuf) {
-                        Ok(c) => next = Some(c),
-                        Err(e) => {
-                            tracing::error!("flow log: cannot restart conntrack: {e}");
-                        }
-                    }
-                }
-            }));
+                    })
+                    .map_err(FlowError::Thread)?,
+            );
         }
         match first_rx.recv() {
             Ok(Ok(())) => {}
@@ -396,32 +410,41 @@ impl FlowCollector {
             }
         }
         // Periodic listing of live flows (and the resync at start).
+        let (dump_stop, dump_stop_rx) = mpsc::channel::<()>();
         {
             let tx = tx.clone();
-            let stop = stop.clone();
             let every = cfg.dump_interval;
-            threads.push(std::thread::spawn(move || loop {
-                dump(&tx);
-                let until = Instant::now() + every;
-                while Instant::now() < until {
-                    if stop.load(Ordering::Relaxed) {
-                        return;
-                    }
-                    std::thread::sleep(Duration::from_millis(100));
-                }
-            }));
+            let named = std::thread::Builder::new().name("vsl-flowdump".into());
+            threads.push(
+                named
+                    .spawn(move || loop {
+                        dump(&tx);
+                        // Sleeps the whole interval (no polling of the stop flag): stop() drops the
+                        // sender, which ends the wait.
+                        match dump_stop_rx.recv_timeout(every) {
+                            Err(mpsc::RecvTimeoutError::Timeout) => {}
+                            _ => return,
+                        }
+                    })
+                    .map_err(FlowError::Thread)?,
+            );
         }
         // The writer.
         {
             let stop = stop.clone();
             let stats = stats.clone();
             let tx = tx.clone();
-            threads.push(std::thread::spawn(move || {
-                writer(cfg, log, rx, tx, stop, stats, anchor)
-            }));
+            let named = std::thread::Builder::new().name("vsl-flowwriter".into());
+            threads.push(
+                named
+                    .spawn(move || writer(cfg, log, rx, tx, stop, stats, anchor))
+                    .map_err(FlowError::Thread)?,
+            );
         }
         Ok(FlowCollector {
             stop,
+            dump_stop: Some(dump_stop),
+            wake: tx,
             events,
             threads,
             stats,
@@ -432,6 +455,8 @@ impl FlowCollector {
     /// Stop: end conntrack, write and anchor what is pending, restore the sysctls.
     pub fn stop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
+        self.dump_stop.take();
+        let _ = self.wake.send(Msg::Wake);
         if let Ok(mut g) = self.events.lock() {
             if let Some(mut c) = g.take() {
                 let _ = c.kill();
@@ -521,6 +546,9 @@ fn flow_record(ct: &CtLine, s: &SliceInfo, event: &str) -> Value {
     v
 }
 
+/// How often old segments are pruned (retention).
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+
 fn writer(
     cfg: FlowConfig,
     mut log: KindLog,
@@ -561,7 +589,18 @@ fn writer(
         Err(e) => tracing::warn!("flow log: {e}"),
     };
     loop {
-        match rx.recv_timeout(Duration::from_millis(200)) {
+        // Sleep until a message, or until the next thing due: a flush of what was written,
+        // a resync, the hourly retention pass. Nothing pending: no timer at all but that.
+        let now = Instant::now();
+        let mut due = last_prune.map_or(now, |t| t + PRUNE_EVERY);
+        if log.pending() {
+            due = due.min(last_flush + cfg.flush_interval);
+        }
+        if let Some(r) = resync_at {
+            due = due.min(r);
+        }
+        match rx.recv_timeout(due.saturating_duration_since(now)) {
+            Ok(Msg::Wake) => {}
             Ok(Msg::Line(line, source)) => {
                 if let Some(ct) = parse_line(&line) {
                     if let Some(s) = attr.lookup(ct.mark) {
@@ -603,7 +642,7 @@ fn writer(
             flush(&mut log, &mut anchor);
             last_flush = Instant::now();
         }
-        if last_prune.is_none_or(|t| t.elapsed() > Duration::from_secs(3600)) {
+        if last_prune.is_none_or(|t| t.elapsed() >= PRUNE_EVERY) {
             last_prune = Some(Instant::now());
             match log.prune(cfg.retention_days, time::now_millis()) {
                 Ok(Some(detail)) => anchor("retention", detail),

@@ -281,6 +281,12 @@ impl KindLog {
         Ok(Some(self.seq))
     }
 
+    /// Records appended since the last [`KindLog::flush`]: the collectors sleep without a
+    /// timeout when there are none (issue 14: no timer on an idle node).
+    pub fn pending(&self) -> bool {
+        self.dirty
+    }
+
     /// Make the records written so far durable and rewrite the head. Returns the anchor to
     /// record in the control log when there is something new since the last one.
     pub fn flush(&mut self) -> Result<Option<Anchor>, AuditError> {

@@ -10,6 +10,7 @@ pub mod auth;
 pub mod config;
 pub mod direct;
 pub mod events;
+pub mod inotify;
 pub mod janitor;
 pub mod locks;
 pub mod notify;
@@ -287,12 +288,99 @@ impl Daemon {
         report
     }
 
-    /// Poll slice state for events (exits, OOM kills, changes made outside the API) until
-    /// `shutdown` fires. Each tick inspects only the slices whose files changed
-    /// ([`watch::Watcher`]); every [`FULL_POLL_EVERY`] it inspects all of them (OOM kills of
-    /// processes other than init, shims that died without a record) and cleans leftovers
-    /// (see [`janitor`]).
+    /// Watch slice state for events (exits, OOM kills, changes made outside the API) until
+    /// `shutdown` fires. Event-driven: the task sleeps on an inotify descriptor
+    /// ([`inotify::SliceWatch`]) and inspects only the slices whose files changed; every
+    /// [`FULL_POLL_EVERY`] it also looks at all of them (OOM kills of processes other than
+    /// init, shims that died without a record, network byte budgets) and cleans leftovers
+    /// (see [`janitor`]). That full poll is the daemon's only timer when idle; it reads a few
+    /// small files per slice ([`Manager::observe`]), no processes. Without inotify (an
+    /// exhausted `fs.inotify.max_user_instances`), falls back to [`Daemon::poll_events_stat`].
     pub async fn poll_events(self: Arc<Self>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+        let paths = self.paths.clone();
+        let made = tokio::task::spawn_blocking(move || inotify::SliceWatch::new(&paths)).await;
+        let afd = match made
+            .map_err(|e| e.to_string())
+            .and_then(|r| r.map_err(|e| e.to_string()))
+            .and_then(|w| {
+                tokio::io::unix::AsyncFd::with_interest(w, tokio::io::Interest::READABLE)
+                    .map_err(|e| e.to_string())
+            }) {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::warn!(error = %e, "no inotify: polling the slice store instead");
+                return self.poll_events_stat(shutdown).await;
+            }
+        };
+        let mut afd = afd;
+        let mut next_full = tokio::time::Instant::now() + FULL_POLL_EVERY;
+        loop {
+            tokio::select! {
+                r = afd.readable_mut() => {
+                    let Ok(mut guard) = r else {
+                        tracing::warn!("inotify descriptor failed: polling the slice store instead");
+                        return self.poll_events_stat(shutdown).await;
+                    };
+                    let taken_at = Instant::now();
+                    let changes = guard.get_inner_mut().drain();
+                    guard.clear_ready();
+                    if changes.changed.is_empty() && changes.gone.is_empty() {
+                        continue;
+                    }
+                    let gone: Vec<String> = changes.gone.into_iter().collect();
+                    let changed: Vec<String> = changes.changed.into_iter().collect();
+                    let (infos, gone) = self
+                        .blocking(move |m| {
+                            let mut gone = gone;
+                            let mut infos = Vec::with_capacity(changed.len());
+                            for n in changed {
+                                match m.observe(&n) {
+                                    Ok(i) => infos.push(i),
+                                    Err(crate::slice::SliceError::NotFound(_)) => gone.push(n),
+                                    Err(e) => tracing::debug!(slice = %n, error = %e, "observe"),
+                                }
+                            }
+                            (infos, gone)
+                        })
+                        .await;
+                    self.events.observe_partial(&infos, &gone, taken_at);
+                }
+                _ = tokio::time::sleep_until(next_full) => {
+                    next_full = tokio::time::Instant::now() + FULL_POLL_EVERY;
+                    self.full_poll().await;
+                }
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+
+    /// Look at every slice (light: [`Manager::observe_all`]), enforce network budgets, clean
+    /// leftovers.
+    async fn full_poll(&self) {
+        let taken_at = Instant::now();
+        let polled = self
+            .blocking(move |m| {
+                if let Err(e) = m.enforce_net_budgets() {
+                    tracing::warn!(error = %e, "enforcing network byte budgets");
+                }
+                m.observe_all()
+            })
+            .await;
+        match polled {
+            Ok(infos) => {
+                self.events.observe_snapshot(&infos, taken_at);
+                self.sweep(infos).await;
+            }
+            Err(e) => tracing::warn!(error = %e, "polling slices for events"),
+        }
+    }
+
+    /// The fallback of [`Daemon::poll_events`]: every `events_poll_ms`, `stat` three files
+    /// per slice ([`watch::Watcher`]) and inspect those that changed.
+    pub async fn poll_events_stat(
+        self: Arc<Self>,
+        mut shutdown: tokio::sync::watch::Receiver<bool>,
+    ) {
         let interval = Duration::from_millis(self.config.events_poll_ms);
         let mut last_full = Instant::now();
         let watcher = Arc::new(Mutex::new(watch::Watcher::new()));
@@ -311,7 +399,7 @@ impl Daemon {
                         if let Err(e) = m.enforce_net_budgets() {
                             tracing::warn!(error = %e, "enforcing network byte budgets");
                         }
-                        m.list()
+                        m.observe_all()
                     })
                     .await;
                 match polled {
@@ -328,10 +416,10 @@ impl Daemon {
                             w.lock().unwrap_or_else(|p| p.into_inner()).scan(&m.paths);
                         let mut infos = Vec::with_capacity(changed.len());
                         for n in changed {
-                            match m.inspect(&n) {
+                            match m.observe(&n) {
                                 Ok(i) => infos.push(i),
                                 Err(crate::slice::SliceError::NotFound(_)) => gone.push(n),
-                                Err(e) => tracing::debug!(slice = %n, error = %e, "inspect"),
+                                Err(e) => tracing::debug!(slice = %n, error = %e, "observe"),
                             }
                         }
                         (infos, gone)

@@ -1024,6 +1024,51 @@ impl Manager {
         })
     }
 
+    /// What the daemon's event poller needs of a slice (status, pids, exit record, usage for
+    /// OOM kills, spec): [`Manager::inspect`] without the network counters and disk usage,
+    /// which cost processes and quota calls per slice and which no event depends on
+    /// (issue 14: an idle daemon with 1000 slices must not pay them every full poll).
+    pub fn observe(&self, name: &str) -> Result<SliceInfo, SliceError> {
+        let spec = self.load_spec(name)?;
+        let dir = self.dir(name);
+        let running = self.running_state(name);
+        let last_exit = read_json::<ExitInfo>(&dir.join(state::EXIT_FILE)).ok();
+        let usage = running
+            .as_ref()
+            .and_then(|_| Cgroup::new(&self.cgroup_path(name)).usage().ok());
+        Ok(SliceInfo {
+            status: if running.is_some() {
+                Status::Running
+            } else {
+                Status::Stopped
+            },
+            init_pid: running.as_ref().map(|s| s.init_pid),
+            shim_pid: running.as_ref().map(|s| s.shim_pid),
+            started_at: running.as_ref().map(|s| s.started_at),
+            last_exit,
+            usage,
+            net: None,
+            disk: None,
+            spec,
+        })
+    }
+
+    /// [`Manager::observe`] of every slice, sorted by name.
+    pub fn observe_all(&self) -> Result<Vec<SliceInfo>, SliceError> {
+        let dir = self.paths.slices_dir();
+        if !dir.exists() {
+            return Ok(Vec::new());
+        }
+        let mut names: Vec<String> = fs::read_dir(&dir)
+            .ctx("read", &dir)?
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| !n.starts_with('.'))
+            .collect();
+        names.sort();
+        Ok(names.iter().filter_map(|n| self.observe(n).ok()).collect())
+    }
+
     pub fn list(&self) -> Result<Vec<SliceInfo>, SliceError> {
         let dir = self.paths.slices_dir();
         if !dir.exists() {
