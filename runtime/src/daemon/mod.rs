@@ -14,6 +14,7 @@ pub mod inotify;
 pub mod janitor;
 pub mod locks;
 pub mod notify;
+pub mod signals;
 pub mod socket;
 pub mod watch;
 
@@ -37,9 +38,26 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 /// writer per state root.
 pub const ROOT_LOCK_FILE: &str = "vsliced.lock";
 
-/// How often the poller inspects every slice, not only those whose files changed, and
-/// cleans leftovers of interrupted operations.
-pub const FULL_POLL_EVERY: Duration = Duration::from_secs(5);
+/// How often the poller looks at every slice, not only those it was told about, and cleans
+/// leftovers of interrupted operations. A safety net, not the source of events (inotify,
+/// pidfds and cgroup OOM notifications are: see [`Daemon::poll_events`]), so it can be long:
+/// an idle daemon with 1000 slices wakes for it alone (issue 14).
+pub const FULL_POLL_EVERY: Duration = Duration::from_secs(30);
+
+/// How often network byte budgets are enforced, while at least one slice has one: the
+/// budget may be exceeded by what a slice sends in this time.
+pub const BUDGET_EVERY: Duration = Duration::from_secs(5);
+
+/// Remember which of `infos` have a network byte budget.
+fn note_budgets(budgeted: &mut std::collections::BTreeSet<String>, infos: &[SliceInfo]) {
+    for i in infos {
+        if i.spec.net.budget.is_some() {
+            budgeted.insert(i.spec.name.clone());
+        } else {
+            budgeted.remove(&i.spec.name);
+        }
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
@@ -289,13 +307,20 @@ impl Daemon {
     }
 
     /// Watch slice state for events (exits, OOM kills, changes made outside the API) until
-    /// `shutdown` fires. Event-driven: the task sleeps on an inotify descriptor
-    /// ([`inotify::SliceWatch`]) and inspects only the slices whose files changed; every
-    /// [`FULL_POLL_EVERY`] it also looks at all of them (OOM kills of processes other than
-    /// init, shims that died without a record, network byte budgets) and cleans leftovers
-    /// (see [`janitor`]). That full poll is the daemon's only timer when idle; it reads a few
-    /// small files per slice ([`Manager::observe`]), no processes. Without inotify (an
-    /// exhausted `fs.inotify.max_user_instances`), falls back to [`Daemon::poll_events_stat`].
+    /// `shutdown` fires. Event-driven (issue 14: an idle node costs nothing):
+    ///
+    /// * an inotify descriptor on the slice store ([`inotify::SliceWatch`]) wakes the task when
+    ///   a slice's `spec.json`, `state.json` or `exit.json` changes or a slice comes or goes;
+    /// * per running slice, a pidfd of its shim and its memory cgroup's OOM notification
+    ///   ([`signals::Signals`]) wake it when a shim dies without a record or a process other
+    ///   than init is OOM-killed;
+    ///
+    /// and only the slices concerned are observed ([`Manager::observe`]: a few small files, no
+    /// processes). Timers: every [`BUDGET_EVERY`] the network byte budgets are enforced, only
+    /// while a slice has one; every [`FULL_POLL_EVERY`] all slices are observed (a safety net
+    /// for a notification a kernel does not send) and leftovers are cleaned (see
+    /// [`janitor`]). Without inotify (an exhausted `fs.inotify.max_user_instances`), falls
+    /// back to [`Daemon::poll_events_stat`].
     pub async fn poll_events(self: Arc<Self>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
         let paths = self.paths.clone();
         let made = tokio::task::spawn_blocking(move || inotify::SliceWatch::new(&paths)).await;
@@ -313,70 +338,107 @@ impl Daemon {
             }
         };
         let mut afd = afd;
-        let mut next_full = tokio::time::Instant::now() + FULL_POLL_EVERY;
+        let (mut signals, mut signalled) = signals::Signals::new(&self.paths.cgroup_parent);
+        // Slices with a network byte budget (from the latest observations).
+        let mut budgeted: std::collections::BTreeSet<String> = Default::default();
+        // A first full poll at once: it sets up the watchers of the running slices.
+        let mut next_full = tokio::time::Instant::now();
+        let mut next_budget = tokio::time::Instant::now() + BUDGET_EVERY;
         loop {
-            tokio::select! {
+            let (changed, gone) = tokio::select! {
                 r = afd.readable_mut() => {
                     let Ok(mut guard) = r else {
                         tracing::warn!("inotify descriptor failed: polling the slice store instead");
                         return self.poll_events_stat(shutdown).await;
                     };
-                    let taken_at = Instant::now();
                     let changes = guard.get_inner_mut().drain();
                     guard.clear_ready();
-                    if changes.changed.is_empty() && changes.gone.is_empty() {
-                        continue;
+                    (
+                        changes.changed.into_iter().collect::<Vec<_>>(),
+                        changes.gone.into_iter().collect::<Vec<_>>(),
+                    )
+                }
+                Some(first) = signalled.recv() => {
+                    let mut names = std::collections::BTreeSet::from([first]);
+                    while let Ok(n) = signalled.try_recv() {
+                        names.insert(n);
                     }
-                    let gone: Vec<String> = changes.gone.into_iter().collect();
-                    let changed: Vec<String> = changes.changed.into_iter().collect();
-                    let (infos, gone) = self
-                        .blocking(move |m| {
-                            let mut gone = gone;
-                            let mut infos = Vec::with_capacity(changed.len());
-                            for n in changed {
-                                match m.observe(&n) {
-                                    Ok(i) => infos.push(i),
-                                    Err(crate::slice::SliceError::NotFound(_)) => gone.push(n),
-                                    Err(e) => tracing::debug!(slice = %n, error = %e, "observe"),
-                                }
-                            }
-                            (infos, gone)
-                        })
-                        .await;
-                    self.events.observe_partial(&infos, &gone, taken_at);
+                    (names.into_iter().collect(), Vec::new())
+                }
+                _ = tokio::time::sleep_until(next_budget), if !budgeted.is_empty() => {
+                    next_budget = tokio::time::Instant::now() + BUDGET_EVERY;
+                    let r = self.blocking(|m| m.enforce_net_budgets()).await;
+                    if let Err(e) = r {
+                        tracing::warn!(error = %e, "enforcing network byte budgets");
+                    }
+                    continue;
                 }
                 _ = tokio::time::sleep_until(next_full) => {
                     next_full = tokio::time::Instant::now() + FULL_POLL_EVERY;
-                    self.full_poll().await;
+                    if let Some(infos) = self.full_poll().await {
+                        let names: std::collections::BTreeSet<&str> =
+                            infos.iter().map(|i| i.spec.name.as_str()).collect();
+                        budgeted.retain(|n| names.contains(n.as_str()));
+                        note_budgets(&mut budgeted, &infos);
+                        signals.follow(&infos, &[]);
+                        // Watchers of slices no longer listed.
+                        let stale: Vec<String> = signals
+                            .names()
+                            .filter(|n| !names.contains(n.as_str()))
+                            .collect();
+                        signals.follow(&[], &stale);
+                        self.sweep(infos).await;
+                    }
+                    continue;
                 }
                 _ = shutdown.changed() => return,
+            };
+            if changed.is_empty() && gone.is_empty() {
+                continue;
             }
+            let taken_at = Instant::now();
+            let (infos, gone) = self
+                .blocking(move |m| {
+                    let mut gone = gone;
+                    let mut infos = Vec::with_capacity(changed.len());
+                    for n in changed {
+                        match m.observe(&n) {
+                            Ok(i) => infos.push(i),
+                            Err(crate::slice::SliceError::NotFound(_)) => gone.push(n),
+                            Err(e) => tracing::debug!(slice = %n, error = %e, "observe"),
+                        }
+                    }
+                    (infos, gone)
+                })
+                .await;
+            self.events.observe_partial(&infos, &gone, taken_at);
+            for g in &gone {
+                budgeted.remove(g);
+            }
+            note_budgets(&mut budgeted, &infos);
+            signals.follow(&infos, &gone);
         }
     }
 
-    /// Look at every slice (light: [`Manager::observe_all`]), enforce network budgets, clean
-    /// leftovers.
-    async fn full_poll(&self) {
+    /// Look at every slice (light: [`Manager::observe_all`]) and feed the event bus; the
+    /// observations, for the caller to clean leftovers and follow the slices.
+    async fn full_poll(&self) -> Option<Vec<SliceInfo>> {
         let taken_at = Instant::now();
-        let polled = self
-            .blocking(move |m| {
-                if let Err(e) = m.enforce_net_budgets() {
-                    tracing::warn!(error = %e, "enforcing network byte budgets");
-                }
-                m.observe_all()
-            })
-            .await;
-        match polled {
+        match self.blocking(move |m| m.observe_all()).await {
             Ok(infos) => {
                 self.events.observe_snapshot(&infos, taken_at);
-                self.sweep(infos).await;
+                Some(infos)
             }
-            Err(e) => tracing::warn!(error = %e, "polling slices for events"),
+            Err(e) => {
+                tracing::warn!(error = %e, "polling slices for events");
+                None
+            }
         }
     }
 
     /// The fallback of [`Daemon::poll_events`]: every `events_poll_ms`, `stat` three files
-    /// per slice ([`watch::Watcher`]) and inspect those that changed.
+    /// per slice ([`watch::Watcher`]) and inspect those that changed; every [`BUDGET_EVERY`]
+    /// observe them all, enforce budgets and clean leftovers (as before issue 14).
     pub async fn poll_events_stat(
         self: Arc<Self>,
         mut shutdown: tokio::sync::watch::Receiver<bool>,
@@ -391,7 +453,7 @@ impl Daemon {
             }
             let taken_at = Instant::now();
             let w = watcher.clone();
-            if last_full.elapsed() >= FULL_POLL_EVERY {
+            if last_full.elapsed() >= BUDGET_EVERY {
                 last_full = Instant::now();
                 let polled = self
                     .blocking(move |m| {
