@@ -423,13 +423,13 @@ fn main() {
     let (d1, w1) = (cpu_ticks(dpid), wakeups(dpid));
     let o1: u64 = others.iter().map(|&p| cpu_ticks(p)).sum();
     let ow1: u64 = others.iter().map(|&p| wakeups(p)).sum();
-    let core = |ticks: u64| ticks as f64 / hz() as f64 / idle_secs as f64 * 100.0;
+    let of_core = |ticks: u64| ticks as f64 / hz() as f64 / idle_secs as f64 * 100.0;
     println!(
         "idle {idle_secs} s at {created}: daemon CPU {:.2}% of a core, {:.1} wake-ups/s; {} shims + view servers: {:.2}% of a core, {:.1} wake-ups/s",
-        core(d1 - d0),
+        of_core(d1 - d0),
         (w1 - w0) as f64 / idle_secs as f64,
         others.len(),
-        core(o1.saturating_sub(o0)),
+        of_core(o1.saturating_sub(o0)),
         ow1.saturating_sub(ow0) as f64 / idle_secs as f64
     );
 
