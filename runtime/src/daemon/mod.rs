@@ -328,8 +328,14 @@ impl Daemon {
             .map_err(|e| e.to_string())
             .and_then(|r| r.map_err(|e| e.to_string()))
             .and_then(|w| {
-                tokio::io::unix::AsyncFd::with_interest(w, tokio::io::Interest::READABLE)
-                    .map_err(|e| e.to_string())
+                // SAFETY: the AsyncFd owns the watch (and its descriptor) for its whole life.
+                unsafe {
+                    tokio::io::unix::AsyncFd::register_with_interest(
+                        w,
+                        tokio::io::Interest::READABLE,
+                    )
+                }
+                .map_err(|e| e.into_parts().1.to_string())
             }) {
             Ok(a) => a,
             Err(e) => {

@@ -118,7 +118,9 @@ async fn watch(name: String, shim_pid: i32, cgroup: String, tx: mpsc::UnboundedS
     .await;
     let Ok((shim, oom)) = setup else { return };
     let shim = match shim.and_then(|fd| {
-        AsyncFd::with_interest(fd, tokio::io::Interest::READABLE).map_err(sys("register", "pidfd"))
+        // SAFETY: the AsyncFd owns the descriptor for its whole life.
+        unsafe { AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) }
+            .map_err(|e| sys("register", "pidfd")(e.into_parts().1))
     }) {
         Ok(a) => Some(a),
         Err(e) => {
@@ -128,8 +130,9 @@ async fn watch(name: String, shim_pid: i32, cgroup: String, tx: mpsc::UnboundedS
     };
     let oom = match oom.map(|r| {
         r.and_then(|fd| {
-            AsyncFd::with_interest(fd, tokio::io::Interest::READABLE)
-                .map_err(sys("register", "oom notifier"))
+            // SAFETY: the AsyncFd owns the descriptor for its whole life.
+            unsafe { AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) }
+                .map_err(|e| sys("register", "oom notifier")(e.into_parts().1))
         })
     }) {
         Some(Ok(a)) => Some(a),
