@@ -51,7 +51,7 @@ fn an_idle_daemon_wakes_only_for_its_full_poll_and_still_sees_exits_at_once() {
     std::thread::sleep(Duration::from_secs(2));
     let pid = d.pid().unwrap();
     let before = wakeups(pid);
-    // Shorter than a full poll ([`vslice::daemon::FULL_POLL_EVERY`], 30 s) plus at most one
+    // Shorter than a full poll ([`vslice::daemon::FULL_POLL_EVERY`], 60 s): at most one
     // of them: at most one full poll falls in the window.
     let window = Duration::from_secs(12);
     std::thread::sleep(window);

@@ -41,8 +41,10 @@ pub const ROOT_LOCK_FILE: &str = "vsliced.lock";
 /// How often the poller looks at every slice, not only those it was told about, and cleans
 /// leftovers of interrupted operations. A safety net, not the source of events (inotify,
 /// pidfds and cgroup OOM notifications are: see [`Daemon::poll_events`]), so it can be long:
-/// an idle daemon with 1000 slices wakes for it alone (issue 14).
-pub const FULL_POLL_EVERY: Duration = Duration::from_secs(30);
+/// an idle daemon with 1000 slices wakes for it alone (issue 14). Measured at 1000 busybox
+/// slices (2 loaded cores): 11 wake-ups of the daemon's own threads in 60 s, ~0.2 s of CPU
+/// per pass; every 60 s keeps that under 0.5% of a core.
+pub const FULL_POLL_EVERY: Duration = Duration::from_secs(60);
 
 /// How often network byte budgets are enforced, while at least one slice has one: the
 /// budget may be exceeded by what a slice sends in this time.
