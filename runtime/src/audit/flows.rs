@@ -22,7 +22,13 @@
 //!
 //! The collector runs inside the daemon (threads): flows that start and end while the daemon
 //! is down are not recorded; those still open when it starts again are (the resync dump at
-//! start), and the daemon records its own start/stop in the control log so the gap is known.
+//! start). The gap is stated, never silent: a collector starting on an existing log first
+//! writes a `loss` record with `down_since` (its last record's time), and `who` over a window
+//! meeting [down_since, restart] answers `lossy`.
+//!
+//! Process: after each NEW event the process holding the slice's end of the connection is
+//! looked up in the slice's own network namespace (audit/owner.rs) and written as a `proc`
+//! record; `who` shows it as `process` when found.
 //!
 //! Why the `conntrack` tool (Debian's conntrack package) rather than ctnetlink from Rust: the
 //! netlink-packet-netfilter crate covers nflog and only parts of ctnetlink (no event
