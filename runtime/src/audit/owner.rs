@@ -166,7 +166,10 @@ fn hex_addr(s: &str) -> Option<(Ipv4Addr, u16)> {
 }
 
 /// One row of /proc/net/{tcp,udp}: local, remote, state, inode.
-pub fn parse_sock_line(line: &str) -> Option<((Ipv4Addr, u16), (Ipv4Addr, u16), u8, u64)> {
+pub type SockRow = ((Ipv4Addr, u16), (Ipv4Addr, u16), u8, u64);
+
+/// Parse one row of /proc/net/{tcp,udp}.
+pub fn parse_sock_line(line: &str) -> Option<SockRow> {
     let f: Vec<&str> = line.split_whitespace().collect();
     let local = hex_addr(f.get(1)?)?;
     let remote = hex_addr(f.get(2)?)?;
