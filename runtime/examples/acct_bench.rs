@@ -50,6 +50,52 @@ fn conns_per_sec(s: &SliceNs, ip: std::net::Ipv4Addr, port: u16, secs: u64) -> f
         .unwrap_or(0.0)
 }
 
+/// CPU time (user + system) of this process so far, ms.
+fn self_cpu_ms() -> f64 {
+    // SAFETY: getrusage fills the struct it is given.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
+    let tv = |t: libc::timeval| t.tv_sec as f64 * 1000.0 + t.tv_usec as f64 / 1000.0;
+    tv(ru.ru_utime) + tv(ru.ru_stime)
+}
+
+/// CPU time (user + system) of process `pid` so far, ms (0 once it is gone).
+fn pid_cpu_ms(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let Some((_, rest)) = stat.rsplit_once(") ") else {
+        return 0.0;
+    };
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // Fields after the comm: state is 0, utime 11, stime 12 (clock ticks).
+    let ticks = |i: usize| f.get(i).and_then(|x| x.parse::<f64>().ok()).unwrap_or(0.0);
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    (ticks(11) + ticks(12)) * 1000.0 / hz
+}
+
+/// PIDs of our child processes called `name`.
+fn children_named(name: &str) -> Vec<u32> {
+    let me = std::process::id().to_string();
+    let mut out = Vec::new();
+    let Ok(rd) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for e in rd.flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let Some((comm, rest)) = stat.split_once(") ") else {
+            continue;
+        };
+        let ppid = rest.split_whitespace().nth(1).unwrap_or("");
+        if comm.ends_with(&format!("({name}")) && ppid == me {
+            out.push(pid);
+        }
+    }
+    out
+}
+
 fn start(t: &TestNode, audit_dir: &std::path::Path) -> FlowCollector {
     let (control, _) = AuditLog::open(audit_dir, 16 << 20).expect("control log");
     let control = std::sync::Mutex::new(control);
@@ -109,9 +155,21 @@ fn main() {
     wait_listening_in(Some(&out.ns.netns()), "tcp", iport);
     // Each run: its own slice (own ephemeral ports) and its own server port (its own NAT
     // tuples), so that the TIME_WAIT sockets and conntrack entries of one run do not slow the
-    // next one down.
+    // next one down. Off and on alternate for `ACCT_BENCH_ROUNDS` rounds (default 3) and end
+    // with an off run; the figures are medians, because a shared 2-core host moves single
+    // runs by tens of percent. The collector's own CPU (this process, which does nothing
+    // else meanwhile, plus its conntrack child) per connection is the load-independent cost.
+    let rounds: usize = std::env::var("ACCT_BENCH_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3)
+        .clamp(1, 10);
+    let plan: Vec<bool> = (0..rounds)
+        .flat_map(|_| [false, true])
+        .chain([false])
+        .collect();
     let mut responders = Vec::new();
-    for k in 0..4u16 {
+    for k in 0..plan.len() as u16 {
         responders.push(out.ns.spawn(
             &["python3", "-c", RESPONDER, &(cport + k).to_string()],
             "responder",
@@ -120,30 +178,59 @@ fn main() {
     }
     let mut rows = Vec::new();
     let mut slices = Vec::new();
-    for (k, (label, on)) in [("off", false), ("on", true), ("off again", false)]
-        .into_iter()
-        .enumerate()
-    {
+    for (k, on) in plan.iter().copied().enumerate() {
         let s = SliceNs::new(&format!("bench{k}"));
         attach(&t, &s, &bridge_spec());
         let c = on.then(|| start(&t, &audit_dir));
+        let ct_pids = if on {
+            children_named("conntrack")
+        } else {
+            Vec::new()
+        };
+        let cpu0 = self_cpu_ms() + ct_pids.iter().map(|p| pid_cpu_ms(*p)).sum::<f64>();
         let bw = iperf3_client(&s, ip, iport, secs as u32, false).goodput_bps;
+        let cpu1 = self_cpu_ms() + ct_pids.iter().map(|p| pid_cpu_ms(*p)).sum::<f64>();
         let cps = conns_per_sec(&s, ip, cport + k as u16, secs);
+        let cpu2 = self_cpu_ms() + ct_pids.iter().map(|p| pid_cpu_ms(*p)).sum::<f64>();
         drop(c);
-        rows.push((label, bw, cps));
+        let conns = cps * secs as f64;
+        rows.push((
+            on,
+            bw,
+            cps,
+            cpu1 - cpu0,
+            (cpu2 - cpu1) / conns.max(1.0) * 1000.0,
+        ));
         slices.push(s);
     }
-    let s = SliceNs::new("bench3");
+    let s = SliceNs::new(&format!("bench{}", plan.len()));
     attach(&t, &s, &bridge_spec());
-    println!("flow log   iperf3 (through NAT)   TCP connections/s (through NAT)");
-    for (label, bw, cps) in &rows {
-        println!("{label:<10} {:>14.1} Mbit/s   {cps:>10.0}", bw / 1e6);
+    println!("flow log   iperf3 (through NAT)   TCP connections/s (through NAT)   collector CPU");
+    for (on, bw, cps, cpu_bw, us_conn) in &rows {
+        let label = if *on { "on" } else { "off" };
+        let cpu = if *on {
+            format!("{cpu_bw:.0} ms during iperf3, {us_conn:.0} us/connection")
+        } else {
+            String::new()
+        };
+        println!(
+            "{label:<10} {:>14.1} Mbit/s   {cps:>10.0}                         {cpu}",
+            bw / 1e6
+        );
     }
-    let (bw_off, cps_off) = ((rows[0].1 + rows[2].1) / 2.0, (rows[0].2 + rows[2].2) / 2.0);
+    let median = |on: bool, f: fn(&(bool, f64, f64, f64, f64)) -> f64| {
+        let mut v: Vec<f64> = rows.iter().filter(|r| r.0 == on).map(f).collect();
+        v.sort_by(|a, b| a.total_cmp(b));
+        v[v.len() / 2]
+    };
+    let (bw_off, bw_on) = (median(false, |r| r.1), median(true, |r| r.1));
+    let (cps_off, cps_on) = (median(false, |r| r.2), median(true, |r| r.2));
     println!(
-        "cost: throughput {:+.1}%, connections/s {:+.1}% (on vs mean of the two off runs)",
-        (rows[1].1 / bw_off - 1.0) * 100.0,
-        (rows[1].2 / cps_off - 1.0) * 100.0
+        "cost (medians of {rounds} on and {} off runs): throughput {:+.1}%, connections/s {:+.1}%; collector CPU {:.0} us per connection (NEW+DESTROY+process lookup)",
+        rounds + 1,
+        (bw_on / bw_off - 1.0) * 100.0,
+        (cps_on / cps_off - 1.0) * 100.0,
+        median(true, |r| r.4),
     );
 
     // ---- a burst of new flows ----

@@ -11,7 +11,8 @@
 //! `tests/api_contract.rs` calls every operation on a real daemon and validates each reply
 //! against the schema the document gives for its status.
 use crate::proto::accounting::{
-    ExecRecord, FlowEnd, FlowRecord, FlowTuple, KindQuery, WhoAnswer, WhoFlow, WhoParams,
+    ExecRecord, FlowEnd, FlowProcess, FlowRecord, FlowTuple, KindQuery, WhoAnswer, WhoFlow,
+    WhoParams,
 };
 use crate::proto::image_import::{ImageConfig, ImageDetails, ImportRequest, ImportResult};
 use crate::proto::snapshot::{
@@ -67,7 +68,7 @@ struct SliceName {
         ImageConfig, ImageDetails, ImportRequest, ImportResult,
         CloneRequest, ExportRequest, ExportResult, RestoreRequest, SliceImportRequest,
         SnapshotInfo, SnapshotRequest,
-        WhoAnswer, WhoFlow, FlowEnd, FlowRecord, FlowTuple, ExecRecord,
+        WhoAnswer, WhoFlow, FlowEnd, FlowRecord, FlowTuple, ExecRecord, FlowProcess,
         DiskBacking, DiskUsage,
     ))
 )]
@@ -1327,6 +1328,7 @@ mod tests {
                     duration_s: Some(3),
                     reason: Some("ENOBUFS".into()),
                     lost_before: Some(2),
+                    process: who_flow().process,
                     prev_hash: "ab".repeat(32),
                     hash: "cd".repeat(32),
                 }],
@@ -1382,7 +1384,16 @@ mod tests {
             end: Some(flow_end()),
             bytes_from_slice: Some(100),
             bytes_to_slice: Some(200),
-            process: Some("ssh".into()),
+            process: Some(FlowProcess {
+                pid: 4242,
+                pid_in_slice: Some(42),
+                ppid: Some(4200),
+                uid: Some(100_000),
+                uid_in_slice: Some(0),
+                comm: "ssh".into(),
+                path: Some("/usr/bin/ssh".into()),
+                argv: Some(vec!["ssh".into(), "203.0.113.7".into()]),
+            }),
         }
     }
 

@@ -328,7 +328,7 @@ fn seed(parent: &str) -> HashMap<u32, String> {
 }
 
 /// What /proc still tells about a process that just exec'd.
-fn describe(pid: u32) -> Value {
+pub(crate) fn describe(pid: u32) -> Value {
     let exe = std::fs::read_link(format!("/proc/{pid}/exe"))
         .ok()
         .map(|p| p.to_string_lossy().into_owned());

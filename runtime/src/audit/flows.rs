@@ -22,7 +22,13 @@
 //!
 //! The collector runs inside the daemon (threads): flows that start and end while the daemon
 //! is down are not recorded; those still open when it starts again are (the resync dump at
-//! start), and the daemon records its own start/stop in the control log so the gap is known.
+//! start). The gap is stated, never silent: a collector starting on an existing log first
+//! writes a `loss` record with `down_since` (its last record's time), and `who` over a window
+//! meeting [down_since, restart] answers `lossy`.
+//!
+//! Process: after each NEW event the process holding the slice's end of the connection is
+//! looked up in the slice's own network namespace (audit/owner.rs) and written as a `proc`
+//! record; `who` shows it as `process` when found.
 //!
 //! Why the `conntrack` tool (Debian's conntrack package) rather than ctnetlink from Rust: the
 //! netlink-packet-netfilter crate covers nflog and only parts of ctnetlink (no event
@@ -241,6 +247,10 @@ pub struct FlowStats {
     pub overruns: AtomicU64,
     /// Records dropped by the writer (full disk).
     pub dropped: AtomicU64,
+    /// New flows whose process was found (`proc` records).
+    pub procs_found: AtomicU64,
+    /// New flows whose process was not looked up (lookup queue full).
+    pub procs_skipped: AtomicU64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -261,7 +271,12 @@ enum Msg {
     Loss(String),
     /// stop() wakes the writer, which sleeps without a timeout when nothing is pending.
     Wake,
+    /// A `proc` record (the process of a new flow), with the flow's time.
+    Proc(i64, Value),
 }
+
+/// A new flow waiting for its process lookup: the socket, the flow's record and time.
+type Pending = (super::owner::SocketKey, Value, i64);
 
 /// A running collector; stops (and restores the sysctls it changed) on drop.
 pub struct FlowCollector {
@@ -299,12 +314,26 @@ impl FlowCollector {
                 }
             }
         }
-        let (log, _notes) = KindLog::open(
+        let (mut log, _notes) = KindLog::open(
             &cfg.audit_dir,
             "flows",
             cfg.segment_bytes,
             cfg.reserve_bytes,
         )?;
+        // The collector runs in the daemon: flows that began and ended while it was down are
+        // not in conntrack any more and cannot be recovered. Say so (a `loss` record spanning
+        // the gap, so `who` over it answers `lossy`) rather than leave a silent hole; flows
+        // still open are put on record by the listing at start.
+        if let Some(since) = log.last_time_ms {
+            log.append(
+                time::now_millis(),
+                json!({
+                    "event": "loss",
+                    "reason": "flow collector was not running: flows that began and ended in between are not on record",
+                    "down_since": time::format_millis(since),
+                }),
+            )?;
+        }
         let stop = Arc::new(AtomicBool::new(false));
         let stats = Arc::new(FlowStats::default());
         let (tx, rx) = mpsc::channel::<Msg>();
@@ -429,6 +458,18 @@ impl FlowCollector {
                     .map_err(FlowError::Thread)?,
             );
         }
+        // The process lookups (audit/owner.rs), in batches, off the writer's path.
+        let (ptx, prx) = mpsc::sync_channel::<Pending>(super::owner::MAX_PENDING);
+        {
+            let tx = tx.clone();
+            let stats = stats.clone();
+            let named = std::thread::Builder::new().name("vsl-flowowners".into());
+            threads.push(
+                named
+                    .spawn(move || owners(prx, tx, stats))
+                    .map_err(FlowError::Thread)?,
+            );
+        }
         // The writer.
         {
             let stop = stop.clone();
@@ -437,7 +478,7 @@ impl FlowCollector {
             let named = std::thread::Builder::new().name("vsl-flowwriter".into());
             threads.push(
                 named
-                    .spawn(move || writer(cfg, log, rx, tx, stop, stats, anchor))
+                    .spawn(move || writer(cfg, log, rx, tx, ptx, stop, stats, anchor))
                     .map_err(FlowError::Thread)?,
             );
         }
@@ -549,11 +590,63 @@ fn flow_record(ct: &CtLine, s: &SliceInfo, event: &str) -> Value {
 /// How often old segments are pruned (retention).
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 
+/// The socket of a new flow as the slice sees it (outbound: the original tuple; inbound
+/// through a port forward: the reply tuple, after the DNAT).
+fn socket_key(ct: &CtLine, s: &SliceInfo, dir: &str) -> Option<super::owner::SocketKey> {
+    if !matches!(ct.proto.as_str(), "tcp" | "udp") {
+        return None;
+    }
+    let t = if dir == "out" { &ct.orig } else { &ct.reply };
+    Some(super::owner::SocketKey {
+        proto: ct.proto.clone(),
+        local: (t.src.parse().ok()?, t.sport?),
+        remote: (t.dst.parse().ok()?, t.dport?),
+        veth: s.veth.clone(),
+    })
+}
+
+/// The lookup thread: waits a moment after the first new flow (an inbound connection gets
+/// accepted), takes every flow queued by then, resolves them in one /proc pass and hands the
+/// `proc` records to the writer. At most one pass per 20 ms, so a flood costs a bounded
+/// share of a core and the rest is skipped (counted), never queued without bound.
+fn owners(rx: mpsc::Receiver<Pending>, tx: mpsc::Sender<Msg>, stats: Arc<FlowStats>) {
+    let mut resolver = super::owner::Resolver::new();
+    // Blocks without a timeout (an idle node wakes nothing): the writer holds the only
+    // sender and drops it when the collector stops, which ends this loop.
+    loop {
+        let Ok(first) = rx.recv() else { return };
+        std::thread::sleep(Duration::from_millis(20));
+        let mut batch = vec![first];
+        while let Ok(p) = rx.try_recv() {
+            batch.push(p);
+        }
+        let keys: Vec<_> = batch.iter().map(|p| p.0.clone()).collect();
+        let pids = resolver.resolve(&keys);
+        for ((_, mut rec, t), pid) in batch.into_iter().zip(pids) {
+            let Some(pid) = pid else { continue };
+            let mut p = super::execs::describe(pid);
+            p["pid"] = pid.into();
+            p["comm"] = std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                .map(|c| c.trim_end().to_string())
+                .unwrap_or_default()
+                .into();
+            rec["event"] = "proc".into();
+            rec["process"] = p;
+            stats.procs_found.fetch_add(1, Ordering::Relaxed);
+            if tx.send(Msg::Proc(t, rec)).is_err() {
+                return;
+            }
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
 fn writer(
     cfg: FlowConfig,
     mut log: KindLog,
     rx: mpsc::Receiver<Msg>,
     tx: mpsc::Sender<Msg>,
+    ptx: mpsc::SyncSender<Pending>,
     stop: Arc<AtomicBool>,
     stats: Arc<FlowStats>,
     mut anchor: AnchorSink,
@@ -610,10 +703,20 @@ fn writer(
                             _ => "seen",
                         };
                         let t = ct.time_ms.unwrap_or_else(time::now_millis);
-                        write(&mut log, t, flow_record(&ct, &s, event));
+                        let rec = flow_record(&ct, &s, event);
+                        if event == "new" {
+                            let dir = rec["dir"].as_str().unwrap_or("out");
+                            if let Some(k) = socket_key(&ct, &s, dir) {
+                                if ptx.try_send((k, rec.clone(), t)).is_err() {
+                                    stats.procs_skipped.fetch_add(1, Ordering::Relaxed);
+                                }
+                            }
+                        }
+                        write(&mut log, t, rec);
                     }
                 }
             }
+            Ok(Msg::Proc(t, rec)) => write(&mut log, t, rec),
             Ok(Msg::Loss(why)) => {
                 stats.overruns.fetch_add(1, Ordering::Relaxed);
                 write(
@@ -736,8 +839,17 @@ pub fn who(audit_dir: &Path, q: &WhoQuery) -> Result<WhoAnswer, AuditError> {
             .and_then(|t| time::parse(t).ok())
             .unwrap_or(0);
         let event = v.get("event").and_then(Value::as_str).unwrap_or("");
+        let process = (event == "proc")
+            .then(|| v.get("process").cloned())
+            .flatten()
+            .and_then(|p| serde_json::from_value(p).ok());
+        let gap_from = v
+            .get("down_since")
+            .and_then(Value::as_str)
+            .and_then(|d| time::parse(d).ok())
+            .unwrap_or(t);
         if event == "loss" || v.get("lost_before").is_some() {
-            if t >= from && t <= to {
+            if t >= from && gap_from <= to {
                 lost += v.get("lost_before").and_then(Value::as_u64).unwrap_or(1);
             }
             if event == "loss" {
@@ -778,6 +890,10 @@ pub fn who(audit_dir: &Path, q: &WhoQuery) -> Result<WhoAnswer, AuditError> {
             bytes_to_slice: None,
             process: None,
         });
+        if process.is_some() {
+            // A proc record carries no counters or end: only the process is taken from it.
+            f.process = process;
+        }
         let out = f.direction == "out";
         let port = |p: &str| n(p).map(|x| x as u16);
         if out {
@@ -1034,6 +1150,16 @@ pub fn render_metrics(out: &mut String) {
             "vslice_flowlog_dropped_total",
             "Flow records dropped by the writer (disk under the reserve, or write errors).",
             &s.dropped,
+        ),
+        (
+            "vslice_flowlog_procs_found_total",
+            "New flows whose process was found (proc records).",
+            &s.procs_found,
+        ),
+        (
+            "vslice_flowlog_procs_skipped_total",
+            "New flows whose process was not looked up (lookup queue full).",
+            &s.procs_skipped,
         ),
     ] {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");

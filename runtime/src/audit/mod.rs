@@ -29,6 +29,7 @@ use std::path::{Path, PathBuf};
 
 pub mod execs;
 pub mod flows;
+pub mod owner;
 pub mod records;
 pub mod sessions;
 pub mod time;

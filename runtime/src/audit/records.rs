@@ -114,6 +114,9 @@ pub struct KindLog {
     pub pending_lost: u64,
     /// Records dropped since the log was opened.
     pub lost_total: u64,
+    /// Time of the last record found when the log was opened (a collector starting again
+    /// states the gap since then).
+    pub last_time_ms: Option<i64>,
 }
 
 impl KindLog {
@@ -145,6 +148,7 @@ impl KindLog {
             dirty: false,
             pending_lost: 0,
             lost_total: 0,
+            last_time_ms: None,
         };
         let segs = kind_segments(&dir)?;
         if let Some((day, n, name)) = segs.last() {
@@ -159,6 +163,10 @@ impl KindLog {
                             reason: format!("last record does not parse: {e}"),
                         })?;
                     log.seq = v.get("seq").and_then(Value::as_u64).unwrap_or(0);
+                    log.last_time_ms = v
+                        .get("time")
+                        .and_then(Value::as_str)
+                        .and_then(|t| time::parse(t).ok());
                     log.last_hash = v
                         .get("hash")
                         .and_then(Value::as_str)

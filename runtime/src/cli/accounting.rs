@@ -126,6 +126,21 @@ pub fn who_text(a: &WhoAnswer) -> String {
             f.bytes_to_slice.map(|b| b.to_string()).unwrap_or("?".into()),
             f.veth,
         );
+        if let Some(p) = &f.process {
+            let _ = writeln!(
+                s,
+                "  process: pid {} (in slice {}) uid {} (in slice {}) {} {}",
+                p.pid,
+                p.pid_in_slice.map(|x| x.to_string()).unwrap_or("?".into()),
+                p.uid.map(|x| x.to_string()).unwrap_or("?".into()),
+                p.uid_in_slice.map(|x| x.to_string()).unwrap_or("?".into()),
+                p.comm,
+                p.argv
+                    .as_ref()
+                    .map(|a| format!("{a:?}"))
+                    .unwrap_or_default(),
+            );
+        }
     }
     s
 }

@@ -55,8 +55,29 @@ pub struct WhoFlow {
     pub end: Option<FlowEnd>,
     pub bytes_from_slice: Option<u64>,
     pub bytes_to_slice: Option<u64>,
-    /// The process that made the connection, when known (not yet collected: null).
-    pub process: Option<String>,
+    /// The process that held the slice's end of the connection right after it began, when
+    /// found (see audit/owner.rs for how and the limits: a socket closed within a few ms is
+    /// not found, and the field is null).
+    pub process: Option<FlowProcess>,
+}
+
+/// A process named by the flow log (host view and the slice's own view).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(default)]
+pub struct FlowProcess {
+    /// Host pid.
+    pub pid: u32,
+    pub pid_in_slice: Option<u32>,
+    /// Parent, host pid.
+    pub ppid: Option<u32>,
+    /// Host uid.
+    pub uid: Option<u32>,
+    pub uid_in_slice: Option<u64>,
+    pub comm: String,
+    /// The executable (`/proc/<pid>/exe`, as the host sees its path).
+    pub path: Option<String>,
+    /// Bounded command line.
+    pub argv: Option<Vec<String>>,
 }
 
 /// Answer of `GET /v1/who`.
@@ -101,7 +122,8 @@ pub struct FlowTuple {
 
 /// A stored flow record (one line of `<root>/audit/flows/*.ndjson`, `GET /v1/audit/flows`).
 /// `event`: `new` (conntrack NEW), `end` (DESTROY, with counters), `seen` (periodic or
-/// resync listing, with counters), `loss` (conntrack lost events; `reason`).
+/// resync listing, with counters), `loss` (conntrack lost events; `reason`), `proc` (the
+/// process of a `new` flow, when found: `process`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct FlowRecord {
     pub seq: u64,
@@ -148,6 +170,9 @@ pub struct FlowRecord {
     /// Records dropped (full disk) just before this one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lost_before: Option<u64>,
+    /// The process holding the slice's socket (`proc`, written shortly after `new`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub process: Option<FlowProcess>,
     pub prev_hash: String,
     pub hash: String,
 }
