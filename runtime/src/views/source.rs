@@ -147,6 +147,22 @@ impl Source {
                 .and_then(|s| num(&s))
                 .unwrap_or(0);
         }
+        // Block I/O: v2 io.stat, else v1 blkio's throttle counters (kept whatever the I/O
+        // scheduler; the _recursive files include child cgroups where the kernel has them).
+        n.io = match self.file("io.stat") {
+            Some(st) => render::parse_io_stat(&st),
+            None => {
+                let f = |name: &str| {
+                    self.file(&format!("{name}_recursive"))
+                        .or_else(|| self.file(name))
+                        .unwrap_or_default()
+                };
+                render::parse_blkio(
+                    &f("blkio.throttle.io_serviced"),
+                    &f("blkio.throttle.io_service_bytes"),
+                )
+            }
+        };
         let now = boottime();
         n.uptime = (now - self.started).max(0.0);
         let (running, tasks) = self.tasks();
