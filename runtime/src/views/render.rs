@@ -182,6 +182,9 @@ pub fn meminfo(host: &str, n: &Numbers) -> String {
             "Active(file)" => Some(kib(n.active_file)),
             "Inactive(file)" => Some(kib(n.inactive_file)),
             "Shmem" => Some(kib(n.shmem)),
+            // Kernel memory of the host's: free(1) (procps and busybox) adds SReclaimable
+            // to buff/cache, which would then exceed the slice's usage.
+            "SReclaimable" | "SUnreclaim" | "Slab" | "KReclaimable" => Some(0),
             // The slice gets no swap of its own to look at: /proc/swaps is empty too.
             "SwapTotal" | "SwapFree" => Some(0),
             _ => None,

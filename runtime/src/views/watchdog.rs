@@ -6,7 +6,7 @@
 //! fail at once with ENOTCONN instead of hanging) and kills the server, whose death then takes
 //! the ordinary restart path (new server, views re-injected).
 //!
-//! "Cannot be answering": the server is stopped or traced (state T/t), or a zombie; or requests
+//! "Cannot be answering": the server is stopped or traced (state T/t); or requests
 //! have been waiting for [`STALL`] while the server used no CPU at all (a serving server burns
 //! some CPU per request, a deadlocked one none).
 use std::path::{Path, PathBuf};
@@ -99,7 +99,11 @@ impl Watchdog {
         let Some((state, cpu)) = proc_state(self.server) else {
             return Verdict::Healthy; // gone: the shim reaps it and restarts it
         };
-        if matches!(state, 'T' | 't' | 'Z' | 'X') {
+        // A zombie is dead already (its connection ended with it): the shim reaps it.
+        if matches!(state, 'Z' | 'X') {
+            return Verdict::Healthy;
+        }
+        if matches!(state, 'T' | 't') {
             return Verdict::Stuck(format!(
                 "view server {} is in state {state} with requests waiting",
                 self.server
