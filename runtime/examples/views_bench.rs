@@ -59,4 +59,81 @@ fn main() {
     let _ = nix::sys::wait::waitpid(server, None);
     let _ = nix::mount::umount2(&dir, nix::mount::MntFlags::MNT_DETACH);
     let _ = std::fs::remove_dir(&dir);
+    many(pid, 100);
+}
+
+/// `n` view servers (one per slice, as shims run them), each read in a loop by its own
+/// reader thread at once: total reads/s, the servers' CPU together, and their memory.
+fn many(pid: u32, n: usize) {
+    // Servers first: spawn forks and wants a single-threaded caller.
+    let mut servers = Vec::new();
+    for i in 0..n {
+        let dir = std::path::PathBuf::from(format!("/tmp/vslice-bench-views-{pid}-{i}"));
+        let cfg = vslice::views::Config {
+            cgroup: format!("vslice-bench-views-{pid}"),
+            started: vslice::views::source::boottime(),
+            dir: dir.clone(),
+        };
+        let s = vslice::views::spawn(&cfg).expect("start a view server");
+        servers.push((s, dir));
+    }
+    let cpu = |servers: &[(nix::unistd::Pid, std::path::PathBuf)]| -> u64 {
+        servers.iter().map(|(s, _)| cpu_ticks(s.as_raw())).sum()
+    };
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let cpu0 = cpu(&servers);
+    let start = Instant::now();
+    let readers: Vec<_> = servers
+        .iter()
+        .map(|(_, dir)| {
+            let file = dir.join("meminfo");
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut buf = Vec::with_capacity(8192);
+                let mut n = 0u64;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    buf.clear();
+                    if let Ok(mut f) = std::fs::File::open(&file) {
+                        if f.read_to_end(&mut buf).is_ok() {
+                            n += 1;
+                        }
+                    }
+                }
+                n
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs(3));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let reads: u64 = readers.into_iter().map(|t| t.join().unwrap_or(0)).sum();
+    let secs = start.elapsed().as_secs_f64();
+    let cpu_s = (cpu(&servers) - cpu0) as f64 / 100.0;
+    let rss_kib: u64 = servers
+        .iter()
+        .map(|(s, _)| {
+            std::fs::read_to_string(format!("/proc/{}/smaps_rollup", s.as_raw()))
+                .ok()
+                .and_then(|t| {
+                    t.lines()
+                        .find(|l| l.starts_with("Pss:"))
+                        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+                })
+                .unwrap_or(0)
+        })
+        .sum();
+    println!(
+        "views: {n} view servers each read in a loop by its own reader: {:.0} reads/s in total, servers' CPU {:.2} cores ({:.1} us per read) on {} host CPUs; servers' Pss {} KiB total ({} KiB each)",
+        reads as f64 / secs,
+        cpu_s / secs,
+        if reads > 0 { cpu_s * 1e6 / reads as f64 } else { 0.0 },
+        vslice::views::cpus::available().len(),
+        rss_kib,
+        rss_kib / n.max(1) as u64
+    );
+    for (s, dir) in servers {
+        let _ = nix::sys::signal::kill(s, nix::sys::signal::Signal::SIGKILL);
+        let _ = nix::sys::wait::waitpid(s, None);
+        let _ = nix::mount::umount2(&dir, nix::mount::MntFlags::MNT_DETACH);
+        let _ = std::fs::remove_dir(&dir);
+    }
 }

@@ -50,6 +50,7 @@ fn opts() -> CreateOptions {
     CreateOptions {
         null_stdio: true,
         start_fifo: None,
+        sysinfo_to: None,
     }
 }
 

@@ -89,7 +89,13 @@ impl Console {
 impl Running {
     /// Wait until init (or `also`, the view server) may have exited or the console has output;
     /// copy what there is.
-    pub fn wait_and_copy(&mut self, init_pid: i32, also: Option<i32>) {
+    /// Returns whether `extra` (the sysinfo listener) is ready.
+    pub fn wait_and_copy(
+        &mut self,
+        init_pid: i32,
+        also: Option<i32>,
+        extra: Option<BorrowedFd>,
+    ) -> bool {
         if self.pidfd.is_none() {
             // SAFETY: pidfd_open takes a pid and flags; returns a new descriptor or -1.
             let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, init_pid, 0) };
@@ -118,13 +124,23 @@ impl Running {
         if let Some(a) = &also_fd {
             fds.push(PollFd::new(a.as_fd(), PollFlags::POLLIN));
         }
+        // With a view server, wake for its watchdog too (views/watchdog.rs).
+        let timeout = if also.is_some() {
+            PollTimeout::from(vslice::views::watchdog::TICK.as_millis() as u16)
+        } else {
+            timeout
+        };
+        let extra_at = extra.map(|e| {
+            fds.push(PollFd::new(e, PollFlags::POLLIN));
+            fds.len() - 1
+        });
         let out_fd: Option<BorrowedFd> = self.out_r.as_ref().map(|f| f.as_fd());
         if let Some(o) = out_fd {
             fds.push(PollFd::new(o, PollFlags::POLLIN));
         }
         if fds.is_empty() {
             std::thread::sleep(std::time::Duration::from_secs(1));
-            return;
+            return false;
         }
         let _ = poll(&mut fds, timeout);
         let ready = fds
@@ -132,10 +148,14 @@ impl Running {
             .filter(|_| out_fd.is_some())
             .and_then(|f| f.revents())
             .is_some_and(|r| !r.is_empty());
+        let extra_ready = extra_at
+            .and_then(|i| fds[i].revents())
+            .is_some_and(|r| r.contains(PollFlags::POLLIN));
         drop(fds);
         if ready {
             self.copy_once();
         }
+        extra_ready
     }
 
     /// Copy one read's worth; at EOF (every writer in the slice gone) stop watching the pipe.

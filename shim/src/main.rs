@@ -159,7 +159,9 @@ fn start(dir: &Path) -> ! {
         dir: dir.join("views"),
     });
     let mut views_pid = None;
-    let init_pid = match console.with_stdio(|| setup(&mut launch, dir, &mut views, &mut views_pid))
+    let mut sysinfo = None;
+    let init_pid = match console
+        .with_stdio(|| setup(&mut launch, dir, &mut views, &mut views_pid, &mut sysinfo))
     {
         Ok(Ok(pid)) => pid,
         Ok(Err(e)) => report_failure(&e),
@@ -209,6 +211,7 @@ fn start(dir: &Path) -> ! {
         oom_at_start,
         &mut console,
         views.as_ref().map(|v| (v, views_pid)),
+        sysinfo,
     );
     log(&format!("slice init ended: {}", exit_info.reason));
     if let Some(cg) = &cgroup {
@@ -241,6 +244,7 @@ fn setup(
     dir: &Path,
     views: &mut Option<views::Config>,
     views_pid: &mut Option<nix::unistd::Pid>,
+    sysinfo: &mut Option<std::os::fd::OwnedFd>,
 ) -> Result<i32, String> {
     // Re-parent the slice's init to us when the executor's intermediate process exits.
     nix::sys::prctl::set_child_subreaper(true)
@@ -263,6 +267,8 @@ fn setup(
     // the slice's files by the sandbox like any bind mount. Without FUSE the slice starts with
     // the host's files (logged), rather than not at all.
     if let Some(cfg) = views.as_ref() {
+        // For the watchdog (views/watchdog.rs): the FUSE control files, in our namespace.
+        views::watchdog::mount_control();
         match views::spawn(cfg) {
             Ok(pid) => {
                 *views_pid = Some(pid);
@@ -277,14 +283,31 @@ fn setup(
             }
         }
     }
+    // With views, init hands us the listener of its sysinfo filter (views/sysinfo.rs): we
+    // answer sysinfo(2) for init's whole process tree with the slice's numbers.
+    let channel = match views
+        .as_ref()
+        .map(|_| views::sysinfo::channel())
+        .transpose()
+    {
+        Ok(c) => c,
+        Err(e) => {
+            log(&format!("{e}; sysinfo(2) shows the host's numbers"));
+            None
+        }
+    };
     let opts = CreateOptions {
         // Init gets the console pipes the caller put on fds 0-2 (see console.rs).
         null_stdio: false,
         start_fifo: None,
+        sysinfo_to: channel.as_ref().map(|(_, theirs)| theirs.as_raw_fd()),
     };
-    sandbox::create(launch, &opts)
+    let pid = sandbox::create(launch, &opts)
         .map(|c| c.pid)
-        .map_err(|e| e.to_string())
+        .map_err(|e| e.to_string())?;
+    // Init has exec'd: the listener, if it sent one, is waiting in the socket.
+    *sysinfo = channel.and_then(|(ours, _)| views::sysinfo::receive(&ours, true));
+    Ok(pid)
 }
 
 /// Reap until init exits, copying the console pipe into the log meanwhile and serving the
@@ -295,10 +318,20 @@ fn supervise(
     oom_at_start: u64,
     console: &mut console::Running,
     views: Option<(&views::Config, Option<nix::unistd::Pid>)>,
+    sysinfo: Option<std::os::fd::OwnedFd>,
 ) -> ExitInfo {
+    use std::os::fd::AsFd;
+    let mut sysinfo = sysinfo;
+    let mut source = views.map(|(cfg, _)| views::source::Source::new(&cfg.cgroup, cfg.started));
     use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
     let init = nix::unistd::Pid::from_raw(init_pid);
     let mut server = views.and_then(|(_, p)| p);
+    let new_dog = |server: Option<nix::unistd::Pid>| {
+        views
+            .zip(server)
+            .map(|((cfg, _), pid)| views::watchdog::Watchdog::new(pid.as_raw(), &cfg.dir))
+    };
+    let mut dog = new_dog(server);
     let (code, signal) = loop {
         match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
             Ok(WaitStatus::Exited(pid, c)) if pid == init => break (Some(c), None),
@@ -309,9 +342,30 @@ fn supervise(
                 // The view server died: its mounts in the slice now fail with ENOTCONN (no
                 // hang); serve again and put fresh views in place.
                 server = views.and_then(|(cfg, _)| restart_views(cfg, init_pid));
+                dog = new_dog(server);
             }
             Ok(WaitStatus::StillAlive) => {
-                console.wait_and_copy(init_pid, server.map(|p| p.as_raw()))
+                let ready = console.wait_and_copy(
+                    init_pid,
+                    server.map(|p| p.as_raw()),
+                    sysinfo.as_ref().map(|l| l.as_fd()),
+                );
+                if let (true, Some(l), Some(src)) = (ready, sysinfo.as_ref(), source.as_mut()) {
+                    if let Err(e) = views::sysinfo::handle(l.as_fd(), || src.numbers()) {
+                        log(&format!("{e}; sysinfo(2) is no longer answered"));
+                        sysinfo = None;
+                    }
+                }
+                // A live server that does not answer (stopped, deadlocked): end its
+                // connection so no reader waits on it, and kill it; its death is reaped
+                // above and takes the restart path.
+                if let (Some(d), Some(pid)) = (dog.as_mut(), server) {
+                    if let views::watchdog::Verdict::Stuck(why) = d.check() {
+                        log(&format!("{why}: aborting its connection and restarting it"));
+                        d.abort();
+                        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+                    }
+                }
             }
             Ok(_) | Err(nix::Error::EINTR) => continue,
             Err(e) => {
@@ -407,10 +461,21 @@ fn exec(dir: &Path, args: &ExecArgs) -> ! {
         Ok(s) => s,
         Err(e) => fail(e.to_string()),
     };
-    let plan = match sandbox::process::ExecPlan::from_process(&process, seccomp) {
+    let mut plan = match sandbox::process::ExecPlan::from_process(&process, seccomp) {
         Ok(p) => p,
         Err(e) => fail(e.to_string()),
     };
+    // A slice with views: its sysinfo(2) is answered with its numbers (views/sysinfo.rs) for
+    // the command's process tree too, by a thread of ours (we fork nothing after the join).
+    let cgroup_path = linux
+        .cgroups_path()
+        .as_ref()
+        .map(|p| p.to_string_lossy().into_owned());
+    let channel = cgroup_path
+        .as_ref()
+        .filter(|_| dir.join("views").is_dir())
+        .and_then(|_| views::sysinfo::channel().ok());
+    plan.sysinfo_to = channel.as_ref().map(|(_, theirs)| theirs.as_raw_fd());
     let target = join::Target {
         init_pid: st.init_pid,
         cgroup: linux
@@ -418,9 +483,28 @@ fn exec(dir: &Path, args: &ExecArgs) -> ! {
             .as_ref()
             .map(|p| p.to_string_lossy().into_owned()),
     };
+    let started_at = st.started_at;
+    let serve_sysinfo = move || {
+        let Some((ours, theirs)) = channel else {
+            return;
+        };
+        drop(theirs);
+        let Some(cg) = cgroup_path else { return };
+        let started =
+            views::source::boottime() - state::now_secs().saturating_sub(started_at) as f64;
+        std::thread::spawn(move || {
+            if let Some(l) = views::sysinfo::receive(&ours, false) {
+                let mut src = views::source::Source::new(&cg, started);
+                views::sysinfo::serve(&l, || src.numbers());
+            }
+        });
+    };
     if !args.tty {
         match join::spawn(&target, &plan, join::Stdio::Inherit) {
-            Ok(pid) => exit(join::wait(pid)),
+            Ok(pid) => {
+                serve_sysinfo();
+                exit(join::wait(pid))
+            }
             Err(e) => fail(e.to_string()),
         }
     }
@@ -436,6 +520,7 @@ fn exec(dir: &Path, args: &ExecArgs) -> ! {
         Ok(pid) => pid,
         Err(e) => fail(e.to_string()),
     };
+    serve_sysinfo();
     match &args.console_socket {
         Some(sock) => {
             if let Err(e) = pty::send_to_console_socket(&master, sock) {

@@ -376,6 +376,7 @@ pub fn create(g: &Global, a: &CreateArgs, console: Option<OwnedFd>) -> Result<Co
         let opts = CreateOptions {
             null_stdio: false,
             start_fifo: Some(fifo),
+            sysinfo_to: None,
         };
         log::debug(&format!(
             "create {}: cgroup {cgroup}, rootfs {}",

@@ -88,6 +88,8 @@ pub struct CreateOptions {
     pub null_stdio: bool,
     /// Block init, fully set up, until this FIFO is opened for reading (OCI create/start).
     pub start_fifo: Option<PathBuf>,
+    /// See [`process::ExecPlan::sysinfo_to`] (slices with views; None for OCI containers).
+    pub sysinfo_to: Option<std::os::fd::RawFd>,
 }
 
 /// What only the OCI runtime command (`vslice-runc`) asks of the executor; slices go through
@@ -303,7 +305,8 @@ pub fn create_with(
         .ok_or_else(|| SandboxError::Spec("process: missing".into()))?;
     let linux = spec.linux().clone().unwrap_or_default();
     let seccomp = linux.seccomp().as_ref().map(seccomp::compile).transpose()?;
-    let exec = ExecPlan::from_process(process, seccomp)?;
+    let mut exec = ExecPlan::from_process(process, seccomp)?;
+    exec.sysinfo_to = opts.sysinfo_to;
     let ns = plan_namespaces(spec)?;
     let rootfs = match &launch.overlay {
         Some(o) => o.merged.to_string_lossy().into_owned(),

@@ -128,6 +128,9 @@ pub struct ExecPlan {
     pub no_new_privileges: bool,
     pub seccomp: Option<CompiledFilters>,
     pub oom_score_adj: Option<i32>,
+    /// A connected Unix socket: install the sysinfo-notifying filter (views/sysinfo.rs) and
+    /// send its listener there before exec, so the slice's supervisor answers sysinfo(2).
+    pub sysinfo_to: Option<std::os::fd::RawFd>,
 }
 
 fn cstrings(v: &[String], what: &str) -> Result<Vec<CString>, SandboxError> {
@@ -169,6 +172,7 @@ impl ExecPlan {
             no_new_privileges: p.no_new_privileges().unwrap_or(false),
             seccomp,
             oom_score_adj: p.oom_score_adj(),
+            sysinfo_to: None,
         })
     }
 
@@ -219,6 +223,15 @@ impl ExecPlan {
     }
 
     fn apply(&self) -> Result<std::convert::Infallible, SandboxError> {
+        // First, while every capability is held (a filter needs CAP_SYS_ADMIN without
+        // no_new_privs), and before the policy's filters, which may refuse seccomp(2).
+        if let Some(sock) = self.sysinfo_to {
+            let l =
+                crate::views::sysinfo::install().map_err(|e| SandboxError::Child(e.to_string()))?;
+            super::send_fd(sock, &l, "sysinfo")?;
+            drop(l);
+            let _ = nix::unistd::close(sock);
+        }
         if let Some(adj) = self.oom_score_adj {
             std::fs::write("/proc/self/oom_score_adj", adj.to_string())
                 .map_err(|e| sys_err("write", "/proc/self/oom_score_adj", io_errno(&e)))?;

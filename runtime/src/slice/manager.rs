@@ -1126,7 +1126,7 @@ impl Manager {
         })?;
         if running.is_some() {
             let cg = Cgroup::new(&self.cgroup_path(name));
-            cg.apply(&oci::resources(&l))?;
+            cg.apply(&oci::slice_resources(name, &l))?;
             let io_changed = (l.io_weight, l.io_read_bps, l.io_write_bps, l.io_read_iops)
                 != (
                     spec.limits.io_weight,

@@ -53,6 +53,18 @@ pub fn resources(l: &Limits) -> LinuxResources {
     serde_json::from_value(v).unwrap_or_default()
 }
 
+/// [`resources`] of the slice `name`: with a CPU cap and no cpuset, the cpuset is cut to
+/// ceil(cap) CPUs (views/cpus.rs), so that nproc agrees with the cap and with the views.
+pub fn slice_resources(name: &str, l: &Limits) -> LinuxResources {
+    let mut l = l.clone();
+    if l.cpuset.is_none() {
+        if let Some(c) = l.cpu_max {
+            l.cpuset = crate::views::cpus::auto_cpuset(name, c, &crate::views::cpus::available());
+        }
+    }
+    resources(&l)
+}
+
 fn mount(dest: &str, typ: &str, opts: &[&str]) -> serde_json::Value {
     json!({ "destination": dest, "type": typ, "source": typ, "options": opts })
 }
@@ -101,7 +113,7 @@ pub fn slice_spec(
             "uidMappings": map,
             "gidMappings": map,
             "cgroupsPath": cgroup_path,
-            "resources": serde_json::to_value(resources(&spec.limits)).map_err(|e| e.to_string())?,
+            "resources": serde_json::to_value(slice_resources(&spec.name, &spec.limits)).map_err(|e| e.to_string())?,
             "maskedPaths": policy.masked_paths,
             "readonlyPaths": policy.readonly_paths,
             "seccomp": serde_json::to_value(&policy.seccomp).map_err(|e| e.to_string())?,

@@ -76,7 +76,7 @@ impl ViewsFs {
             "uptime" => render::uptime(&n),
             "loadavg" => render::loadavg(&host("/proc/loadavg"), &n),
             "swaps" => render::swaps(),
-            "diskstats" => render::diskstats(),
+            "diskstats" => render::diskstats(&host("/proc/diskstats"), &n),
             "online" => render::online(n.cpus.len()),
             _ => String::new(),
         }

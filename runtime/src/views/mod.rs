@@ -14,11 +14,26 @@
 //! server, mounts a new one and re-injects it: it enters the slice's mount namespace (as
 //! host root, from a forked child), detaches the dead mounts over each view and moves fresh
 //! read-only binds there. Readers see ENOTCONN for that short window, never a hang.
-//! Not covered: a server that is alive but stopped (SIGSTOP) makes reads wait, as any FUSE
-//! filesystem would.
+//! A server that is alive but does not answer (SIGSTOP, a deadlock) is caught by the shim's
+//! watchdog (watchdog.rs): it aborts the connection, so waiting readers get ENOTCONN within
+//! about a second, and kills the server, which then takes the same restart path.
+//!
+//! Not locked: the slice's root can unmount a view (revealing its own procfs' file, host-wide
+//! numbers, nothing of the host's mount tree). Mounts are only locked when a mount namespace
+//! is copied into a less privileged user namespace, or for the submounts of a tree propagated
+//! across one; on 6.18 a single mount propagated from the shim's namespace into a slave copy
+//! in the slice's was measured to arrive unlocked (umount succeeded). Locking the views would
+//! need a second user namespace nested inside the slice's after setup, which takes away the
+//! slice root's rights over its own network and pid namespaces.
+//!
+//! CPUs: a slice with a CPU cap and no cpuset of its own runs on ceil(cap) CPUs (cpus.rs), so
+//! sched_getaffinity (nproc, make -j) agrees with the views of /proc/cpuinfo and cpu/online.
+pub mod cpus;
 pub mod fs;
 pub mod render;
 pub mod source;
+pub mod sysinfo;
+pub mod watchdog;
 
 use crate::sandbox::sys;
 use nix::mount::{mount, umount2, MntFlags, MsFlags};

@@ -28,6 +28,88 @@ pub struct Numbers {
     pub tasks: u32,
     /// Exponentially decayed load averages (1, 5, 15 min) of `running`.
     pub load: [f64; 3],
+    /// Block I/O the slice's cgroup did, per device (blkio / io.stat).
+    pub io: Vec<DeviceIo>,
+}
+
+/// One device's I/O by the slice: completed requests and bytes, read and written.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DeviceIo {
+    pub major: u32,
+    pub minor: u32,
+    pub rios: u64,
+    pub rbytes: u64,
+    pub wios: u64,
+    pub wbytes: u64,
+}
+
+/// Per-device I/O from cgroup v1 blkio.throttle.io_serviced and io_service_bytes
+/// ("8:0 Read 12" lines).
+pub fn parse_blkio(serviced: &str, bytes: &str) -> Vec<DeviceIo> {
+    let mut out: Vec<DeviceIo> = Vec::new();
+    for (text, is_bytes) in [(serviced, false), (bytes, true)] {
+        for l in text.lines() {
+            let mut it = l.split_whitespace();
+            let (Some(dev), Some(op), Some(v)) = (it.next(), it.next(), it.next()) else {
+                continue;
+            };
+            let Some((ma, mi)) = dev.split_once(':') else {
+                continue;
+            };
+            let (Ok(major), Ok(minor), Ok(v)) = (ma.parse(), mi.parse(), v.parse::<u64>()) else {
+                continue;
+            };
+            let d = match out
+                .iter()
+                .position(|d| d.major == major && d.minor == minor)
+            {
+                Some(i) => &mut out[i],
+                None => {
+                    out.push(DeviceIo {
+                        major,
+                        minor,
+                        ..Default::default()
+                    });
+                    out.last_mut().expect("just pushed")
+                }
+            };
+            match (op, is_bytes) {
+                ("Read", false) => d.rios = v,
+                ("Write", false) => d.wios = v,
+                ("Read", true) => d.rbytes = v,
+                ("Write", true) => d.wbytes = v,
+                _ => {}
+            }
+        }
+    }
+    out
+}
+
+/// Per-device I/O from cgroup v2 io.stat ("8:0 rbytes=1 wbytes=2 rios=3 wios=4 ...").
+pub fn parse_io_stat(text: &str) -> Vec<DeviceIo> {
+    text.lines()
+        .filter_map(|l| {
+            let mut it = l.split_whitespace();
+            let (ma, mi) = it.next()?.split_once(':')?;
+            let mut d = DeviceIo {
+                major: ma.parse().ok()?,
+                minor: mi.parse().ok()?,
+                ..Default::default()
+            };
+            for kv in it {
+                let (k, v) = kv.split_once('=')?;
+                let v = v.parse().unwrap_or(0);
+                match k {
+                    "rbytes" => d.rbytes = v,
+                    "wbytes" => d.wbytes = v,
+                    "rios" => d.rios = v,
+                    "wios" => d.wios = v,
+                    _ => {}
+                }
+            }
+            Some(d)
+        })
+        .collect()
 }
 
 /// The CPUs shown: the cpuset (or the host's online CPUs) cut to ceil(quota/period).
@@ -100,6 +182,9 @@ pub fn meminfo(host: &str, n: &Numbers) -> String {
             "Active(file)" => Some(kib(n.active_file)),
             "Inactive(file)" => Some(kib(n.inactive_file)),
             "Shmem" => Some(kib(n.shmem)),
+            // Kernel memory of the host's: free(1) (procps and busybox) adds SReclaimable
+            // to buff/cache, which would then exceed the slice's usage.
+            "SReclaimable" | "SUnreclaim" | "Slab" | "KReclaimable" => Some(0),
             // The slice gets no swap of its own to look at: /proc/swaps is empty too.
             "SwapTotal" | "SwapFree" => Some(0),
             _ => None,
@@ -217,10 +302,33 @@ pub fn swaps() -> String {
     "Filename\t\t\t\tType\t\tSize\t\tUsed\t\tPriority\n".to_string()
 }
 
-/// /proc/diskstats: the slice has no block device of its own (its root is an overlay), so
-/// the host's devices and their traffic are hidden rather than shown.
-pub fn diskstats() -> String {
-    String::new()
+/// /proc/diskstats: only the devices the slice did I/O on, with the slice's own requests and
+/// sectors (from its cgroup); the host's other devices and everybody else's traffic are hidden.
+/// Names come from the host's file; times, merges and queue figures are not kept per cgroup
+/// and show as 0.
+pub fn diskstats(host: &str, n: &Numbers) -> String {
+    let mut out = String::new();
+    for d in n.io.iter().filter(|d| d.rios + d.wios > 0) {
+        let name = host
+            .lines()
+            .find_map(|l| {
+                let mut it = l.split_whitespace();
+                let ma: u32 = it.next()?.parse().ok()?;
+                let mi: u32 = it.next()?.parse().ok()?;
+                (ma == d.major && mi == d.minor).then(|| it.next().map(str::to_string))?
+            })
+            .unwrap_or_else(|| format!("dev{}-{}", d.major, d.minor));
+        out.push_str(&format!(
+            "{:>4} {:>7} {name} {} 0 {} 0 {} 0 {} 0 0 0 0 0 0 0 0 0 0\n",
+            d.major,
+            d.minor,
+            d.rios,
+            d.rbytes / 512,
+            d.wios,
+            d.wbytes / 512
+        ));
+    }
+    out
 }
 
 /// Fold one sample of runnable tasks into the 1/5/15-minute averages, `dt` seconds after the
@@ -316,6 +424,23 @@ mod tests {
             "0.00 0.00 0.00 1/3 4242\n"
         );
         let l = decay([0.0; 3], 1, 60.0);
+        let io = parse_blkio(
+            "8:0 Read 3\n8:0 Write 5\n8:0 Total 8\n7:1 Read 0\n7:1 Write 0\nTotal 8\n",
+            "8:0 Read 4096\n8:0 Write 10240\nTotal 14336\n",
+        );
+        assert_eq!(io.len(), 2);
+        assert_eq!(
+            (io[0].rios, io[0].rbytes, io[0].wios, io[0].wbytes),
+            (3, 4096, 5, 10240)
+        );
+        let v2 = parse_io_stat("8:0 rbytes=4096 wbytes=10240 rios=3 wios=5 dbytes=0 dios=0\n");
+        assert_eq!(v2[0], io[0]);
+        let n = Numbers {
+            io,
+            ..Default::default()
+        };
+        let ds = diskstats("   8       0 sda 1 2 3 4 5 6 7 8 9 10 11\n", &n);
+        assert_eq!(ds, "   8       0 sda 3 0 8 0 5 0 20 0 0 0 0 0 0 0 0 0 0\n");
         assert!(l[0] > 0.6 && l[0] < 0.7 && l[2] < l[1]);
     }
 }

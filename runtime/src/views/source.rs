@@ -147,6 +147,23 @@ impl Source {
                 .and_then(|s| num(&s))
                 .unwrap_or(0);
         }
+        // Block I/O: v2 io.stat, else v1 blkio's throttle counters (the _recursive files
+        // include child cgroups). v1 keeps those only for devices with a throttle rule in the
+        // cgroup (a bps/iops cap; measured on 6.18): without one the view is empty.
+        n.io = match self.file("io.stat") {
+            Some(st) => render::parse_io_stat(&st),
+            None => {
+                let f = |name: &str| {
+                    self.file(&format!("{name}_recursive"))
+                        .or_else(|| self.file(name))
+                        .unwrap_or_default()
+                };
+                render::parse_blkio(
+                    &f("blkio.throttle.io_serviced"),
+                    &f("blkio.throttle.io_service_bytes"),
+                )
+            }
+        };
         let now = boottime();
         n.uptime = (now - self.started).max(0.0);
         let (running, tasks) = self.tasks();
