@@ -28,7 +28,7 @@ all: build
 # Installs the packages of $(DEPS_LIST) that are not installed yet, in one apt-get call (which
 # waits up to 10 min for another apt run, e.g. a parallel job, to release the dpkg lock).
 deps:
-	@pkgs=$$(sed -e 's/#.*//' -e 's/:.*//' $(DEPS_LIST)); \
+	@pkgs=$$(sed -e 's/#.*//' -e '/^unpacked[[:space:]]/d' -e 's/:.*//' $(DEPS_LIST)); \
 	[ -n "$$(echo $$pkgs)" ] || { echo "$(DEPS_LIST) names no package" >&2; exit 1; }; \
 	installed=$$(dpkg-query -W -f='$${db:Status-Abbrev} $${Package}\n' $$pkgs 2>/dev/null | awk '$$1 == "ii" {print $$2}'); \
 	missing=""; for p in $$pkgs; do \
