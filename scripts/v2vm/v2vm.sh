@@ -95,18 +95,18 @@ setup() {
     awk '$1 == "insmod" && !seen[$2]++ {print $2}' |
     while read -r f; do cp "$f" "$r/mod/"; basename "$f"; done >"$r/mod/order"
   cp "$HERE/init.busybox" "$r/init"; chmod 755 "$r/init"
-  (cd "$r" && find . | busybox cpio -o -H newc 2>/dev/null) >"$C/initramfs.img"
+  (cd "$r" && find . | cpio --quiet -o -H newc 2>/dev/null) >"$C/initramfs.img"
 }
 
-exec 9>"$C/.lock"
-flock -x 9
+exec {LOCK}>"$C/.lock"
+flock -x "$LOCK"
 kpkg=$(apt-cache depends linux-image-amd64 | awk '/Depends: linux-image-[0-9]/ {print $2; exit}')
 [ -n "$kpkg" ] || { echo "v2vm: apt-cache knows no linux-image-amd64 kernel (run apt-get update)" >&2; exit 1; }
 stamp=$({ echo "$kpkg $unpacked"; cat "$HERE/init.busybox"; } | sha256sum | cut -d' ' -f1)
 if [ "$(cat "$C/stamp" 2>/dev/null)" != "$stamp" ]; then
   rm -f "$C/stamp"; setup "$kpkg"; echo "$stamp" >"$C/stamp"
 fi
-flock -s 9                     # runs share the cache; a setup waits for them
+flock -s "$LOCK"                     # runs share the cache; a setup waits for them
 KERNEL=$(ls "$P"/boot/vmlinuz-* | tail -n 1)
 QEMU=$P/usr/bin/qemu-system-x86_64
 LIBS=$P/usr/lib/x86_64-linux-gnu:$P/lib/x86_64-linux-gnu
@@ -140,7 +140,7 @@ for d in "${SHARES[@]}"; do Q+=(-virtfs "local,path=$d,mount_tag=s$i,$FS"); SH+=
 Q+=(-append "console=ttyS0 quiet panic=-1 cgroup_no_v1=all systemd.unified_cgroup_hierarchy=1 v2mods=$P/lib/modules v2shares=$SH v2run=$R ${TMPEXT4:+v2tmpext4=$TMPEXT4}")
 
 TO=(); [ "$TIMEOUT" = 0 ] || TO=(timeout "$TIMEOUT")
-LD_LIBRARY_PATH=$LIBS QEMU_MODULE_DIR=$P/usr/lib/x86_64-linux-gnu/qemu "${TO[@]}" "$QEMU" "${Q[@]}" 9>&- &
+LD_LIBRARY_PATH=$LIBS QEMU_MODULE_DIR=$P/usr/lib/x86_64-linux-gnu/qemu "${TO[@]}" "$QEMU" "${Q[@]}" {LOCK}>&- &
 QPID=$!
 trap 'kill $QPID 2>/dev/null; rm -rf "$R"' EXIT
 tail -n +1 -s 0.2 -f --pid=$QPID "$R/log" &
