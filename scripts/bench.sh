@@ -3,7 +3,7 @@
 #   scripts/bench.sh BIN_DIR
 # Environment: BENCH_N (slices for the sandbox figures, default 100), BENCH_SLICES and
 # BENCH_CYCLES (daemon RSS figures, default 1000 and 1000), BENCH_SKIP (space-separated
-# sections to skip: sandbox daemon net oci ssh files images acct views disk).
+# sections to skip: sandbox daemon net oci ssh files images acct views disk v2).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${1:-target/release}
@@ -52,5 +52,9 @@ fi
 if ! skip disk; then
   section "disk (dd in a slice with a disk quota vs the host: loop image and project quota)"
   bash scripts/disk-bench.sh "$BIN"
+fi
+if ! skip v2; then
+  section "v2: slice sandbox figures in a pure cgroup v2 VM beside this v1 host (ratios compare)"
+  bash scripts/v2vm/bench.sh "$BIN"
 fi
 bash scripts/leak-check.sh
