@@ -96,7 +96,10 @@ pub fn check_kernel() -> Result<(), HostCheckError> {
         }
     }
     let builtin = std::fs::read_to_string("/proc/filesystems")
-        .map(|t| t.lines().any(|l| l.split_whitespace().last() == Some("overlay")))
+        .map(|t| {
+            t.lines()
+                .any(|l| l.split_whitespace().last() == Some("overlay"))
+        })
         .unwrap_or(false);
     // Not registered yet: the kernel loads the module on the first overlay mount.
     let module = std::fs::read_to_string(format!("/lib/modules/{kernel}/modules.dep"))
@@ -276,14 +279,13 @@ pub fn check_daemon(root: &Path, images_dir: &Path) -> Result<(), HostCheckError
 
 /// The create check: the kernel (cached) and idmapped mounts on the image's rootfs.
 pub fn check_create(image_rootfs: &Path) -> Result<(), HostCheckError> {
-    static KERNEL: Mutex<Option<Result<(), String>>> = Mutex::new(None);
-    let kernel = KERNEL
+    static KERNEL_OK: Mutex<Option<bool>> = Mutex::new(None);
+    let ok = KERNEL_OK
         .lock()
-        .ok()
-        .and_then(|mut k| Some(k.get_or_insert_with(|| check_kernel().map_err(|e| e.to_string())).clone()));
-    if let Some(Err(_)) = kernel {
-        // Rerun for the typed error (cheap file reads).
-        check_kernel()?;
+        .map(|mut k| *k.get_or_insert_with(|| check_kernel().is_ok()))
+        .unwrap_or(false);
+    if !ok {
+        check_kernel()?; // cheap file reads; gives the typed error
     }
     if !nix::unistd::geteuid().is_root() {
         return Ok(());
@@ -313,7 +315,10 @@ mod tests {
             fix: "tmpfs can be idmapped from Linux 6.3 on: put the state root on ext4".into(),
         };
         let m = e.to_string();
-        assert!(m.starts_with("image store /x is on tmpfs; Linux 6.1.0-57-amd64 cannot idmap it"), "{m}");
+        assert!(
+            m.starts_with("image store /x is on tmpfs; Linux 6.1.0-57-amd64 cannot idmap it"),
+            "{m}"
+        );
         assert!(m.contains("6.3"), "{m}");
     }
 }

@@ -59,8 +59,14 @@ fn ramfs_cannot_be_idmapped_and_the_error_says_why_and_what_to_do() {
         msg.starts_with(&format!("image store {} is on ramfs;", m.dir.display())),
         "{msg}"
     );
-    assert!(msg.contains("cannot idmap it (mount_setattr idmap: "), "{msg}");
-    assert!(msg.contains("put the state root and image store on ext4, xfs or btrfs"), "{msg}");
+    assert!(
+        msg.contains("cannot idmap it (mount_setattr idmap: "),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("put the state root and image store on ext4, xfs or btrfs"),
+        "{msg}"
+    );
     // The file system the tests keep their state on is supported (or nothing would run).
     vslice::hostcheck::check_idmap("state root", Path::new("/tmp")).unwrap();
 }
@@ -69,7 +75,10 @@ fn ramfs_cannot_be_idmapped_and_the_error_says_why_and_what_to_do() {
 fn tmpfs_is_refused_before_linux_6_3_only() {
     let m = Mount::new("tmpfs", "tmpfs");
     match vslice::hostcheck::check_idmap("image store", &m.dir) {
-        Ok(()) => assert!(!old_kernel(), "Linux < 6.3 cannot idmap tmpfs: the probe must fail"),
+        Ok(()) => assert!(
+            !old_kernel(),
+            "Linux < 6.3 cannot idmap tmpfs: the probe must fail"
+        ),
         Err(e) => {
             let msg = e.to_string();
             assert!(old_kernel(), "Linux >= 6.3 idmaps tmpfs, yet: {msg}");
@@ -170,7 +179,10 @@ fn create_refuses_an_image_on_a_file_system_it_cannot_idmap() {
     assert!(body.contains("is on ramfs;"), "{body}");
     assert!(body.contains("ext4, xfs or btrfs"), "{body}");
     let (_, list) = d.curl("GET", "/v1/slices", None);
-    assert!(!list.contains("onram"), "nothing of the slice remains: {list}");
+    assert!(
+        !list.contains("onram"),
+        "nothing of the slice remains: {list}"
+    );
     // The same image on the supported file system works.
     let (status, body) = d.curl(
         "POST",

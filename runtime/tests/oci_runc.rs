@@ -237,7 +237,13 @@ fn cgroup_limits_are_applied_and_removed() {
         assert_eq!(read(&format!("{cg}/pids.max")), "50");
         assert_eq!(read(&format!("{cg}/cpu.max")), "20000 100000");
         // The container sees its own cgroup (read-only) at /sys/fs/cgroup (cgroup namespace).
-        let o = env.run(&["exec", "lim", "sh", "-c", "cat /sys/fs/cgroup/memory.max; touch /sys/fs/cgroup/x 2>&1 || echo ro"]);
+        let o = env.run(&[
+            "exec",
+            "lim",
+            "sh",
+            "-c",
+            "cat /sys/fs/cgroup/memory.max; touch /sys/fs/cgroup/x 2>&1 || echo ro",
+        ]);
         let out = String::from_utf8_lossy(&o.stdout);
         assert!(
             out.starts_with("67108864"),
