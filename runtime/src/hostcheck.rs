@@ -63,7 +63,7 @@ pub fn kernel_version(release: &str) -> Option<(u32, u32)> {
 }
 
 /// The name of a file system type (statfs f_type), for messages.
-pub fn fs_name(magic: i64) -> String {
+pub fn fs_name(magic: u64) -> String {
     match magic {
         0xEF53 => "ext4".into(),
         0x5846_5342 => "xfs".into(),
@@ -155,8 +155,10 @@ fn check_cgroups() -> Result<(), HostCheckError> {
     Ok(())
 }
 
-/// Probe results per device, for the life of the process.
-static IDMAP_CACHE: Mutex<Option<HashMap<u64, Result<(), String>>>> = Mutex::new(None);
+/// Probe results per (device, file system type), for the life of the process. The type is
+/// in the key because an unmounted file system's anonymous device number is reused.
+type ProbeCache = HashMap<(u64, u64), Result<(), String>>;
+static IDMAP_CACHE: Mutex<Option<ProbeCache>> = Mutex::new(None);
 
 /// Can the file system holding `path` be idmapped (what a slice's root needs of the image
 /// store)? `what` names the path in the error ("image store", "image").
@@ -166,7 +168,10 @@ pub fn check_idmap(what: &'static str, path: &Path) -> Result<(), HostCheckError
         path: path.to_path_buf(),
         source,
     })?;
-    let dev = meta.dev();
+    let fstype = nix::sys::statfs::statfs(path)
+        .map(|s| s.filesystem_type().0 as u64)
+        .unwrap_or(0);
+    let dev = (meta.dev(), fstype);
     let cached = IDMAP_CACHE
         .lock()
         .ok()
@@ -187,7 +192,7 @@ pub fn check_idmap(what: &'static str, path: &Path) -> Result<(), HostCheckError
 fn idmap_error(what: &'static str, path: &Path, reason: String) -> HostCheckError {
     let kernel = kernel_release();
     let fs = nix::sys::statfs::statfs(path)
-        .map(|s| fs_name(s.filesystem_type().0 as i64))
+        .map(|s| fs_name(s.filesystem_type().0 as u64))
         .unwrap_or_else(|_| "an unknown file system".into());
     let old = kernel_version(&kernel).is_some_and(|v| v < (6, 3));
     let fix = if fs == "tmpfs" && old {
