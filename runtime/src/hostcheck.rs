@@ -245,7 +245,7 @@ impl ThrowawayUserns {
         }
         let mut child = cmd.spawn()?;
         let pid = child.id();
-        let result = (|| {
+        let result: std::io::Result<OwnedFd> = (|| {
             for map in ["uid_map", "gid_map"] {
                 std::fs::OpenOptions::new()
                     .write(true)
