@@ -8,6 +8,7 @@
 #   make images  the busybox and Debian images in the cache $(IMAGE_CACHE) (the Debian one is
 #                rebuilt only when images/debian/build.sh changed)
 #   make bench   the figures each issue asks for, with crun/runc measured in the same run
+#   make test-v2 the cgroup v2 tests (scripts/v2vm/tests.txt) in a pure-v2 VM (also part of make test)
 
 SHELL        := /bin/bash
 CARGO        ?= cargo
@@ -21,14 +22,14 @@ DEMO_ROOT    ?= /var/lib/vslice
 # installs from it and nothing else; scripts/check-programs.sh checks it against the sources.
 DEPS_LIST    := deps/packages.txt
 
-.PHONY: all build deps check-programs image images demo test unit integration leak-check bench install uninstall clean fmt lint
+.PHONY: all build deps check-programs image images demo test unit integration leak-check bench install uninstall clean fmt lint test-v2
 
 all: build
 
 # Installs the packages of $(DEPS_LIST) that are not installed yet, in one apt-get call (which
 # waits up to 10 min for another apt run, e.g. a parallel job, to release the dpkg lock).
 deps:
-	@pkgs=$$(sed -e 's/#.*//' -e 's/:.*//' $(DEPS_LIST)); \
+	@pkgs=$$(sed -e 's/#.*//' -e '/^unpacked[[:space:]]/d' -e 's/:.*//' $(DEPS_LIST)); \
 	[ -n "$$(echo $$pkgs)" ] || { echo "$(DEPS_LIST) names no package" >&2; exit 1; }; \
 	installed=$$(dpkg-query -W -f='$${db:Status-Abbrev} $${Package}\n' $$pkgs 2>/dev/null | awk '$$1 == "ii" {print $$2}'); \
 	missing=""; for p in $$pkgs; do \
@@ -68,7 +69,14 @@ test: deps check-programs build images
 	@rm -rf $(TEST_IMAGES) && bash images/busybox/build.sh $(TEST_IMAGES)/busybox/rootfs >/dev/null
 	@mkdir -p $(TEST_IMAGES)/debian && cp -a --reflink=auto $(IMAGE_CACHE)/debian/rootfs $(TEST_IMAGES)/debian/rootfs
 	VSLICE_BIN_DIR=$(BIN) VSLICE_TEST_IMAGES=$(TEST_IMAGES) $(CARGO) test --workspace --release --no-fail-fast -- --test-threads=2
+	@bash scripts/v2vm/run-tests.sh $(BIN)
 	@bash scripts/leak-check.sh
+
+# The tests of scripts/v2vm/tests.txt (cgroup unit tests, lifecycle, isolation, oci_runc, ...)
+# in a pure cgroup v2 VM: Debian 12's kernel (6.1) in QEMU (KVM if usable, else TCG), the host's
+# root shared read-only, so the release test binaries built here run inside. `make test` runs it.
+test-v2: deps build
+	@bash scripts/v2vm/run-tests.sh $(BIN)
 
 leak-check:
 	@bash scripts/leak-check.sh

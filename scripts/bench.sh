@@ -3,7 +3,7 @@
 #   scripts/bench.sh BIN_DIR
 # Environment: BENCH_N (slices for the sandbox figures, default 100), BENCH_SLICES and
 # BENCH_CYCLES (daemon RSS figures, default 1000 and 1000), BENCH_SKIP (space-separated
-# sections to skip: sandbox daemon net oci ssh files images acct views disk density).
+# sections to skip: sandbox daemon net oci ssh files images acct views disk density v2).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${1:-target/release}
@@ -57,5 +57,9 @@ if ! skip density; then
   section "density (N running networked slices: memory per slice, PSS, create rate, API at N, idle CPU, destroy-all)"
   cargo build --release -q -p vslice --example density_bench
   bash scripts/density-bench.sh "$BIN"
+fi
+if ! skip v2; then
+  section "v2: slice sandbox figures in a pure cgroup v2 VM beside this v1 host (ratios compare)"
+  bash scripts/v2vm/bench.sh "$BIN"
 fi
 bash scripts/leak-check.sh

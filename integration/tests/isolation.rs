@@ -147,10 +147,34 @@ fn cannot_load_modules_or_poke_the_kernel() {
         "set the clock",
         "date -s '2001-01-01 00:00' >/dev/null 2>&1; test $(date +%Y) = 2001",
     );
-    assert_eq!(
-        std::fs::read_to_string("/proc/modules").ok(),
-        modules_before
-    );
+    // No module came from the slice. The kernel loads its own modules on demand while other
+    // tests run beside this one (veth, bridge, nf_*...), so /proc/modules may grow: every new
+    // entry must be a module of the installed kernel (in its modules.dep), never a foreign one.
+    if let Some(before) = modules_before {
+        let names = |t: &str| -> std::collections::BTreeSet<String> {
+            t.lines()
+                .filter_map(|l| l.split_whitespace().next())
+                .map(str::to_string)
+                .collect()
+        };
+        let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
+        let dep = std::fs::read_to_string(format!("/lib/modules/{}/modules.dep", release.trim()))
+            .unwrap_or_default();
+        let known: std::collections::BTreeSet<String> = dep
+            .lines()
+            .filter_map(|l| l.split(':').next())
+            .filter_map(|p| p.rsplit('/').next())
+            .filter_map(|f| f.split(".ko").next())
+            .map(|m| m.replace('-', "_"))
+            .collect();
+        let after = names(&std::fs::read_to_string("/proc/modules").unwrap());
+        for m in after.difference(&names(&before)) {
+            assert!(
+                known.contains(m),
+                "module {m} appeared while the slice tried insmod, and the kernel does not ship it"
+            );
+        }
+    }
     assert_eq!(
         std::fs::read_to_string("/proc/sys/kernel/core_pattern").unwrap(),
         core_before
@@ -227,6 +251,21 @@ fn cannot_raise_its_limits_or_leave_its_cgroup() {
         "write its own v1 limits",
         "echo -1 > /sys/fs/cgroup/memory/memory.limit_in_bytes",
     );
+    if cg.version == vslice::cgroup::Version::V2 {
+        // v2: the slice's /sys/fs/cgroup is its own cgroup; its limit files are the host's.
+        assert_fails(
+            &env,
+            &s,
+            "write its own v2 limits",
+            "echo max > /sys/fs/cgroup/memory.max",
+        );
+        assert_fails(
+            &env,
+            &s,
+            "write its own v2 pids limit",
+            "echo max > /sys/fs/cgroup/pids.max",
+        );
+    }
     // Host side: the limits hold and every slice process is still in the slice's cgroup.
     let info = env.inspect(&s);
     assert_eq!(info["spec"]["limits"]["memory_max"], 64u64 << 20);
@@ -240,6 +279,15 @@ fn cannot_raise_its_limits_or_leave_its_cgroup() {
         let pids =
             std::fs::read_to_string(format!("/sys/fs/cgroup/pids/{}/pids.max", cg.path)).unwrap();
         assert_eq!(pids.trim(), "64");
+    } else {
+        let read = |f: &str| {
+            std::fs::read_to_string(format!("/sys/fs/cgroup/{}/{f}", cg.path))
+                .unwrap_or_else(|e| panic!("{f}: {e}"))
+                .trim()
+                .to_string()
+        };
+        assert_eq!(read("memory.max"), (64u64 << 20).to_string());
+        assert_eq!(read("pids.max"), "64");
     }
     // A new slice process lands in the slice's cgroup: find it there by its PID as the slice
     // sees it (the last NSpid field). Counting processes would race with init's own children.

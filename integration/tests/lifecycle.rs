@@ -400,9 +400,17 @@ fn limits_change_on_a_running_slice() {
             assert_eq!(shares.trim(), "3072");
         }
         vslice::cgroup::Version::V2 => {
-            let mem =
-                std::fs::read_to_string(format!("/sys/fs/cgroup/{}/memory.max", cg.path)).unwrap();
-            assert_eq!(mem.trim().parse::<u64>().unwrap(), 96 << 20);
+            // The same limits in the v2 kernel files (the v1 values above, converted).
+            let read = |f: &str| {
+                std::fs::read_to_string(format!("/sys/fs/cgroup/{}/{f}", cg.path))
+                    .unwrap_or_else(|e| panic!("{f}: {e}"))
+                    .trim()
+                    .to_string()
+            };
+            assert_eq!(read("memory.max").parse::<u64>().unwrap(), 96 << 20);
+            assert_eq!(read("pids.max"), "150");
+            assert_eq!(read("cpu.max"), "50000 100000");
+            assert_eq!(read("cpu.weight"), "300");
         }
     }
     // A limit above the policy maximum is refused and changes nothing.

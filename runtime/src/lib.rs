@@ -22,6 +22,7 @@ pub mod client;
 pub mod config;
 pub mod daemon;
 pub mod disk;
+pub mod hostcheck;
 pub mod image;
 pub mod net;
 pub mod oci;

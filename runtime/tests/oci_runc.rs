@@ -48,7 +48,10 @@ fn create_start_state_exec_ps_kill_delete() {
     // In its own cgroup, below the hierarchy root (not below ours).
     let cg = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
     assert!(
-        cg.contains(&format!(":memory:/{}/life", env.cgroup_parent)),
+        cg.contains(&oci_support::memory_cgroup_line(&format!(
+            "{}/life",
+            env.cgroup_parent
+        ))),
         "{cg}"
     );
 
@@ -233,6 +236,21 @@ fn cgroup_limits_are_applied_and_removed() {
         assert_eq!(read(&format!("{cg}/memory.max")), "67108864");
         assert_eq!(read(&format!("{cg}/pids.max")), "50");
         assert_eq!(read(&format!("{cg}/cpu.max")), "20000 100000");
+        // The container sees its own cgroup (read-only) at /sys/fs/cgroup (cgroup namespace).
+        let o = env.run(&[
+            "exec",
+            "lim",
+            "sh",
+            "-c",
+            "cat /sys/fs/cgroup/memory.max; touch /sys/fs/cgroup/x 2>&1 || echo ro",
+        ]);
+        let out = String::from_utf8_lossy(&o.stdout);
+        assert!(
+            out.starts_with("67108864"),
+            "{out} {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        assert!(out.contains("ro"), "{out}");
     } else {
         assert_eq!(
             read(&format!("memory/{cg}/memory.limit_in_bytes")),
@@ -597,7 +615,9 @@ fn systemd_cgroups_path_is_mapped_to_a_plain_directory() {
     let pid = env.state("sd")["pid"].as_i64().unwrap();
     let cg = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
     assert!(
-        cg.contains(&format!(":memory:/{slice}.slice/vs-sd.scope")),
+        cg.contains(&oci_support::memory_cgroup_line(&format!(
+            "{slice}.slice/vs-sd.scope"
+        ))),
         "{cg}"
     );
     env.ok(&["delete", "--force", "sd"]);

@@ -146,6 +146,9 @@ async fn run(
         tracing::warn!("not running as root: slices cannot be created or started");
     }
     tracing::info!(version = vslice::daemon::VERSION, root = %paths.root.display(), cgroup_parent = %paths.cgroup_parent, shim = %paths.shim.display(), policy_dir = %paths.policy_dir.display(), "starting");
+    // Supported kernels and file systems: fail now (before anything is made), naming the
+    // cause and the fix, rather than at every create (docs/design.md, "Supported kernels").
+    vslice::hostcheck::check_daemon(&paths.root, &paths.images_dir())?;
     let daemon = Daemon::open(config.clone(), paths)?;
 
     // Reconcile before serving: clients see a converged state.

@@ -56,6 +56,9 @@ pub enum SliceError {
     Net(crate::net::NetError),
     #[error("disk: {0}")]
     Disk(crate::disk::DiskError),
+    /// The host cannot run slices (kernel or file system): the message names cause and fix.
+    #[error("unsupported host: {0}")]
+    Host(#[from] crate::hostcheck::HostCheckError),
 }
 
 impl From<crate::disk::DiskError> for SliceError {
@@ -98,6 +101,7 @@ impl SliceError {
             | SliceError::Cgroup(_)
             | SliceError::Net(_)
             | SliceError::Disk(_) => (500, "internal"),
+            SliceError::Host(_) => (500, "host_unsupported"),
         }
     }
 
@@ -624,6 +628,8 @@ impl Manager {
             .unwrap_or_else(|| DEFAULT_IMAGE.to_string());
         let image = crate::image::resolve(&self.paths.images_dir(), &image_name)
             .map_err(|e| SliceError::invalid("image", e.to_string()))?;
+        // Before anything is allocated: can this kernel idmap the image's file system, ...
+        crate::hostcheck::check_create(&image.rootfs)?;
         let policy_name = req
             .policy
             .clone()

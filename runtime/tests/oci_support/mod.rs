@@ -232,3 +232,12 @@ pub fn is_alive(pid: i32) -> bool {
         })
         .unwrap_or(false)
 }
+
+/// The line of /proc/PID/cgroup that puts a process in the memory cgroup `rel` (relative to
+/// the hierarchy root): `N:memory:/rel` on v1, the unified `0::/rel` on v2.
+pub fn memory_cgroup_line(rel: &str) -> String {
+    match vslice::cgroup::detect() {
+        vslice::cgroup::Version::V2 => format!("0::/{rel}\n"),
+        vslice::cgroup::Version::V1 => format!(":memory:/{rel}\n"),
+    }
+}
