@@ -3,7 +3,7 @@
 #   scripts/bench.sh BIN_DIR
 # Environment: BENCH_N (slices for the sandbox figures, default 100), BENCH_SLICES and
 # BENCH_CYCLES (daemon RSS figures, default 1000 and 1000), BENCH_SKIP (space-separated
-# sections to skip: sandbox daemon net oci ssh files images acct views disk density v2).
+# sections to skip: sandbox daemon net netcreate oci ssh files images acct views disk density v2).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${1:-target/release}
@@ -24,6 +24,10 @@ fi
 if ! skip net; then
   section "networking (measured over configured rate, fairness, shaping cost)"
   cargo run --release -q -p vslice --example net_bench
+fi
+if ! skip netcreate; then
+  section "networked create (attach cost at 10/100/1000 slices, create-to-running bridged vs unnetworked vs crun)"
+  cargo run --release -q -p vslice --example netcreate_bench -- "${BENCH_N:-100}" "${BENCH_NET_SLICES:-1000}"
 fi
 if ! skip oci && [ -f runtime/examples/oci_bench.rs ]; then
   section "OCI runtime (vslice-runc vs crun vs runc, full lifecycle of /bin/true)"

@@ -1,12 +1,18 @@
 //! Running `ip`, `tc`, `nft` and `nsenter`, with every failure reported as the command line
 //! and its stderr.
 //!
-//! Why shell out: links, addresses and routes would be `rtnetlink` (netlink from Rust, no fork),
-//! but it is not a dependency of the workspace yet and it does not cover qdiscs/classes/u32
-//! filters in a maintained way; nftables has no maintained Rust binding that speaks the
-//! netlink transaction API (the `nftables` crate itself shells out to `nft -j`). So every kernel
-//! change here goes through the iproute2 / nftables tools, batched (`ip -batch`, `tc -batch`,
-//! `nft -f`) to keep the number of processes per operation small.
+//! What still shells out, and why:
+//! * A slice's attach and detach fork at most one `nft -f -` and one `tc -batch -` (links,
+//!   addresses and routes go through rtnetlink, see `rtnl.rs`).
+//! * tc: `netlink-packet-route` has qdisc/class/filter messages but no HTB class options nor
+//!   u32 selectors with hash keys and mirred actions; they would be raw attributes built by
+//!   hand. `tc -batch` until that crate has them (see `tc.rs`).
+//! * nftables: no maintained Rust crate speaks the nf_tables netlink transaction API with
+//!   expression building (the `nftables` crate itself shells out to `nft -j`; `rustables` has
+//!   had no release in years). One `nft -f` transaction per change (see `nft.rs`).
+//! * Node-level steps that run once (`NodeNet::ensure`, `teardown`: the bridge, the IFBs) and
+//!   reads that are not on the create path (`tc -s class show` for counters) still use
+//!   `ip`/`tc`: they could move to `rtnl.rs` the same way, at no gain in latency that matters.
 use std::io::Write;
 use std::process::{Command, Stdio};
 

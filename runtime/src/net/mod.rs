@@ -85,6 +85,7 @@ mod cmd;
 mod etc;
 mod nft;
 mod node;
+mod rtnl;
 mod spec;
 mod state;
 mod tc;

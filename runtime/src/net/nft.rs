@@ -84,6 +84,243 @@ fn counters_of(e: &SliceEntry) -> ([String; 3], String) {
     )
 }
 
+/// Named maps and sets that dispatch to the per-slice chains, with their declarations. The
+/// dispatch rules are fixed and refer to these; a slice's attach or detach only adds or
+/// deletes its chains and its elements here (see [`render_attach`]), so its cost does not
+/// grow with the number of slices, and classification is a hash lookup, not a rule walk.
+const BRIDGE_SETS: [(&str, &str); 4] = [
+    ("port_from", "type ifname : verdict;"),
+    ("port_iso", "type ifname : verdict;"),
+    ("ports", "type ifname;"),
+    ("port_pairs", "type ifname . ifname;"),
+];
+const INET_SETS: [(&str, &str); 4] = [
+    ("addr_host", "type ipv4_addr : verdict;"),
+    ("addr_peer", "type ipv4_addr : verdict;"),
+    ("addr_pairs", "type ipv4_addr . ipv4_addr;"),
+    ("fwd_port", "type inet_proto . inet_service : verdict;"),
+];
+
+fn declare_sets(w: &mut String, family: &str, t: &str, sets: &[(&str, &str)], flush: bool) {
+    for (name, decl) in sets {
+        let kind = if decl.contains(':') { "map" } else { "set" };
+        let _ = writeln!(w, "add {kind} {family} {t} {name} {{ {decl} }}");
+        if flush {
+            let _ = writeln!(w, "flush {kind} {family} {t} {name}");
+        }
+    }
+}
+
+/// The chains, counters and rules of one slice in the bridge table (re-rendered whole: the
+/// chains are flushed first, so this is also a convergent update of an existing slice).
+fn render_slice_bridge(w: &mut String, node: &NftNode, e: &SliceEntry) {
+    let t = node.table;
+    let ([spoof, nonip, iso], _) = counters_of(e);
+    let v = &e.veth;
+    for c in [&spoof, &nonip, &iso] {
+        let _ = writeln!(w, "add counter bridge {t} {c}");
+    }
+    let ch = format!("from_{v}");
+    let _ = writeln!(w, "add chain bridge {t} {ch}");
+    let _ = writeln!(w, "flush chain bridge {t} {ch}");
+    let (mac, ip) = (&e.mac, e.ip);
+    // Only IPv4 and ARP leave a slice (no IPv6: the slice network is IPv4-only).
+    let _ = writeln!(
+        w,
+        "add rule bridge {t} {ch} ether type != {{ ip, arp }} counter name \"{nonip}\" drop"
+    );
+    let _ = writeln!(
+        w,
+        "add rule bridge {t} {ch} ether saddr != {mac} counter name \"{spoof}\" drop"
+    );
+    let _ = writeln!(
+        w,
+        "add rule bridge {t} {ch} arp saddr ether != {mac} counter name \"{spoof}\" drop"
+    );
+    let _ = writeln!(
+        w,
+        "add rule bridge {t} {ch} arp saddr ip != {ip} counter name \"{spoof}\" drop"
+    );
+    let _ = writeln!(
+        w,
+        "add rule bridge {t} {ch} ether type arp limit rate over 50/second burst 100 packets drop"
+    );
+    let _ = writeln!(
+        w,
+        "add rule bridge {t} {ch} ip saddr != {ip} counter name \"{spoof}\" drop"
+    );
+    // Flow accounting: the port a frame came in on, as a mark (copied to the conntrack
+    // entry in the inet table); never derived from the source address.
+    let _ = writeln!(
+        w,
+        "add rule bridge {t} {ch} meta mark set {:#x}",
+        flow_mark(t, e.id)
+    );
+    let ich = format!("iso_{v}");
+    let _ = writeln!(w, "add chain bridge {t} {ich}");
+    let _ = writeln!(w, "flush chain bridge {t} {ich}");
+    let _ = writeln!(
+        w,
+        "add rule bridge {t} {ich} ether type ip counter name \"{iso}\" drop"
+    );
+    let _ = writeln!(w, "add rule bridge {t} {ich} drop");
+}
+
+/// The chains, counters and rules of one slice in the inet table (flushed first, like
+/// [`render_slice_bridge`]).
+fn render_slice_inet(w: &mut String, node: &NftNode, e: &SliceEntry) {
+    let t = node.table;
+    let gw = node.gateway;
+    let (_, blocked) = counters_of(e);
+    let v = &e.veth;
+    let _ = writeln!(w, "add counter inet {t} {blocked}");
+    let ch = format!("host_{v}");
+    let _ = writeln!(w, "add chain inet {t} {ch}");
+    let _ = writeln!(w, "flush chain inet {t} {ch}");
+    for proto in [Proto::Tcp, Proto::Udp] {
+        let ports: BTreeSet<u16> = e
+            .spec
+            .allow
+            .host_ports
+            .iter()
+            .filter(|p| p.proto == proto)
+            .map(|p| p.port)
+            .collect();
+        if !ports.is_empty() {
+            let list: Vec<String> = ports.iter().map(|p| p.to_string()).collect();
+            let _ = writeln!(
+                w,
+                "add rule inet {t} {ch} {} dport {{ {} }} accept",
+                proto.as_str(),
+                list.join(", ")
+            );
+        }
+    }
+    // Ping of the gateway, for diagnostics; rate limited.
+    let _ = writeln!(
+        w,
+        "add rule inet {t} {ch} ip daddr {gw} icmp type echo-request limit rate 10/second accept"
+    );
+    let _ = writeln!(w, "add rule inet {t} {ch} counter name \"{blocked}\" drop");
+    let fch = format!("peer_{v}");
+    let _ = writeln!(w, "add chain inet {t} {fch}");
+    let _ = writeln!(w, "flush chain inet {t} {fch}");
+    let _ = writeln!(w, "add rule inet {t} {fch} counter name \"{blocked}\" drop");
+    // Port forwards of the slice, reached through the fwd_port map (protocol . port).
+    let pch = format!("fwd_{v}");
+    let _ = writeln!(w, "add chain inet {t} {pch}");
+    let _ = writeln!(w, "flush chain inet {t} {pch}");
+    for p in &e.spec.ports {
+        let _ = writeln!(
+            w,
+            "add rule inet {t} {pch} {} dport {} ct mark set {:#x} dnat ip to {}:{}",
+            p.proto.as_str(),
+            p.host_port,
+            flow_mark(t, e.id),
+            e.ip,
+            p.slice_port
+        );
+    }
+}
+
+/// Elements of the dispatch maps for slice `e`, and of the pair sets for its `pairs` (each
+/// pair once; both directions are rendered). `verb` is `add` or `delete`.
+fn render_elements(
+    w: &mut String,
+    node: &NftNode,
+    verb: &str,
+    e: &SliceEntry,
+    pairs: &[(&SliceEntry, &SliceEntry)],
+) {
+    let t = node.table;
+    let v = &e.veth;
+    let del = verb == "delete";
+    let val = |x: String| if del { String::new() } else { x };
+    let _ = writeln!(
+        w,
+        "{verb} element bridge {t} port_from {{ \"{v}\"{} }}",
+        val(format!(" : jump from_{v}"))
+    );
+    let _ = writeln!(
+        w,
+        "{verb} element bridge {t} port_iso {{ \"{v}\"{} }}",
+        val(format!(" : jump iso_{v}"))
+    );
+    let _ = writeln!(w, "{verb} element bridge {t} ports {{ \"{v}\" }}");
+    let _ = writeln!(
+        w,
+        "{verb} element inet {t} addr_host {{ {}{} }}",
+        e.ip,
+        val(format!(" : jump host_{v}"))
+    );
+    let _ = writeln!(
+        w,
+        "{verb} element inet {t} addr_peer {{ {}{} }}",
+        e.ip,
+        val(format!(" : jump peer_{v}"))
+    );
+    for p in &e.spec.ports {
+        let _ = writeln!(
+            w,
+            "{verb} element inet {t} fwd_port {{ {} . {}{} }}",
+            p.proto.as_str(),
+            p.host_port,
+            val(format!(" : jump fwd_{v}"))
+        );
+    }
+    for p in pairs {
+        render_elements_pairs(w, node, verb, p);
+    }
+}
+
+/// Active slices open to `slice` (both list each other), as pairs (slice first).
+fn pairs_of<'a>(state: &'a NetState, slice: &str) -> Vec<(&'a SliceEntry, &'a SliceEntry)> {
+    let Some(me) = state.slices.get(slice) else {
+        return Vec::new();
+    };
+    state
+        .active()
+        .filter(|(n, e)| n.as_str() != slice && allows(&me.spec, n) && allows(&e.spec, slice))
+        .map(|(_, e)| (me, e))
+        .collect()
+}
+
+/// The transaction that adds one slice (now active in `state`, before: not active) to rule
+/// sets that are otherwise current: its chains and counters, its map and pair elements.
+pub(crate) fn render_attach(node: &NftNode, state: &NetState, slice: &str) -> Option<String> {
+    let e = state.slices.get(slice).filter(|e| e.active)?;
+    let mut s = String::new();
+    render_slice_bridge(&mut s, node, e);
+    render_slice_inet(&mut s, node, e);
+    render_elements(&mut s, node, "add", e, &pairs_of(state, slice));
+    Some(s)
+}
+
+/// The transaction that removes one slice (still active in `state`) from current rule sets:
+/// its elements, then its chains and counters.
+pub(crate) fn render_detach(node: &NftNode, state: &NetState, slice: &str) -> Option<String> {
+    let e = state.slices.get(slice).filter(|e| e.active)?;
+    let t = node.table;
+    let mut s = String::new();
+    render_elements(&mut s, node, "delete", e, &pairs_of(state, slice));
+    let w = &mut s;
+    let v = &e.veth;
+    let ([spoof, nonip, iso], blocked) = counters_of(e);
+    for c in [format!("from_{v}"), format!("iso_{v}")] {
+        let _ = writeln!(w, "flush chain bridge {t} {c}");
+        let _ = writeln!(w, "delete chain bridge {t} {c}");
+    }
+    for c in [spoof, nonip, iso] {
+        let _ = writeln!(w, "delete counter bridge {t} {c}");
+    }
+    for c in [format!("host_{v}"), format!("peer_{v}"), format!("fwd_{v}")] {
+        let _ = writeln!(w, "flush chain inet {t} {c}");
+        let _ = writeln!(w, "delete chain inet {t} {c}");
+    }
+    let _ = writeln!(w, "delete counter inet {t} {blocked}");
+    Some(s)
+}
+
 /// Render the full transaction. `stale_*` are objects present in the kernel that the new rule
 /// set does not use (deleted after the flush).
 pub(crate) fn render(
@@ -102,6 +339,8 @@ pub(crate) fn render(
     // ---- bridge family: per-port anti-spoofing, port-to-port isolation ----
     let _ = writeln!(w, "add table bridge {t}");
     let _ = writeln!(w, "flush table bridge {t}");
+    // Emptied before the stale chains go: their elements reference them.
+    declare_sets(w, "bridge", t, &BRIDGE_SETS, true);
     let want_b = wanted_bridge(&active);
     for c in stale_bridge.chains.difference(&want_b.chains) {
         let _ = writeln!(w, "delete chain bridge {t} {c}");
@@ -119,93 +358,22 @@ pub(crate) fn render(
         "add chain bridge {t} forward {{ type filter hook forward priority 0; policy accept; }}"
     );
     for e in &active {
-        let ([spoof, nonip, iso], _) = counters_of(e);
-        let v = &e.veth;
-        for c in [&spoof, &nonip, &iso] {
-            let _ = writeln!(w, "add counter bridge {t} {c}");
-        }
-        let ch = format!("from_{v}");
-        let _ = writeln!(w, "add chain bridge {t} {ch}");
-        let (mac, ip) = (&e.mac, e.ip);
-        // Only IPv4 and ARP leave a slice (no IPv6: the slice network is IPv4-only).
-        let _ = writeln!(
-            w,
-            "add rule bridge {t} {ch} ether type != {{ ip, arp }} counter name \"{nonip}\" drop"
-        );
-        let _ = writeln!(
-            w,
-            "add rule bridge {t} {ch} ether saddr != {mac} counter name \"{spoof}\" drop"
-        );
-        let _ = writeln!(
-            w,
-            "add rule bridge {t} {ch} arp saddr ether != {mac} counter name \"{spoof}\" drop"
-        );
-        let _ = writeln!(
-            w,
-            "add rule bridge {t} {ch} arp saddr ip != {ip} counter name \"{spoof}\" drop"
-        );
-        let _ = writeln!(w, "add rule bridge {t} {ch} ether type arp limit rate over 50/second burst 100 packets drop");
-        let _ = writeln!(
-            w,
-            "add rule bridge {t} {ch} ip saddr != {ip} counter name \"{spoof}\" drop"
-        );
-        // Flow accounting: the port a frame came in on, as a mark (copied to the conntrack
-        // entry in the inet table); never derived from the source address.
-        let _ = writeln!(
-            w,
-            "add rule bridge {t} {ch} meta mark set {:#x}",
-            flow_mark(t, e.id)
-        );
-        let ich = format!("iso_{v}");
-        let _ = writeln!(w, "add chain bridge {t} {ich}");
-        let _ = writeln!(
-            w,
-            "add rule bridge {t} {ich} ether type ip counter name \"{iso}\" drop"
-        );
-        let _ = writeln!(w, "add rule bridge {t} {ich} drop");
+        render_slice_bridge(w, node, e);
     }
-    if !active.is_empty() {
-        let vmap: Vec<String> = active
-            .iter()
-            .map(|e| format!("\"{}\" : jump from_{}", e.veth, e.veth))
-            .collect();
-        let _ = writeln!(
-            w,
-            "add rule bridge {t} prerouting iifname vmap {{ {} }}",
-            vmap.join(", ")
-        );
-        let ports: Vec<String> = active.iter().map(|e| format!("\"{}\"", e.veth)).collect();
-        let ports = ports.join(", ");
-        if !pairs.is_empty() {
-            let p: Vec<String> = pairs
-                .iter()
-                .flat_map(|(a, b)| {
-                    [
-                        format!("\"{}\" . \"{}\"", a.veth, b.veth),
-                        format!("\"{}\" . \"{}\"", b.veth, a.veth),
-                    ]
-                })
-                .collect();
-            let _ = writeln!(
-                w,
-                "add rule bridge {t} forward iifname . oifname {{ {} }} accept",
-                p.join(", ")
-            );
-        }
-        let vmap: Vec<String> = active
-            .iter()
-            .map(|e| format!("\"{}\" : jump iso_{}", e.veth, e.veth))
-            .collect();
-        let _ = writeln!(
-            w,
-            "add rule bridge {t} forward oifname {{ {ports} }} iifname vmap {{ {} }}",
-            vmap.join(", ")
-        );
-    }
+    let _ = writeln!(w, "add rule bridge {t} prerouting iifname vmap @port_from");
+    let _ = writeln!(
+        w,
+        "add rule bridge {t} forward iifname . oifname @port_pairs accept"
+    );
+    let _ = writeln!(
+        w,
+        "add rule bridge {t} forward oifname @ports iifname vmap @port_iso"
+    );
 
     // ---- inet family: NAT, port forwards, host services, routed slice-to-slice ----
     let _ = writeln!(w, "add table inet {t}");
     let _ = writeln!(w, "flush table inet {t}");
+    declare_sets(w, "inet", t, &INET_SETS, true);
     let want_i = wanted_inet(&active);
     for c in stale_inet.chains.difference(&want_i.chains) {
         let _ = writeln!(w, "delete chain inet {t} {c}");
@@ -214,7 +382,6 @@ pub(crate) fn render(
         let _ = writeln!(w, "delete counter inet {t} {c}");
     }
     let sub = &node.subnet;
-    let gw = node.gateway;
     let _ = writeln!(w, "add chain inet {t} prerouting_nat {{ type nat hook prerouting priority dstnat; policy accept; }}");
     let _ = writeln!(
         w,
@@ -254,19 +421,11 @@ pub(crate) fn render(
     // send to the host's 127.0.0.1 services).
     let _ = writeln!(w, "add rule inet {t} prerouting_nat iifname != \"{br}\" fib daddr type local jump port_forwards");
     let _ = writeln!(w, "add rule inet {t} output_nat ip daddr != 127.0.0.0/8 fib daddr type local jump port_forwards");
-    for e in &active {
-        for p in &e.spec.ports {
-            let _ = writeln!(
-                w,
-                "add rule inet {t} port_forwards {} dport {} ct mark set {:#x} dnat ip to {}:{}",
-                p.proto.as_str(),
-                p.host_port,
-                flow_mark(t, e.id),
-                e.ip,
-                p.slice_port
-            );
-        }
-    }
+    // Each slice's forwards are in its chain fwd_<veth> (render_slice_inet).
+    let _ = writeln!(
+        w,
+        "add rule inet {t} port_forwards meta l4proto . th dport vmap @fwd_port"
+    );
     // Egress NAT.
     let _ = writeln!(w, "add rule inet {t} postrouting_nat ip saddr {sub} ip daddr != {sub} oifname != \"{br}\" masquerade");
     // Host services.
@@ -280,48 +439,9 @@ pub(crate) fn render(
     );
     let _ = writeln!(w, "add rule inet {t} from_slices ct state invalid drop");
     for e in &active {
-        let (_, blocked) = counters_of(e);
-        let v = &e.veth;
-        let _ = writeln!(w, "add counter inet {t} {blocked}");
-        let ch = format!("host_{v}");
-        let _ = writeln!(w, "add chain inet {t} {ch}");
-        for proto in [Proto::Tcp, Proto::Udp] {
-            let ports: BTreeSet<u16> = e
-                .spec
-                .allow
-                .host_ports
-                .iter()
-                .filter(|p| p.proto == proto)
-                .map(|p| p.port)
-                .collect();
-            if !ports.is_empty() {
-                let list: Vec<String> = ports.iter().map(|p| p.to_string()).collect();
-                let _ = writeln!(
-                    w,
-                    "add rule inet {t} {ch} {} dport {{ {} }} accept",
-                    proto.as_str(),
-                    list.join(", ")
-                );
-            }
-        }
-        // Ping of the gateway, for diagnostics; rate limited.
-        let _ = writeln!(w, "add rule inet {t} {ch} ip daddr {gw} icmp type echo-request limit rate 10/second accept");
-        let _ = writeln!(w, "add rule inet {t} {ch} counter name \"{blocked}\" drop");
-        let fch = format!("peer_{v}");
-        let _ = writeln!(w, "add chain inet {t} {fch}");
-        let _ = writeln!(w, "add rule inet {t} {fch} counter name \"{blocked}\" drop");
+        render_slice_inet(w, node, e);
     }
-    if !active.is_empty() {
-        let vmap: Vec<String> = active
-            .iter()
-            .map(|e| format!("{} : jump host_{}", e.ip, e.veth))
-            .collect();
-        let _ = writeln!(
-            w,
-            "add rule inet {t} from_slices ip saddr vmap {{ {} }}",
-            vmap.join(", ")
-        );
-    }
+    let _ = writeln!(w, "add rule inet {t} from_slices ip saddr vmap @addr_host");
     let _ = writeln!(w, "add rule inet {t} from_slices drop");
     // Routed traffic: between slices (a slice sending to another slice through the gateway,
     // or bridged packets when br_netfilter is on), into slices, out of slices (allowed, NATed).
@@ -337,33 +457,14 @@ pub(crate) fn render(
         w,
         "add rule inet {t} between_slices ct state established,related accept"
     );
-    if !pairs.is_empty() {
-        let p: Vec<String> = pairs
-            .iter()
-            .flat_map(|(a, b)| {
-                [
-                    format!("{} . {}", a.ip, b.ip),
-                    format!("{} . {}", b.ip, a.ip),
-                ]
-            })
-            .collect();
-        let _ = writeln!(
-            w,
-            "add rule inet {t} between_slices ip saddr . ip daddr {{ {} }} accept",
-            p.join(", ")
-        );
-    }
-    if !active.is_empty() {
-        let vmap: Vec<String> = active
-            .iter()
-            .map(|e| format!("{} : jump peer_{}", e.ip, e.veth))
-            .collect();
-        let _ = writeln!(
-            w,
-            "add rule inet {t} between_slices ip saddr vmap {{ {} }}",
-            vmap.join(", ")
-        );
-    }
+    let _ = writeln!(
+        w,
+        "add rule inet {t} between_slices ip saddr . ip daddr @addr_pairs accept"
+    );
+    let _ = writeln!(
+        w,
+        "add rule inet {t} between_slices ip saddr vmap @addr_peer"
+    );
     let _ = writeln!(w, "add rule inet {t} between_slices drop");
     let _ = writeln!(
         w,
@@ -371,7 +472,34 @@ pub(crate) fn render(
     );
     let _ = writeln!(w, "add rule inet {t} to_slices ct status dnat accept");
     let _ = writeln!(w, "add rule inet {t} to_slices drop");
+
+    // ---- elements: every active slice's dispatch, every open pair once ----
+    for e in &active {
+        render_elements(w, node, "add", e, &[]);
+    }
+    for p in &pairs {
+        render_elements_pairs(w, node, "add", p);
+    }
     s
+}
+
+fn render_elements_pairs(
+    w: &mut String,
+    node: &NftNode,
+    verb: &str,
+    (a, b): &(&SliceEntry, &SliceEntry),
+) {
+    let t = node.table;
+    let _ = writeln!(
+        w,
+        "{verb} element bridge {t} port_pairs {{ \"{}\" . \"{}\", \"{}\" . \"{}\" }}",
+        a.veth, b.veth, b.veth, a.veth
+    );
+    let _ = writeln!(
+        w,
+        "{verb} element inet {t} addr_pairs {{ {} . {}, {} . {} }}",
+        a.ip, b.ip, b.ip, a.ip
+    );
 }
 
 /// Chains and named counters of a table.
@@ -413,6 +541,7 @@ fn wanted_inet(active: &[&SliceEntry]) -> Existing {
     for e in active {
         x.chains.insert(format!("host_{}", e.veth));
         x.chains.insert(format!("peer_{}", e.veth));
+        x.chains.insert(format!("fwd_{}", e.veth));
         x.counters.insert(counters_of(e).1);
     }
     x
@@ -446,6 +575,17 @@ pub(crate) fn apply(node: &NftNode, state: &NetState) -> Result<()> {
     let i = existing("inet", node.table)?;
     let script = render(node, state, &b, &i);
     run_input("nft", &["-f", "-"], Some(&script)).map(drop)
+}
+
+/// Apply one slice's incremental transaction ([`render_attach`] / [`render_detach`]): one
+/// `nft -f -`, atomic. An error (the table is of an older layout, or the kernel state differs
+/// from `net.json`) changes nothing; the caller then converges with [`apply`].
+///
+/// Why `nft -f` and not netlink: no maintained Rust crate speaks the nf_tables netlink
+/// transaction API with expression building (`nftables` shells out to `nft -j`, `rustables`
+/// is young and unreleased for years); one process per slice operation is within the goal.
+pub(crate) fn apply_script(script: &str) -> Result<()> {
+    run_input("nft", &["-f", "-"], Some(script)).map(drop)
 }
 
 /// Delete both tables (absent tables are fine).
@@ -555,7 +695,7 @@ mod tests {
         for line in [
             "add rule bridge vslice from_vs2 ether saddr != 02:76:0a:d5:00:02 counter name \"spoof_vs2\" drop",
             "add rule bridge vslice from_vs2 ip saddr != 10.213.0.2 counter name \"spoof_vs2\" drop",
-            &format!("add rule inet vslice port_forwards tcp dport 8080 ct mark set {:#x} dnat ip to 10.213.0.2:80", flow_mark("vslice", 2)),
+            &format!("add rule inet vslice fwd_vs2 tcp dport 8080 ct mark set {:#x} dnat ip to 10.213.0.2:80", flow_mark("vslice", 2)),
             "add rule inet vslice host_vs2 udp dport { 53 } accept",
             "delete chain bridge vslice from_vs9",
             "delete counter bridge vslice spoof_vs9",

@@ -11,6 +11,7 @@ use super::cmd::{
 };
 use super::etc;
 use super::nft::{self, NftNode};
+use super::rtnl::{self, Rtnl};
 use super::spec::{
     validate_slice_name, ByteBudget, NetMode, NetSpec, BUDGET_FLOOR_BPS, MAX_RATE_BPS, MIN_RATE_BPS,
 };
@@ -25,6 +26,8 @@ pub const DEFAULT_NFT_TABLE: &str = "vslice";
 pub const DEFAULT_VETH_PREFIX: &str = "vs";
 /// Default slice subnet. See the module documentation for why this one.
 pub const DEFAULT_SUBNET: &str = "10.213.0.0/20";
+/// File in the state dir recording what the last [`NodeNet::ensure`] converged.
+const ENSURED_FILE: &str = "ensured";
 /// Seconds in a budget period (a UTC day).
 pub const BUDGET_PERIOD_SECS: u64 = 86_400;
 
@@ -289,14 +292,50 @@ impl NodeNet {
             write_sysctl("/proc/sys/net/ipv4/ip_forward", "1")?;
         }
         let (out, inn) = self.ifb_names();
-        tc::ensure_ifb(&out, self.node_egress_rate)?;
-        tc::ensure_ifb(&inn, self.node_ingress_rate)?;
+        let sub = self.subnet.to_string();
+        tc::ensure_ifb(&out, Dir::Out, &sub, self.node_egress_rate)?;
+        tc::ensure_ifb(&inn, Dir::In, &sub, self.node_ingress_rate)?;
         let st = self.load()?;
         st.save(&self.state_dir)?;
         nft::apply(&self.nft_node(), &st)?;
         let all: Vec<String> = st.active().map(|(n, _)| n.clone()).collect();
         self.apply_shaping(&st, &all)?;
+        let stamp = self.state_dir.join(ENSURED_FILE);
+        std::fs::write(&stamp, self.ensured_key())
+            .map_err(|e| crate::util::fs::PathError::new("write", &stamp, e))?;
         Ok(())
+    }
+
+    /// What [`NodeNet::ensure`] converged: the configuration and the ifindexes of the bridge
+    /// and the IFBs (a device deleted and created again gets a new one).
+    fn ensured_key(&self) -> String {
+        let (out, inn) = self.ifb_names();
+        format!(
+            "{} {} {} {:?} {:?} {:?} {:?} {:?}\n",
+            self.bridge,
+            self.subnet,
+            self.nft_table,
+            self.node_egress_rate,
+            self.node_ingress_rate,
+            ifindex(&self.bridge),
+            ifindex(&out),
+            ifindex(&inn),
+        )
+    }
+
+    /// [`NodeNet::ensure`] unless it already ran with this configuration and the node's
+    /// devices are the ones it made (no process, a few stat/reads): what a slice start calls,
+    /// so that a networked create does not re-render the whole node. Rule sets removed behind
+    /// vslice's back are still repaired: an incremental change that fails falls back to
+    /// re-rendering from the state.
+    pub fn ensure_once(&self) -> Result<()> {
+        let stamp = self.state_dir.join(ENSURED_FILE);
+        if link_exists(&self.bridge)
+            && std::fs::read_to_string(&stamp).ok().as_deref() == Some(&self.ensured_key())
+        {
+            return Ok(());
+        }
+        self.ensure()
     }
 
     /// Remove every node-level object: all ports of the bridge (so every slice's veth), the
@@ -329,6 +368,7 @@ impl NodeNet {
         delete_link(&inn)?;
         nft::delete_tables(&self.nft_table)?;
         delete_link(&self.bridge)?;
+        let _ = std::fs::remove_file(self.state_dir.join(ENSURED_FILE));
         st.save(&self.state_dir)?;
         Ok(())
     }
@@ -394,16 +434,69 @@ impl NodeNet {
             }
         };
         let mut entry = entry;
+        let was_active = entry.active;
         entry.spec = spec.clone();
         entry.active = true;
         // Record first, so that a crash half-way leaves something detach/teardown can clean.
         st.slices.insert(slice.to_string(), entry.clone());
         st.save(&self.state_dir)?;
 
-        self.setup_veth(&entry, &netns)?;
-        nft::apply(&self.nft_node(), &st)?;
-        self.apply_shaping(&st, &[slice.to_string()])?;
+        let fresh = self.setup_veth(&entry, &netns)?;
+        if fresh && !was_active {
+            // A new attachment: add only this slice's objects (cost independent of the
+            // number of slices); anything unexpected falls back to converging everything.
+            let node = self.nft_node();
+            let fast = nft::render_attach(&node, &st, slice).map(|s| nft::apply_script(&s));
+            if !matches!(fast, Some(Ok(()))) {
+                nft::apply(&node, &st)?;
+            }
+            if self.shape_added(&st, slice).is_err() {
+                self.apply_shaping(&st, &[slice.to_string()])?;
+            }
+        } else {
+            nft::apply(&self.nft_node(), &st)?;
+            self.apply_shaping(&st, &[slice.to_string()])?;
+        }
         Ok(self.slice_net(slice, &entry))
+    }
+
+    /// The shaping objects of a slice just attached with a new veth, in one `tc -batch`:
+    /// its classes, leaves, hashed filters and the redirects on its veth; under a node cap
+    /// also the new shares of the other classes.
+    fn shape_added(&self, st: &NetState, slice: &str) -> Result<()> {
+        let Some(e) = st.slices.get(slice) else {
+            return Ok(());
+        };
+        let mut b = tc::Batch::default();
+        let mut clsact = false;
+        for dir in [Dir::Out, Dir::In] {
+            let (ifb, cap) = self.ifb_of(dir);
+            if !link_exists(&ifb) {
+                tc::ensure_ifb(&ifb, dir, &self.subnet.to_string(), cap)?;
+            }
+            for (name, p) in self.plans(st, dir) {
+                if name == slice {
+                    b.add_class(&ifb, dir, &p);
+                    if !clsact {
+                        b.add_clsact(&e.veth);
+                        clsact = true;
+                    }
+                    b.add_redirect(&e.veth, dir, &ifb, e.ip);
+                } else if cap.is_some() {
+                    b.change_class(&ifb, &p);
+                }
+            }
+        }
+        b.run()
+    }
+
+    /// The IFB of a direction and the node cap there.
+    fn ifb_of(&self, dir: Dir) -> (String, Option<u64>) {
+        let cap = match dir {
+            Dir::Out => self.node_egress_rate,
+            Dir::In => self.node_ingress_rate,
+        };
+        (tc::ifb_name(&self.bridge, dir), cap)
     }
 
     fn slice_net(&self, slice: &str, e: &SliceEntry) -> SliceNet {
@@ -459,102 +552,84 @@ impl NodeNet {
         Ok(st.slices.get(slice).map(|e| self.slice_net(slice, e)))
     }
 
-    fn setup_veth(&self, e: &SliceEntry, netns: &Path) -> Result<()> {
+    /// Create (or check) the slice's veth pair and configure both ends, through rtnetlink.
+    /// Returns true if the pair was created now (nothing of a previous attachment is left on
+    /// it: the caller may add the per-slice objects incrementally).
+    fn setup_veth(&self, e: &SliceEntry, netns: &Path) -> Result<bool> {
         let veth = e.veth.as_str();
-        let host = link_info_host(veth)?;
-        let inside = link_info_netns(netns, "eth0")?;
-        let ours = match (&host, &inside) {
-            (Some(h), Some(i)) => {
-                h.link_index == Some(i.ifindex) && i.link_index == Some(h.ifindex)
-            }
-            _ => false,
+        let mac = rtnl::parse_mac(&e.mac)
+            .ok_or_else(|| NetError::State(format!("slice MAC {:?} does not parse", e.mac)))?;
+        let mut nl = Rtnl::open()?;
+        let bridge = nl
+            .link_index(&self.bridge)?
+            .ok_or_else(|| NetError::State(format!("bridge {} does not exist", self.bridge)))?;
+        let host = nl.link_index(veth)?;
+        let ours = match host {
+            None => false,
+            Some(h) => match rtnl::in_netns(netns, |nl| nl.link_index("eth0"))? {
+                Some(i) => h.link == Some(i.index) && i.link == Some(h.index),
+                None => false,
+            },
         };
         if !ours {
             if host.is_some() {
-                delete_link(veth)?;
+                nl.del_link(veth)?;
             }
-            if inside.is_some() {
-                return Err(NetError::State(format!(
-                    "network namespace {} already has an eth0 that is not vslice's veth",
-                    netns.display()
-                )));
+            let ns = std::fs::File::open(netns)
+                .map_err(|err| crate::util::fs::PathError::new("open", netns, err))?;
+            if let Err(err) = nl.add_veth(veth, "eth0", mac, &ns) {
+                if rtnl::errno_of(&err) == Some(libc::EEXIST)
+                    && rtnl::in_netns(netns, |nl| nl.link_index("eth0"))?.is_some()
+                {
+                    return Err(NetError::State(format!(
+                        "network namespace {} already has an eth0 that is not vslice's veth",
+                        netns.display()
+                    )));
+                }
+                return Err(err);
             }
-            let ns = netns.to_string_lossy();
-            run(
-                "ip",
-                &[
-                    "link", "add", veth, "type", "veth", "peer", "name", "eth0", "address", &e.mac,
-                    "netns", &ns,
-                ],
-            )?;
         }
-        let br = &self.bridge;
-        run_input(
-            "ip",
-            &["-batch", "-"],
-            Some(&format!(
-                "link set dev {veth} master {br}\nlink set dev {veth} up\n"
-            )),
-        )?;
+        let host = nl
+            .link_index(veth)?
+            .ok_or_else(|| NetError::State(format!("veth {veth} vanished after creation")))?;
+        nl.set_link_up(host.index, Some(bridge.index), None)?;
         let v6 = format!("/proc/sys/net/ipv6/conf/{veth}/disable_ipv6");
         if Path::new(&v6).exists() {
             write_sysctl(&v6, "1")?;
         }
         let gw = self.gateway();
         let plen = self.subnet.prefix_len();
-        // Converge eth0's IPv4 addresses to exactly the slice's: remove what the slice's root
-        // may have added (it would be dropped as spoofed anyway, but as the primary address it
-        // would also be the source the slice's own stack picks).
-        let mut script = String::new();
-        let addrs = run_in_netns(
-            netns,
-            "ip",
-            &["-j", "-4", "addr", "show", "dev", "eth0"],
-            None,
-        )?;
-        let v: serde_json::Value = serde_json::from_str(&addrs).unwrap_or_default();
-        let mut have_ours = false;
-        for info in v
-            .pointer("/0/addr_info")
-            .and_then(|a| a.as_array())
-            .into_iter()
-            .flatten()
-        {
-            let local = info
-                .get("local")
-                .and_then(|x| x.as_str())
-                .unwrap_or_default();
-            let len = info.get("prefixlen").and_then(|x| x.as_u64()).unwrap_or(32);
-            if local == e.ip.to_string() && len == u64::from(plen) {
-                have_ours = true;
-            } else if !local.is_empty() {
-                script.push_str(&format!("addr del {local}/{len} dev eth0\n"));
+        let ip = e.ip;
+        let fresh = !ours;
+        rtnl::in_netns(netns, move |nl| {
+            let lo = nl
+                .link_index("lo")?
+                .ok_or_else(|| NetError::State("the namespace has no lo".into()))?;
+            nl.set_link_up(lo.index, None, None)?;
+            let eth0 = nl
+                .link_index("eth0")?
+                .ok_or_else(|| NetError::State("eth0 vanished from the namespace".into()))?;
+            if !fresh {
+                // Converge eth0's IPv4 addresses to exactly the slice's: remove what the
+                // slice's root may have added (it would be dropped as spoofed anyway, but as
+                // the primary address it would also be the source the slice's stack picks).
+                // Deleting a primary address also deletes its secondaries: ours is added after.
+                for (a, l) in nl.addrs_v4(eth0.index)? {
+                    if (a, l) != (ip, plen) {
+                        nl.addr_del(eth0.index, a, l)?;
+                    }
+                }
             }
-        }
-        if !script.is_empty() {
-            // Deleting a primary address also deletes its secondaries: add ours afterwards.
-            have_ours = false;
-        }
-        script.push_str(&format!(
-            "link set dev lo up\n\
-             link set dev eth0 address {mac}\n\
-             addr {verb} {ip}/{plen} dev eth0\n\
-             link set dev eth0 up\n\
-             route replace default via {gw} dev eth0\n",
-            verb = if have_ours { "change" } else { "replace" },
-            mac = e.mac,
-            ip = e.ip,
-        ));
-        run_in_netns(netns, "ip", &["-batch", "-"], Some(&script))?;
-        // The slice network is IPv4-only; IPv6 frames are dropped on the host side anyway,
-        // this only keeps the slice from sending them. Best effort (IPv6 may be disabled).
-        let _ = run_in_netns(
-            netns,
-            "sysctl",
-            &["-q", "-w", "net.ipv6.conf.eth0.disable_ipv6=1"],
-            None,
-        );
-        Ok(())
+            nl.set_link_up(eth0.index, None, (!fresh).then_some(mac))?;
+            nl.addr_replace(eth0.index, ip, plen)?;
+            nl.default_route_replace(eth0.index, gw)?;
+            // The slice network is IPv4-only; IPv6 frames are dropped on the host side
+            // anyway, this only keeps the slice from sending them. Best effort (IPv6 may be
+            // disabled). This thread is in the slice's namespace: /proc/sys/net is its.
+            let _ = std::fs::write("/proc/sys/net/ipv6/conf/eth0/disable_ipv6", "1");
+            Ok(())
+        })?;
+        Ok(fresh)
     }
 
     /// Class plans of one direction for every active slice that is shaped in it.
@@ -608,7 +683,7 @@ impl NodeNet {
                     Dir::Out => self.node_egress_rate,
                     Dir::In => self.node_ingress_rate,
                 };
-                tc::ensure_ifb(&ifb, cap)?;
+                tc::ensure_ifb(&ifb, dir, &self.subnet.to_string(), cap)?;
             }
             let plans = self.plans(st, dir);
             let classes: Vec<ClassPlan> = plans.iter().map(|(_, p)| p.clone()).collect();
@@ -634,6 +709,18 @@ impl NodeNet {
     }
 
     fn detach_locked(&self, st: &mut NetState, slice: &str) -> Result<()> {
+        let active = st.slices.get(slice).is_some_and(|e| e.active);
+        if active && link_exists(&self.bridge) {
+            return self.detach_incremental(st, slice);
+        }
+        if !active {
+            // Nothing of a detached slice is in the rule sets or the shaper (a detach that
+            // failed half-way fell back to converging everything): only a veth may be left.
+            if let Some(e) = st.slices.get(slice) {
+                delete_link(&e.veth)?;
+            }
+            return Ok(());
+        }
         if let Some(e) = st.slices.get_mut(slice) {
             if e.active {
                 observe_budget(e, now_secs());
@@ -644,6 +731,44 @@ impl NodeNet {
         st.save(&self.state_dir)?;
         if link_exists(&self.bridge) {
             nft::apply(&self.nft_node(), st)?;
+            self.apply_shaping(st, &[])?;
+        }
+        Ok(())
+    }
+
+    /// Detach an active slice removing only its own objects (one `nft -f`, one `tc -batch`);
+    /// anything unexpected falls back to converging everything from the state.
+    fn detach_incremental(&self, st: &mut NetState, slice: &str) -> Result<()> {
+        let node = self.nft_node();
+        let script = nft::render_detach(&node, st, slice);
+        let had: Vec<(Dir, bool)> = [Dir::Out, Dir::In]
+            .into_iter()
+            .map(|d| (d, self.plans(st, d).iter().any(|(n, _)| n == slice)))
+            .collect();
+        let Some(e) = st.slices.get_mut(slice) else {
+            return Ok(());
+        };
+        observe_budget(e, now_secs());
+        delete_link(&e.veth)?;
+        e.active = false;
+        let (id, ip) = (e.id, e.ip);
+        st.save(&self.state_dir)?;
+        if !matches!(script.map(|s| nft::apply_script(&s)), Some(Ok(()))) {
+            nft::apply(&node, st)?;
+        }
+        let mut b = tc::Batch::default();
+        for (dir, shaped) in had {
+            let (ifb, cap) = self.ifb_of(dir);
+            if shaped {
+                b.del_class(&ifb, id, ip);
+            }
+            if cap.is_some() {
+                for (_, p) in self.plans(st, dir) {
+                    b.change_class(&ifb, &p);
+                }
+            }
+        }
+        if b.run().is_err() {
             self.apply_shaping(st, &[])?;
         }
         Ok(())
@@ -903,41 +1028,7 @@ fn delete_link(name: &str) -> Result<()> {
     if !link_exists(name) {
         return Ok(());
     }
-    match run("ip", &["link", "del", "dev", name]) {
-        Ok(_) => Ok(()),
-        Err(e) if e.is_not_found() => Ok(()),
-        Err(e) => Err(e),
-    }
-}
-
-#[derive(Debug)]
-struct LinkInfo {
-    ifindex: u32,
-    link_index: Option<u32>,
-}
-
-fn parse_link(out: &str) -> Option<LinkInfo> {
-    let v: serde_json::Value = serde_json::from_str(out).ok()?;
-    let l = v.as_array()?.first()?;
-    Some(LinkInfo {
-        ifindex: l.get("ifindex")?.as_u64()? as u32,
-        link_index: l
-            .get("link_index")
-            .and_then(|x| x.as_u64())
-            .map(|x| x as u32),
-    })
-}
-
-fn link_info_host(dev: &str) -> Result<Option<LinkInfo>> {
-    Ok(run_opt("ip", &["-j", "link", "show", "dev", dev])?.and_then(|o| parse_link(&o)))
-}
-
-fn link_info_netns(netns: &Path, dev: &str) -> Result<Option<LinkInfo>> {
-    match run_in_netns(netns, "ip", &["-j", "link", "show", "dev", dev], None) {
-        Ok(o) => Ok(parse_link(&o)),
-        Err(e) if e.is_not_found() => Ok(None),
-        Err(e) => Err(e),
-    }
+    Rtnl::open()?.del_link(name)
 }
 
 #[cfg(test)]

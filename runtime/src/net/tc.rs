@@ -31,7 +31,7 @@
 //!   nor sfq.
 //! * HTB passes whole GSO packets: over short windows a low-rate class delivers in steps of up
 //!   to 64 KiB (0.5 s at 1 Mbit/s); the long-run rate is exact.
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -103,8 +103,24 @@ fn leaf(ceil_bps: u64) -> String {
     }
 }
 
-/// Create the IFB (if missing), its HTB root and the node class 1:1. Idempotent.
-pub(crate) fn ensure_ifb(name: &str, node_cap: Option<u64>) -> Result<()> {
+/// The u32 hash table of the per-slice filters on an IFB root: 256 buckets keyed on the last
+/// byte of the slice's address, so classifying a packet walks one bucket (at most 16 filters
+/// in a /20) instead of one filter per slice.
+const HASH_HT: u32 = 2;
+
+/// Bucket of an address in [`HASH_HT`].
+fn bucket(ip: Ipv4Addr) -> u32 {
+    u32::from(ip.octets()[3])
+}
+
+/// u32 handle of the filter of slice `id` with address `ip`: `2:<bucket>:<id>`.
+fn filter_handle(id: u32, ip: Ipv4Addr) -> String {
+    format!("{HASH_HT:x}:{:x}:{id:x}", bucket(ip))
+}
+
+/// Create the IFB (if missing), its HTB root, the node class 1:1 and the hashed u32 filter
+/// tree (hash table [`HASH_HT`] and the root filter linking the subnet into it). Idempotent.
+pub(crate) fn ensure_ifb(name: &str, dir: Dir, subnet: &str, node_cap: Option<u64>) -> Result<()> {
     if !link_exists(name) {
         // `ip link add` races with a concurrent creator only under our state lock: no race.
         run("ip", &["link", "add", name, "type", "ifb"])?;
@@ -133,6 +149,36 @@ pub(crate) fn ensure_ifb(name: &str, node_cap: Option<u64>) -> Result<()> {
             &rate, "ceil", &rate, "burst", &burst, "cburst", &burst, "quantum", "200000",
         ],
     )?;
+    let filters = run("tc", &["filter", "show", "dev", name, "parent", "1:"])?;
+    let mut b = String::new();
+    if !filters.contains("ht divisor 256") {
+        let _ = writeln!(
+            b,
+            "filter add dev {name} parent 1: pref 10 protocol ip handle {HASH_HT:x}: u32 divisor 256"
+        );
+    }
+    if !filters.contains(&format!("fh 800::1 ")) || !filters.contains(&format!("link {HASH_HT:x}:"))
+    {
+        if filters.contains("fh 800::1 ") {
+            let _ = writeln!(
+                b,
+                "filter del dev {name} parent 1: pref 10 handle 800::1 protocol ip u32"
+            );
+        }
+        // Offset 12: source address, 16: destination; the key is its last byte.
+        let at = match dir {
+            Dir::Out => 12,
+            Dir::In => 16,
+        };
+        let _ = writeln!(
+            b,
+            "filter add dev {name} parent 1: pref 10 protocol ip handle 800::1 u32 ht 800:: match ip {} {subnet} hashkey mask 0x000000ff at {at} link {HASH_HT:x}:",
+            dir.match_field()
+        );
+    }
+    if !b.is_empty() {
+        run_input("tc", &["-batch", "-"], Some(&b))?;
+    }
     Ok(())
 }
 
@@ -160,18 +206,36 @@ fn existing_classes(ifb: &str) -> Result<BTreeSet<u32>> {
     Ok(ids)
 }
 
-/// u32 filter node ids present on the IFB root.
-fn existing_filters(ifb: &str) -> Result<BTreeSet<u32>> {
+/// Per-slice u32 filters present on the IFB root: slice id -> handle (`2:<bucket>:<id>`, or
+/// `800::<id>` for a filter of the older linear layout, which is always stale).
+pub(crate) fn existing_filters(ifb: &str) -> Result<BTreeMap<u32, String>> {
     let out = run("tc", &["filter", "show", "dev", ifb, "parent", "1:"])?;
-    let mut ids = BTreeSet::new();
-    for tok in out.split_whitespace() {
-        if let Some(node) = tok.strip_prefix("800::") {
-            if let Ok(n) = u32::from_str_radix(node, 16) {
-                ids.insert(n);
-            }
+    Ok(parse_filter_handles(&out))
+}
+
+fn parse_filter_handles(out: &str) -> BTreeMap<u32, String> {
+    let mut ids = BTreeMap::new();
+    let mut words = out.split_whitespace();
+    while let Some(w) = words.next() {
+        if w != "fh" {
+            continue;
+        }
+        let Some(h) = words.next() else { break };
+        let parts: Vec<&str> = h.split(':').collect();
+        let [ht, _bkt, node] = parts[..] else {
+            continue;
+        };
+        let Ok(node) = u32::from_str_radix(node, 16) else {
+            continue; // "2:" (the table) or "800:" (a divisor line)
+        };
+        if ht == format!("{HASH_HT:x}") {
+            ids.insert(node, h.to_string());
+        } else if ht == "800" && node != 1 {
+            // Old linear layout: id | 0x1000 marks "stale whatever the plan".
+            ids.insert(node | 0x1000, h.to_string());
         }
     }
-    Ok(ids)
+    ids
 }
 
 /// Make the classes and classifying filters of `ifb` exactly `plans`: replace the wanted ones,
@@ -206,46 +270,129 @@ fn apply_classes_once(ifb: &str, dir: Dir, plans: &[ClassPlan]) -> Result<()> {
     let have_filters = existing_filters(ifb)?;
     let want: BTreeSet<u32> = plans.iter().map(|p| p.id).collect();
     let mut b = String::new();
-    for id in have_filters.difference(&want) {
-        let _ = writeln!(
-            b,
-            "filter del dev {ifb} parent 1: pref 10 handle 800::{id:x} protocol ip u32"
-        );
+    // A filter whose handle is not the one the plan gives (its slice got another address
+    // bucket: never in practice, ids fix addresses) is stale too.
+    let wanted_handle: BTreeMap<u32, String> = plans
+        .iter()
+        .map(|p| (p.id, filter_handle(p.id, p.ip)))
+        .collect();
+    for (id, h) in &have_filters {
+        if wanted_handle.get(id) != Some(h) {
+            let _ = writeln!(
+                b,
+                "filter del dev {ifb} parent 1: pref 10 handle {h} protocol ip u32"
+            );
+        }
     }
     for id in have_classes.difference(&want) {
         let _ = writeln!(b, "class del dev {ifb} classid 1:{id:x}");
     }
     for p in plans {
         let id = p.id;
-        let burst = match p.burst {
-            Some(x) => format!(" burst {x} cburst {x}"),
-            None => String::new(),
-        };
-        let _ = writeln!(
-            b,
-            "class replace dev {ifb} parent 1:1 classid 1:{id:x} htb rate {} ceil {}{burst} quantum {}",
-            tc_rate(p.rate),
-            tc_rate(p.ceil),
-            quantum(p.weight)
-        );
+        b.push_str(&class_line(ifb, p));
         let _ = writeln!(
             b,
             "qdisc replace dev {ifb} parent 1:{id:x} handle {id:x}: {}",
             leaf(p.ceil)
         );
-        if !have_filters.contains(&id) {
-            let _ = writeln!(
-                b,
-                "filter add dev {ifb} parent 1: pref 10 protocol ip handle 800::{id:x} u32 match ip {} {}/32 flowid 1:{id:x}",
-                dir.match_field(),
-                p.ip
-            );
+        if have_filters.get(&id) != wanted_handle.get(&id) {
+            b.push_str(&filter_line("add", ifb, dir, p));
         }
     }
     if b.is_empty() {
         return Ok(());
     }
     run_input("tc", &["-batch", "-"], Some(&b)).map(drop)
+}
+
+/// The `tc -batch` line of a slice's classifying filter (in its hash bucket).
+fn filter_line(verb: &str, ifb: &str, dir: Dir, p: &ClassPlan) -> String {
+    format!(
+        "filter {verb} dev {ifb} parent 1: pref 10 protocol ip handle {} u32 ht {HASH_HT:x}:{:x}: match ip {} {}/32 flowid 1:{:x}\n",
+        filter_handle(p.id, p.ip),
+        bucket(p.ip),
+        dir.match_field(),
+        p.ip,
+        p.id
+    )
+}
+
+fn class_line(ifb: &str, p: &ClassPlan) -> String {
+    let burst = match p.burst {
+        Some(x) => format!(" burst {x} cburst {x}"),
+        None => String::new(),
+    };
+    format!(
+        "class replace dev {ifb} parent 1:1 classid 1:{:x} htb rate {} ceil {}{burst} quantum {}\n",
+        p.id,
+        tc_rate(p.rate),
+        tc_rate(p.ceil),
+        quantum(p.weight)
+    )
+}
+
+/// Incremental changes of the shaping objects, one `tc -batch -` for all of them: what a
+/// slice's attach or detach needs, independent of the number of other slices (except the
+/// rate lines of a node cap, which every attach changes by design: shares by weight).
+///
+/// Why `tc -batch` and not netlink: `netlink-packet-route` has qdisc/class/filter messages,
+/// but no HTB class options nor u32 selectors with hash keys or mirred actions (they would be
+/// hand-built raw attributes, untested against iproute2's encoding); one process per slice
+/// operation is within the goal. Replace with netlink messages once that crate grows the HTB
+/// and u32 option types.
+#[derive(Debug, Default)]
+pub(crate) struct Batch(String);
+
+impl Batch {
+    /// A new slice's class, leaf qdisc and filter (none of them may exist).
+    pub fn add_class(&mut self, ifb: &str, dir: Dir, p: &ClassPlan) {
+        self.0.push_str(&class_line(ifb, p));
+        let _ = writeln!(
+            self.0,
+            "qdisc replace dev {ifb} parent 1:{:x} handle {:x}: {}",
+            p.id,
+            p.id,
+            leaf(p.ceil)
+        );
+        self.0.push_str(&filter_line("add", ifb, dir, p));
+    }
+
+    /// New rates of an existing class.
+    pub fn change_class(&mut self, ifb: &str, p: &ClassPlan) {
+        self.0.push_str(&class_line(ifb, p));
+    }
+
+    /// Remove a slice's filter and class (its leaf qdisc goes with the class).
+    pub fn del_class(&mut self, ifb: &str, id: u32, ip: Ipv4Addr) {
+        let _ = writeln!(
+            self.0,
+            "filter del dev {ifb} parent 1: pref 10 handle {} protocol ip u32",
+            filter_handle(id, ip)
+        );
+        let _ = writeln!(self.0, "class del dev {ifb} classid 1:{id:x}");
+    }
+
+    /// The clsact qdisc of a new veth (once, before its redirects).
+    pub fn add_clsact(&mut self, veth: &str) {
+        let _ = writeln!(self.0, "qdisc add dev {veth} clsact");
+    }
+
+    /// Redirect a new veth's `dir` traffic carrying `ip` to `ifb`.
+    pub fn add_redirect(&mut self, veth: &str, dir: Dir, ifb: &str, ip: Ipv4Addr) {
+        let _ = writeln!(
+            self.0,
+            "filter add dev {veth} {} pref 10 protocol ip u32 match ip {} {ip}/32 action mirred egress redirect dev {ifb}",
+            dir.hook(),
+            dir.match_field()
+        );
+    }
+
+    pub fn run(&self) -> Result<()> {
+        if self.0.is_empty() {
+            return Ok(());
+        }
+        run_input("tc", &["-batch", "-"], Some(&self.0)).map(drop)
+    }
 }
 
 /// Make the redirect of `veth`'s `dir` traffic to `ifb` present (`Some(ip)`) or absent (`None`).
@@ -338,4 +485,29 @@ pub(crate) fn class_stats(ifb: &str, id: u32) -> Result<Option<(u64, u64, u64)>>
         }
     }
     Ok(None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filter_handles_parse_both_layouts() {
+        let out = "filter protocol ip pref 10 u32 chain 0 \n\
+filter protocol ip pref 10 u32 chain 0 fh 2: ht divisor 256 \n\
+filter protocol ip pref 10 u32 chain 0 fh 2:2:2 order 2 key ht 2 bkt 2 flowid 1:2 not_in_hw \n\
+filter protocol ip pref 10 u32 chain 0 fh 2:ff:4ff order 1279 key ht 2 bkt ff flowid 1:4ff \n\
+filter protocol ip pref 10 u32 chain 0 fh 800: ht divisor 1 \n\
+filter protocol ip pref 10 u32 chain 0 fh 800::1 order 1 key ht 800 bkt 0 link 2: \n\
+filter protocol ip pref 10 u32 chain 0 fh 800::7 order 7 key ht 800 bkt 0 flowid 1:7 \n";
+        let m = parse_filter_handles(out);
+        assert_eq!(m.get(&2).map(String::as_str), Some("2:2:2"));
+        assert_eq!(m.get(&0x4ff).map(String::as_str), Some("2:ff:4ff"));
+        assert_eq!(m.get(&0x1007).map(String::as_str), Some("800::7"));
+        assert_eq!(m.len(), 3);
+        assert_eq!(
+            filter_handle(0x4ff, Ipv4Addr::new(10, 213, 4, 0xff)),
+            "2:ff:4ff"
+        );
+    }
 }

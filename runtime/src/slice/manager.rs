@@ -579,7 +579,7 @@ impl Manager {
             return Ok(());
         }
         let net = self.node_net()?;
-        net.ensure()?;
+        net.ensure_once()?;
         let attached = net.attach(
             &spec.name,
             crate::net::Netns::Pid(init_pid as u32),
