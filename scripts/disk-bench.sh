@@ -11,7 +11,7 @@
 #     (the pure-v2 VM, whose Debian kernel has both).
 #   scripts/disk-bench.sh BIN_DIR
 # Env: DISK_BENCH_MIB (default 128) per write, DISK_BENCH_RUNS (default 5): medians are printed.
-# Both sides run the same dd (the busybox image's static busybox) and the time is dd's own,
+# Both sides run the same dd (the busybox image's static busybox) timed by busybox `time -p`,
 # so neither the exec's cost nor a different dd enters the figure.
 # Runs the CLI in direct mode on private state roots; removes everything it made.
 set -euo pipefail
@@ -43,26 +43,25 @@ vs() {
     VSLICE_SHIM="$BIN/vslice-shim" "$BIN/vslice" "${@:2}"
 }
 
-# The dd runs: `$RUN SCRIPT` runs sh -c SCRIPT where the file is (slice or host); prints dd's
-# seconds for each run, one a line.
-DD_DIRECT="dd if=/dev/zero of=F bs=1M count=$MIB oflag=direct"
-DD_BUFFERED="dd if=/dev/zero of=F bs=1M count=$MIB conv=fsync"
-# dd's last line: "N bytes (...) copied, SECONDS s[econds], RATE" (GNU and busybox alike).
-secs_of() { sed -n 's/.*copied, \([0-9.e+-]*\) s.*/\1/p' | tail -n 1; }
+# The dd runs: `WHERE SCRIPT` runs sh -c SCRIPT where the file is (slice or host), with $D the
+# directory to write in and $BB the busybox binary; busybox's `time -p` measures the dd
+# alone (10 ms resolution: hence at least 128 MiB).
+dd_of() { # dd_of KIND: the command line
+  local flag=oflag=direct
+  [ "$1" = direct ] || flag=conv=fsync
+  echo "\$BB time -p \$BB dd if=/dev/zero of=\$D/bench bs=1M count=$MIB $flag 2>&1 | sed -n 's/^real //p'; rm -f \$D/bench"
+}
 
 slice_sh() { vs "$1" exec "$2" -- /bin/sh -c "$3" 2>&1; }
 host_sh() { "$BUSYBOX" sh -c "$1" 2>&1; }
 
-# times KIND WHERE...: one dd's seconds per run of KIND (direct|buffered), file removed after.
+# times KIND WHERE...: one dd's seconds per run of KIND (direct|buffered).
 times() {
-  local kind=$1 cmd; shift
-  [ "$kind" = direct ] && cmd=$DD_DIRECT || cmd=$DD_BUFFERED
-  for _ in $(seq "$RUNS"); do
-    "$@" "${cmd//of=F/of=\$D/bench} 2>&1 | tail -n 1; rm -f \$D/bench" | secs_of
-  done
+  local kind=$1; shift
+  for _ in $(seq "$RUNS"); do "$@" "$(dd_of "$kind")"; done
 }
 median() { sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
-rate() { awk -v m="$MIB" -v s="$1" 'BEGIN { printf "%.1f", m / s }'; }
+rate() { awk -v m="$MIB" -v s="$1" 'BEGIN { if (s <= 0) s = 0.01; printf "%.1f", m / s }'; }
 
 # compare LABEL ROOT: the host writing to ROOT/host-dir vs a slice (quota 1G) on state root ROOT.
 compare() {
@@ -84,8 +83,8 @@ compare() {
   vs "$root" rm "$name" >/dev/null
   rm -rf "$root/hostdir"
 }
-host_sh_in() { local dir=$1; shift; host_sh "D=$dir; $1"; }
-slice_sh_in() { local root=$1 name=$2; shift 2; slice_sh "$root" "$name" "D=/var/tmp; mkdir -p \$D; $1"; }
+host_sh_in() { local dir=$1; shift; host_sh "D=$dir BB=$BUSYBOX; $1"; }
+slice_sh_in() { local root=$1 name=$2; shift 2; slice_sh "$root" "$name" "D=/var/tmp BB=/bin/busybox; mkdir -p \$D; $1"; }
 
 # project FS MKFS... : a 2 GiB test filesystem on a loop device, mounted prjquota.
 project() {
