@@ -8,7 +8,6 @@
 //! live in the shim's private mount namespace, they disappear with the shim and its slice;
 //! the host mount table never sees them, so a crash cannot leak them.
 use super::{sys, SandboxError};
-use caps::{CapSet, Capability};
 use nix::mount::{mount, MsFlags};
 use serde::{Deserialize, Serialize};
 use std::os::fd::AsRawFd;
@@ -54,31 +53,14 @@ impl IdmappedOverlay {
             self.upper.display(),
             self.work.display()
         );
-        // overlayfs writes to its upper layer with the credentials of whoever mounted it,
-        // and the generic quota code lets a holder of CAP_SYS_RESOURCE past every hard limit
-        // (dquot.c ignore_hardlimit): mounted with it, a slice's writes would ignore its ext4
-        // project quota. So the overlay is mounted without it (overlayfs keeps a copy of the
-        // mounter's credentials at mount time), and this thread gets it back afterwards.
-        let had =
-            caps::has_cap(None, CapSet::Effective, Capability::CAP_SYS_RESOURCE).unwrap_or(false);
-        if had {
-            caps::drop(None, CapSet::Effective, Capability::CAP_SYS_RESOURCE).map_err(|e| {
-                SandboxError::Spec(format!("drop CAP_SYS_RESOURCE before the overlay: {e}"))
-            })?;
-        }
-        let mounted = mount(
+        mount(
             Some("overlay"),
             &self.merged,
             Some("overlay"),
             MsFlags::empty(),
             Some(data.as_str()),
-        );
-        if had {
-            caps::raise(None, CapSet::Effective, Capability::CAP_SYS_RESOURCE).map_err(|e| {
-                SandboxError::Spec(format!("raise CAP_SYS_RESOURCE after the overlay: {e}"))
-            })?;
-        }
-        mounted.map_err(|e| err("mount overlay", &self.merged, e))?;
+        )
+        .map_err(|e| err("mount overlay", &self.merged, e))?;
         super::volumes::attach(&self.volumes, &self.merged, userns)
     }
 }
