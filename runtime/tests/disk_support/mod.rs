@@ -174,21 +174,28 @@ impl ProjectFs {
     }
 }
 
-/// Whether this kernel can enforce ext4 project quotas (CONFIG_QUOTA and CONFIG_QFMT_V2), as
-/// /proc/config.gz says; None when the kernel does not publish its config.
-pub fn kernel_has_ext4_quota() -> Option<bool> {
-    let out = Command::new("sh")
-        .args([
-            "-c",
-            "gzip -dc /proc/config.gz 2>/dev/null | grep -E '^CONFIG_(QUOTA|QFMT_V2)='",
-        ])
+/// Whether the kernel's config has every one of `options` (`CONFIG_X=y`, or `CONFIG_X=` for
+/// built in or a module), as /proc/config.gz says; None when the kernel does not publish it.
+pub fn kernel_has(options: &[&str]) -> Option<bool> {
+    let out = Command::new("gzip")
+        .args(["-dc", "/proc/config.gz"])
         .output()
         .ok()?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    if text.is_empty() {
+    if !out.status.success() || out.stdout.is_empty() {
         return None;
     }
-    Some(text.contains("CONFIG_QUOTA=y") && text.contains("CONFIG_QFMT_V2="))
+    let text = String::from_utf8_lossy(&out.stdout);
+    Some(
+        options
+            .iter()
+            .all(|o| text.lines().any(|l| l.starts_with(o))),
+    )
+}
+
+/// Free bytes (for root) of the filesystem holding `path`.
+pub fn free_bytes(path: &Path) -> u64 {
+    let st = nix::sys::statvfs::statvfs(path).unwrap();
+    st.blocks_free() * st.fragment_size()
 }
 
 impl Drop for ProjectFs {
