@@ -400,7 +400,9 @@ async fn kubelet_style_pod_runs_under_vslice_runc_in_a_user_namespace() {
             namespace: "default".into(),
             attempt: 0,
         }),
-        hostname: "vslice-pod".into(),
+        // The kubelet sends no hostname for a hostNetwork pod (the pod has the node's UTS
+        // namespace; a hostname would need a private one).
+        hostname: String::new(),
         log_directory: c.work.join("logs").to_string_lossy().into_owned(),
         linux: Some(cri::LinuxPodSandboxConfig {
             // The kubelet's cgroupfs driver: /kubepods/<qos>/pod<uid>.
@@ -497,8 +499,9 @@ async fn kubelet_style_pod_runs_under_vslice_runc_in_a_user_namespace() {
     assert_eq!(ns_of(cpid, "user"), ns_of(spid, "user"));
     assert_eq!(ns_of(cpid, "ipc"), ns_of(spid, "ipc"));
     assert_ne!(ns_of(cpid, "pid"), ns_of(spid, "pid"));
-    assert_eq!(ns_of(cpid, "net"), ns_of(1, "net"), "hostNetwork pod");
-    assert_ne!(ns_of(cpid, "user"), ns_of(1, "user"));
+    assert_eq!(ns_of(cpid, "net"), ns_of(std::process::id() as i64, "net"), "hostNetwork pod");
+    assert_eq!(ns_of(cpid, "uts"), ns_of(std::process::id() as i64, "uts"), "hostNetwork pod");
+    assert_ne!(ns_of(cpid, "user"), ns_of(std::process::id() as i64, "user"));
     assert_eq!(host_uid(cpid), smap[1]);
     let cg = cstate["cgroup"].as_str().unwrap().to_string();
     assert_eq!(
@@ -586,8 +589,12 @@ async fn kubelet_style_pod_runs_under_vslice_runc_in_a_user_namespace() {
         !out.contains("SYSCTL"),
         "pod root changed a host sysctl: {out} {err}"
     );
-    // The pod's own UTS namespace is its to change.
-    assert!(out.contains("HOSTNAME"), "{out} {err}");
+    // A hostNetwork pod also has the node's UTS namespace: its root cannot rename the node.
+    assert!(!out.contains("HOSTNAME"), "pod root renamed the node: {out} {err}");
+    assert_ne!(
+        std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap().trim(),
+        "other-host"
+    );
 
     // ContainerStats: what the kubelet's summary API and `kubectl top` read.
     let st = rt
