@@ -219,6 +219,7 @@ mod tests {
 
     fn spec_with(annotations: &[(&str, &str)]) -> Spec {
         let mut s = Spec::default();
+        s.set_linux(Some(Default::default()));
         s.set_annotations(Some(
             annotations
                 .iter()
