@@ -241,6 +241,26 @@ pub fn create(g: &Global, a: &CreateArgs, console: Option<OwnedFd>) -> Result<Co
     }
     let bundle = absolute(&a.bundle)?;
     let mut spec = spec::load(&bundle)?;
+    // A CRI pod's containers get the pod's user namespace (see oci::cri); a failed create
+    // frees the range it allocated.
+    let pod_userns =
+        super::cri::pod_userns(&mut spec, &g.root, Path::new(super::cri::ALLOC_DIR), &a.id)?;
+    let r = create_spec(g, a, console, bundle, spec);
+    if r.is_err() {
+        if let super::cri::PodUserns::New { .. } = pod_userns {
+            super::cri::release(Path::new(super::cri::ALLOC_DIR), &a.id);
+        }
+    }
+    r
+}
+
+fn create_spec(
+    g: &Global,
+    a: &CreateArgs,
+    console: Option<OwnedFd>,
+    bundle: PathBuf,
+    mut spec: Spec,
+) -> Result<Container> {
     spec::validate(&spec)?;
     let process = spec.process().clone().expect("validated");
     let terminal = process.terminal().unwrap_or(false);
@@ -644,6 +664,15 @@ pub fn delete(g: &Global, id: &str, force: bool) -> Result<()> {
         }
     }
     made.remove()?;
+    if let Some(s) = &c.saved {
+        if s.annotations
+            .get(super::cri::CONTAINER_TYPE)
+            .map(String::as_str)
+            == Some("sandbox")
+        {
+            super::cri::release(Path::new(super::cri::ALLOC_DIR), id);
+        }
+    }
     if let (Some(s), Some(spec)) = (&c.saved, &spec) {
         let post = hook_list(spec, |h| h.poststop());
         if !post.is_empty() {

@@ -21,6 +21,7 @@
 //!   `--systemd-cgroup`, `--debug`).
 pub mod cli;
 pub mod commands;
+pub mod cri;
 pub mod devices;
 pub mod hooks;
 pub mod log;

@@ -571,6 +571,14 @@ fn intermediate(
         // slice (CVE-2019-5736): non-dumpable until the slice's own program is exec'd.
         nix::sys::prctl::set_dumpable(false).map_err(|e| sys_err("prctl", "PR_SET_DUMPABLE", e))?;
         exec.apply_rlimits()?;
+        // As host root, before any user namespace: lowering oom_score_adj (containerd's CRI
+        // gives its pause container -998) needs CAP_SYS_RESOURCE in the host's namespace.
+        // init inherits the value; its own later write of the same value is then allowed.
+        if let Some(adj) = exec.oom_score_adj {
+            std::fs::write("/proc/self/oom_score_adj", adj.to_string()).map_err(|e| {
+                sys_err("write", "/proc/self/oom_score_adj", process::io_errno(&e))
+            })?;
+        }
         if let Some(fd) = &ns.join_user {
             nix::sched::setns(fd, CloneFlags::CLONE_NEWUSER)
                 .map_err(|e| sys_err("setns", "user", e))?;

@@ -104,8 +104,21 @@ pub fn prepare(mounts: &[Mount]) -> Result<Vec<Prepared>, SandboxError> {
                     None => FsOption::Flag(d),
                 })
                 .collect();
-            let fd = sys::fs_mount(&typ, &source, &fs_opts, opts.attrs)
-                .map_err(|e| err_fs(&typ, &target, &opts.data, e))?;
+            let fd = match sys::fs_mount(&typ, &source, &fs_opts, opts.attrs) {
+                Ok(fd) => fd,
+                // A user namespace may mount sysfs only with a network namespace of its own;
+                // with the host's (a Kubernetes pod with hostNetwork under vslice-runc) the
+                // kernel says EPERM. runc's answer, kept: the host's /sys, read-only, with
+                // the requested flags on every submount.
+                Err(nix::Error::EPERM) if typ == "sysfs" => {
+                    let fd = sys::open_tree_clone("/sys", true)
+                        .map_err(|e| err("open_tree (sysfs fallback)", "/sys", e))?;
+                    sys::mount_setattr(&fd, opts.attrs | sys::MOUNT_ATTR_RDONLY, 0, None)
+                        .map_err(|e| err("mount_setattr (sysfs fallback)", &target, e))?;
+                    fd
+                }
+                Err(e) => return Err(err_fs(&typ, &target, &opts.data, e)),
+            };
             out.push(Prepared {
                 target: target.clone(),
                 fd,
