@@ -499,9 +499,20 @@ async fn kubelet_style_pod_runs_under_vslice_runc_in_a_user_namespace() {
     assert_eq!(ns_of(cpid, "user"), ns_of(spid, "user"));
     assert_eq!(ns_of(cpid, "ipc"), ns_of(spid, "ipc"));
     assert_ne!(ns_of(cpid, "pid"), ns_of(spid, "pid"));
-    assert_eq!(ns_of(cpid, "net"), ns_of(std::process::id() as i64, "net"), "hostNetwork pod");
-    assert_eq!(ns_of(cpid, "uts"), ns_of(std::process::id() as i64, "uts"), "hostNetwork pod");
-    assert_ne!(ns_of(cpid, "user"), ns_of(std::process::id() as i64, "user"));
+    assert_eq!(
+        ns_of(cpid, "net"),
+        ns_of(std::process::id() as i64, "net"),
+        "hostNetwork pod"
+    );
+    assert_eq!(
+        ns_of(cpid, "uts"),
+        ns_of(std::process::id() as i64, "uts"),
+        "hostNetwork pod"
+    );
+    assert_ne!(
+        ns_of(cpid, "user"),
+        ns_of(std::process::id() as i64, "user")
+    );
     assert_eq!(host_uid(cpid), smap[1]);
     let cg = cstate["cgroup"].as_str().unwrap().to_string();
     assert_eq!(
@@ -590,9 +601,14 @@ async fn kubelet_style_pod_runs_under_vslice_runc_in_a_user_namespace() {
         "pod root changed a host sysctl: {out} {err}"
     );
     // A hostNetwork pod also has the node's UTS namespace: its root cannot rename the node.
-    assert!(!out.contains("HOSTNAME"), "pod root renamed the node: {out} {err}");
+    assert!(
+        !out.contains("HOSTNAME"),
+        "pod root renamed the node: {out} {err}"
+    );
     assert_ne!(
-        std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap().trim(),
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .unwrap()
+            .trim(),
         "other-host"
     );
 

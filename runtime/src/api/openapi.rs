@@ -1281,6 +1281,7 @@ mod tests {
                 }],
             ),
             case("FlowEnd", vec![flow_end()]),
+            case("FlowProcess", vec![flow_process(), FlowProcess::default()]),
             case("FlowTuple", vec![flow_tuple()]),
             case(
                 "ExecRecord",
@@ -1384,16 +1385,20 @@ mod tests {
             end: Some(flow_end()),
             bytes_from_slice: Some(100),
             bytes_to_slice: Some(200),
-            process: Some(FlowProcess {
-                pid: 4242,
-                pid_in_slice: Some(42),
-                ppid: Some(4200),
-                uid: Some(100_000),
-                uid_in_slice: Some(0),
-                comm: "ssh".into(),
-                path: Some("/usr/bin/ssh".into()),
-                argv: Some(vec!["ssh".into(), "203.0.113.7".into()]),
-            }),
+            process: Some(flow_process()),
+        }
+    }
+
+    fn flow_process() -> FlowProcess {
+        FlowProcess {
+            pid: 4242,
+            pid_in_slice: Some(42),
+            ppid: Some(4200),
+            uid: Some(100_000),
+            uid_in_slice: Some(0),
+            comm: "ssh".into(),
+            path: Some("/usr/bin/ssh".into()),
+            argv: Some(vec!["ssh".into(), "203.0.113.7".into()]),
         }
     }
 

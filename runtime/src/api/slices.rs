@@ -286,7 +286,11 @@ pub async fn destroy(
         guard = Some(st.daemon.locks.lock(&name).await);
         let n = name.clone();
         let ssh = super::ssh::has_access(&st, &name);
-        st.daemon.blocking(move |m| m.destroy(&n)).await?;
+        st.daemon.events.destroying(&name);
+        if let Err(e) = st.daemon.blocking(move |m| m.destroy(&n)).await {
+            st.daemon.events.destroy_failed(&name);
+            return Err(e.into());
+        }
         st.daemon.events.forget(&name);
         if ssh {
             super::ssh::slice_destroyed(&st, &name).await;

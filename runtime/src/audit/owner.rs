@@ -288,8 +288,14 @@ impl Resolver {
             self.scan();
         }
         let mut out = self.pass(keys);
-        if out.iter().any(Option::is_none) && self.scanned.is_none_or(|t| t.elapsed() > RESCAN_MISS)
-        {
+        if out.iter().any(Option::is_none) {
+            // A holder started after the last scan (a client right after another one): wait
+            // out the rate limit rather than give up, so a miss costs at most one rescan.
+            if let Some(since) = self.scanned.map(|t| t.elapsed()) {
+                if since < RESCAN_MISS {
+                    std::thread::sleep(RESCAN_MISS - since);
+                }
+            }
             self.scan();
             let again = self.pass(keys);
             for (o, a) in out.iter_mut().zip(again) {

@@ -130,6 +130,9 @@ struct Inner {
     known: HashMap<String, Known>,
     /// Recently destroyed slices (so a stale poll snapshot does not resurrect them).
     tombstones: HashMap<String, Instant>,
+    /// Slices being destroyed through the API: what the watchers see meanwhile (init killed,
+    /// files going) is the destroy, which `destroyed` reports, not events of their own.
+    destroying: std::collections::HashSet<String>,
     history: VecDeque<Arc<Published>>,
     seq: u64,
 }
@@ -154,6 +157,7 @@ impl EventBus {
             inner: Mutex::new(Inner {
                 known: HashMap::new(),
                 tombstones: HashMap::new(),
+                destroying: Default::default(),
                 history: VecDeque::new(),
                 seq: 0,
             }),
@@ -215,9 +219,21 @@ impl EventBus {
         }
     }
 
+    /// A destroy through the API begins (ends with [`EventBus::forget`] or
+    /// [`EventBus::destroy_failed`]).
+    pub fn destroying(&self, name: &str) {
+        self.lock().destroying.insert(name.to_string());
+    }
+
+    /// A destroy through the API failed: the slice is observed again.
+    pub fn destroy_failed(&self, name: &str) {
+        self.lock().destroying.remove(name);
+    }
+
     /// A slice was destroyed through the API.
     pub fn forget(&self, name: &str) {
         let mut inner = self.lock();
+        inner.destroying.remove(name);
         let now = Instant::now();
         inner.tombstones.insert(name.to_string(), now);
         if let Some(k) = inner.known.remove(name) {
@@ -246,6 +262,9 @@ impl EventBus {
         for info in infos {
             let name = &info.spec.name;
             seen.insert(name.as_str());
+            if inner.destroying.contains(name) {
+                continue;
+            }
             if inner.tombstones.get(name).is_some_and(|at| *at > taken_at) {
                 continue;
             }

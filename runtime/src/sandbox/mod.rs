@@ -575,9 +575,8 @@ fn intermediate(
         // gives its pause container -998) needs CAP_SYS_RESOURCE in the host's namespace.
         // init inherits the value; its own later write of the same value is then allowed.
         if let Some(adj) = exec.oom_score_adj {
-            std::fs::write("/proc/self/oom_score_adj", adj.to_string()).map_err(|e| {
-                sys_err("write", "/proc/self/oom_score_adj", process::io_errno(&e))
-            })?;
+            std::fs::write("/proc/self/oom_score_adj", adj.to_string())
+                .map_err(|e| sys_err("write", "/proc/self/oom_score_adj", process::io_errno(&e)))?;
         }
         if let Some(fd) = &ns.join_user {
             nix::sched::setns(fd, CloneFlags::CLONE_NEWUSER)

@@ -232,9 +232,15 @@ impl ExecPlan {
             drop(l);
             let _ = nix::unistd::close(sock);
         }
+        // Usually already set as host root before the user namespace (sandbox/mod.rs): this
+        // process is non-dumpable, so its /proc files belong to host root and opening one for
+        // writing from inside a user namespace fails (EACCES) even for the same value.
         if let Some(adj) = self.oom_score_adj {
-            std::fs::write("/proc/self/oom_score_adj", adj.to_string())
-                .map_err(|e| sys_err("write", "/proc/self/oom_score_adj", io_errno(&e)))?;
+            let current = std::fs::read_to_string("/proc/self/oom_score_adj").unwrap_or_default();
+            if current.trim() != adj.to_string() {
+                std::fs::write("/proc/self/oom_score_adj", adj.to_string())
+                    .map_err(|e| sys_err("write", "/proc/self/oom_score_adj", io_errno(&e)))?;
+            }
         }
         // Bounding set first: dropping needs CAP_SETPCAP, which a non-root uid would lose.
         for cap in caps::all() {
