@@ -573,10 +573,11 @@ fn intermediate(
         exec.apply_rlimits()?;
         // As host root, before any user namespace: lowering oom_score_adj (containerd's CRI
         // gives its pause container -998) needs CAP_SYS_RESOURCE in the host's namespace.
-        // init inherits the value; its own later write of the same value is then allowed.
+        // init inherits the value (and the flag that tells its ExecPlan not to write again).
         if let Some(adj) = exec.oom_score_adj {
             std::fs::write("/proc/self/oom_score_adj", adj.to_string())
                 .map_err(|e| sys_err("write", "/proc/self/oom_score_adj", process::io_errno(&e)))?;
+            process::OOM_SCORE_ADJ_SET.store(true, std::sync::atomic::Ordering::Relaxed);
         }
         if let Some(fd) = &ns.join_user {
             nix::sched::setns(fd, CloneFlags::CLONE_NEWUSER)

@@ -133,6 +133,11 @@ pub struct ExecPlan {
     pub sysinfo_to: Option<std::os::fd::RawFd>,
 }
 
+/// Set by the sandbox's intermediate process once it wrote oom_score_adj as host root; fork
+/// copies it into init, whose [`ExecPlan::apply`] then leaves the inherited value alone.
+pub(crate) static OOM_SCORE_ADJ_SET: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
+
 fn cstrings(v: &[String], what: &str) -> Result<Vec<CString>, SandboxError> {
     v.iter()
         .map(|s| {
@@ -232,12 +237,11 @@ impl ExecPlan {
             drop(l);
             let _ = nix::unistd::close(sock);
         }
-        // Usually already set as host root before the user namespace (sandbox/mod.rs): this
-        // process is non-dumpable, so its /proc files belong to host root and opening one for
-        // writing from inside a user namespace fails (EACCES) even for the same value.
+        // Already set as host root before the user namespace (sandbox/mod.rs, then inherited
+        // through fork): this process is non-dumpable, so its /proc files belong to host root
+        // and opening one for writing from inside a user namespace fails (EACCES).
         if let Some(adj) = self.oom_score_adj {
-            let current = std::fs::read_to_string("/proc/self/oom_score_adj").unwrap_or_default();
-            if current.trim() != adj.to_string() {
+            if !OOM_SCORE_ADJ_SET.load(std::sync::atomic::Ordering::Relaxed) {
                 std::fs::write("/proc/self/oom_score_adj", adj.to_string())
                     .map_err(|e| sys_err("write", "/proc/self/oom_score_adj", io_errno(&e)))?;
             }
