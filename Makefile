@@ -3,17 +3,20 @@
 #   make demo    install what is needed, build, make the busybox image, create a limited
 #                slice and open a root shell in it (a short showcase without a terminal)
 #   make test    the program-list check, unit + integration tests against the real kernel,
-#                then a leak check
+#                a leak check, then the cgroup v2 tests in a VM (make test-v2)
 #   make deps    install the Debian packages of deps/packages.txt (all targets above run it)
 #   make images  the busybox and Debian images in the cache $(IMAGE_CACHE) (the Debian one is
 #                rebuilt only when images/debian/build.sh changed)
 #   make bench   the figures each issue asks for, with crun/runc measured in the same run
-#   make test-v2 the cgroup v2 tests (scripts/v2vm/tests.txt) in a pure-v2 VM (not yet part of make test: see docs/design.md)
+#   make test-v2 only the cgroup v2 tests (scripts/v2vm/tests.txt) in a pure-v2 VM (the last step of make test)
 
 SHELL        := /bin/bash
 CARGO        ?= cargo
 PROFILE      ?= release
 BIN          := $(CURDIR)/target/$(PROFILE)
+# make test's own build: the `ci` profile of Cargo.toml (release without cross-crate LTO).
+TEST_PROFILE ?= ci
+TEST_BIN     := $(CURDIR)/target/$(TEST_PROFILE)
 PREFIX       ?= /usr/local
 TEST_IMAGES  ?= /tmp/vslice-test-images
 IMAGE_CACHE  ?= /var/cache/vslice/images
@@ -22,7 +25,7 @@ DEMO_ROOT    ?= /var/lib/vslice
 # installs from it and nothing else; scripts/check-programs.sh checks it against the sources.
 DEPS_LIST    := deps/packages.txt
 
-.PHONY: all build deps check-programs image images demo test unit integration leak-check bench install uninstall clean fmt lint test-v2
+.PHONY: all build build-test deps check-programs image images demo test unit integration leak-check bench install uninstall clean fmt lint test-v2
 
 all: build
 
@@ -49,7 +52,7 @@ check-programs: deps
 	@bash scripts/check-programs.sh
 
 build:
-	$(CARGO) build --workspace --release --bins
+	$(CARGO) build --workspace --profile $(PROFILE) --bins
 
 image: build
 	mkdir -p $(DEMO_ROOT)/images
@@ -65,23 +68,27 @@ images: deps
 demo: deps image
 	@bash scripts/demo.sh $(BIN)
 
-test: deps check-programs build images
+build-test:
+	$(CARGO) build --workspace --profile $(TEST_PROFILE) --bins
+
+test: deps check-programs build-test images
 	@rm -rf $(TEST_IMAGES) && bash images/busybox/build.sh $(TEST_IMAGES)/busybox/rootfs >/dev/null
 	@mkdir -p $(TEST_IMAGES)/debian && cp -a --reflink=auto $(IMAGE_CACHE)/debian/rootfs $(TEST_IMAGES)/debian/rootfs
-	VSLICE_BIN_DIR=$(BIN) VSLICE_TEST_IMAGES=$(TEST_IMAGES) $(CARGO) test --workspace --release --no-fail-fast -- --test-threads=2
+	VSLICE_BIN_DIR=$(TEST_BIN) VSLICE_TEST_IMAGES=$(TEST_IMAGES) $(CARGO) test --workspace --profile $(TEST_PROFILE) --no-fail-fast -- --test-threads=2
 	@bash scripts/leak-check.sh
+	@CARGO_TEST_PROFILE=$(TEST_PROFILE) bash scripts/v2vm/run-tests.sh $(TEST_BIN)
 
 # The tests of scripts/v2vm/tests.txt (cgroup unit tests, lifecycle, isolation, oci_runc, ...)
 # in a pure cgroup v2 VM: Debian 12's kernel (6.1) in QEMU (KVM if usable, else TCG), the host's
 # root shared read-only, so the release test binaries built here run inside.
-test-v2: deps build
-	@bash scripts/v2vm/run-tests.sh $(BIN)
+test-v2: deps build-test
+	@CARGO_TEST_PROFILE=$(TEST_PROFILE) bash scripts/v2vm/run-tests.sh $(TEST_BIN)
 
 leak-check:
 	@bash scripts/leak-check.sh
 
 bench: deps build
-	@bash scripts/bench.sh $(BIN)
+	@CARGO_PROFILE=$(PROFILE) bash scripts/bench.sh $(BIN)
 
 fmt:
 	$(CARGO) fmt --all

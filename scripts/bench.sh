@@ -3,7 +3,9 @@
 #   scripts/bench.sh BIN_DIR
 # Environment: BENCH_N (slices for the sandbox figures, default 100), BENCH_SLICES and
 # BENCH_CYCLES (daemon RSS figures, default 1000 and 1000), BENCH_SKIP (space-separated
-# sections to skip: sandbox daemon net netcreate oci ssh files images acct views disk density v2).
+# sections to skip: sandbox daemon net netcreate oci ssh files images acct views disk density v2),
+# CARGO_PROFILE (the Cargo profile of BIN_DIR and of the bench programs, default release;
+# `make bench PROFILE=ci` measures make test's build, without cross-crate LTO).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${1:-target/release}
@@ -15,23 +17,23 @@ section() { printf '\n== %s ==\n' "$1"; }
 
 if ! skip sandbox; then
   section "slice sandbox (create-and-start, exec, shim PSS; crun and runc on the same rootfs)"
-  cargo run --release -q -p vslice-integration --example slice_bench -- "${BENCH_N:-100}"
+  cargo run --profile "${CARGO_PROFILE:-release}" -q -p vslice-integration --example slice_bench -- "${BENCH_N:-100}"
 fi
 if ! skip daemon; then
   section "node daemon (API throughput, latency, RSS)"
-  cargo run --release -q -p vslice --example daemon_bench -- --slices "${BENCH_SLICES:-1000}" --cycles "${BENCH_CYCLES:-1000}"
+  cargo run --profile "${CARGO_PROFILE:-release}" -q -p vslice --example daemon_bench -- --slices "${BENCH_SLICES:-1000}" --cycles "${BENCH_CYCLES:-1000}"
 fi
 if ! skip net; then
   section "networking (measured over configured rate, fairness, shaping cost)"
-  cargo run --release -q -p vslice --example net_bench
+  cargo run --profile "${CARGO_PROFILE:-release}" -q -p vslice --example net_bench
 fi
 if ! skip netcreate; then
   section "networked create (attach cost at 10/100/1000 slices, create-to-running bridged vs unnetworked vs crun)"
-  cargo run --release -q -p vslice --example netcreate_bench -- "${BENCH_N:-100}" "${BENCH_NET_SLICES:-1000}"
+  cargo run --profile "${CARGO_PROFILE:-release}" -q -p vslice --example netcreate_bench -- "${BENCH_N:-100}" "${BENCH_NET_SLICES:-1000}"
 fi
 if ! skip oci && [ -f runtime/examples/oci_bench.rs ]; then
   section "OCI runtime (vslice-runc vs crun vs runc, full lifecycle of /bin/true)"
-  cargo run --release -q -p vslice --example oci_bench
+  cargo run --profile "${CARGO_PROFILE:-release}" -q -p vslice --example oci_bench
 fi
 if ! skip ssh; then
   section "SSH access (ssh NAME@node true latency, scp 100 MB; a plain host account in the same run)"
@@ -47,11 +49,11 @@ if ! skip images; then
 fi
 if ! skip acct; then
   section "accountability (flow log cost on iperf3 and connections/s, loss at a burst, who latency)"
-  cargo run --release -q -p vslice --example acct_bench
+  cargo run --profile "${CARGO_PROFILE:-release}" -q -p vslice --example acct_bench
 fi
 if ! skip views; then
   section "slice views (/proc/meminfo reads per second through the view server)"
-  cargo run --release -q -p vslice --example views_bench
+  cargo run --profile "${CARGO_PROFILE:-release}" -q -p vslice --example views_bench
 fi
 if ! skip disk; then
   section "disk (dd in a slice with a disk quota vs the host: loop image and project quota)"
@@ -59,7 +61,7 @@ if ! skip disk; then
 fi
 if ! skip density; then
   section "density (N running networked slices: memory per slice, PSS, create rate, API at N, idle CPU, destroy-all)"
-  cargo build --release -q -p vslice --example density_bench
+  cargo build --profile "${CARGO_PROFILE:-release}" -q -p vslice --example density_bench
   bash scripts/density-bench.sh "$BIN"
 fi
 if ! skip v2; then

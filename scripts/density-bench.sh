@@ -70,7 +70,7 @@ echo "limits: bridge ports 1024; fs.inotify.max_user_watches $(cat /proc/sys/fs/
 if [ -x "$BIN/examples/density_bench" ]; then
 	"$BIN/examples/density_bench" &
 else
-	cargo run --release -q -p vslice --example density_bench &
+	cargo run --profile "${CARGO_PROFILE:-release}" -q -p vslice --example density_bench &
 fi
 BPID=$!
 rc=0

@@ -14,6 +14,9 @@
 //! Needs root. Binaries: next to the example's directory (`target/<profile>/`), or
 //! `$VSLICE_BIN_DIR`. The busybox image: `$VSLICE_TEST_IMAGES` (default
 //! /tmp/vslice-test-images), built if missing.
+mod bench_support;
+
+use bench_support::{mib, ms, percentile};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -280,20 +283,9 @@ fn sleeper(name: &str, start: bool) -> CreateRequest {
     }
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i.min(sorted.len() - 1)]
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1e3
-}
-
-fn mib(b: u64) -> f64 {
-    b as f64 / (1 << 20) as f64
+/// The `p` percentile of `sorted` (zero when empty).
+fn pctl(sorted: &[Duration], p: f64) -> Duration {
+    percentile(sorted, p).unwrap_or(Duration::ZERO)
 }
 
 /// Create `names` with `parallel` clients; panics on error.
@@ -440,10 +432,10 @@ fn main() {
         dl.sort();
         (cl, dl)
     });
-    let (cm, cp) = (percentile(&create_lat, 0.5), percentile(&create_lat, 0.99));
+    let (cm, cp) = (pctl(&create_lat, 0.5), pctl(&create_lat, 0.99));
     let (dm, dp) = (
-        percentile(&destroy_lat, 0.5),
-        percentile(&destroy_lat, 0.99),
+        pctl(&destroy_lat, 0.5),
+        pctl(&destroy_lat, 0.99),
     );
     say(
         "create_to_running_ms",

@@ -18,6 +18,9 @@
 //! The names come from the environment the script sets (it cleans up by them even when this
 //! program is killed): DENSITY_ROOT, DENSITY_CGROUP, VSLICE_BRIDGE, VSLICE_NFT_TABLE,
 //! VSLICE_VETH_PREFIX, VSLICE_SUBNET. Needs root.
+mod bench_support;
+
+use bench_support::{mib, ms, percentile};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -202,16 +205,9 @@ fn slice(name: &str) -> CreateRequest {
     r
 }
 
+/// The `p` percentile of `sorted`, in ms (0 when empty).
 fn pct(sorted: &[Duration], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i.min(sorted.len() - 1)].as_secs_f64() * 1e3
-}
-
-fn mib(b: u64) -> f64 {
-    b as f64 / (1 << 20) as f64
+    percentile(sorted, p).map_or(0.0, ms)
 }
 
 /// Run `names` through `op` with `parallel` clients; (latencies, failures).

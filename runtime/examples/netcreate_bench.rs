@@ -13,6 +13,7 @@
 //! cargo build --release --bins && cargo run --release --example netcreate_bench -- [N] [SLICES]
 //! ```
 //! N: API creates per kind (default 100). SLICES: the largest attach count (default 1000).
+mod bench_support;
 #[path = "../tests/net_support/mod.rs"]
 mod net_support;
 
@@ -22,19 +23,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use bench_support::percentile_ms;
 use net_support::*;
 use vslice::client::Client;
 use vslice::net::{NetMode, NetSpec, NodeNet};
 use vslice::slice::CreateRequest;
-
-fn pctl(v: &mut [f64], p: f64) -> f64 {
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
-    let i = ((v.len() as f64 - 1.0) * p).round() as usize;
-    v[i.min(v.len() - 1)]
-}
 
 fn ms(t: Instant) -> f64 {
     t.elapsed().as_secs_f64() * 1e3
@@ -101,16 +94,16 @@ fn attach_flatness(max: usize) {
     }
     for m in &marks {
         let lo = m.saturating_sub(10);
-        let mut a = attach[lo..*m].to_vec();
-        let mut d = detach[lo..*m].to_vec();
+        let a = attach[lo..*m].to_vec();
+        let d = detach[lo..*m].to_vec();
         println!(
             "net attach_ms at {m:4} slices: median={:.2}  detach_ms median={:.2}",
-            pctl(&mut a, 0.5),
-            pctl(&mut d, 0.5)
+            percentile_ms(&a, 0.5),
+            percentile_ms(&d, 0.5)
         );
     }
-    let first = pctl(&mut attach[0..10.min(max)].to_vec(), 0.5);
-    let last = pctl(&mut attach[max.saturating_sub(10)..max].to_vec(), 0.5);
+    let first = percentile_ms(&attach[0..10.min(max)], 0.5);
+    let last = percentile_ms(&attach[max.saturating_sub(10)..max], 0.5);
     println!(
         "net attach flatness: cost at {max} / cost at 10 = {:.2} (1.0 is flat)",
         last / first
@@ -331,9 +324,9 @@ fn main() {
 
     attach_flatness(max);
 
-    let (mut bridged, mut plain) = api_creates(n);
-    let (bp50, bp99) = (pctl(&mut bridged, 0.5), pctl(&mut bridged, 0.99));
-    let (pp50, pp99) = (pctl(&mut plain, 0.5), pctl(&mut plain, 0.99));
+    let (bridged, plain) = api_creates(n);
+    let (bp50, bp99) = (percentile_ms(&bridged, 0.5), percentile_ms(&bridged, 0.99));
+    let (pp50, pp99) = (percentile_ms(&plain, 0.5), percentile_ms(&plain, 0.99));
     println!(
         "api create_to_running_ms bridged+capped: p50={bp50:.1} p99={bp99:.1} n={n} (goal p50<=15 p99<=40: {})",
         if bp50 <= 15.0 && bp99 <= 40.0 { "ok" } else { "MISSED" }

@@ -193,6 +193,13 @@ fn cp_in_and_out_with_ownership_and_no_escape() {
         std::fs::read_to_string("/proc/sys/kernel/core_pattern").unwrap(),
         core
     );
+    // Refused while the client is still sending (a 32 MB archive): the client prints the
+    // reason, not a broken pipe (the daemon reads the rest of the archive before answering).
+    std::fs::write(s.join("big"), vec![7u8; 32 << 20]).unwrap();
+    let (code, _, err) = vslice(&d, &["cp", "big", "cp:/proc/big"], s);
+    assert_ne!(code, 0, "copied into /proc");
+    assert!(err.contains("mount point"), "{err}");
+    std::fs::remove_file(s.join("big")).unwrap();
     // An archive whose directory is a symlink in the slice: refused, nothing written.
     std::fs::create_dir_all(s.join("trap/sub")).unwrap();
     std::fs::write(s.join("trap/sub/planted"), "x\n").unwrap();

@@ -8,69 +8,11 @@
 mod oci_support;
 
 use oci_support::{cgroup_dirs_named, remove_cgroup_tree, runc_bin, wait_for};
-use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 
 const IMAGE: &str = "docker.io/library/vslice-busybox:latest";
 
-/// Write an OCI image layout tarball of `rootfs` (one uncompressed layer) to `out`.
-fn make_oci_image(rootfs: &Path, work: &Path, out: &Path) {
-    let dir = work.join("oci-layout");
-    let blobs = dir.join("blobs/sha256");
-    std::fs::create_dir_all(&blobs).unwrap();
-    let layer_tmp = work.join("layer.tar");
-    let st = Command::new("tar")
-        .args(["--numeric-owner", "-C"])
-        .arg(rootfs)
-        .args(["-cf"])
-        .arg(&layer_tmp)
-        .arg(".")
-        .status()
-        .unwrap();
-    assert!(st.success(), "tar the layer");
-    let put = |data: &[u8]| -> (String, usize) {
-        let digest = hex::encode(Sha256::digest(data));
-        std::fs::write(blobs.join(&digest), data).unwrap();
-        (format!("sha256:{digest}"), data.len())
-    };
-    let layer = std::fs::read(&layer_tmp).unwrap();
-    std::fs::remove_file(&layer_tmp).unwrap();
-    let (layer_digest, layer_size) = put(&layer);
-    let config = serde_json::json!({
-        "architecture": if cfg!(target_arch = "aarch64") { "arm64" } else { "amd64" },
-        "os": "linux",
-        "config": {"Env": ["PATH=/usr/sbin:/usr/bin:/sbin:/bin"], "Cmd": ["/bin/sh"]},
-        "rootfs": {"type": "layers", "diff_ids": [layer_digest]},
-    });
-    let (config_digest, config_size) = put(config.to_string().as_bytes());
-    let manifest = serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest, "size": config_size},
-        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": layer_digest, "size": layer_size}],
-    });
-    let (manifest_digest, manifest_size) = put(manifest.to_string().as_bytes());
-    let index = serde_json::json!({
-        "schemaVersion": 2,
-        "manifests": [{
-            "mediaType": "application/vnd.oci.image.manifest.v1+json",
-            "digest": manifest_digest, "size": manifest_size,
-            "annotations": {"io.containerd.image.name": IMAGE, "org.opencontainers.image.ref.name": "latest"},
-        }],
-    });
-    std::fs::write(dir.join("index.json"), index.to_string()).unwrap();
-    std::fs::write(dir.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
-    let st = Command::new("tar")
-        .arg("-C")
-        .arg(&dir)
-        .arg("-cf")
-        .arg(out)
-        .args(["oci-layout", "index.json", "blobs"])
-        .status()
-        .unwrap();
-    assert!(st.success(), "tar the image layout");
-}
 
 /// A private containerd: own config, root, state, sockets; a unique namespace (which is also
 /// the cgroup parent of its containers: ctr uses cgroupsPath /<namespace>/<id>).
@@ -129,7 +71,14 @@ impl Containerd {
             std::fs::read_to_string(c.work.join("containerd.log")).unwrap_or_default()
         );
         let image = c.work.join("busybox-oci.tar");
-        make_oci_image(&oci_support::busybox_rootfs(), &c.work, &image);
+        oci_support::image::make_oci_image(
+            &oci_support::busybox_rootfs(),
+            &c.work,
+            IMAGE,
+            serde_json::json!({ "Cmd": ["/bin/sh"] }),
+            &[],
+            &image,
+        );
         c.ok(&["images", "import", image.to_str().unwrap()]);
         let _ = &mut c;
         c

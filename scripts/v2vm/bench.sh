@@ -11,8 +11,8 @@ REPO=$(cd "$HERE/../.." && pwd)
 BIN=$(readlink -f "${1:-$REPO/target/release}")
 N=${BENCH_V2_N:-20}
 cd "$REPO"
-cargo build --release -q -p vslice-integration --example slice_bench
-EX=$REPO/target/release/examples/slice_bench
+cargo build --profile "${CARGO_PROFILE:-release}" -q -p vslice-integration --example slice_bench
+EX=$REPO/target/${CARGO_PROFILE:-release}/examples/slice_bench
 v1=$(VSLICE_BIN_DIR=$BIN "$EX" "$N")
 v2=$(bash "$HERE/v2vm.sh" --mem 3G --cpus "$(nproc)" --tmp-ext4 2G --timeout 1200 -- \
   env VSLICE_BIN_DIR="$BIN" VSLICE_TEST_IMAGES=/tmp/vslice-test-images "$EX" "$N")

@@ -2,9 +2,10 @@
 # run-tests.sh -- `make test-v2`: the tests of scripts/v2vm/tests.txt in a pure cgroup v2 VM
 # (scripts/v2vm/v2vm.sh: Debian 12's 6.1 kernel, cgroup_no_v1=all, /tmp on ext4).
 #
-#   scripts/v2vm/run-tests.sh [BIN_DIR]     (BIN_DIR: the release binaries, default target/release)
+#   scripts/v2vm/run-tests.sh [BIN_DIR]     (BIN_DIR: the built binaries, default target/$CARGO_TEST_PROFILE)
 #
-# The test binaries are built here on the host (cargo test --release --no-run) and run inside
+# The test binaries are built here on the host (cargo test --profile $CARGO_TEST_PROFILE
+# --no-run; default profile `ci`, what make test builds) and run inside
 # the VM, which sees the host's root read-only at the same paths. Inside, the tests build their
 # busybox image under the guest's /tmp (ext4: Linux 6.1 cannot idmap tmpfs).
 # Env: V2VM_TEST_THREADS (libtest threads per binary, default 2), V2VM_TESTS (another list),
@@ -13,7 +14,8 @@
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(cd "$HERE/../.." && pwd)
-BIN=$(readlink -f "${1:-$REPO/target/release}")
+PROFILE=${CARGO_TEST_PROFILE:-ci}
+BIN=$(readlink -f "${1:-$REPO/target/$PROFILE}")
 LIST=${V2VM_TESTS:-$HERE/tests.txt}
 THREADS=${V2VM_TEST_THREADS:-2}
 cd "$REPO"
@@ -44,8 +46,8 @@ HEAD
       lib:*) sel=(-p "${target#lib:}" --lib) ;;
       *) sel=(--workspace --test "$target") ;;
     esac
-    exe=$(cargo test --release --no-run "${sel[@]}" 2>&1 | sed -n 's/^ *Executable .*(\(.*\))$/\1/p' | tail -n 1)
-    [ -x "$REPO/$exe" ] || [ -x "$exe" ] || { echo "run-tests: no test binary for \`$target\` (cargo test --release --no-run ${sel[*]})" >&2; exit 1; }
+    exe=$(cargo test --profile "$PROFILE" --no-run "${sel[@]}" 2>&1 | sed -n 's/^ *Executable .*(\(.*\))$/\1/p' | tail -n 1)
+    [ -x "$REPO/$exe" ] || [ -x "$exe" ] || { echo "run-tests: no test binary for \`$target\` (cargo test --profile $PROFILE --no-run ${sel[*]})" >&2; exit 1; }
     case $exe in /*) ;; *) exe=$REPO/$exe ;; esac
     printf 'run %q %q' "$target" "$exe"; [ -z "$filters" ] || printf ' %s' "$filters"; echo
   done <"$LIST"

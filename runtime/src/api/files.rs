@@ -19,7 +19,7 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
-use futures_util::TryStreamExt;
+use futures_util::StreamExt;
 use serde_json::json;
 use std::io::Write;
 
@@ -195,11 +195,13 @@ pub async fn copy_in(
         }
     };
     let args = json!({ "path": q.path, "uid": q.uid, "gid": q.gid });
+    let (feed, drained) = feed_then_drain(body);
     let result = async {
         let root = open_root(&st, &caller, &name).await?;
-        let stream = body
-            .into_data_stream()
-            .map_err(|e| std::io::Error::other(e.to_string()));
+        let stream = futures_util::stream::unfold(feed, |mut rx| async move {
+            rx.recv().await.map(|item| (item, rx))
+        })
+        .boxed();
         let reader = tokio_util::io::StreamReader::new(stream);
         // Built here (it needs the runtime's handle), read on the blocking thread.
         let bridge = tokio_util::io::SyncIoBridge::new(reader);
@@ -222,5 +224,55 @@ pub async fn copy_in(
         )
     }
     .await;
+    // Answer only once the client has sent its whole archive (or DRAIN_LIMIT more of it).
+    let _ = tokio::time::timeout(DRAIN_TIMEOUT, drained).await;
     finish(&st, &caller, "copy_in", Some(name), args, result).await
+}
+
+/// How much of a refused copy-in's archive the daemon still reads (and throws away), and for
+/// how long, before it answers anyway.
+const DRAIN_LIMIT: u64 = 64 << 20;
+const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The request body as a channel of chunks for the copy, read by a task of its own that,
+/// once the copy stops reading (done, or refused before or half-way), reads on and discards
+/// up to [`DRAIN_LIMIT`]. Why: when a server answers and closes while the client is still
+/// writing the body, hyper's client reports "error writing a body to connection" and drops
+/// the answer, so `vslice cp` would print a transport error instead of the reason (CI saw it
+/// for a 409). The returned receiver completes when the body has ended or the limit is hit.
+#[allow(clippy::type_complexity)]
+fn feed_then_drain(
+    body: Body,
+) -> (
+    tokio::sync::mpsc::Receiver<Result<Bytes, std::io::Error>>,
+    tokio::sync::oneshot::Receiver<()>,
+) {
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let mut stream = body.into_data_stream();
+        let mut discarded = 0u64;
+        let mut feeding = true;
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| std::io::Error::other(e.to_string()));
+            if feeding {
+                let failed = chunk.is_err();
+                if tx.send(chunk).await.is_err() {
+                    feeding = false; // the copy has stopped reading
+                }
+                if failed {
+                    break;
+                }
+            } else if let Ok(bytes) = chunk {
+                discarded += bytes.len() as u64;
+                if discarded > DRAIN_LIMIT {
+                    break;
+                }
+            } else {
+                break;
+            }
+        }
+        let _ = done_tx.send(());
+    });
+    (rx, done_rx)
 }

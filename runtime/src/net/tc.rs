@@ -456,40 +456,60 @@ pub(crate) fn set_redirect(veth: &str, dir: Dir, ifb: &str, want: Option<Ipv4Add
     Ok(())
 }
 
-/// Per-class statistics: (bytes sent, packets sent, packets dropped).
-pub(crate) fn class_stats(ifb: &str, id: u32) -> Result<Option<(u64, u64, u64)>> {
+/// Packets dropped per HTB class of `ifb` (class id -> dropped), from one `tc -s class show`;
+/// empty when the device does not exist.
+pub(crate) fn all_class_drops(ifb: &str) -> Result<std::collections::BTreeMap<u32, u64>> {
     // iproute2 6.1 prints no JSON for HTB classes: parse
     // "class htb 1:a ...\n Sent 123 bytes 4 pkt (dropped 0, overlimits 0 requeues 0)".
-    let classid = format!("1:{id:x}");
-    let Some(out) = run_opt(
-        "tc",
-        &["-s", "class", "show", "dev", ifb, "classid", &classid],
-    )?
-    else {
-        return Ok(None);
-    };
-    let mut words = out.split_whitespace().peekable();
+    let out = run_opt("tc", &["-s", "class", "show", "dev", ifb])?.unwrap_or_default();
+    Ok(parse_class_drops(&out))
+}
+
+fn parse_class_drops(out: &str) -> std::collections::BTreeMap<u32, u64> {
+    let mut m = std::collections::BTreeMap::new();
+    let mut class = None;
+    let mut words = out.split_whitespace();
     while let Some(w) = words.next() {
-        if w == "Sent" {
-            let bytes = words.next().and_then(|x| x.parse().ok()).unwrap_or(0);
-            let _ = words.next(); // "bytes"
-            let pkts = words.next().and_then(|x| x.parse().ok()).unwrap_or(0);
-            let _ = words.next(); // "pkt"
-            let dropped = words
-                .next()
-                .filter(|x| *x == "(dropped")
-                .and_then(|_| words.next())
-                .and_then(|x| x.trim_end_matches(',').parse().ok())
-                .unwrap_or(0);
-            return Ok(Some((bytes, pkts, dropped)));
+        match w {
+            "class" => {
+                let _kind = words.next();
+                class = words
+                    .next()
+                    .and_then(|id| id.strip_prefix("1:"))
+                    .and_then(|minor| u32::from_str_radix(minor, 16).ok());
+            }
+            "(dropped" => {
+                let dropped = words
+                    .next()
+                    .and_then(|x| x.trim_end_matches(',').parse().ok())
+                    .unwrap_or(0);
+                if let Some(id) = class.take() {
+                    m.insert(id, dropped);
+                }
+            }
+            _ => {}
         }
     }
-    Ok(None)
+    m
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn class_drops_parse_per_class() {
+        let out = "class htb 1:1 root rate 1Gbit ceil 1Gbit burst 1375b cburst 1375b \n\
+ Sent 9000 bytes 30 pkt (dropped 0, overlimits 0 requeues 0) \n\
+ backlog 0b 0p requeues 0\n\
+class htb 1:2a parent 1:1 leaf 2a: prio 0 rate 8Mbit ceil 8Mbit burst 1600b cburst 1600b \n\
+ Sent 1234 bytes 4 pkt (dropped 17, overlimits 3 requeues 0) \n\
+class fq_codel 2a:1 parent 2a: \n";
+        let m = parse_class_drops(out);
+        assert_eq!(m.get(&0x2a), Some(&17));
+        assert_eq!(m.get(&1), Some(&0));
+        assert_eq!(m.len(), 2);
+    }
 
     #[test]
     fn filter_handles_parse_both_layouts() {

@@ -138,6 +138,8 @@ pub struct NetInfo {
     #[schema(value_type = Option<String>, format = Ipv4)]
     pub address: Option<std::net::Ipv4Addr>,
     pub host_veth: String,
+    /// Byte and packet counters are read live; the drop counters (shaping, spoofing,
+    /// policy) come from one read of tc/nftables for the whole node, at most 1 s old.
     pub counters: crate::proto::net::NetCounters,
 }
 

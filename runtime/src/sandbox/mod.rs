@@ -575,8 +575,20 @@ fn intermediate(
         // gives its pause container -998) needs CAP_SYS_RESOURCE in the host's namespace.
         // init inherits the value (and the flag that tells its ExecPlan not to write again).
         if let Some(adj) = exec.oom_score_adj {
-            std::fs::write("/proc/self/oom_score_adj", adj.to_string())
-                .map_err(|e| sys_err("write", "/proc/self/oom_score_adj", process::io_errno(&e)))?;
+            std::fs::write("/proc/self/oom_score_adj", adj.to_string()).map_err(|e| {
+                let errno = process::io_errno(&e);
+                if errno == nix::errno::Errno::EACCES {
+                    // The kernel's answer to a value below the current one without
+                    // CAP_SYS_RESOURCE (some hosts withhold it even from root).
+                    SandboxError::Spec(format!(
+                        "process.oomScoreAdj {adj}: lowering oom_score_adj needs CAP_SYS_RESOURCE, \
+                         which this host's root lacks (EACCES on /proc/self/oom_score_adj); \
+                         ask for a value >= the caller's (containerd: restrict_oom_score_adj = true)"
+                    ))
+                } else {
+                    sys_err("write", "/proc/self/oom_score_adj", errno)
+                }
+            })?;
             process::OOM_SCORE_ADJ_SET.store(true, std::sync::atomic::Ordering::Relaxed);
         }
         if let Some(fd) = &ns.join_user {

@@ -2,6 +2,8 @@
 //! dir, bundles made from the busybox test image, a unique cgroup parent, and Drop guards that
 //! remove every container, cgroup and directory a test made, even when it fails.
 #![allow(dead_code)]
+pub mod image;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};

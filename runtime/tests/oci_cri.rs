@@ -18,7 +18,6 @@ mod oci_support;
 use k8s_cri::v1 as cri;
 use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
 use oci_support::{cgroup_dirs_named, remove_cgroup_tree, runc_bin, wait_for};
-use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use tonic::transport::Channel;
@@ -28,90 +27,6 @@ const APP_IMAGE: &str = "localhost/vslice-busybox:1";
 /// vslice-runc's pod uid ranges start here (vslice::oci::cri::FIRST_HOST_ID).
 const FIRST_POD_UID: u64 = 3_000_000_000;
 
-/// An OCI image layout tarball of `rootfs` (one uncompressed layer, plus `extra` files given
-/// as (path inside, content)) named `name`, whose config runs `entrypoint`.
-fn make_oci_image(
-    rootfs: &Path,
-    work: &Path,
-    name: &str,
-    entrypoint: &[&str],
-    extra: &[(&str, &str)],
-    out: &Path,
-) {
-    let tag = out.file_stem().unwrap().to_string_lossy().into_owned();
-    let dir = work.join(format!("layout-{tag}"));
-    let blobs = dir.join("blobs/sha256");
-    std::fs::create_dir_all(&blobs).unwrap();
-    let layer_tmp = work.join(format!("layer-{tag}.tar"));
-    let st = Command::new("tar")
-        .args(["--numeric-owner", "-C"])
-        .arg(rootfs)
-        .args(["-cf"])
-        .arg(&layer_tmp)
-        .arg(".")
-        .status()
-        .unwrap();
-    assert!(st.success(), "tar the layer");
-    if !extra.is_empty() {
-        let x = work.join(format!("extra-{tag}"));
-        for (p, content) in extra {
-            let f = x.join(p);
-            std::fs::create_dir_all(f.parent().unwrap()).unwrap();
-            std::fs::write(&f, content).unwrap();
-        }
-        let st = Command::new("tar")
-            .args(["--numeric-owner", "--owner=0", "--group=0", "-C"])
-            .arg(&x)
-            .arg("-rf")
-            .arg(&layer_tmp)
-            .args(extra.iter().map(|(p, _)| format!("./{p}")))
-            .status()
-            .unwrap();
-        assert!(st.success(), "append to the layer");
-    }
-    let put = |data: &[u8]| -> (String, usize) {
-        let digest = hex::encode(Sha256::digest(data));
-        std::fs::write(blobs.join(&digest), data).unwrap();
-        (format!("sha256:{digest}"), data.len())
-    };
-    let layer = std::fs::read(&layer_tmp).unwrap();
-    std::fs::remove_file(&layer_tmp).unwrap();
-    let (layer_digest, layer_size) = put(&layer);
-    let config = serde_json::json!({
-        "architecture": if cfg!(target_arch = "aarch64") { "arm64" } else { "amd64" },
-        "os": "linux",
-        "config": {"Env": ["PATH=/usr/sbin:/usr/bin:/sbin:/bin"], "Entrypoint": entrypoint},
-        "rootfs": {"type": "layers", "diff_ids": [layer_digest]},
-    });
-    let (config_digest, config_size) = put(config.to_string().as_bytes());
-    let manifest = serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest, "size": config_size},
-        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": layer_digest, "size": layer_size}],
-    });
-    let (manifest_digest, manifest_size) = put(manifest.to_string().as_bytes());
-    let index = serde_json::json!({
-        "schemaVersion": 2,
-        "manifests": [{
-            "mediaType": "application/vnd.oci.image.manifest.v1+json",
-            "digest": manifest_digest, "size": manifest_size,
-            "annotations": {"io.containerd.image.name": name, "org.opencontainers.image.ref.name": "1"},
-        }],
-    });
-    std::fs::write(dir.join("index.json"), index.to_string()).unwrap();
-    std::fs::write(dir.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
-    let st = Command::new("tar")
-        .arg("-C")
-        .arg(&dir)
-        .arg("-cf")
-        .arg(out)
-        .args(["oci-layout", "index.json", "blobs"])
-        .status()
-        .unwrap();
-    assert!(st.success(), "tar the image layout");
-    std::fs::remove_dir_all(&dir).unwrap();
-}
 
 /// The containerd config the test uses (docs/oci.md shows the same runtime table).
 fn containerd_config(work: &Path, sock: &Path) -> String {
@@ -131,6 +46,10 @@ state = "{w}/state"
   stream_server_address = "127.0.0.1"
   stream_server_port = "0"
   disable_apparmor = true
+  # Pods run in a user namespace of their own; none may be shielded from the OOM killer below
+  # containerd itself (the CRI gives pause -998). It is also what lets a pod start where root
+  # lacks CAP_SYS_RESOURCE (as on this project's CI machines): lowering oom_score_adj needs it.
+  restrict_oom_score_adj = true
   [plugins."io.containerd.grpc.v1.cri".containerd]
     snapshotter = "overlayfs"
     default_runtime_name = "vslice"
@@ -206,11 +125,12 @@ impl Containerd {
         // init cannot create files in a rootfs owned by host root).
         let extra = [("etc/resolv.conf", "")];
         for (name, entry, file) in [
-            (PAUSE_IMAGE, &["/bin/sleep", "3600"][..], "pause.tar"),
-            (APP_IMAGE, &["/bin/sh"][..], "busybox.tar"),
+            (PAUSE_IMAGE, serde_json::json!(["/bin/sleep", "3600"]), "pause.tar"),
+            (APP_IMAGE, serde_json::json!(["/bin/sh"]), "busybox.tar"),
         ] {
             let out = c.work.join(file);
-            make_oci_image(&rootfs, &c.work, name, entry, &extra, &out);
+            let run = serde_json::json!({ "Entrypoint": entry });
+            oci_support::image::make_oci_image(&rootfs, &c.work, name, run, &extra, &out);
             c.ok(&["images", "import", out.to_str().unwrap()]);
             std::fs::remove_file(&out).unwrap();
         }
