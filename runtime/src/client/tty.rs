@@ -100,6 +100,9 @@ pub async fn attach(session: TtySession) -> Result<i32> {
         tokio::signal::unix::signal(tokio::signal::unix::SignalKind::window_change()).ok();
     let mut stdout = tokio::io::stdout();
     let mut stdin_open = true;
+    // A write can fail because the command has just ended and the daemon closed the stream:
+    // its exit code may still be on the way, so a write error only ends the input.
+    let mut write_failed: Option<ClientError> = None;
     loop {
         tokio::select! {
             ev = events.recv() => match ev {
@@ -109,17 +112,22 @@ pub async fn attach(session: TtySession) -> Result<i32> {
                 }
                 Some(Ok(TtyEvent::Exit(code))) => return Ok(code),
                 Some(Ok(TtyEvent::Closed)) | None => {
-                    return Err(ClientError::Transport("the daemon closed the terminal without an exit code".into()))
+                    return Err(write_failed.unwrap_or_else(|| {
+                        ClientError::Transport("the daemon closed the terminal without an exit code".into())
+                    }))
                 }
                 Some(Err(e)) => return Err(e),
             },
-            data = input.recv(), if stdin_open => match data {
-                Some(d) => writer.send(&d).await?,
-                None => {
-                    stdin_open = false;
-                    if !interactive {
-                        writer.send(&[4]).await?;
+            data = input.recv(), if stdin_open && write_failed.is_none() => {
+                let sent = match data {
+                    Some(d) => writer.send(&d).await,
+                    None => {
+                        stdin_open = false;
+                        if interactive { Ok(()) } else { writer.send(&[4]).await }
                     }
+                };
+                if let Err(e) = sent {
+                    write_failed = Some(e);
                 }
             },
             _ = async {
@@ -129,7 +137,11 @@ pub async fn attach(session: TtySession) -> Result<i32> {
                 }
             } => {
                 if let Some((c, r)) = terminal_size() {
-                    writer.resize(c, r).await?;
+                    if write_failed.is_none() {
+                        if let Err(e) = writer.resize(c, r).await {
+                            write_failed = Some(e);
+                        }
+                    }
                 }
             }
         }

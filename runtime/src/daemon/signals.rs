@@ -142,6 +142,10 @@ async fn watch(name: String, shim_pid: i32, cgroup: String, tx: mpsc::UnboundedS
         }
         None => None,
     };
+    // An OOM kill between the slice's start and this registration sent nothing: look once.
+    if oom.is_some() && tx.send(name.clone()).is_err() {
+        return;
+    }
     loop {
         tokio::select! {
             r = async { shim.as_ref()?.readable().await.ok().map(|_| ()) }, if shim.is_some() => {
@@ -161,8 +165,21 @@ async fn watch(name: String, shim_pid: i32, cgroup: String, tx: mpsc::UnboundedS
                 if tx.send(name.clone()).is_err() {
                     return;
                 }
+                // cgroup v1 notifies when the OOM starts, before the kill is counted in
+                // memory.oom_control (the poller diffs that counter): look again shortly.
+                tokio::spawn(look_again(name.clone(), tx.clone()));
             }
             else => return,
+        }
+    }
+}
+
+/// Report `name` again after the OOM killer has had time to count its kill.
+async fn look_again(name: String, tx: mpsc::UnboundedSender<String>) {
+    for ms in [100, 1000] {
+        tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+        if tx.send(name.clone()).is_err() {
+            return;
         }
     }
 }
