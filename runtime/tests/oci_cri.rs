@@ -391,6 +391,16 @@ async fn kubelet_style_pod_runs_under_vslice_runc_in_a_user_namespace() {
                 ],
                 log_path: "app.log".into(),
                 linux: Some(cri::LinuxContainerConfig {
+                    // The kubelet repeats the pod's namespace modes for each container.
+                    security_context: Some(cri::LinuxContainerSecurityContext {
+                        namespace_options: Some(cri::NamespaceOption {
+                            network: cri::NamespaceMode::Node as i32,
+                            pid: cri::NamespaceMode::Container as i32,
+                            ipc: cri::NamespaceMode::Pod as i32,
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    }),
                     resources: Some(cri::LinuxContainerResources {
                         memory_limit_in_bytes: 64 << 20,
                         cpu_shares: 512,

@@ -245,7 +245,17 @@ pub fn create(g: &Global, a: &CreateArgs, console: Option<OwnedFd>) -> Result<Co
     // frees the range it allocated.
     let pod_userns =
         super::cri::pod_userns(&mut spec, &g.root, Path::new(super::cri::ALLOC_DIR), &a.id)?;
-    let r = create_spec(g, a, console, bundle, spec);
+    let pod_root_gid = spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.gid_mappings().as_ref())
+        .and_then(|m| m.iter().find(|m| m.container_id() == 0))
+        .map(|m| m.host_id());
+    let r = match (&pod_userns, pod_root_gid) {
+        (super::cri::PodUserns::Unchanged, _) | (_, None) => Ok(()),
+        (_, Some(gid)) => super::cri::open_bundle_to_pod(&bundle, gid),
+    }
+    .and_then(|()| create_spec(g, a, console, bundle, spec));
     if r.is_err() {
         if let super::cri::PodUserns::New { .. } = pod_userns {
             super::cri::release(Path::new(super::cri::ALLOC_DIR), &a.id);

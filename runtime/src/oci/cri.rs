@@ -213,6 +213,23 @@ pub fn pod_userns(spec: &mut Spec, root: &Path, alloc_dir: &Path, id: &str) -> R
     }
 }
 
+/// Let the pod's root (host gid `host_gid`, its root's group) traverse the bundle directory,
+/// which containerd 1.6 makes 0700 (1.7 does this itself for pods with a user namespace):
+/// group `host_gid`, mode 0710, as containerd 1.7 does. Nothing changes when the pod's root
+/// can already traverse it.
+pub fn open_bundle_to_pod(bundle: &Path, host_gid: u32) -> Result<()> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let md = std::fs::metadata(bundle).map_err(|e| err!("{}: {e}", bundle.display()))?;
+    if md.mode() & 0o001 != 0 || (md.gid() == host_gid && md.mode() & 0o010 != 0) {
+        return Ok(());
+    }
+    std::os::unix::fs::chown(bundle, None, Some(host_gid))
+        .map_err(|e| err!("chown :{host_gid} {}: {e}", bundle.display()))?;
+    let mode = (md.mode() & 0o7700) | 0o010;
+    std::fs::set_permissions(bundle, std::fs::Permissions::from_mode(mode))
+        .map_err(|e| err!("chmod {mode:o} {}: {e}", bundle.display()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

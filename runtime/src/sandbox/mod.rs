@@ -591,6 +591,20 @@ fn intermediate(
             })?;
             process::OOM_SCORE_ADJ_SET.store(true, std::sync::atomic::Ordering::Relaxed);
         }
+        // Still host root in the host's mount namespace: what the sandbox's root may be
+        // unable to reach once in its user namespace (mounts::open_bind_sources).
+        let host_binds = if init.in_userns {
+            mounts::open_bind_sources(&init.mounts)
+        } else {
+            Vec::new()
+        };
+        // Namespaces to join are joined as host root, before the user namespace: some belong
+        // to the host's user namespace (a CRI hostNetwork pod's UTS and network are the
+        // node's), which the sandbox's root could not join (EPERM); those of a pod's own user
+        // namespace host root may join too.
+        for (flag, fd, path) in &ns.join {
+            nix::sched::setns(fd, *flag).map_err(|e| sys_err("setns", path.clone(), e))?;
+        }
         if let Some(fd) = &ns.join_user {
             nix::sched::setns(fd, CloneFlags::CLONE_NEWUSER)
                 .map_err(|e| sys_err("setns", "user", e))?;
@@ -621,15 +635,12 @@ fn intermediate(
                 .map_err(|e| sys_err("setresuid", "0", e))?;
             nix::unistd::setgroups(&[]).map_err(|e| sys_err("setgroups", "[]", e))?;
         }
-        for (flag, fd, path) in &ns.join {
-            nix::sched::setns(fd, *flag).map_err(|e| sys_err("setns", path.clone(), e))?;
-        }
         nix::sched::unshare(ns.unshare)
             .map_err(|e| sys_err("unshare", format!("{:?}", ns.unshare), e))?;
         // SAFETY: still single-threaded; the child runs only our code until exec.
         match unsafe { nix::unistd::fork() }.map_err(|e| sys_err("fork", "init", e))? {
             ForkResult::Child => {
-                let e = run_init(init, exec, status, &mut go);
+                let e = run_init(init, exec, status, &mut go, host_binds);
                 let _ = report(status, &format!("error {e}").replace('\n', " "));
                 // SAFETY: forked child.
                 unsafe { libc::_exit(1) }
@@ -655,6 +666,7 @@ fn run_init(
     exec: &ExecPlan,
     status: &mut std::fs::File,
     go: &mut std::fs::File,
+    host_binds: mounts::HostBinds,
 ) -> SandboxError {
     let mut host_pid = 0;
     let r = (|| -> Result<(), SandboxError> {
@@ -698,7 +710,7 @@ fn run_init(
                 ));
             }
         }
-        let prepared = mounts::prepare(&init.mounts)?;
+        let prepared = mounts::prepare(&init.mounts, host_binds)?;
         let mut device_binds = Vec::new();
         if init.in_userns {
             for d in &init.devices {

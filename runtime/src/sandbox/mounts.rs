@@ -71,11 +71,38 @@ fn err(op: &'static str, target: &str, e: nix::Error) -> SandboxError {
     }
 }
 
-/// Phase 1: create every mount of `mounts` detached, plus the default device nodes.
-pub fn prepare(mounts: &[Mount]) -> Result<Vec<Prepared>, SandboxError> {
+/// A bind source cloned by the caller before the user namespace, by index in the mounts.
+pub type HostBinds = Vec<Option<OwnedFd>>;
+
+/// The bind sources of `mounts`, cloned detached (with their flags) as the caller: host root
+/// in the host's mount namespace, before the sandbox enters its user namespace. [`prepare`]
+/// falls back to them when the sandbox's root may not reach a source, e.g. containerd's
+/// per-pod /dev/shm under its 0700 state directory (runc opens bind sources on the host for
+/// the same reason). A source that cannot be opened here is left to [`prepare`] to report.
+pub fn open_bind_sources(mounts: &[Mount]) -> HostBinds {
+    mounts
+        .iter()
+        .map(|m| {
+            let opts = parse_options(m.options().as_deref().unwrap_or_default());
+            if !(opts.bind || m.typ().as_deref() == Some("bind")) {
+                return None;
+            }
+            let source = m.source().as_ref()?;
+            let fd = sys::open_tree_clone(&source.to_string_lossy(), opts.recursive).ok()?;
+            if opts.attrs != 0 {
+                sys::mount_setattr(&fd, opts.attrs, 0, None).ok()?;
+            }
+            Some(fd)
+        })
+        .collect()
+}
+
+/// Phase 1: create every mount of `mounts` detached, plus the default device nodes; a bind
+/// source the sandbox may not open itself (EACCES) is taken from `host_binds`.
+pub fn prepare(mounts: &[Mount], mut host_binds: HostBinds) -> Result<Vec<Prepared>, SandboxError> {
     let mut out = Vec::with_capacity(mounts.len() + DEFAULT_DEVICES.len());
     let mut devices_done = false;
-    for m in mounts {
+    for (i, m) in mounts.iter().enumerate() {
         let target = m.destination().to_string_lossy().into_owned();
         let opts = parse_options(m.options().as_deref().unwrap_or_default());
         let typ = m.typ().clone().unwrap_or_default();
@@ -85,14 +112,21 @@ pub fn prepare(mounts: &[Mount]) -> Result<Vec<Prepared>, SandboxError> {
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_default();
         if opts.bind || typ == "bind" {
-            let fd = sys::open_tree_clone(&source, opts.recursive)
-                .map_err(|e| err("open_tree (bind source)", &source, e))?;
-            if opts.attrs != 0 {
-                sys::mount_setattr(&fd, opts.attrs, 0, None)
-                    .map_err(|e| err("mount_setattr (bind flags)", &target, e))?;
-            }
-            let dir = std::fs::metadata(&source)
-                .map(|md| md.is_dir())
+            let host = host_binds.get_mut(i).and_then(Option::take);
+            let fd = match (sys::open_tree_clone(&source, opts.recursive), host) {
+                (Ok(fd), _) => {
+                    if opts.attrs != 0 {
+                        sys::mount_setattr(&fd, opts.attrs, 0, None)
+                            .map_err(|e| err("mount_setattr (bind flags)", &target, e))?;
+                    }
+                    fd
+                }
+                (Err(nix::Error::EACCES), Some(fd)) => fd,
+                (Err(e), _) => return Err(err("open_tree (bind source)", &source, e)),
+            };
+            // From the clone, not the path: the sandbox's root may not be able to stat it.
+            let dir = nix::sys::stat::fstat(std::os::fd::AsRawFd::as_raw_fd(&fd))
+                .map(|st| st.st_mode & libc::S_IFMT == libc::S_IFDIR)
                 .unwrap_or(true);
             out.push(Prepared { target, fd, dir });
         } else {
