@@ -433,10 +433,7 @@ fn main() {
         (cl, dl)
     });
     let (cm, cp) = (pctl(&create_lat, 0.5), pctl(&create_lat, 0.99));
-    let (dm, dp) = (
-        pctl(&destroy_lat, 0.5),
-        pctl(&destroy_lat, 0.99),
-    );
+    let (dm, dp) = (pctl(&destroy_lat, 0.5), pctl(&destroy_lat, 0.99));
     say(
         "create_to_running_ms",
         serde_json::json!({"median": ms(cm), "p99": ms(cp)}),

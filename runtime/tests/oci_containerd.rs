@@ -13,7 +13,6 @@ use std::process::{Child, Command, Output, Stdio};
 
 const IMAGE: &str = "docker.io/library/vslice-busybox:latest";
 
-
 /// A private containerd: own config, root, state, sockets; a unique namespace (which is also
 /// the cgroup parent of its containers: ctr uses cgroupsPath /<namespace>/<id>).
 struct Containerd {

@@ -27,7 +27,6 @@ const APP_IMAGE: &str = "localhost/vslice-busybox:1";
 /// vslice-runc's pod uid ranges start here (vslice::oci::cri::FIRST_HOST_ID).
 const FIRST_POD_UID: u64 = 3_000_000_000;
 
-
 /// The containerd config the test uses (docs/oci.md shows the same runtime table).
 fn containerd_config(work: &Path, sock: &Path) -> String {
     format!(
@@ -125,7 +124,11 @@ impl Containerd {
         // init cannot create files in a rootfs owned by host root).
         let extra = [("etc/resolv.conf", "")];
         for (name, entry, file) in [
-            (PAUSE_IMAGE, serde_json::json!(["/bin/sleep", "3600"]), "pause.tar"),
+            (
+                PAUSE_IMAGE,
+                serde_json::json!(["/bin/sleep", "3600"]),
+                "pause.tar",
+            ),
             (APP_IMAGE, serde_json::json!(["/bin/sh"]), "busybox.tar"),
         ] {
             let out = c.work.join(file);

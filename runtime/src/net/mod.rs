@@ -96,8 +96,7 @@ pub use etc::GATEWAY_HOSTNAME;
 pub use nft::{flow_mark, flow_mark_prefix, FLOW_MARK_MASK};
 pub use node::{
     Allocation, BudgetStatus, DropCounters, NetCounters, Netns, NodeNet, SliceNet,
-    BUDGET_PERIOD_SECS,
-    DEFAULT_BRIDGE, DEFAULT_NFT_TABLE, DEFAULT_SUBNET, DEFAULT_VETH_PREFIX,
+    BUDGET_PERIOD_SECS, DEFAULT_BRIDGE, DEFAULT_NFT_TABLE, DEFAULT_SUBNET, DEFAULT_VETH_PREFIX,
 };
 pub use spec::{
     ByteBudget, HostPort, NetAllow, NetMode, NetSpec, PortForward, Proto, BUDGET_FLOOR_BPS,
