@@ -14,6 +14,9 @@
 //! the kernel to idmap the clone (mount_setattr) with a throwaway user namespace. The clone
 //! is detached and never attached, so it vanishes when its fd closes. Results are cached per
 //! file system (device) for the life of the process: a create pays for the probe once.
+// The checks run at start and per create and fail once; a large error (it names path, file
+// system, kernel and fix) costs nothing there. SliceError boxes it.
+#![allow(clippy::result_large_err)]
 use crate::sandbox::sys;
 use std::collections::HashMap;
 use std::io::Write;

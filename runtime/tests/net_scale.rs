@@ -350,7 +350,7 @@ fn diff_table(family: &str, have: &Table, want: &Table, errs: &mut Vec<String>) 
 /// Check after the first steps, every `every` steps, and at the last one: a full check reads
 /// the whole kernel state (it grows with the slice count).
 fn check_now(k: usize, n: usize) -> bool {
-    k < 12 || k % 97 == 0 || k + 1 == n
+    k < 12 || k.is_multiple_of(97) || k + 1 == n
 }
 
 #[test]

@@ -409,7 +409,6 @@ async fn kubelet_style_pod_runs_under_vslice_runc_in_a_user_namespace() {
                         cpu_shares: 512,
                         ..Default::default()
                     }),
-                    ..Default::default()
                 }),
                 ..Default::default()
             }),

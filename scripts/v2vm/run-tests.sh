@@ -46,7 +46,8 @@ HEAD
       lib:*) sel=(-p "${target#lib:}" --lib) ;;
       *) sel=(--workspace --test "$target") ;;
     esac
-    exe=$(cargo test --profile "$PROFILE" --no-run "${sel[@]}" 2>&1 | sed -n 's/^ *Executable .*(\(.*\))$/\1/p' | tail -n 1)
+    out=$(cargo test --profile "$PROFILE" --no-run "${sel[@]}" 2>&1) || { echo "$out" >&2; echo "run-tests: building \`$target\` failed" >&2; exit 1; }
+    exe=$(echo "$out" | sed -n 's/^ *Executable .*(\(.*\))$/\1/p' | tail -n 1)
     [ -x "$REPO/$exe" ] || [ -x "$exe" ] || { echo "run-tests: no test binary for \`$target\` (cargo test --profile $PROFILE --no-run ${sel[*]})" >&2; exit 1; }
     case $exe in /*) ;; *) exe=$REPO/$exe ;; esac
     printf 'run %q %q' "$target" "$exe"; [ -z "$filters" ] || printf ' %s' "$filters"; echo

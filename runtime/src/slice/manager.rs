@@ -57,8 +57,15 @@ pub enum SliceError {
     #[error("disk: {0}")]
     Disk(crate::disk::DiskError),
     /// The host cannot run slices (kernel or file system): the message names cause and fix.
+    /// Boxed: it is the largest variant, and every Result of the manager carries its size.
     #[error("unsupported host: {0}")]
-    Host(#[from] crate::hostcheck::HostCheckError),
+    Host(Box<crate::hostcheck::HostCheckError>),
+}
+
+impl From<crate::hostcheck::HostCheckError> for SliceError {
+    fn from(e: crate::hostcheck::HostCheckError) -> SliceError {
+        SliceError::Host(Box::new(e))
+    }
 }
 
 impl From<crate::disk::DiskError> for SliceError {

@@ -90,7 +90,8 @@ pub fn install() -> Result<OwnedFd, SysinfoError> {
 /// Fields the slice has no number of its own for are the host's (`host`).
 pub fn answer(n: &Numbers, host: &libc::sysinfo) -> libc::sysinfo {
     let unit = u64::from(host.mem_unit.max(1));
-    let host_total = host.totalram as u64 * unit;
+    #[allow(clippy::useless_conversion)] // c_ulong is u32 on 32-bit targets
+    let host_total = u64::from(host.totalram) * unit;
     let total = n
         .mem_limit
         .filter(|&l| l > 0 && l < host_total)
