@@ -157,8 +157,7 @@ pub(crate) fn ensure_ifb(name: &str, dir: Dir, subnet: &str, node_cap: Option<u6
             "filter add dev {name} parent 1: pref 10 protocol ip handle {HASH_HT:x}: u32 divisor 256"
         );
     }
-    if !filters.contains("fh 800::1 ") || !filters.contains(&format!("link {HASH_HT:x}:"))
-    {
+    if !filters.contains("fh 800::1 ") || !filters.contains(&format!("link {HASH_HT:x}:")) {
         if filters.contains("fh 800::1 ") {
             let _ = writeln!(
                 b,
