@@ -183,21 +183,6 @@ impl Containerd {
         serde_json::from_str(&text).unwrap()
     }
 
-    fn shim_pids(&self) -> Vec<i32> {
-        let mut out = Vec::new();
-        let needle = self.sock.to_string_lossy().into_owned();
-        for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-            let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
-                continue;
-            };
-            let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-            let cmd = String::from_utf8_lossy(&cmd);
-            if cmd.starts_with("/usr/bin/containerd-shim") && cmd.contains(&needle) {
-                out.push(pid);
-            }
-        }
-        out
-    }
 
     async fn client(&self) -> RuntimeServiceClient<Channel> {
         let path = self.sock.clone();
@@ -219,53 +204,14 @@ impl Containerd {
 
 impl Drop for Containerd {
     fn drop(&mut self) {
-        let kill = |pid: i32, sig| {
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig);
-        };
-        // Containers and tasks (CRI's are containerd containers in namespace k8s.io).
-        let list = self.ctr(&["containers", "list", "--quiet"]);
-        for id in String::from_utf8_lossy(&list.stdout)
-            .lines()
-            .map(str::trim)
-            .filter(|l| !l.is_empty())
-        {
-            let _ = self.ctr(&["task", "kill", "--signal", "SIGKILL", id]);
-            let _ = self.ctr(&["task", "delete", "--force", id]);
-            let _ = self.ctr(&["containers", "delete", id]);
-        }
-        // Anything vslice-runc still knows (this also frees a sandbox's uid range).
-        if let Ok(rd) = std::fs::read_dir(self.runtime_root()) {
-            for e in rd.flatten() {
-                let id = e.file_name().to_string_lossy().into_owned();
-                let _ = Command::new(runc_bin())
-                    .arg("--root")
-                    .arg(self.runtime_root())
-                    .args(["delete", "--force", &id])
-                    .stderr(Stdio::null())
-                    .status();
-            }
-        }
-        for pid in self.shim_pids() {
-            kill(pid, nix::sys::signal::Signal::SIGKILL);
-        }
-        if let Some(mut c) = self.child.take() {
-            kill(c.id() as i32, nix::sys::signal::Signal::SIGTERM);
-            if !wait_for(10, || c.try_wait().map(|s| s.is_some()).unwrap_or(true)) {
-                let _ = c.kill();
-            }
-            let _ = c.wait();
-        }
-        // Mounts under our directory (snapshots, task rootfs, sandbox shm), deepest first.
-        let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
-        let mut ours: Vec<&str> = mounts
-            .lines()
-            .filter_map(|l| l.split_whitespace().nth(1))
-            .filter(|m| m.starts_with(self.work.to_str().unwrap()))
-            .collect();
-        ours.sort_by_key(|m| std::cmp::Reverse(m.len()));
-        for m in ours {
-            let _ = nix::mount::umount2(m, nix::mount::MntFlags::MNT_DETACH);
-        }
+        let daemon = self.child.take();
+        oci_support::containerd::tear_down(
+            |a| self.ctr(a),
+            &self.sock,
+            &self.runtime_root(),
+            daemon,
+            &self.work,
+        );
         for d in cgroup_dirs_named(&self.cg_parent) {
             remove_cgroup_tree(&d);
         }

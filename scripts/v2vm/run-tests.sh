@@ -56,9 +56,15 @@ HEAD
   echo 'exit $((fails > 0))'
 } >"$job"
 
+# The guest sees the host's root, but its /tmp and /run are its own: a checkout there (or test
+# binaries there) is shared into the guest at the same path.
+shares=()
+for d in "$REPO" "$BIN"; do
+  case $d/ in /tmp/* | /run/*) shares+=(--share "$d") ;; esac
+done
 t0=$(date +%s)
 rc=0
 bash "$HERE/v2vm.sh" --mem "${V2VM_MEM:-3G}" --cpus "$(nproc)" --tmp-ext4 2G --timeout "${V2VM_TIMEOUT:-900}" \
-  -- bash "$job" "$BIN" "$THREADS" || rc=$?
+  "${shares[@]}" -- bash "$job" "$BIN" "$THREADS" || rc=$?
 echo "v2vm-test: VM job $(($(date +%s) - t0)) s wall (exit $rc)"
 exit $rc

@@ -2,6 +2,7 @@
 //! dir, bundles made from the busybox test image, a unique cgroup parent, and Drop guards that
 //! remove every container, cgroup and directory a test made, even when it fails.
 #![allow(dead_code)]
+pub mod containerd;
 pub mod image;
 
 use std::path::{Path, PathBuf};
