@@ -163,7 +163,6 @@ impl Containerd {
     fn runtime_root(&self) -> PathBuf {
         PathBuf::from("/run/containerd/runc").join(&self.ns)
     }
-
 }
 
 impl Drop for Containerd {

@@ -183,7 +183,6 @@ impl Containerd {
         serde_json::from_str(&text).unwrap()
     }
 
-
     async fn client(&self) -> RuntimeServiceClient<Channel> {
         let path = self.sock.clone();
         let channel = tonic::transport::Endpoint::try_from("http://[::1]:1")
