@@ -142,7 +142,9 @@ Q+=(-append "console=ttyS0 quiet panic=-1 cgroup_no_v1=all systemd.unified_cgrou
 TO=(); [ "$TIMEOUT" = 0 ] || TO=(timeout "$TIMEOUT")
 LD_LIBRARY_PATH=$LIBS QEMU_MODULE_DIR=$P/usr/lib/x86_64-linux-gnu/qemu "${TO[@]}" "$QEMU" "${Q[@]}" {LOCK}>&- &
 QPID=$!
-trap 'kill $QPID 2>/dev/null; rm -rf "$R"' EXIT
+# `|| true`: under set -e a failing command in the EXIT trap (QEMU already gone) would turn
+# every exit status into 1.
+trap 'kill $QPID 2>/dev/null || true; rm -rf "$R"' EXIT
 tail -n +1 -s 0.2 -f --pid=$QPID "$R/log" &
 TPID=$!
 QRC=0; wait $QPID || QRC=$?

@@ -209,17 +209,15 @@ impl Backend for V2 {
         // a cgroup that holds processes cannot delegate domain controllers to children.
         let mut cur = self.root.clone();
         for comp in rel.components() {
-            match self.enable_controllers(&cur) {
-                Ok(()) => {}
-                // A cgroup that holds processes cannot give its children domain controllers
-                // (the no-internal-process rule: EBUSY, EOPNOTSUPP on 6.1): a sub-cgroup made
-                // under a running slice (as the slice's own systemd would) is created
-                // without them, and the slice's limits still hold over it.
-                Err(_)
-                    if cur != self.root
-                        && files::read(&cur.join("cgroup.procs"))
-                            .is_ok_and(|p| !p.trim().is_empty()) => {}
-                Err(e) => return Err(e),
+            // A cgroup that holds processes cannot give its children domain controllers (the
+            // no-internal-process rule), and enabling a threaded one (cpu, pids) would make it
+            // a thread root whose children refuse processes (EOPNOTSUPP): a sub-cgroup made
+            // under a running slice (as the slice's own systemd would) gets none, and the
+            // slice's limits still hold over it.
+            let busy = cur != self.root
+                && files::read(&cur.join("cgroup.procs")).is_ok_and(|p| !p.trim().is_empty());
+            if !busy {
+                self.enable_controllers(&cur)?;
             }
             cur.push(comp);
             files::mkdir(&cur)?;
