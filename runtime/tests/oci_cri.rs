@@ -261,6 +261,13 @@ async fn kubelet_style_pod_runs_under_vslice_runc_in_a_user_namespace() {
 
     // RunPodSandbox, as the kubelet sends it for a hostNetwork pod with RuntimeClass vslice.
     let pod_uid = format!("uid-{}", std::process::id());
+    // Host network, a PID namespace per container, the pod's IPC namespace.
+    let namespaces = cri::NamespaceOption {
+        network: cri::NamespaceMode::Node as i32,
+        pid: cri::NamespaceMode::Container as i32,
+        ipc: cri::NamespaceMode::Pod as i32,
+        ..Default::default()
+    };
     let sandbox_config = cri::PodSandboxConfig {
         metadata: Some(cri::PodSandboxMetadata {
             name: "vslice-pod".into(),
@@ -276,12 +283,7 @@ async fn kubelet_style_pod_runs_under_vslice_runc_in_a_user_namespace() {
             // The kubelet's cgroupfs driver: /kubepods/<qos>/pod<uid>.
             cgroup_parent: format!("/{}/pod{pod_uid}", c.cg_parent),
             security_context: Some(cri::LinuxSandboxSecurityContext {
-                namespace_options: Some(cri::NamespaceOption {
-                    network: cri::NamespaceMode::Node as i32,
-                    pid: cri::NamespaceMode::Container as i32,
-                    ipc: cri::NamespaceMode::Pod as i32,
-                    ..Default::default()
-                }),
+                namespace_options: Some(namespaces.clone()),
                 ..Default::default()
             }),
             ..Default::default()
@@ -341,12 +343,7 @@ async fn kubelet_style_pod_runs_under_vslice_runc_in_a_user_namespace() {
                 linux: Some(cri::LinuxContainerConfig {
                     // The kubelet repeats the pod's namespace modes for each container.
                     security_context: Some(cri::LinuxContainerSecurityContext {
-                        namespace_options: Some(cri::NamespaceOption {
-                            network: cri::NamespaceMode::Node as i32,
-                            pid: cri::NamespaceMode::Container as i32,
-                            ipc: cri::NamespaceMode::Pod as i32,
-                            ..Default::default()
-                        }),
+                        namespace_options: Some(namespaces.clone()),
                         ..Default::default()
                     }),
                     resources: Some(cri::LinuxContainerResources {
