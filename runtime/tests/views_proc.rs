@@ -195,3 +195,75 @@ fn views_recover_when_the_server_is_killed() {
     let (_, m, _) = sh(&c, "views3", "cat /sys/devices/system/cpu/online");
     assert_eq!(m, "0\n");
 }
+
+/// The kernel serves repeated reads of a view from its page cache (views/fs.rs); what it
+/// serves must still move with time. A whole-file reader (cat) and one reading a few bytes
+/// at offset 0 (dd, inside the cached size: only the attribute refresh catches it) each see
+/// /proc/uptime advance across half-second sleeps, and a memory allocation inside the slice
+/// shows in MemFree within a second.
+#[test]
+fn views_read_in_a_loop_stay_fresh() {
+    let d = TestDaemon::start();
+    let c = d.blocking();
+    c.create(&limited("views4")).unwrap();
+    let (code, out, err) = sh(
+        &c,
+        "views4",
+        "for i in 1 2 3 4; do cat /proc/uptime; dd if=/proc/uptime bs=7 count=1 2>/dev/null; echo; usleep 500000; done",
+    );
+    assert_eq!(code, 0, "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 8, "{out}");
+    let first_number = |l: &str| -> f64 {
+        l.split_whitespace()
+            .next()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("uptime line {l:?} in {out}"))
+    };
+    let cat: Vec<f64> = lines.iter().step_by(2).map(|l| first_number(l)).collect();
+    let dd: Vec<f64> = lines
+        .iter()
+        .skip(1)
+        .step_by(2)
+        .map(|l| first_number(l))
+        .collect();
+    for w in cat.windows(2).chain(dd.windows(2)) {
+        assert!(
+            w[1] - w[0] >= 0.3,
+            "uptime read through the view must advance with time: {out}"
+        );
+    }
+
+    // A splice reader (busybox cat uses sendfile, which never refreshes the file's size) and
+    // a read(2) reader see whole files, the same lines, while the text changes under them.
+    let (code, out, err) = sh(
+        &c,
+        "views4",
+        "for i in 1 2 3 4 5 6; do echo $(cat /proc/meminfo | wc -l) $(awk 'END {print NR}' /proc/meminfo) \
+           $(cat /proc/meminfo | tail -n 1 | grep -c ' kB$'); usleep 150000; done",
+    );
+    assert_eq!(code, 0, "{err}");
+    let first = out.lines().next().unwrap_or_default().to_string();
+    assert!(
+        first.split_whitespace().next() == first.split_whitespace().nth(1) && first.ends_with(" 1"),
+        "{out}"
+    );
+    assert!(out.lines().all(|l| l == first), "{out}");
+
+    // 32 MiB written to a file in the slice: its page cache is charged to the slice's memory
+    // cgroup, so MemFree (the limit less the usage) drops by about that much.
+    let (code, out, err) = sh(
+        &c,
+        "views4",
+        "a=$(awk '/^MemFree:/ {print $2}' /proc/meminfo); \
+         dd if=/dev/zero of=/fill bs=1M count=32 2>/dev/null; usleep 300000; \
+         b=$(awk '/^MemFree:/ {print $2}' /proc/meminfo); rm -f /fill; echo $a $b",
+    );
+    assert_eq!(code, 0, "{err}");
+    let v: Vec<i64> = out.split_whitespace().map(|x| x.parse().unwrap()).collect();
+    assert_eq!(v.len(), 2, "{out}");
+    assert!(
+        v[0] - v[1] >= 24 * 1024,
+        "MemFree before/after writing 32 MiB (kB): {out}"
+    );
+}

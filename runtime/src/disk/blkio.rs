@@ -30,6 +30,20 @@ fn write(path: &Path, value: &str) -> Result<(), DiskError> {
     })
 }
 
+/// cgroup v1 only: make the kernel count this cgroup's I/O on `dev` without limiting it (see
+/// disk::apply_io). v2's io.stat counts every device without being asked.
+pub fn count_io(dirs: &[PathBuf], dev: &str) {
+    if let Some(d) = dirs
+        .iter()
+        .find(|d| d.join("blkio.throttle.read_bps_device").exists())
+    {
+        let _ = write(
+            &d.join("blkio.throttle.read_bps_device"),
+            &format!("{dev} 0"),
+        );
+    }
+}
+
 /// Apply `l`'s io limits for device `dev` ("major:minor") to the cgroup whose directories
 /// (one per hierarchy) are `dirs`. Caps not set are removed, so this is also the update.
 pub fn apply(dirs: &[PathBuf], dev: &str, l: &Limits) -> Result<(), DiskError> {

@@ -325,6 +325,13 @@ pub fn apply_io(dir: &Path, dirs: &[PathBuf], l: &Limits) -> Result<(), DiskErro
         .iter()
         .any(|v| v.is_some());
     if !any {
+        // cgroup v1 counts a cgroup's I/O on a device (blkio.throttle.io_service_bytes, which
+        // the slice's /proc/diskstats view shows) only once the device's queue has the
+        // throttle layer, which the first rule written for it switches on; a rule of 0 is "no
+        // limit" and switches it on all the same. Best effort: without it the view is empty.
+        if let Some(dev) = device(dir) {
+            blkio::count_io(dirs, &dev);
+        }
         return Ok(());
     }
     blkio_update(dir, dirs, l)

@@ -226,8 +226,11 @@ fn serve(cfg: &Config, ready: OwnedFd) -> Result<(), ViewsError> {
     .map_err(|e| sys_err("mount fuse", cfg.dir.display().to_string(), e))?;
     let _ = nix::unistd::write(&ready, b"1");
     drop(ready);
-    let views = fs::ViewsFs::new(source::Source::new(&cfg.cgroup, cfg.started));
+    let (views, refresher) = fs::ViewsFs::new(source::Source::new(&cfg.cgroup, cfg.started));
     let mut session = fuser::Session::from_fd(views, dev, fuser::SessionACL::All);
+    refresher
+        .start(session.notifier())
+        .map_err(|e| sys_err("spawn", "views refresher", io(&e)))?;
     session
         .run()
         .map_err(|e| sys_err("serve", cfg.dir.display().to_string(), io(&e)))
