@@ -57,11 +57,6 @@ dd_of() { # dd_of KIND: the command line
 slice_sh() { vs "$1" exec "$2" -- /bin/sh -c "$3" 2>&1; }
 host_sh() { "$BUSYBOX" sh -c "$1" 2>&1; }
 
-# times KIND WHERE...: one dd's seconds per run of KIND (direct|buffered).
-times() {
-  local kind=$1; shift
-  for _ in $(seq "$RUNS"); do "$@" "$(dd_of "$kind")"; done
-}
 median() { sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 rate() { awk -v m="$MIB" -v s="$1" 'BEGIN { if (s <= 0) s = 0.01; printf "%.1f", m / s }'; }
 
@@ -75,9 +70,15 @@ compare() {
   local backing
   backing=$(vs "$root" inspect "$name" | sed -n 's/.*"backing": *"\([a-z]*\)".*/\1/p' | head -n 1)
   for kind in direct buffered; do
-    local h s hr sr
-    h=$(times "$kind" host_sh_in "$root/hostdir" | median)
-    s=$(times "$kind" slice_sh_in "$root" "$name" | median)
+    local h s hr sr hs=() ss=()
+    # Interleaved (host, slice, host, ...): whatever drifts during the runs (the filesystem
+    # filling, background writeback, a noisy neighbour) weighs on both sides alike.
+    for _ in $(seq "$RUNS"); do
+      hs+=("$(host_sh_in "$root/hostdir" "$(dd_of "$kind")")")
+      ss+=("$(slice_sh_in "$root" "$name" "$(dd_of "$kind")")")
+    done
+    h=$(printf '%s\n' "${hs[@]}" | median)
+    s=$(printf '%s\n' "${ss[@]}" | median)
     hr=$(rate "$h"); sr=$(rate "$s")
     printf "  %-34s %-8s host %8s MiB/s  slice %8s MiB/s  slice/host %s\n" \
       "$label ($backing)" "$kind" "$hr" "$sr" "$(awk -v a="$sr" -v b="$hr" 'BEGIN { printf "%.2f", a / b }')"
