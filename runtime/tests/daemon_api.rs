@@ -715,14 +715,18 @@ fn oom_kills_and_exits_are_reported_as_events() {
         )
         .unwrap();
     assert_ne!(r.exit_code, 0, "{r:?}");
-    // Normally at once: the memory cgroup's OOM notification (daemon/signals.rs), looked at
-    // again after it since v1 notifies before the kill is counted. Still, 2 runs in 5 here
-    // missed it (open: cause not found) and the kill came with the daemon's 60 s full poll,
-    // the safety net this bound allows for.
-    wait_for("the OOM kill in metrics", Duration::from_secs(75), || {
-        c.metrics()
-            .unwrap()
-            .contains("vslice_slice_oom_kills_total{slice=\"hog\"} 1")
+    // At once: the memory cgroup's OOM notification (daemon/signals.rs). The kernel may kill
+    // more than one process of the pipeline (the shell holding the string, then `tr`):
+    // "1 or more" is the truth to wait for. (Waiting for exactly 1 made this test fail after
+    // its 75 s bound in 2 runs of 5, read then as missed notifications: the counter said 2.)
+    let kills = |m: &str| -> u64 {
+        m.lines()
+            .find_map(|l| l.strip_prefix("vslice_slice_oom_kills_total{slice=\"hog\"} "))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0)
+    };
+    wait_for("the OOM kill in metrics", Duration::from_secs(10), || {
+        kills(&c.metrics().unwrap()) >= 1
     });
     // Then init ends (the sleeper exits 0 on SIGTERM): an exit with its reason. (Not SIGKILL:
     // the shim would call that an OOM kill because the cgroup has counted one since start.)
@@ -734,10 +738,25 @@ fn oom_kills_and_exits_are_reported_as_events() {
     .unwrap();
     let got = follower.join().unwrap();
     let kinds: Vec<&str> = got.iter().map(|e| e.kind.name()).collect();
-    assert_eq!(kinds, ["oom", "exited"], "{got:?}");
-    assert_eq!(got[0].kind, vslice::daemon::EventKind::Oom { oom_kills: 1 });
+    // One oom event per kill the daemon saw counted (one, or one per kill), then the exit.
+    let ooms: Vec<u64> = got
+        .iter()
+        .filter_map(|e| match e.kind {
+            vslice::daemon::EventKind::Oom { oom_kills } => Some(oom_kills),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        !ooms.is_empty() && kinds[..ooms.len()].iter().all(|k| *k == "oom"),
+        "{got:?}"
+    );
+    assert_eq!(kinds.len(), ooms.len() + 1, "{got:?}");
+    assert!(
+        ooms.windows(2).all(|w| w[0] < w[1]) && ooms[0] >= 1,
+        "{got:?}"
+    );
     assert_eq!(
-        got[1].kind,
+        got[ooms.len()].kind,
         vslice::daemon::EventKind::Exited {
             reason: "exited".into(),
             code: Some(0),

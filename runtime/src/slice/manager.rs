@@ -1060,11 +1060,17 @@ impl Manager {
     pub fn observe(&self, name: &str) -> Result<SliceInfo, SliceError> {
         let spec = self.load_spec(name)?;
         let dir = self.dir(name);
-        let running = self.running_state(name);
+        let shim = self.running_state(name);
         let last_exit = read_json::<ExitInfo>(&dir.join(state::EXIT_FILE)).ok();
-        let usage = running
+        // The cgroup lives as long as the shim: its counters (an OOM kill that ended init)
+        // are still there while the shim winds down.
+        let usage = shim
             .as_ref()
             .and_then(|_| Cgroup::new(&self.cgroup_path(name)).usage().ok());
+        // The shim writes the exit record when init ends (start removes the previous one),
+        // then tears down and exits: from the record on, the slice is stopped, so a client
+        // told "exited" (the event comes from the record) never inspects it running.
+        let running = shim.filter(|_| last_exit.is_none());
         Ok(SliceInfo {
             status: if running.is_some() {
                 Status::Running
