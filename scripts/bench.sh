@@ -57,7 +57,8 @@ if ! skip views; then
 fi
 if ! skip disk; then
   section "disk (dd in a slice with a disk quota vs the host: loop image and project quota)"
-  out=$(bash scripts/disk-bench.sh "$BIN" | tee /dev/stderr)
+  out=$(bash scripts/disk-bench.sh "$BIN")
+  echo "$out"
   # This host's kernel cannot mount prjquota: the project-quota figure comes from the v2 VM.
   if grep -q "project quota: SKIPPED" <<<"$out"; then bash scripts/v2vm/disk-bench.sh "$BIN"; fi
 fi
