@@ -8,6 +8,11 @@ left=()
 for d in /sys/fs/cgroup/*/vslice-?* /sys/fs/cgroup/vslice-?*; do
   [ -e "$d" ] && left+=("cgroup $d")
 done
+# The exec log's pinned BPF program of a test daemon (audit/exec_bpf.rs; a real one's is
+# /sys/fs/bpf/vslice/vslice).
+for d in /sys/fs/bpf/vslice/vslice-?*; do
+  [ -e "$d" ] && left+=("pinned BPF $d")
+done
 while read -r m; do left+=("mount $m"); done < <(awk '$2 ~ /vslice-it-|vslice-bench|vslice-test/ {print $2}' /proc/mounts)
 while read -r l; do left+=("link $l"); done < <(ip -o link show 2>/dev/null | awk -F': ' '{print $2}' | cut -d@ -f1 | grep -E '^(vst|ifb-?vst)' || true)
 while read -r n; do left+=("netns $n"); done < <(ip netns list 2>/dev/null | awk '{print $1}' | grep -E '^vst' || true)

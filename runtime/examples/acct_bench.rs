@@ -5,7 +5,8 @@
 //!   test namespace, flow log off, on, off again (same run),
 //! * records on file for a burst of new UDP flows sent as fast as one process can (before and
 //!   after the resync listing that follows a loss),
-//! * exec-log cost: execs/s of a fork/exec loop in a slice cgroup, exec log off, on, off,
+//! * exec-log cost: execs/s of a fork/exec loop in a slice cgroup: no exec log, the eBPF source
+//!   and the proc connector fallback, interleaved (medians of 3),
 //! * `who` latency over synthetic records: 30 days x 100 slices x `ACCT_BENCH_FLOWS` flows a
 //!   slice a day (default 100: 300,000 flows, 600,000 records).
 //!
@@ -293,13 +294,13 @@ fn main() {
         let cg = base.join(&parent).join("looper");
         std::fs::create_dir_all(&cg).expect("bench cgroup");
         let n = 2000;
-        let run = |on: bool| -> (f64, (u64, u64, u64)) {
-            let c = on.then(|| {
-                vslice::audit::execs::ExecCollector::start(
-                    vslice::audit::execs::ExecConfig::new(audit_dir.clone(), &parent),
-                    Box::new(|_, _| {}),
-                )
-                .expect("exec collector")
+        // `None`: no collector; else the source to collect from.
+        let run = |mechanism: Option<vslice::audit::execs::Mechanism>| -> (f64, (u64, u64, u64)) {
+            let c = mechanism.map(|m| {
+                let mut cfg = vslice::audit::execs::ExecConfig::new(audit_dir.clone(), &parent);
+                cfg.mechanism = m;
+                vslice::audit::execs::ExecCollector::start(cfg, Box::new(|_, _| {}))
+                    .expect("exec collector")
             });
             let script = format!(
                 "echo $$ > {}; i=0; while [ $i -lt {n} ]; do /bin/true; i=$((i+1)); done",
@@ -329,20 +330,34 @@ fn main() {
                 .unwrap_or_default();
             (rate, recs)
         };
-        let off1 = run(false);
-        let on = run(true);
-        let off2 = run(false);
-        let off = (off1.0 + off2.0) / 2.0;
+        use vslice::audit::execs::Mechanism;
+        // Interleaved, 3 rounds, medians: off, eBPF, proc connector.
+        let (mut off, mut bpf, mut cn) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut bpf_recs, mut cn_recs) = ((0, 0, 0), (0, 0, 0));
+        for _ in 0..3 {
+            off.push(run(None).0);
+            let b = run(Some(Mechanism::Auto));
+            bpf.push(b.0);
+            bpf_recs = b.1;
+            let c = run(Some(Mechanism::ProcConnector));
+            cn.push(c.0);
+            cn_recs = c.1;
+        }
+        let median = |v: &mut Vec<f64>| {
+            v.sort_by(|a, b| a.total_cmp(b));
+            v[v.len() / 2]
+        };
+        let (off, bpf, cn) = (median(&mut off), median(&mut bpf), median(&mut cn));
         println!(
-            "exec log: fork/exec loop of {n}: off {:.0}/s, on {:.0}/s ({} records for {} execs, {} overrun(s), {} without path: gone), off again {:.0}/s: cost {:+.1}%",
-            off1.0,
-            on.0,
-            on.1.0,
+            "exec log: fork/exec loop of {n} (medians of 3, interleaved): off {off:.0}/s; eBPF {bpf:.0}/s, cost {:+.1}% ({} records for {} execs, {} lost); proc connector {cn:.0}/s, cost {:+.1}% ({} records, {} overrun(s), {} without path: gone)",
+            (bpf / off - 1.0) * 100.0,
+            bpf_recs.0,
             n + 1,
-            on.1.1,
-            on.1.2,
-            off2.0,
-            (on.0 / off - 1.0) * 100.0
+            bpf_recs.1,
+            (cn / off - 1.0) * 100.0,
+            cn_recs.0,
+            cn_recs.1,
+            cn_recs.2,
         );
         let _ = std::fs::remove_dir(&cg);
         let _ = std::fs::remove_dir(base.join(&parent));

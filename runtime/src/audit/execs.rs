@@ -1,24 +1,23 @@
 //! The exec log: every execve in every slice (time, slice, host pid, pid and uid inside the
 //! slice, path, bounded argv, parent), collected on the host.
 //!
-//! Mechanism: the kernel's process events connector (netlink `NETLINK_CONNECTOR`, group
-//! `CN_IDX_PROC`): FORK, EXEC and EXIT events for every process on the host. eBPF on the
-//! `sched_process_exec` tracepoint keyed by cgroup id is the better mechanism (it sees the
-//! path and argv in the exec itself); it needs aya or libbpf-rs plus a BPF toolchain at build
-//! time, which this tree does not have yet. This fallback:
+//! Two sources, chosen at start (the control log's `exec_log_source` record names the one in
+//! use and, for the fallback, why eBPF did not load):
 //!
-//! * attributes by **process ancestry and cgroup**, never by anything the slice controls: the
-//!   slices' processes are seeded from their cgroups' `cgroup.procs` at start, every FORK of a
-//!   tracked process tracks the child, and a FORK or EXEC of an untracked process is resolved
-//!   from `/proc/<pid>/cgroup` (a process moved into a slice by `exec`/`enter`; one small read
-//!   per untracked fork on the host is the price). So every exec of a slice is **counted**
-//!   and attributed, even when the process is gone before it is read;
-//! * reads path (`/proc/<pid>/exe`), argv (`cmdline`, bounded), uid and the pid inside the
-//!   slice (`status`) after the event. A process that exits (or execs again) before the read
-//!   is recorded with `gone: true` and without path/argv — that is what the fallback misses
-//!   for short-lived processes (an eBPF program would not);
-//! * loses events when its socket buffer overflows (ENOBUFS): counted, a `loss` record is
-//!   written, and the tracked set is re-seeded from the cgroups.
+//! * **eBPF** (exec_bpf.rs), the default: a program on the `sched_process_exec` tracepoint
+//!   attributes each exec to its slice by cgroup in the kernel and copies path, argv, parent
+//!   and the pid inside the slice from the exec itself. Nothing is missed for short-lived
+//!   processes; events that find its ring buffer full are counted by the program and
+//!   recorded as a `loss`.
+//! * **proc connector** (netlink `NETLINK_CONNECTOR`, `CN_IDX_PROC`), where BPF cannot load
+//!   (no kernel BTF, no CAP_BPF, Linux < 5.8): FORK, EXEC and EXIT events of every host
+//!   process. It attributes by **process ancestry and cgroup**: the slices' processes are
+//!   seeded from their cgroups at start, every FORK of a tracked process tracks the child,
+//!   and a FORK or EXEC of an untracked process is resolved from `/proc/<pid>/cgroup`. So
+//!   every exec of a slice is **counted** and attributed, but path, argv, uid and the pid in
+//!   the slice are read from /proc after the event: a process that exits (or execs again)
+//!   first is recorded with `gone: true` and without them. Socket overruns (ENOBUFS) are
+//!   counted, written as a `loss` record, and the tracked set is re-seeded.
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -28,6 +27,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use super::exec_bpf::{map_id, parse_id_map, BpfExecs, SliceNames};
 use super::records::{Anchor, KindLog};
 use super::{time, AuditError};
 use crate::audit::flows::AnchorSink;
@@ -63,6 +63,19 @@ pub struct ExecConfig {
     pub segment_bytes: u64,
     pub reserve_bytes: u64,
     pub retention_days: u32,
+    pub mechanism: Mechanism,
+    /// Pin the eBPF program here so that it outlives the collector (see exec_bpf.rs); None:
+    /// it is detached when the collector stops.
+    pub pin_dir: Option<PathBuf>,
+}
+
+/// Which source to collect from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mechanism {
+    /// eBPF where it loads, else the proc connector.
+    Auto,
+    /// The proc connector only (its tests; hosts where BPF must not be loaded).
+    ProcConnector,
 }
 
 impl ExecConfig {
@@ -74,14 +87,19 @@ impl ExecConfig {
             segment_bytes: super::records::DEFAULT_KIND_SEGMENT_BYTES,
             reserve_bytes: super::records::DEFAULT_RESERVE_BYTES,
             retention_days: 90,
+            mechanism: Mechanism::Auto,
+            pin_dir: None,
         }
     }
 }
 
 #[derive(Debug, Default)]
 pub struct ExecStats {
+    /// The eBPF source is in use (else the proc connector).
+    pub bpf: AtomicBool,
     pub records: AtomicU64,
-    /// Receive-buffer overruns (ENOBUFS): events lost.
+    /// Events lost: receive-buffer overruns (ENOBUFS) of the proc connector, or execs the
+    /// eBPF program found its ring buffer full for.
     pub overruns: AtomicU64,
     /// Execs recorded without path/argv (the process was gone before /proc was read).
     pub gone: AtomicU64,
@@ -327,6 +345,13 @@ fn seed(parent: &str) -> HashMap<u32, String> {
     map
 }
 
+/// The uid inside the slice of host uid `uid`, through the uid map of process `pid`
+/// (`inside outside count` lines); None when the process is gone or the uid is unmapped.
+fn uid_in_slice(pid: u32, uid: u32) -> Option<u64> {
+    let map = std::fs::read_to_string(format!("/proc/{pid}/uid_map")).ok()?;
+    map_id(&parse_id_map(&map), uid)
+}
+
 /// What /proc still tells about a process that just exec'd.
 pub(crate) fn describe(pid: u32) -> Value {
     let exe = std::fs::read_link(format!("/proc/{pid}/exe"))
@@ -344,19 +369,7 @@ pub(crate) fn describe(pid: u32) -> Value {
     let ppid = field("PPid:").and_then(|v| v.first().and_then(|u| u.parse::<u32>().ok()));
     // NSpid: host pid ... innermost pid.
     let ns_pid = field("NSpid:").and_then(|v| v.last().and_then(|u| u.parse::<u32>().ok()));
-    // The uid inside the slice: through the process's uid map (inside outside count).
-    let ns_uid = uid.and_then(|u| {
-        let map = std::fs::read_to_string(format!("/proc/{pid}/uid_map")).ok()?;
-        map.lines().find_map(|l| {
-            let v: Vec<u64> = l
-                .split_whitespace()
-                .filter_map(|x| x.parse().ok())
-                .collect();
-            let (inside, outside, count) = (*v.first()?, *v.get(1)?, *v.get(2)?);
-            let u = u as u64;
-            (u >= outside && u < outside + count).then_some(inside + (u - outside))
-        })
-    });
+    let ns_uid = uid.and_then(|u| uid_in_slice(pid, u));
     let (argv, truncated) = match &cmdline {
         Some(c) => {
             let cut = c.len() > ARGV_MAX_BYTES;
@@ -385,145 +398,321 @@ pub(crate) fn describe(pid: u32) -> Value {
     v
 }
 
-impl ExecCollector {
-    pub fn start(cfg: ExecConfig, mut anchor: AnchorSink) -> Result<ExecCollector, ExecLogError> {
+/// Where the collector's events come from.
+enum Source {
+    /// The eBPF program: every exec with its argv, attributed in the kernel.
+    Bpf {
+        bpf: Box<BpfExecs>,
+        names: SliceNames,
+        /// The program's lost-event count already reported.
+        lost_seen: u64,
+        /// This collector made the slices' parent cgroup (removed on stop when empty).
+        made_parent: bool,
+    },
+    /// The proc connector: FORK/EXEC/EXIT of every host process, /proc read afterwards.
+    Connector {
+        fd: OwnedFd,
+        tracked: HashMap<u32, String>,
+        buf: Vec<u8>,
+    },
+}
+
+impl Source {
+    fn open(cfg: &ExecConfig) -> Result<(Source, String), ExecLogError> {
+        let why_not_bpf = match cfg.mechanism {
+            Mechanism::ProcConnector => "proc connector requested".to_string(),
+            Mechanism::Auto => match BpfExecs::start(&cfg.cgroup_parent, cfg.pin_dir.as_deref()) {
+                Ok((bpf, made_parent)) => {
+                    let described = if bpf.resumed {
+                        "bpf (resumed: the program stayed attached while no collector ran)"
+                    } else {
+                        "bpf"
+                    };
+                    let source = Source::Bpf {
+                        bpf: Box::new(bpf),
+                        names: SliceNames::default(),
+                        lost_seen: 0,
+                        made_parent,
+                    };
+                    return Ok((source, described.into()));
+                }
+                Err(e) => e.to_string(),
+            },
+        };
         let fd = open_connector().map_err(ExecLogError::Netlink)?;
-        let (mut log, _) = KindLog::open(
+        let source = Source::Connector {
+            fd,
+            tracked: seed(&cfg.cgroup_parent),
+            buf: vec![0u8; 64 * 1024],
+        };
+        Ok((source, format!("proc connector ({why_not_bpf})")))
+    }
+
+    fn raw_fd(&self) -> i32 {
+        match self {
+            Source::Bpf { bpf, .. } => bpf.raw_fd(),
+            Source::Connector { fd, .. } => fd.as_raw_fd(),
+        }
+    }
+
+    /// Record what is queued. Returns true when nothing was.
+    fn drain(&mut self, out: &mut Writer, cfg: &ExecConfig) -> bool {
+        match self {
+            Source::Bpf {
+                bpf,
+                names,
+                lost_seen,
+                ..
+            } => {
+                let boot_to_wall_ns = time::boot_to_wall_offset_ns();
+                let parent_dir = bpf.parent_dir.clone();
+                let n = bpf.drain(|ev| {
+                    let info = names.lookup(&parent_dir, ev.slice_cgid);
+                    let slice = info.map(|i| i.name.clone());
+                    let uid_in_slice = info.and_then(|i| map_id(&i.uid_map, ev.uid));
+                    let mut v = json!({
+                        "event": "exec", "source": "bpf", "slice": slice, "pid": ev.pid,
+                        "ppid": ev.ppid, "pid_in_slice": ev.pid_in_slice, "uid": ev.uid,
+                        "uid_in_slice": uid_in_slice, "path": ev.path,
+                        "argv": ev.argv,
+                    });
+                    if ev.argv_truncated {
+                        v["argv_truncated"] = true.into();
+                    }
+                    if slice.is_none() {
+                        // The slice's cgroup was gone before its name was read.
+                        v["slice_cgroup_id"] = ev.slice_cgid.into();
+                    }
+                    let ms = (ev.boot_ns as i128 + boot_to_wall_ns) / 1_000_000;
+                    out.put(ms as i64, v);
+                });
+                let lost = bpf.lost();
+                if lost > *lost_seen {
+                    let count = lost - *lost_seen;
+                    *lost_seen = lost;
+                    out.stats.overruns.fetch_add(count, Ordering::Relaxed);
+                    out.put(
+                        time::now_millis(),
+                        json!({"event": "loss", "reason": "ring buffer full", "count": count}),
+                    );
+                }
+                n == 0
+            }
+            Source::Connector { fd, tracked, buf } => {
+                drain_connector(fd.as_raw_fd(), buf, tracked, out, cfg)
+            }
+        }
+    }
+
+    fn close(self) {
+        if let Source::Bpf {
+            bpf, made_parent, ..
+        } = self
+        {
+            let dir = bpf.parent_dir.clone();
+            // A pinned program keeps recording for the next collector while slices live;
+            // with none left there is nothing to record.
+            if has_subdirs(&dir) {
+                tracing::info!(cgroup = %dir.display(), "exec log: the program stays pinned for the next daemon (slices remain)");
+                drop(bpf);
+            } else {
+                tracing::info!("exec log: no slice left, program unpinned");
+                bpf.release();
+            }
+            if made_parent {
+                // Only if no slice cgroup is left in it (rmdir refuses otherwise).
+                let _ = std::fs::remove_dir(dir);
+            }
+        }
+    }
+}
+
+fn has_subdirs(dir: &Path) -> bool {
+    std::fs::read_dir(dir).is_ok_and(|rd| {
+        rd.flatten()
+            .any(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+    })
+}
+
+/// The exec log file and its counters.
+struct Writer {
+    log: KindLog,
+    stats: Arc<ExecStats>,
+    /// Record times never go back (the minute index assumes it), although events from
+    /// different CPUs may come a little out of order.
+    last_ms: i64,
+}
+
+impl Writer {
+    fn put(&mut self, time_ms: i64, v: Value) {
+        self.last_ms = self.last_ms.max(time_ms);
+        match self.log.append(self.last_ms, v) {
+            Ok(Some(_)) => self.stats.records.fetch_add(1, Ordering::Relaxed),
+            _ => self.stats.dropped.fetch_add(1, Ordering::Relaxed),
+        };
+    }
+}
+
+/// Read one datagram of process events and record the slices' execs. Returns true when
+/// nothing was queued.
+fn drain_connector(
+    fd: i32,
+    buf: &mut [u8],
+    tracked: &mut HashMap<u32, String>,
+    out: &mut Writer,
+    cfg: &ExecConfig,
+) -> bool {
+    // SAFETY: recv into an owned buffer of the given length.
+    let n = unsafe {
+        libc::recv(
+            fd,
+            buf.as_mut_ptr() as *mut libc::c_void,
+            buf.len(),
+            libc::MSG_DONTWAIT,
+        )
+    };
+    if n < 0 {
+        let e = std::io::Error::last_os_error();
+        if e.raw_os_error() == Some(libc::ENOBUFS) {
+            out.stats.overruns.fetch_add(1, Ordering::Relaxed);
+            out.put(
+                time::now_millis(),
+                json!({"event": "loss", "reason": "ENOBUFS"}),
+            );
+            // Forks may have been missed: re-seed from the cgroups.
+            tracked.extend(seed(&cfg.cgroup_parent));
+        }
+        return matches!(e.raw_os_error(), Some(libc::EAGAIN) | Some(libc::EINTR));
+    }
+    for ev in parse_datagram(&buf[..n as usize]) {
+        match ev {
+            ProcEvent::Fork {
+                parent_tgid,
+                child_pid,
+                child_tgid,
+            } => {
+                if child_pid == child_tgid {
+                    // An untracked parent may have been moved into a slice's cgroup without
+                    // exec'ing since (no event tells): ask /proc (the parent, else the child,
+                    // which inherited it).
+                    let s = match tracked.get(&parent_tgid) {
+                        Some(s) => Some(s.clone()),
+                        None => slice_of(parent_tgid, &cfg.cgroup_parent)
+                            .or_else(|| slice_of(child_tgid, &cfg.cgroup_parent)),
+                    };
+                    if let Some(s) = s {
+                        tracked.insert(parent_tgid, s.clone());
+                        tracked.insert(child_tgid, s);
+                    }
+                }
+            }
+            ProcEvent::Exec { tgid, .. } => {
+                let slice = match tracked.get(&tgid) {
+                    Some(s) => Some(s.clone()),
+                    None => slice_of(tgid, &cfg.cgroup_parent),
+                };
+                let Some(slice) = slice else { continue };
+                tracked.insert(tgid, slice.clone());
+                let mut v = describe(tgid);
+                if v.get("gone").is_some() {
+                    out.stats.gone.fetch_add(1, Ordering::Relaxed);
+                }
+                v["event"] = "exec".into();
+                v["source"] = "proc_connector".into();
+                v["slice"] = slice.into();
+                v["pid"] = tgid.into();
+                out.put(time::now_millis(), v);
+            }
+            ProcEvent::Exit { pid, tgid } => {
+                if pid == tgid {
+                    tracked.remove(&tgid);
+                }
+            }
+        }
+    }
+    false
+}
+
+impl ExecCollector {
+    /// Start collecting: the eBPF source where it loads, else the proc connector (the
+    /// control log gets an `exec_log_source` record saying which, and why not eBPF).
+    pub fn start(cfg: ExecConfig, mut anchor: AnchorSink) -> Result<ExecCollector, ExecLogError> {
+        let wake = Arc::new(eventfd().map_err(ExecLogError::Netlink)?);
+        let (mut source, described) = Source::open(&cfg)?;
+        let (log, _) = match KindLog::open(
             &cfg.audit_dir,
             "execs",
             cfg.segment_bytes,
             cfg.reserve_bytes,
-        )?;
+        ) {
+            Ok(l) => l,
+            Err(e) => {
+                source.close();
+                return Err(e.into());
+            }
+        };
+        anchor("exec_log_source", described.clone());
         let stop = Arc::new(AtomicBool::new(false));
-        let stats = Arc::new(ExecStats::default());
-        let wake = Arc::new(eventfd().map_err(ExecLogError::Netlink)?);
+        let stats = Arc::new(ExecStats {
+            bpf: AtomicBool::new(matches!(source, Source::Bpf { .. })),
+            ..ExecStats::default()
+        });
         let (stop2, stats2, wake2) = (stop.clone(), stats.clone(), wake.clone());
         // Named: the idle test (tests/daemon_idle.rs) tells this host-event-driven thread
         // from the daemon's own.
         let thread = std::thread::Builder::new()
             .name("vsl-execlog".into())
             .spawn(move || {
-                let mut tracked = seed(&cfg.cgroup_parent);
-                let mut buf = vec![0u8; 64 * 1024];
+                let mut out = Writer {
+                    log,
+                    stats: stats2,
+                    last_ms: i64::MIN,
+                };
                 let mut last_flush = Instant::now();
                 let mut last_prune: Option<Instant> = None;
                 let mut stop_seen: Option<Instant> = None;
-                let write = |log: &mut KindLog, v: Value| match log.append(time::now_millis(), v) {
-                    Ok(Some(_)) => {
-                        stats2.records.fetch_add(1, Ordering::Relaxed);
-                    }
-                    _ => {
-                        stats2.dropped.fetch_add(1, Ordering::Relaxed);
-                    }
-                };
                 loop {
                     // Sleep until an event, stop(), or the next flush of what was written (none
                     // pending: until the hourly retention pass). Idle costs no wake-ups.
                     if !stop2.load(Ordering::Relaxed) {
-                        let due = if log.pending() {
+                        let due = if out.log.pending() {
                             cfg.flush_interval.saturating_sub(last_flush.elapsed())
                         } else {
                             PRUNE_EVERY
                                 .saturating_sub(last_prune.map_or(PRUNE_EVERY, |t| t.elapsed()))
                         };
-                        wait_readable(fd.as_raw_fd(), wake2.as_raw_fd(), due);
+                        wait_readable(source.raw_fd(), wake2.as_raw_fd(), due);
                     }
-                    // SAFETY: recv into an owned buffer of the given length.
-                    let n = unsafe {
-                        libc::recv(
-                            fd.as_raw_fd(),
-                            buf.as_mut_ptr() as *mut libc::c_void,
-                            buf.len(),
-                            libc::MSG_DONTWAIT,
-                        )
-                    };
-                    let mut idle = false;
-                    if n < 0 {
-                        let e = std::io::Error::last_os_error();
-                        idle = matches!(e.raw_os_error(), Some(libc::EAGAIN) | Some(libc::EINTR));
-                        if e.raw_os_error() == Some(libc::ENOBUFS) {
-                            stats2.overruns.fetch_add(1, Ordering::Relaxed);
-                            write(&mut log, json!({"event": "loss", "reason": "ENOBUFS"}));
-                            // Forks may have been missed: re-seed from the cgroups.
-                            tracked.extend(seed(&cfg.cgroup_parent));
-                        }
-                    } else {
-                        for ev in parse_datagram(&buf[..n as usize]) {
-                            match ev {
-                                ProcEvent::Fork {
-                                    parent_tgid,
-                                    child_pid,
-                                    child_tgid,
-                                } => {
-                                    if child_pid == child_tgid {
-                                        // An untracked parent may have been moved into a slice's
-                                        // cgroup without exec'ing since (no event tells): ask
-                                        // /proc (the parent, else the child, which inherited it).
-                                        let s = match tracked.get(&parent_tgid) {
-                                            Some(s) => Some(s.clone()),
-                                            None => slice_of(parent_tgid, &cfg.cgroup_parent)
-                                                .or_else(|| {
-                                                    slice_of(child_tgid, &cfg.cgroup_parent)
-                                                }),
-                                        };
-                                        if let Some(s) = s {
-                                            tracked.insert(parent_tgid, s.clone());
-                                            tracked.insert(child_tgid, s);
-                                        }
-                                    }
-                                }
-                                ProcEvent::Exec { tgid, .. } => {
-                                    let slice = match tracked.get(&tgid) {
-                                        Some(s) => Some(s.clone()),
-                                        None => slice_of(tgid, &cfg.cgroup_parent),
-                                    };
-                                    let Some(slice) = slice else { continue };
-                                    tracked.insert(tgid, slice.clone());
-                                    let mut v = describe(tgid);
-                                    if v.get("gone").is_some() {
-                                        stats2.gone.fetch_add(1, Ordering::Relaxed);
-                                    }
-                                    v["event"] = "exec".into();
-                                    v["slice"] = slice.into();
-                                    v["pid"] = tgid.into();
-                                    write(&mut log, v);
-                                }
-                                ProcEvent::Exit { pid, tgid } => {
-                                    if pid == tgid {
-                                        tracked.remove(&tgid);
-                                    }
-                                }
-                            }
-                        }
-                    }
+                    let idle = source.drain(&mut out, &cfg);
                     if last_flush.elapsed() >= cfg.flush_interval {
-                        if let Ok(Some(Anchor { kind, seq, hash })) = log.flush() {
+                        if let Ok(Some(Anchor { kind, seq, hash })) = out.log.flush() {
                             anchor("anchor", Anchor { kind, seq, hash }.detail());
                         }
                         last_flush = Instant::now();
                     }
                     if last_prune.is_none_or(|t| t.elapsed() >= PRUNE_EVERY) {
                         last_prune = Some(Instant::now());
-                        if let Ok(Some(d)) = log.prune(cfg.retention_days, time::now_millis()) {
+                        if let Ok(Some(d)) = out.log.prune(cfg.retention_days, time::now_millis()) {
                             anchor("retention", d);
                         }
                     }
-                    // On stop, what is already queued in the socket is still recorded: stop once
-                    // a receive times out (nothing left).
+                    // On stop, what is already queued is still recorded: stop once a drain
+                    // finds nothing left.
                     let stopping = stop2.load(Ordering::Relaxed);
                     if stopping && stop_seen.is_none() {
                         stop_seen = Some(Instant::now());
                     }
-                    // (Bounded: on a busy host the socket is never idle.)
+                    // (Bounded: on a busy host the source is never idle.)
                     if stopping
                         && (idle || stop_seen.is_some_and(|t| t.elapsed() > Duration::from_secs(1)))
                     {
-                        if let Ok(Some(a)) = log.flush() {
+                        if let Ok(Some(a)) = out.log.flush() {
                             anchor("anchor", a.detail());
                         }
                         break;
                     }
                 }
+                source.close();
             })
             .map_err(ExecLogError::Netlink)?;
         Ok(ExecCollector {
@@ -564,11 +753,16 @@ pub static STATS: std::sync::OnceLock<Arc<ExecStats>> = std::sync::OnceLock::new
 pub fn render_metrics(out: &mut String) {
     use std::fmt::Write as _;
     let Some(s) = STATS.get() else { return };
+    let _ = writeln!(
+        out,
+        "# HELP vslice_execlog_bpf 1 when the exec log's source is eBPF, 0 for the proc connector.\n# TYPE vslice_execlog_bpf gauge\nvslice_execlog_bpf {}",
+        u8::from(s.bpf.load(Ordering::Relaxed))
+    );
     for (name, help, v) in [
         ("vslice_execlog_records_total", "Exec records written.", &s.records),
         (
             "vslice_execlog_overruns_total",
-            "Times process events were lost (ENOBUFS); the slices' processes are re-seeded from their cgroups.",
+            "Exec events lost: the eBPF ring buffer was full, or the proc connector's socket overran (ENOBUFS; its slices' processes are then re-seeded from their cgroups).",
             &s.overruns,
         ),
         (
@@ -587,6 +781,12 @@ pub fn render_metrics(out: &mut String) {
     }
 }
 
+/// Where the daemon pins its exec log program: one directory per slices' parent cgroup, so
+/// daemons of different parents (tests) keep apart.
+pub fn pin_dir_for(cgroup_parent: &str) -> PathBuf {
+    PathBuf::from("/sys/fs/bpf/vslice").join(cgroup_parent.trim_matches('/').replace('/', "_"))
+}
+
 /// Start the daemon's exec collector (with the flow log's `flow_log` switch: both are the
 /// accountability trail).
 pub fn start_for_daemon(d: &Arc<crate::daemon::Daemon>) -> Option<ExecCollector> {
@@ -596,6 +796,7 @@ pub fn start_for_daemon(d: &Arc<crate::daemon::Daemon>) -> Option<ExecCollector>
     let mut cfg = ExecConfig::new(d.audit_dir().to_path_buf(), &d.paths.cgroup_parent);
     cfg.retention_days = d.config.audit_retention_days;
     cfg.reserve_bytes = d.config.audit_reserve_bytes;
+    cfg.pin_dir = Some(pin_dir_for(&d.paths.cgroup_parent));
     let weak = Arc::downgrade(d);
     let sink: AnchorSink = Box::new(move |event, detail| {
         if let Some(d) = weak.upgrade() {

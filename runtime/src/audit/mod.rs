@@ -27,6 +27,8 @@ use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
+mod bpf_ring;
+pub mod exec_bpf;
 pub mod execs;
 pub mod flows;
 pub mod owner;

@@ -12,6 +12,27 @@ pub fn now_millis() -> i64 {
     }
 }
 
+/// Wall-clock minus CLOCK_BOOTTIME, in nanoseconds: add it to a kernel timestamp taken with
+/// `bpf_ktime_get_boot_ns` to get nanoseconds since the epoch. Read fresh at each use, so a
+/// step of the wall clock moves it (as it moves `now_millis`).
+pub fn boot_to_wall_offset_ns() -> i128 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec we own.
+    let boot = if unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) } == 0 {
+        ts.tv_sec as i128 * 1_000_000_000 + ts.tv_nsec as i128
+    } else {
+        0
+    };
+    let wall = match SystemTime::now().duration_since(UNIX_EPOCH) {
+        Ok(d) => d.as_nanos() as i128,
+        Err(e) => -(e.duration().as_nanos() as i128),
+    };
+    wall - boot
+}
+
 /// The current time as `YYYY-MM-DDTHH:MM:SS.mmmZ`.
 pub fn now_rfc3339() -> String {
     format_millis(now_millis())

@@ -167,7 +167,7 @@ async fn run(
     let d = daemon.clone();
     let _flow_log =
         tokio::task::spawn_blocking(move || vslice::audit::flows::start_for_daemon(&d)).await?;
-    // The exec log (process events connector → <root>/audit/execs).
+    // The exec log (eBPF, else the process events connector → <root>/audit/execs).
     let _exec_log = vslice::audit::execs::start_for_daemon(&daemon);
 
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);

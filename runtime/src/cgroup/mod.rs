@@ -128,6 +128,24 @@ pub fn detect() -> Version {
     }
 }
 
+/// The hierarchy a process's slice is told from by cgroup alone (the exec log's BPF program,
+/// audit/exec_bpf.rs): the unified root on v2 (`None` controller), the `pids` hierarchy on v1
+/// (every slice has a pids cgroup; `Some("pids")`, whose index in css_set.subsys is its line
+/// in /proc/cgroups).
+pub fn attribution_hierarchy() -> Result<(PathBuf, Option<&'static str>), CgroupError> {
+    match detect() {
+        Version::V2 => Ok((PathBuf::from(v2::ROOT), None)),
+        Version::V1 => {
+            let v1 = v1::V1::load()?;
+            let mount = v1.mount("pids").ok_or_else(|| CgroupError::Unsupported {
+                path: PathBuf::from("/proc/self/mountinfo"),
+                reason: "the cgroup v1 pids controller is not mounted".into(),
+            })?;
+            Ok((mount.to_path_buf(), Some("pids")))
+        }
+    }
+}
+
 /// cgroup v2 `cpu.weight` for a v1/OCI `cpu.shares` value: linear, so that the defaults
 /// line up (shares 1024 ↔ weight 100) and the ratio between two slices is the same under
 /// either version: `weight = clamp(shares * 100 / 1024, 1, 10000)`.

@@ -438,6 +438,8 @@ impl TestDaemon {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+        // The exec log's program, pinned so that it outlives a daemon that has slices.
+        vslice::audit::exec_bpf::unpin(&vslice::audit::execs::pin_dir_for(&self.cgroup_parent));
         for h in cgroup_hierarchies() {
             remove_cgroup_tree(&h.join(&self.cgroup_parent));
         }
