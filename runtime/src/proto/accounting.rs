@@ -188,8 +188,14 @@ pub struct ExecRecord {
     /// Always `execs`.
     pub kind: String,
     pub event: String,
+    /// Where the record came from: `bpf` (the eBPF program) or `proc_connector` (the fallback).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub slice: Option<String>,
+    /// The slice's cgroup id, when its cgroup was gone before its name could be read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slice_cgroup_id: Option<u64>,
     /// Host pid.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pid: Option<u32>,
@@ -216,6 +222,9 @@ pub struct ExecRecord {
     pub reason: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lost_before: Option<u64>,
+    /// A `loss` record of the eBPF source: execs the full ring buffer could not take.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub count: Option<u64>,
     pub prev_hash: String,
     pub hash: String,
 }
