@@ -104,7 +104,7 @@ fn who_names_the_process_that_made_the_connection() {
     if !need_root() {
         return;
     }
-    for tool in ["conntrack", "python3", "nsenter", "setpriv"] {
+    for tool in ["python3", "nsenter", "setpriv"] {
         assert!(which(tool), "{tool} is missing (see deps/packages.txt)");
     }
     let _g = serial();

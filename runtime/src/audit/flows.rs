@@ -15,9 +15,9 @@
 //! `net.netfilter.nf_conntrack_acct` / `nf_conntrack_timestamp`; the collector turns them on
 //! if they are off and turns them back off when it stops (only what it changed).
 //!
-//! Loss: the event socket gets a large buffer (`-b`); when the kernel still drops events
-//! (ENOBUFS), conntrack says so on stderr, the collector counts it, writes a `loss` record
-//! and lists the table again (a resync: every live flow as `seen`). The counter is in
+//! Loss: the event socket gets a large buffer (SO_RCVBUFFORCE); when the kernel still drops
+//! events, the socket's next read fails with ENOBUFS, the collector counts it, writes a `loss`
+//! record and lists the table again (a resync: every live flow as `seen`). The counter is in
 //! /metrics and a `who` query over a window with a `loss` record says it may be incomplete.
 //!
 //! The collector runs inside the daemon (threads): flows that start and end while the daemon
@@ -30,108 +30,25 @@
 //! looked up in the slice's own network namespace (audit/owner.rs) and written as a `proc`
 //! record; `who` shows it as `process` when found.
 //!
-//! Why the `conntrack` tool (Debian's conntrack package) rather than ctnetlink from Rust: the
-//! netlink-packet-netfilter crate covers nflog and only parts of ctnetlink (no event
-//! subscription groups, no CTA_COUNTERS/CTA_TIMESTAMP parsing yet); a subprocess with
-//! line-oriented output was the reliable way for now. netlink-packet-netfilter + netlink-sys
-//! would replace it once those attributes are covered.
+//! Events and listings come straight from ctnetlink (audit/ctnetlink.rs), in the daemon: no
+//! `conntrack` process to fork, format text for and parse (that subprocess was the first
+//! collector, and most of its cost per connection), and none a slice could see or kill.
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, HashMap};
-use std::io::{BufRead, BufReader};
 use std::net::Ipv4Addr;
+use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use super::ctnetlink::{self, CtEntry, CtEvent, Tuple};
 use super::records::{Anchor, KindLog};
 use super::{time, AuditError};
 use crate::proto::accounting::{FlowEnd, WhoAnswer, WhoFlow};
-
-/// One direction of a conntrack tuple.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Tuple {
-    pub src: String,
-    pub dst: String,
-    pub sport: Option<u16>,
-    pub dport: Option<u16>,
-    pub packets: Option<u64>,
-    pub bytes: Option<u64>,
-}
-
-/// A parsed conntrack line (event or listing).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct CtLine {
-    /// `NEW`, `DESTROY`, `UPDATE`; empty for listing lines.
-    pub event: String,
-    /// Event time, ms (from `-o timestamp`).
-    pub time_ms: Option<i64>,
-    pub proto: String,
-    pub orig: Tuple,
-    pub reply: Tuple,
-    pub mark: u32,
-    pub id: Option<u64>,
-    /// Seconds the flow lived (DESTROY, with nf_conntrack_timestamp).
-    pub delta_secs: Option<u64>,
-}
-
-/// Parse one line of `conntrack -E/-L -o timestamp,extended,id` output. `None` for lines that
-/// are not flows (summaries, warnings).
-pub fn parse_line(line: &str) -> Option<CtLine> {
-    let mut ct = CtLine::default();
-    let mut dir = 0; // 0: original, 1: reply
-    let mut seen_src = 0;
-    let mut protos = 0;
-    for tok in line.split_whitespace() {
-        if let Some(inner) = tok.strip_prefix('[').and_then(|t| t.strip_suffix(']')) {
-            if let Ok(secs) = inner.parse::<f64>() {
-                ct.time_ms = Some((secs * 1000.0) as i64);
-            } else if matches!(inner, "NEW" | "DESTROY" | "UPDATE") {
-                ct.event = inner.to_string();
-            }
-            continue;
-        }
-        if let Some((k, v)) = tok.split_once('=') {
-            let t = if dir == 0 {
-                &mut ct.orig
-            } else {
-                &mut ct.reply
-            };
-            match k {
-                "src" => {
-                    seen_src += 1;
-                    if seen_src == 2 {
-                        dir = 1;
-                    }
-                    let t = if dir == 0 {
-                        &mut ct.orig
-                    } else {
-                        &mut ct.reply
-                    };
-                    t.src = v.to_string();
-                }
-                "dst" => t.dst = v.to_string(),
-                "sport" => t.sport = v.parse().ok(),
-                "dport" => t.dport = v.parse().ok(),
-                "packets" => t.packets = v.parse().ok(),
-                "bytes" => t.bytes = v.parse().ok(),
-                "mark" => ct.mark = v.parse().unwrap_or(0),
-                "id" => ct.id = v.parse().ok(),
-                "delta-time" => ct.delta_secs = v.parse().ok(),
-                _ => {}
-            }
-            continue;
-        }
-        if protos == 0 && matches!(tok, "tcp" | "udp" | "icmp" | "sctp" | "udplite" | "dccp") {
-            ct.proto = tok.to_string();
-            protos += 1;
-        }
-    }
-    (!ct.orig.src.is_empty() && !ct.proto.is_empty()).then_some(ct)
-}
 
 fn tuple_json(t: &Tuple) -> Value {
     json!({"src": t.src, "dst": t.dst, "sport": t.sport, "dport": t.dport})
@@ -257,8 +174,8 @@ pub struct FlowStats {
 pub enum FlowError {
     #[error("flow log: {0}")]
     Audit(#[from] AuditError),
-    #[error("flow log: cannot run conntrack ({0}); install Debian's conntrack package")]
-    Spawn(std::io::Error),
+    #[error("flow log: cannot subscribe to conntrack events through ctnetlink ({0}); it needs CAP_NET_ADMIN in the host's network namespace and the nf_conntrack_netlink module")]
+    Netlink(std::io::Error),
     #[error("flow log: cannot start a thread: {0}")]
     Thread(std::io::Error),
 }
@@ -267,7 +184,7 @@ pub enum FlowError {
 pub type AnchorSink = Box<dyn FnMut(&str, String) + Send>;
 
 enum Msg {
-    Line(String, &'static str),
+    Flow(Box<CtEntry>),
     Loss(String),
     /// stop() wakes the writer, which sleeps without a timeout when nothing is pending.
     Wake,
@@ -285,7 +202,8 @@ pub struct FlowCollector {
     dump_stop: Option<mpsc::Sender<()>>,
     /// Wakes the writer on stop().
     wake: mpsc::Sender<Msg>,
-    events: Arc<Mutex<Option<Child>>>,
+    /// Dropped by stop(): the event thread's poll sees the other end close.
+    events_stop: Option<UnixStream>,
     threads: Vec<JoinHandle<()>>,
     pub stats: Arc<FlowStats>,
     restore: Vec<(&'static str, String)>,
@@ -299,13 +217,11 @@ const SYSCTLS: [&str; 2] = [
 impl FlowCollector {
     /// Start collecting. `anchor` receives (`anchor`|`retention`, detail) for the control log.
     pub fn start(cfg: FlowConfig, anchor: AnchorSink) -> Result<FlowCollector, FlowError> {
-        // conntrack must be loaded for the sysctls to exist; `conntrack -L` loads it.
-        let _ = Command::new("conntrack")
-            .args(["-C"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .map_err(FlowError::Spawn)?;
+        // Subscribing first: nothing that happens after this point is missed. The listing
+        // proves the kernel answers (and loads nf_conntrack_netlink and nf_conntrack, whose
+        // sysctls are set next) before the collector says it runs.
+        let events = ctnetlink::Events::subscribe(cfg.rcvbuf).map_err(FlowError::Netlink)?;
+        ctnetlink::list(|_| {}).map_err(FlowError::Netlink)?;
         let mut restore = Vec::new();
         for path in SYSCTLS {
             if let Ok(old) = std::fs::read_to_string(path) {
@@ -339,104 +255,17 @@ impl FlowCollector {
         let (tx, rx) = mpsc::channel::<Msg>();
         let mut threads = Vec::new();
 
-        // The event stream, restarted if conntrack ever exits (counted as a loss, and the
-        // writer resyncs with a listing).
-        // Spawned by the supervisor thread (PR_SET_PDEATHSIG follows the spawning thread): if
-        // the daemon dies, so does its conntrack.
-        let (first_tx, first_rx) = mpsc::channel::<std::io::Result<()>>();
-        let events = Arc::new(Mutex::new(None::<Child>));
+        // The event stream. It blocks in poll() on the socket and on a stop socket (an idle
+        // node wakes nothing); stop() closes the other end of the latter.
+        let (events_stop, stop_rx) = UnixStream::pair().map_err(FlowError::Thread)?;
         {
             let tx = tx.clone();
-            let stop = stop.clone();
-            let events = events.clone();
-            let rcvbuf = cfg.rcvbuf;
             let named = std::thread::Builder::new().name("vsl-flowevents".into());
             threads.push(
                 named
-                    .spawn(move || {
-                        let mut next = match spawn_events(rcvbuf) {
-                            Ok(c) => {
-                                let _ = first_tx.send(Ok(()));
-                                Some(c)
-                            }
-                            Err(e) => {
-                                let _ = first_tx.send(Err(e));
-                                None
-                            }
-                        };
-                        while let Some(mut child) = next.take() {
-                            let stdout = child.stdout.take();
-                            let stderr = child.stderr.take();
-                            if let Ok(mut g) = events.lock() {
-                                if stop.load(Ordering::SeqCst) {
-                                    // stop() ran before the child was visible to it.
-                                    let _ = child.kill();
-                                    let _ = child.wait();
-                                    break;
-                                }
-                                *g = Some(child);
-                            }
-                            let err_thread = stderr.map(|err| {
-                                let tx = tx.clone();
-                                std::thread::spawn(move || {
-                                    for line in BufReader::new(err).lines() {
-                                        let Ok(line) = line else { break };
-                                        if (line.contains("ENOBUFS")
-                                            || line.contains("losing events"))
-                                            && tx.send(Msg::Loss(line)).is_err()
-                                        {
-                                            break;
-                                        }
-                                    }
-                                })
-                            });
-                            if let Some(out) = stdout {
-                                for line in BufReader::new(out).lines() {
-                                    let Ok(line) = line else { break };
-                                    if tx.send(Msg::Line(line, "event")).is_err() {
-                                        break;
-                                    }
-                                }
-                            }
-                            if let Some(t) = err_thread {
-                                let _ = t.join();
-                            }
-                            if let Ok(mut g) = events.lock() {
-                                if let Some(mut c) = g.take() {
-                                    let _ = c.kill();
-                                    let _ = c.wait();
-                                }
-                            }
-                            if stop.load(Ordering::SeqCst) {
-                                break;
-                            }
-                            let _ = tx.send(Msg::Loss("conntrack -E exited; restarted".into()));
-                            std::thread::sleep(Duration::from_millis(200));
-                            match spawn_events(rcvbuf) {
-                                Ok(c) => next = Some(c),
-                                Err(e) => {
-                                    tracing::error!("flow log: cannot restart conntrack: {e}");
-                                }
-                            }
-                        }
-                    })
+                    .spawn(move || read_events(events, stop_rx, tx))
                     .map_err(FlowError::Thread)?,
             );
-        }
-        match first_rx.recv() {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                stop.store(true, Ordering::SeqCst);
-                for t in threads.drain(..) {
-                    let _ = t.join();
-                }
-                return Err(FlowError::Spawn(e));
-            }
-            Err(_) => {
-                return Err(FlowError::Spawn(std::io::Error::other(
-                    "event thread ended",
-                )))
-            }
         }
         // Periodic listing of live flows (and the resync at start).
         let (dump_stop, dump_stop_rx) = mpsc::channel::<()>();
@@ -486,7 +315,7 @@ impl FlowCollector {
             stop,
             dump_stop: Some(dump_stop),
             wake: tx,
-            events,
+            events_stop: Some(events_stop),
             threads,
             stats,
             restore,
@@ -498,12 +327,7 @@ impl FlowCollector {
         self.stop.store(true, Ordering::SeqCst);
         self.dump_stop.take();
         let _ = self.wake.send(Msg::Wake);
-        if let Ok(mut g) = self.events.lock() {
-            if let Some(mut c) = g.take() {
-                let _ = c.kill();
-                let _ = c.wait();
-            }
-        }
+        self.events_stop.take();
         for t in self.threads.drain(..) {
             let _ = t.join();
         }
@@ -519,45 +343,118 @@ impl Drop for FlowCollector {
     }
 }
 
-fn spawn_events(rcvbuf: usize) -> std::io::Result<Child> {
-    use std::os::unix::process::CommandExt;
-    let mut cmd = Command::new("conntrack");
-    cmd.args(["-E", "-e", "NEW,DESTROY", "-o", "timestamp,extended,id"])
-        .args(["-b", &rcvbuf.to_string()])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
-    unsafe {
-        cmd.pre_exec(|| {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                return Err(std::io::Error::last_os_error());
+/// Forward conntrack events to the writer until `stop` is closed. A read that fails with
+/// ENOBUFS means the kernel dropped events (the buffer was full): a `Loss`, after which the
+/// writer lists the table again. Any other failure re-subscribes, also as a `Loss`.
+fn read_events(mut events: ctnetlink::Events, stop: UnixStream, tx: mpsc::Sender<Msg>) {
+    loop {
+        let mut fds = [
+            libc::pollfd {
+                fd: events.fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: stop.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+        ];
+        // SAFETY: two valid pollfds, owned by this frame, for the length given.
+        let rc = unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) };
+        if rc < 0 {
+            if std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
+                continue;
             }
-            Ok(())
-        });
-    }
-    cmd.spawn()
-}
-
-/// List the table (`seen` records).
-fn dump(tx: &mpsc::Sender<Msg>) {
-    let Ok(out) = Command::new("conntrack")
-        .args(["-L", "-o", "extended,id"])
-        .stdin(Stdio::null())
-        .stderr(Stdio::null())
-        .output()
-    else {
-        return;
-    };
-    for line in String::from_utf8_lossy(&out.stdout).lines() {
-        if tx.send(Msg::Line(line.to_string(), "dump")).is_err() {
+            tracing::error!(
+                "flow log: poll: {}; events stop",
+                std::io::Error::last_os_error()
+            );
+            let _ = tx.send(Msg::Loss("the event reader failed".into()));
             return;
+        }
+        if fds[1].revents != 0 {
+            return;
+        }
+        if fds[0].revents == 0 {
+            continue;
+        }
+        match events.recv() {
+            Ok(entries) => {
+                for e in entries {
+                    if tx.send(Msg::Flow(e)).is_err() {
+                        return;
+                    }
+                }
+            }
+            Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {
+                if tx
+                    .send(Msg::Loss(
+                        "the kernel dropped conntrack events (ENOBUFS: the socket buffer was full)"
+                            .into(),
+                    ))
+                    .is_err()
+                {
+                    return;
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                let _ = tx.send(Msg::Loss(format!(
+                    "reading conntrack events failed ({e}); subscribed again"
+                )));
+                std::thread::sleep(Duration::from_millis(200));
+                match ctnetlink::Events::subscribe(events.rcvbuf()) {
+                    Ok(again) => events = again,
+                    Err(e) => {
+                        tracing::error!("flow log: cannot subscribe again: {e}");
+                        return;
+                    }
+                }
+            }
         }
     }
 }
 
-/// The record of a conntrack line attributed to `s`.
-fn flow_record(ct: &CtLine, s: &SliceInfo, event: &str) -> Value {
+/// List the table again, off the writer's thread.
+fn resync(tx: &mpsc::Sender<Msg>) {
+    let tx = tx.clone();
+    let named = std::thread::Builder::new().name("vsl-flowresync".into());
+    if let Err(e) = named.spawn(move || dump(&tx)) {
+        tracing::warn!("flow log: cannot start the resync listing: {e}");
+    }
+}
+
+/// List the table (`seen` records).
+fn dump(tx: &mpsc::Sender<Msg>) {
+    let mut closed = false;
+    let listed = ctnetlink::list(|e| {
+        if !closed && tx.send(Msg::Flow(e)).is_err() {
+            closed = true;
+        }
+    });
+    // Not a `Loss`: that would ask for another listing, which would fail the same way.
+    if let Err(e) = listed {
+        tracing::warn!("flow log: listing conntrack failed: {e}");
+    }
+}
+
+/// The record of a slice's conntrack entry, with its time; `None` for entries not marked as
+/// a slice's.
+fn attributed(attr: &mut Attribution, ct: &CtEntry) -> Option<(i64, Value, SliceInfo)> {
+    let s = attr.lookup(ct.mark)?;
+    let event = match ct.event {
+        CtEvent::New => "new",
+        CtEvent::Destroy => "end",
+        CtEvent::Listed => "seen",
+    };
+    let t = ct.time_ms().unwrap_or_else(time::now_millis);
+    let rec = flow_record(ct, &s, event);
+    Some((t, rec, s))
+}
+
+/// The record of a conntrack entry attributed to `s`.
+fn flow_record(ct: &CtEntry, s: &SliceInfo, event: &str) -> Value {
     let dir = if ct.orig.src == s.ip.to_string() {
         "out"
     } else {
@@ -581,7 +478,7 @@ fn flow_record(ct: &CtLine, s: &SliceInfo, event: &str) -> Value {
         v["packets_reply"] = ct.reply.packets.into();
         v["bytes_reply"] = ct.reply.bytes.into();
     }
-    if let Some(d) = ct.delta_secs {
+    if let Some(d) = ct.duration_secs() {
         v["duration_s"] = d.into();
     }
     v
@@ -592,7 +489,7 @@ const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 
 /// The socket of a new flow as the slice sees it (outbound: the original tuple; inbound
 /// through a port forward: the reply tuple, after the DNAT).
-fn socket_key(ct: &CtLine, s: &SliceInfo, dir: &str) -> Option<super::owner::SocketKey> {
+fn socket_key(ct: &CtEntry, s: &SliceInfo, dir: &str) -> Option<super::owner::SocketKey> {
     if !matches!(ct.proto.as_str(), "tcp" | "udp") {
         return None;
     }
@@ -694,26 +591,17 @@ fn writer(
         }
         match rx.recv_timeout(due.saturating_duration_since(now)) {
             Ok(Msg::Wake) => {}
-            Ok(Msg::Line(line, source)) => {
-                if let Some(ct) = parse_line(&line) {
-                    if let Some(s) = attr.lookup(ct.mark) {
-                        let event = match (source, ct.event.as_str()) {
-                            ("event", "NEW") => "new",
-                            ("event", "DESTROY") => "end",
-                            _ => "seen",
-                        };
-                        let t = ct.time_ms.unwrap_or_else(time::now_millis);
-                        let rec = flow_record(&ct, &s, event);
-                        if event == "new" {
-                            let dir = rec["dir"].as_str().unwrap_or("out");
-                            if let Some(k) = socket_key(&ct, &s, dir) {
-                                if ptx.try_send((k, rec.clone(), t)).is_err() {
-                                    stats.procs_skipped.fetch_add(1, Ordering::Relaxed);
-                                }
+            Ok(Msg::Flow(ct)) => {
+                if let Some((t, rec, s)) = attributed(&mut attr, &ct) {
+                    if ct.event == CtEvent::New {
+                        let dir = rec["dir"].as_str().unwrap_or("out");
+                        if let Some(k) = socket_key(&ct, &s, dir) {
+                            if ptx.try_send((k, rec.clone(), t)).is_err() {
+                                stats.procs_skipped.fetch_add(1, Ordering::Relaxed);
                             }
                         }
-                        write(&mut log, t, rec);
                     }
+                    write(&mut log, t, rec);
                 }
             }
             Ok(Msg::Proc(t, rec)) => write(&mut log, t, rec),
@@ -728,8 +616,7 @@ fn writer(
                 // socket has passed (each further loss pushes it back a little; entries live
                 // 30 s or more, so waiting loses nothing) — and right away, too.
                 if resync_at.is_none() {
-                    let tx = tx.clone();
-                    std::thread::spawn(move || dump(&tx));
+                    resync(&tx);
                 }
                 resync_at = Some(Instant::now() + Duration::from_millis(500));
             }
@@ -738,8 +625,7 @@ fn writer(
         }
         if resync_at.is_some_and(|t| Instant::now() >= t) {
             resync_at = None;
-            let tx = tx.clone();
-            std::thread::spawn(move || dump(&tx));
+            resync(&tx);
         }
         if last_flush.elapsed() >= cfg.flush_interval {
             flush(&mut log, &mut anchor);
@@ -755,17 +641,9 @@ fn writer(
         }
         if stop.load(Ordering::Relaxed) {
             // Drain what is queued, then stop.
-            while let Ok(Msg::Line(line, source)) = rx.try_recv() {
-                if let Some(ct) = parse_line(&line) {
-                    if let Some(s) = attr.lookup(ct.mark) {
-                        let event = match (source, ct.event.as_str()) {
-                            ("event", "NEW") => "new",
-                            ("event", "DESTROY") => "end",
-                            _ => "seen",
-                        };
-                        let t = ct.time_ms.unwrap_or_else(time::now_millis);
-                        write(&mut log, t, flow_record(&ct, &s, event));
-                    }
+            while let Ok(Msg::Flow(ct)) = rx.try_recv() {
+                if let Some((t, rec, _)) = attributed(&mut attr, &ct) {
+                    write(&mut log, t, rec);
                 }
             }
             flush(&mut log, &mut anchor);
@@ -1183,36 +1061,5 @@ mod tests {
         assert_eq!(parse_window("10m").unwrap(), 600_000);
         assert_eq!(parse_window("90").unwrap(), 90_000);
         assert_eq!(parse_window("2w").unwrap_err().field, "window");
-    }
-
-    #[test]
-    fn parses_new_and_destroy_lines() {
-        let l = "[1733100000.250000]\t    [NEW] ipv4     2 tcp      6 120 SYN_SENT src=10.214.3.2 dst=10.215.3.2 sport=40000 dport=22 [UNREPLIED] src=10.215.3.2 dst=10.215.3.1 sport=22 dport=40000 mark=1979711490 id=123456";
-        let ct = parse_line(l).unwrap();
-        assert_eq!(ct.event, "NEW");
-        assert_eq!(ct.time_ms, Some(1_733_100_000_250));
-        assert_eq!(ct.proto, "tcp");
-        assert_eq!(ct.orig.src, "10.214.3.2");
-        assert_eq!(ct.orig.dport, Some(22));
-        assert_eq!(ct.reply.dst, "10.215.3.1");
-        assert_eq!(ct.reply.sport, Some(22));
-        assert_eq!(ct.mark, 1979711490);
-        assert_eq!(ct.id, Some(123456));
-        let l = "[1733100003.000000] [DESTROY] ipv4     2 udp      17 src=10.214.3.2 dst=10.215.3.2 sport=5000 dport=53 packets=2 bytes=120 src=10.215.3.2 dst=10.215.3.1 sport=53 dport=5000 packets=1 bytes=80 mark=7 delta-time=3 id=9";
-        let ct = parse_line(l).unwrap();
-        assert_eq!(ct.event, "DESTROY");
-        assert_eq!(ct.orig.bytes, Some(120));
-        assert_eq!(ct.reply.bytes, Some(80));
-        assert_eq!(ct.reply.packets, Some(1));
-        assert_eq!(ct.delta_secs, Some(3));
-        let l = "ipv4     2 tcp      6 431999 ESTABLISHED src=10.214.3.2 dst=10.215.3.2 sport=1 dport=2 packets=3 bytes=4 src=10.215.3.2 dst=10.215.3.1 sport=2 dport=1 packets=5 bytes=6 [ASSURED] mark=0 use=1 id=77";
-        let ct = parse_line(l).unwrap();
-        assert_eq!(ct.event, "");
-        assert_eq!(ct.orig.packets, Some(3));
-        assert_eq!(ct.id, Some(77));
-        assert!(
-            parse_line("conntrack v1.4.7 (conntrack-tools): 3 flow entries have been shown.")
-                .is_none()
-        );
     }
 }

@@ -28,6 +28,7 @@ use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 mod bpf_ring;
+pub mod ctnetlink;
 pub mod exec_bpf;
 pub mod execs;
 pub mod flows;

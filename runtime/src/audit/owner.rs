@@ -180,26 +180,67 @@ pub fn parse_sock_line(line: &str) -> Option<SockRow> {
 
 const TCP_LISTEN: u8 = 0x0a;
 
-/// The socket inode for `k` in the table `rows`: the exact tuple first, then (TCP) the
-/// listener on the local port or (UDP) an unconnected socket bound to it.
-fn find_inode(k: &SocketKey, table: &str) -> Option<u64> {
-    let rows: Vec<_> = table.lines().skip(1).filter_map(parse_sock_line).collect();
+/// `127.0.0.1:8080` → `0100007F:1F90`, as the kernel prints it.
+fn hex_of(a: (Ipv4Addr, u16)) -> String {
+    format!("{:08X}:{:04X}", u32::from_ne_bytes(a.0.octets()), a.1)
+}
+
+/// The socket inode of each key in one /proc/net/{tcp,udp} table: the exact tuple first, then
+/// (TCP) the listener on the local port or (UDP) an unconnected socket bound to it.
+///
+/// One pass, and only the rows that can match are parsed: a slice that makes thousands of
+/// short connections has as many TIME_WAIT rows, and splitting every one of them per batch
+/// was most of the flow log's CPU. The row's tuple sits at a fixed place after `sl:`
+/// (`%08X:%04X %08X:%04X %02X`), so it is compared as text against the keys' own.
+fn find_inodes(keys: &[&SocketKey], table: &str) -> Vec<Option<u64>> {
+    let mut exact: HashMap<String, Vec<usize>> = HashMap::new();
+    for (i, k) in keys.iter().enumerate() {
+        exact
+            .entry(format!("{} {}", hex_of(k.local), hex_of(k.remote)))
+            .or_default()
+            .push(i);
+    }
+    let mut out = vec![None; keys.len()];
+    let mut unbound: Vec<SockRow> = Vec::new();
+    const UNCONNECTED: &str = "00000000:0000";
+    for line in table.lines().skip(1) {
+        let Some((_, rest)) = line.split_once(": ") else {
+            continue;
+        };
+        let (Some(tuple), Some(remote), Some(state)) =
+            (rest.get(0..27), rest.get(14..27), rest.get(28..30))
+        else {
+            continue;
+        };
+        if let Some(ix) = exact.get(tuple) {
+            if let Some(row) = parse_sock_line(line).filter(|r| r.3 != 0) {
+                for &i in ix {
+                    out[i] = Some(row.3);
+                }
+            }
+        } else if state == "0A" || remote == UNCONNECTED {
+            unbound.extend(parse_sock_line(line).filter(|r| r.3 != 0));
+        }
+    }
     let any = Ipv4Addr::UNSPECIFIED;
-    let local_ok = |l: (Ipv4Addr, u16)| l.1 == k.local.1 && (l.0 == k.local.0 || l.0 == any);
-    rows.iter()
-        .find(|r| r.0 == k.local && r.1 == k.remote && r.3 != 0)
-        .or_else(|| {
-            rows.iter().find(|r| {
-                r.3 != 0
-                    && local_ok(r.0)
+    for (i, k) in keys.iter().enumerate() {
+        if out[i].is_some() {
+            continue;
+        }
+        let local_ok = |l: (Ipv4Addr, u16)| l.1 == k.local.1 && (l.0 == k.local.0 || l.0 == any);
+        out[i] = unbound
+            .iter()
+            .find(|r| {
+                local_ok(r.0)
                     && if k.proto == "tcp" {
                         r.2 == TCP_LISTEN
                     } else {
                         r.1 == (any, 0)
                     }
             })
-        })
-        .map(|r| r.3)
+            .map(|r| r.3);
+    }
+    out
 }
 
 /// Namespace membership, cached between batches: a full /proc pass (every process's
@@ -309,25 +350,31 @@ impl Resolver {
 
     fn pass(&self, keys: &[SocketKey]) -> Vec<Option<u32>> {
         let mut out = vec![None; keys.len()];
-        // Socket inode per key, from its namespace's tables (read through any member).
-        let mut tables: HashMap<(i32, &str), String> = HashMap::new();
-        let mut want: HashMap<i32, Vec<(usize, u64)>> = HashMap::new();
+        // Socket inode per key, from its namespace's tables (read through any member), one
+        // table per (namespace, protocol) with all its keys at once.
+        let mut groups: HashMap<(i32, &str), Vec<usize>> = HashMap::new();
         for (i, k) in keys.iter().enumerate() {
             let Some(Some(id)) = self.links.get(&k.veth) else {
                 continue;
             };
-            let Some(pids) = self.members.get(id) else {
+            if self.members.contains_key(id) {
+                groups.entry((*id, k.proto.as_str())).or_default().push(i);
+            }
+        }
+        let mut want: HashMap<i32, Vec<(usize, u64)>> = HashMap::new();
+        for ((id, proto), ix) in groups {
+            let Some(pids) = self.members.get(&id) else {
                 continue;
             };
-            let table = tables.entry((*id, k.proto.as_str())).or_insert_with(|| {
-                pids.iter()
-                    .find_map(|p| {
-                        std::fs::read_to_string(format!("/proc/{p}/net/{}", k.proto)).ok()
-                    })
-                    .unwrap_or_default()
-            });
-            if let Some(ino) = find_inode(k, table) {
-                want.entry(*id).or_default().push((i, ino));
+            let table = pids
+                .iter()
+                .find_map(|p| std::fs::read_to_string(format!("/proc/{p}/net/{proto}")).ok())
+                .unwrap_or_default();
+            let group: Vec<&SocketKey> = ix.iter().map(|&i| &keys[i]).collect();
+            for (i, ino) in ix.iter().zip(find_inodes(&group, &table)) {
+                if let Some(ino) = ino {
+                    want.entry(id).or_default().push((*i, ino));
+                }
             }
         }
         // Holders: a socket:[inode] link among the namespace's processes' descriptors.
@@ -388,13 +435,21 @@ mod tests {
             remote: (Ipv4Addr::new(10, 215, 3, 2), 22),
             veth: "x".into(),
         };
-        assert_eq!(find_inode(&k, table), Some(222));
         // Inbound, not yet accepted: the listener.
-        let k = SocketKey {
+        let inbound = SocketKey {
             local: (Ipv4Addr::new(10, 214, 3, 2), 22),
             remote: (Ipv4Addr::new(10, 215, 3, 2), 5555),
-            ..k
+            ..k.clone()
         };
-        assert_eq!(find_inode(&k, table), Some(111));
+        // A tuple nobody holds, on a port nobody listens on.
+        let unknown = SocketKey {
+            local: (Ipv4Addr::new(10, 214, 3, 2), 40001),
+            ..k.clone()
+        };
+        assert_eq!(
+            find_inodes(&[&k, &inbound, &unknown], table),
+            vec![Some(222), Some(111), None]
+        );
+        assert_eq!(hex_of(k.local), "0203D60A:9C40");
     }
 }
