@@ -54,6 +54,21 @@ fn conns_per_sec(s: &SliceNs, ip: std::net::Ipv4Addr, port: u16, secs: u64) -> f
 /// CPU time (user + system) so far of this process's flow-collector threads (`vsl-flow*`),
 /// ms. Per thread, so neither the bench's own work nor the exec collector is counted.
 fn collector_cpu_ms() -> f64 {
+    threads_cpu_ms("(vsl-flow")
+}
+
+/// The eBPF exec program's (runs, ns in the kernel) so far, counted while `bpf_stats` are on.
+fn exec_prog_stats() -> (u64, u64) {
+    aya::programs::loaded_programs()
+        .flatten()
+        .filter(|p| p.name_as_str() == Some("vslice_exec"))
+        .fold((0, 0), |(n, ns), p| {
+            (n + p.run_count(), ns + p.run_time().as_nanos() as u64)
+        })
+}
+
+/// CPU time so far of this process's threads whose `stat` comm starts with `comm`, ms.
+fn threads_cpu_ms(comm: &str) -> f64 {
     // SAFETY: sysconf has no preconditions.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
     let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
@@ -65,7 +80,7 @@ fn collector_cpu_ms() -> f64 {
         let Some((head, rest)) = stat.rsplit_once(") ") else {
             continue;
         };
-        if !head.contains("(vsl-flow") {
+        if !head.contains(comm) {
             continue;
         }
         let f: Vec<&str> = rest.split_whitespace().collect();
@@ -270,7 +285,12 @@ fn main() {
         std::fs::create_dir_all(&cg).expect("bench cgroup");
         let n = 2000;
         // `None`: no collector; else the source to collect from.
-        let run = |mechanism: Option<vslice::audit::execs::Mechanism>| -> (f64, (u64, u64, u64)) {
+        // Kernel run time of BPF programs is only counted while this fd is open.
+        let _bpf_stats = aya::sys::enable_stats(aya::sys::Stats::RunTime).ok();
+        // Per run: execs/s, (records, overruns, gone), and the CPU the log cost per exec:
+        // (program ns per run in the kernel, collector thread us per record).
+        type Run = (f64, (u64, u64, u64), (f64, f64));
+        let run = |mechanism: Option<vslice::audit::execs::Mechanism>| -> Run {
             let c = mechanism.map(|m| {
                 let mut cfg = vslice::audit::execs::ExecConfig::new(audit_dir.clone(), &parent);
                 cfg.mechanism = m;
@@ -281,6 +301,7 @@ fn main() {
                 "echo $$ > {}; i=0; while [ $i -lt {n} ]; do /bin/true; i=$((i+1)); done",
                 cg.join("cgroup.procs").display()
             );
+            let (prog0, cpu0) = (exec_prog_stats(), threads_cpu_ms("(vsl-execlog"));
             let t = Instant::now();
             let ok = std::process::Command::new("sh")
                 .args(["-c", &script])
@@ -293,6 +314,16 @@ fn main() {
                 0.0
             };
             let stats = c.as_ref().map(|c| c.stats.clone());
+            // Wait for the collector to catch up, so its CPU for this run is all counted.
+            if let Some(st) = &stats {
+                let until = Instant::now() + Duration::from_secs(5);
+                while st.records.load(std::sync::atomic::Ordering::Relaxed) < n
+                    && Instant::now() < until
+                {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+            }
+            let (prog1, cpu1) = (exec_prog_stats(), threads_cpu_ms("(vsl-execlog"));
             drop(c); // records what is queued, then stops
             let recs = stats
                 .map(|s| {
@@ -303,17 +334,25 @@ fn main() {
                     )
                 })
                 .unwrap_or_default();
-            (rate, recs)
+            let prog_ns = (prog1.1 - prog0.1) as f64 / (prog1.0 - prog0.0).max(1) as f64;
+            let collector_us = (cpu1 - cpu0) * 1000.0 / recs.0.max(1) as f64;
+            (rate, recs, (prog_ns, collector_us))
         };
         use vslice::audit::execs::Mechanism;
-        // Interleaved, 3 rounds, medians: off, eBPF, proc connector.
+        // Interleaved rounds, medians: off, eBPF, proc connector. The rate moves by tens of
+        // percent between runs on a shared 2-core VM, so the CPU per exec is printed too: it
+        // does not depend on what else the host runs.
+        let rounds = 5;
         let (mut off, mut bpf, mut cn) = (Vec::new(), Vec::new(), Vec::new());
         let (mut bpf_recs, mut cn_recs) = ((0, 0, 0), (0, 0, 0));
-        for _ in 0..3 {
+        let (mut prog_ns, mut bpf_us) = (Vec::new(), Vec::new());
+        for _ in 0..rounds {
             off.push(run(None).0);
             let b = run(Some(Mechanism::Auto));
             bpf.push(b.0);
             bpf_recs = b.1;
+            prog_ns.push(b.2 .0);
+            bpf_us.push(b.2 .1);
             let c = run(Some(Mechanism::ProcConnector));
             cn.push(c.0);
             cn_recs = c.1;
@@ -323,8 +362,9 @@ fn main() {
             v[v.len() / 2]
         };
         let (off, bpf, cn) = (median(&mut off), median(&mut bpf), median(&mut cn));
+        let (prog_ns, bpf_us) = (median(&mut prog_ns), median(&mut bpf_us));
         println!(
-            "exec log: fork/exec loop of {n} (medians of 3, interleaved): off {off:.0}/s; eBPF {bpf:.0}/s, cost {:+.1}% ({} records for {} execs, {} lost); proc connector {cn:.0}/s, cost {:+.1}% ({} records, {} overrun(s), {} without path: gone)",
+            "exec log: fork/exec loop of {n} (medians of {rounds}, interleaved): off {off:.0}/s; eBPF {bpf:.0}/s, cost {:+.1}% ({} records for {} execs, {} lost); proc connector {cn:.0}/s, cost {:+.1}% ({} records, {} overrun(s), {} without path: gone)",
             (bpf / off - 1.0) * 100.0,
             bpf_recs.0,
             n + 1,
@@ -333,6 +373,11 @@ fn main() {
             cn_recs.0,
             cn_recs.1,
             cn_recs.2,
+        );
+        println!(
+            "exec log CPU per exec (eBPF): program {prog_ns:.0} ns in the kernel (bpf_stats), collector {bpf_us:.1} us per record; against {:.0} us per exec of the loop with the log off: {:.1}%",
+            1e6 / off,
+            (prog_ns / 1000.0 + bpf_us) / (1e6 / off) * 100.0,
         );
         let _ = std::fs::remove_dir(&cg);
         let _ = std::fs::remove_dir(base.join(&parent));

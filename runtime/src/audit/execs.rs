@@ -128,6 +128,9 @@ fn eventfd() -> std::io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
+/// The eBPF program's wake-up batching interval (`WAKE_EVERY_NS` in audit/bpf/exec.bpf.c).
+const EXEC_WAKE_EVERY: Duration = Duration::from_millis(50);
+
 /// Wait until `sock` or `wake` is readable or `timeout` passed (EINTR: returns early, the
 /// caller loops).
 fn wait_readable(sock: i32, wake: i32, timeout: Duration) {
@@ -671,19 +674,31 @@ impl ExecCollector {
                 let mut last_flush = Instant::now();
                 let mut last_prune: Option<Instant> = None;
                 let mut stop_seen: Option<Instant> = None;
+                // The eBPF program wakes this thread at most every EXEC_WAKE_EVERY (see
+                // exec.bpf.c): after a batch, look again within twice that before sleeping
+                // without a timeout, so records written without a wake-up are found.
+                let mut look_again_until: Option<Instant> = None;
                 loop {
                     // Sleep until an event, stop(), or the next flush of what was written (none
                     // pending: until the hourly retention pass). Idle costs no wake-ups.
                     if !stop2.load(Ordering::Relaxed) {
-                        let due = if out.log.pending() {
+                        let mut due = if out.log.pending() {
                             cfg.flush_interval.saturating_sub(last_flush.elapsed())
                         } else {
                             PRUNE_EVERY
                                 .saturating_sub(last_prune.map_or(PRUNE_EVERY, |t| t.elapsed()))
                         };
+                        if let Some(t) = look_again_until {
+                            due = due.min(t.saturating_duration_since(Instant::now()));
+                        }
                         wait_readable(source.raw_fd(), wake2.as_raw_fd(), due);
                     }
                     let idle = source.drain(&mut out, &cfg);
+                    if !idle {
+                        look_again_until = Some(Instant::now() + 2 * EXEC_WAKE_EVERY);
+                    } else if look_again_until.is_some_and(|t| Instant::now() >= t) {
+                        look_again_until = None;
+                    }
                     if last_flush.elapsed() >= cfg.flush_interval {
                         if let Ok(Some(Anchor { kind, seq, hash })) = out.log.flush() {
                             anchor("anchor", Anchor { kind, seq, hash }.detail());

@@ -99,6 +99,8 @@ pub struct KindLog {
     dir: PathBuf,
     segment_bytes: u64,
     reserve_bytes: u64,
+    /// Free bytes of the log's filesystem when last asked, less what was written since.
+    free_estimate: Option<(std::time::Instant, u64)>,
     file: Option<File>,
     idx: Option<File>,
     seg_day: String,
@@ -119,7 +121,30 @@ pub struct KindLog {
     pub last_time_ms: Option<i64>,
 }
 
+/// How long a free-space figure is trusted, and how close to the reserve it may get before
+/// each record asks the filesystem again.
+const FREE_RECHECK: std::time::Duration = std::time::Duration::from_secs(1);
+const FREE_MARGIN: u64 = 4 << 20;
+
 impl KindLog {
+    /// Is the filesystem's free space below the reserve? A statvfs per record was a
+    /// noticeable share of the exec log's cost per exec, so the answer is an estimate (the
+    /// last figure less what this log wrote since), asked again every second and for every
+    /// record once it is within [`FREE_MARGIN`] of the reserve.
+    fn below_reserve(&mut self) -> bool {
+        if self.reserve_bytes == 0 {
+            return false;
+        }
+        let stale = self.free_estimate.is_none_or(|(at, free)| {
+            at.elapsed() >= FREE_RECHECK || free < self.reserve_bytes.saturating_add(FREE_MARGIN)
+        });
+        if stale {
+            self.free_estimate = free_bytes(&self.dir).map(|f| (std::time::Instant::now(), f));
+        }
+        self.free_estimate
+            .is_some_and(|(_, free)| free < self.reserve_bytes)
+    }
+
     /// Open the log of `kind` under `audit_dir` (the control log's directory).
     pub fn open(
         audit_dir: &Path,
@@ -136,6 +161,7 @@ impl KindLog {
             dir: dir.clone(),
             segment_bytes: segment_bytes.max(4096),
             reserve_bytes,
+            free_estimate: None,
             file: None,
             idx: None,
             seg_day: String::new(),
@@ -231,7 +257,7 @@ impl KindLog {
     /// under the reserve the record is dropped and counted; the next record written carries
     /// `lost_before` with the count.
     pub fn append(&mut self, time_ms: i64, mut fields: Value) -> Result<Option<u64>, AuditError> {
-        if self.reserve_bytes > 0 && free_bytes(&self.dir).is_some_and(|f| f < self.reserve_bytes) {
+        if self.below_reserve() {
             self.pending_lost += 1;
             self.lost_total += 1;
             return Ok(None);
@@ -282,6 +308,9 @@ impl KindLog {
             return Err(io_err("append to", &path)(e));
         }
         self.size += line.len() as u64;
+        if let Some((_, free)) = &mut self.free_estimate {
+            *free = free.saturating_sub(line.len() as u64);
+        }
         self.seq += 1;
         self.last_hash = hash;
         self.pending_lost = 0;

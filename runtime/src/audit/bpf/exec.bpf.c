@@ -30,6 +30,10 @@ static long (*bpf_probe_read_kernel)(void *dst, u32 size, const void *src) = (vo
 static long (*bpf_probe_read_kernel_str)(void *dst, u32 size, const void *src) = (void *)115;
 static u64 (*bpf_ktime_get_boot_ns)(void) = (void *)125;
 static long (*bpf_ringbuf_output)(void *ringbuf, void *data, u64 size, u64 flags) = (void *)130;
+static u64 (*bpf_ringbuf_query)(void *ringbuf, u64 flags) = (void *)134;
+#define BPF_RB_NO_WAKEUP 1
+#define BPF_RB_FORCE_WAKEUP 2
+#define BPF_RB_AVAIL_DATA 0
 
 struct kernfs_node {
 	u64 id;
@@ -128,6 +132,21 @@ struct {
 	__uint(max_entries, 8 << 20);
 } events SEC(".maps");
 
+// Wake-ups are batched: waking the reader for every record cost more than the record (an
+// irq_work and a context switch per exec, tens of microseconds in a VM). A record wakes the
+// reader only when WAKE_EVERY_NS have passed since the last wake-up or a lot is queued; the
+// reader, after each batch it finds, looks again within 2 x WAKE_EVERY_NS before it sleeps
+// without a timeout (audit/execs.rs), so a record written without a wake-up is always found.
+// Must match EXEC_WAKE_EVERY in audit/execs.rs.
+#define WAKE_EVERY_NS 50000000ULL
+#define WAKE_QUEUED_BYTES (1 << 20)
+struct {
+	__uint(type, 2 /* BPF_MAP_TYPE_ARRAY */);
+	__uint(max_entries, 1);
+	__type(key, u32);
+	__type(value, u64);
+} woken_at SEC(".maps");
+
 // The raw tracepoint needs no tracefs mount: its arguments are those of
 // trace_sched_process_exec(struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm),
 // called after the new program is in place (a failed execve makes no event).
@@ -209,7 +228,16 @@ int vslice_exec(u64 *ctx)
 	u64 size = sizeof(*e) - ARGV_BYTES + e->argv_len;
 	if (size > sizeof(*e))
 		size = sizeof(*e);
-	if (bpf_ringbuf_output(&events, e, size, 0) != 0) {
+	u64 flags = BPF_RB_NO_WAKEUP;
+	u64 *woken = bpf_map_lookup_elem(&woken_at, &zero);
+	u64 now = bpf_ktime_get_boot_ns();
+	if (!woken || now - *woken >= WAKE_EVERY_NS ||
+	    bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= WAKE_QUEUED_BYTES) {
+		flags = BPF_RB_FORCE_WAKEUP;
+		if (woken)
+			*woken = now;
+	}
+	if (bpf_ringbuf_output(&events, e, size, flags) != 0) {
 		u64 *n = bpf_map_lookup_elem(&lost, &zero);
 		if (n)
 			*n += 1;
