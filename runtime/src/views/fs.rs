@@ -189,9 +189,9 @@ fn refresher(state: &Mutex<State>, due: &Receiver<(usize, Instant)>, notifier: &
         let ino = index as u64 + 2;
         // Errors: the kernel forgot the inode (nothing cached: nothing to do) or the
         // connection is gone (the session ends, and this thread with the process).
-        if notifier.inval_inode(ino, 0, 0).is_err() || notifier.store(ino, grow, &[]).is_err() {
-            continue;
-        }
+        let _ = notifier
+            .inval_inode(ino, 0, 0)
+            .and_then(|()| notifier.store(ino, grow, &[]));
     }
 }
 
