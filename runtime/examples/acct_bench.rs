@@ -118,6 +118,32 @@ fn start(t: &TestNode, audit_dir: &std::path::Path) -> FlowCollector {
     c
 }
 
+/// Cgroup directories to remove when dropped. The loop's last process may still be
+/// released when the bench is done with it (rmdir answers EBUSY), so each is tried for up to
+/// 2 s; one that stays is named on stderr, for the leak check to be explained.
+struct RemoveCgroups(Vec<std::path::PathBuf>);
+
+impl Drop for RemoveCgroups {
+    fn drop(&mut self) {
+        for dir in &self.0 {
+            let mut tries = 0;
+            while dir.exists() {
+                match std::fs::remove_dir(dir) {
+                    Ok(()) => break,
+                    Err(e) if tries >= 100 => {
+                        eprintln!("acct_bench: cannot remove {}: {e}", dir.display());
+                        break;
+                    }
+                    Err(_) => {
+                        tries += 1;
+                        std::thread::sleep(Duration::from_millis(20));
+                    }
+                }
+            }
+        }
+    }
+}
+
 fn main() {
     if !nix::unistd::Uid::effective().is_root() {
         eprintln!("acct_bench: needs root");
@@ -283,6 +309,8 @@ fn main() {
             std::path::PathBuf::from("/sys/fs/cgroup/pids")
         };
         let cg = base.join(&parent).join("looper");
+        // Removed on the way out, also on a panic (deepest first).
+        let cgroups = RemoveCgroups(vec![cg.clone(), base.join(&parent)]);
         std::fs::create_dir_all(&cg).expect("bench cgroup");
         let n = 2000;
         // `None`: no collector; else the source to collect from.
@@ -380,8 +408,7 @@ fn main() {
             1e6 / off,
             (prog_ns / 1000.0 + bpf_us) / (1e6 / off) * 100.0,
         );
-        let _ = std::fs::remove_dir(&cg);
-        let _ = std::fs::remove_dir(base.join(&parent));
+        drop(cgroups);
     }
 
     // ---- who latency over synthetic records ----

@@ -14,16 +14,17 @@
 //! Limits (said in the record and in `who`'s answer by a missing `process`):
 //! * a socket closed (or a process gone) before the lookup is not found: connections that live
 //!   less than the lookup delay (a batch runs at most every 20 ms, later under load) have no
-//!   process. An eBPF program on `connect`/`sendmsg` (cgroup hooks) would see every one; it
-//!   needs a BPF toolchain that this tree does not have yet (see docs/design.md);
+//!   process. An eBPF program on `connect`/`sendmsg` (cgroup hooks) would see every one; the
+//!   tree builds and loads BPF now (the exec log, audit/exec_bpf.rs), so that is the next
+//!   step here;
 //! * a socket shared by several processes (fork, fd passing) names the first holder found;
 //! * an inbound connection not yet accepted is attributed to the listening socket's process;
 //! * lookups are bounded (a queue of [`MAX_PENDING`] flows; more are not looked up and the
 //!   `proc` record is simply absent), so a connection flood cannot slow the flow log.
 //!
-//! Why raw rtnetlink here rather than the netlink-packet-route crate: two fixed requests with
-//! one attribute each; the crate (and its dependency tree) would be the replacement once the
-//! collector reads ctnetlink directly too.
+//! Why raw rtnetlink here rather than the netlink-packet-route crate (which net/rtnl.rs
+//! uses): two fixed requests with one attribute each, answered in one datagram; the crate's
+//! message types would be the replacement if more requests are needed.
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
