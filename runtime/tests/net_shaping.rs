@@ -202,7 +202,14 @@ fn byte_budget_throttles_past_the_threshold() {
         "-J",
     ]);
     let fast = parse_iperf(&out, false);
-    let st = t.node.enforce_budgets_at(late).unwrap();
+    // iperf3 -n ends once it has written the bytes; up to a socket buffer of them may still be
+    // on the way, and the counters see them when they pass. Wait for them (bounded).
+    let mut st = t.node.enforce_budgets_at(late).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while st[0].used_bytes < 2_000_000 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        st = t.node.enforce_budgets_at(late).unwrap();
+    }
     let used = st[0].used_bytes;
     assert!(used >= 2_000_000, "{st:?}");
     let throttle = st[0].throttle_bps.expect("throttled past the threshold");
