@@ -102,7 +102,8 @@ const CTA_TIMESTAMP_START: u16 = 1;
 const CTA_TIMESTAMP_STOP: u16 = 2;
 
 /// Netlink attributes of `buf`: (type without flags, payload). Stops at the first malformed one.
-fn attrs(buf: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
+/// Also used by audit/owner.rs for its rtnetlink answers (the same attribute format).
+pub(crate) fn attrs(buf: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
     let mut rest = buf;
     std::iter::from_fn(move || {
         if rest.len() < 4 {

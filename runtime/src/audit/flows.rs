@@ -206,7 +206,21 @@ pub struct FlowCollector {
     events_stop: Option<UnixStream>,
     threads: Vec<JoinHandle<()>>,
     pub stats: Arc<FlowStats>,
-    restore: Vec<(&'static str, String)>,
+    /// The sysctls this collector turned on; dropping it turns them off again.
+    restore: Option<Sysctls>,
+}
+
+/// Sysctls set by the collector, with the values they had: restored on drop, so a start that
+/// fails after setting them (the log cannot be opened, a thread cannot start) leaves the host
+/// as it found it.
+struct Sysctls(Vec<(&'static str, String)>);
+
+impl Drop for Sysctls {
+    fn drop(&mut self) {
+        for (path, old) in self.0.drain(..) {
+            let _ = std::fs::write(path, old);
+        }
+    }
 }
 
 const SYSCTLS: [&str; 2] = [
@@ -222,11 +236,11 @@ impl FlowCollector {
         // sysctls are set next) before the collector says it runs.
         let events = ctnetlink::Events::subscribe(cfg.rcvbuf).map_err(FlowError::Netlink)?;
         ctnetlink::list(|_| {}).map_err(FlowError::Netlink)?;
-        let mut restore = Vec::new();
+        let mut restore = Sysctls(Vec::new());
         for path in SYSCTLS {
             if let Ok(old) = std::fs::read_to_string(path) {
                 if old.trim() == "0" && std::fs::write(path, "1").is_ok() {
-                    restore.push((path, old.trim().to_string()));
+                    restore.0.push((path, old.trim().to_string()));
                 }
             }
         }
@@ -318,7 +332,7 @@ impl FlowCollector {
             events_stop: Some(events_stop),
             threads,
             stats,
-            restore,
+            restore: Some(restore),
         })
     }
 
@@ -331,9 +345,7 @@ impl FlowCollector {
         for t in self.threads.drain(..) {
             let _ = t.join();
         }
-        for (path, old) in self.restore.drain(..) {
-            let _ = std::fs::write(path, old);
-        }
+        self.restore.take();
     }
 }
 

@@ -115,19 +115,8 @@ fn rtnl(kind: u16, body: &[u8], want: u16) -> Option<Vec<u8>> {
 }
 
 /// Find attribute `want` in a run of rtattrs.
-fn attr(mut b: &[u8], want: u16) -> Option<&[u8]> {
-    while b.len() >= 4 {
-        let len = u16::from_ne_bytes([b[0], b[1]]) as usize;
-        let kind = u16::from_ne_bytes([b[2], b[3]]) & 0x3fff;
-        if len < 4 || len > b.len() {
-            return None;
-        }
-        if kind == want {
-            return Some(&b[4..len]);
-        }
-        b = &b[align4(len).min(b.len())..];
-    }
-    None
+fn attr(b: &[u8], want: u16) -> Option<&[u8]> {
+    super::ctnetlink::attrs(b).find_map(|(kind, v)| (kind == want).then_some(v))
 }
 
 fn push_attr(out: &mut Vec<u8>, kind: u16, data: &[u8]) {
