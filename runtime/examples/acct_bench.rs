@@ -2,7 +2,8 @@
 //! python3):
 //!
 //! * iperf3 throughput and short TCP connections/s from a slice through NAT to a host in a
-//!   test namespace, flow log off, on, off again (same run),
+//!   test namespace (one client, and two that keep both cores busy, with the node's CPU per
+//!   connection), flow log off, on, off again (same run),
 //! * records on file for a burst of new UDP flows sent as fast as one process can (before and
 //!   after the resync listing that follows a loss),
 //! * exec-log cost: execs/s of a fork/exec loop in a slice cgroup: no exec log, the eBPF source
@@ -10,7 +11,8 @@
 //! * `who` latency over synthetic records: 30 days x 100 slices x `ACCT_BENCH_FLOWS` flows a
 //!   slice a day (default 100: 300,000 flows, 600,000 records).
 //!
-//! Every measurement is bounded (`ACCT_BENCH_SECS`, default 3 s).
+//! Every measurement is bounded (`ACCT_BENCH_SECS`, default 3 s). `ACCT_BENCH_ONLY=flows` stops
+//! after the flow-log sections.
 #[path = "../tests/net_support/mod.rs"]
 mod net_support;
 
@@ -40,21 +42,54 @@ while True:
             pass
 "#;
 
-fn conns_per_sec(s: &SliceNs, ip: std::net::Ipv4Addr, port: u16, secs: u64) -> f64 {
+/// Short TCP connections/s from `clients` processes in the slice (each a loop of connect and
+/// close, for `secs`), and the node's busy CPU time over that loop (ms, every core).
+fn conns_per_sec(
+    s: &SliceNs,
+    ip: std::net::Ipv4Addr,
+    port: u16,
+    secs: u64,
+    clients: usize,
+) -> (f64, f64) {
     let script = format!(
-        "import socket, time\nend = time.time() + {secs}\nn = 0\nwhile time.time() < end:\n c = socket.create_connection(('{ip}', {port}))\n c.close()\n n += 1\nprint(n / {secs})\n"
+        "import os, socket, time\nend = time.time() + {secs}\nr, w = os.pipe()\nfor k in range({clients}):\n if os.fork() == 0:\n  n = 0\n  while time.time() < end:\n   try:\n    c = socket.create_connection(('{ip}', {port}))\n    c.close()\n    n += 1\n   except OSError:\n    pass\n  os.write(w, b'%d\\n' % n)\n  os._exit(0)\nos.close(w)\nfor k in range({clients}):\n os.wait()\nprint(sum(int(x) for x in os.read(r, 4096).split()) / {secs})\n"
     );
+    // Thousands of connections a second leave as many client ports in TIME_WAIT; with the
+    // default range connect() soon spends more time searching a free port than connecting
+    // (the rate collapsed in some runs). The slice's namespace is the bench's own.
+    s.sh("echo 1024 65535 > /proc/sys/net/ipv4/ip_local_port_range; echo 1 > /proc/sys/net/ipv4/tcp_tw_reuse");
+    let busy0 = node_busy_ms();
     let out = s.run(&["python3", "-c", &script]);
-    String::from_utf8_lossy(&out.stdout)
+    let busy = node_busy_ms() - busy0;
+    let rate = String::from_utf8_lossy(&out.stdout)
         .trim()
         .parse()
-        .unwrap_or(0.0)
+        .unwrap_or(0.0);
+    (rate, busy)
+}
+
+/// Busy CPU time of the whole node so far (every core, all but idle, iowait and steal), ms.
+fn node_busy_ms() -> f64 {
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let ticks: Vec<f64> = stat
+        .lines()
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq: steal (another guest ran) is not ours.
+    let idle = ticks.get(3).copied().unwrap_or(0.0) + ticks.get(4).copied().unwrap_or(0.0);
+    (ticks.iter().take(7).sum::<f64>() - idle) * 1000.0 / hz
 }
 
 /// CPU time (user + system) so far of this process's flow-collector threads (`vsl-flow*`),
 /// ms. Per thread, so neither the bench's own work nor the exec collector is counted.
 fn collector_cpu_ms() -> f64 {
-    threads_cpu_ms("(vsl-flow")
+    threads_cpu_ms("vsl-flow")
 }
 
 /// The eBPF exec program's (runs, ns in the kernel) so far, counted while `bpf_stats` are on.
@@ -67,28 +102,27 @@ fn exec_prog_stats() -> (u64, u64) {
         })
 }
 
-/// CPU time so far of this process's threads whose `stat` comm starts with `comm`, ms.
+/// CPU time so far of this process's threads whose comm starts with `comm`, ms: from
+/// `schedstat` (ns; `stat`'s clock ticks are 10 ms, coarser than a batched collector's CPU
+/// over a loop).
 fn threads_cpu_ms(comm: &str) -> f64 {
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
     let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
         return 0.0;
     };
-    let mut ticks = 0.0;
+    let mut ns = 0.0;
     for t in tasks.flatten() {
-        let stat = std::fs::read_to_string(t.path().join("stat")).unwrap_or_default();
-        let Some((head, rest)) = stat.rsplit_once(") ") else {
-            continue;
-        };
-        if !head.contains(comm) {
+        let name = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
+        if !name.starts_with(comm) {
             continue;
         }
-        let f: Vec<&str> = rest.split_whitespace().collect();
-        // After the comm: state is field 0, utime 11, stime 12 (clock ticks).
-        let at = |i: usize| f.get(i).and_then(|x| x.parse::<f64>().ok()).unwrap_or(0.0);
-        ticks += at(11) + at(12);
+        let stat = std::fs::read_to_string(t.path().join("schedstat")).unwrap_or_default();
+        ns += stat
+            .split_whitespace()
+            .next()
+            .and_then(|x| x.parse::<f64>().ok())
+            .unwrap_or(0.0);
     }
-    ticks * 1000.0 / hz
+    ns / 1e6
 }
 
 fn start(t: &TestNode, audit_dir: &std::path::Path) -> FlowCollector {
@@ -189,14 +223,25 @@ fn main() {
         .chain([false])
         .collect();
     let mut responders = Vec::new();
+    // A port per run and per client count. `CLIENTS` loops at once keep both cores of the
+    // bench host busy: a single ping-pong client leaves a core idle, and on a VM an idle core
+    // makes every wake-up slower, so there the log's own threads make the loop *faster*.
+    const MANY: u16 = 20;
+    const CLIENTS: usize = 4;
     for k in 0..plan.len() as u16 {
-        responders.push(out.ns.spawn(
-            &["python3", "-c", RESPONDER, &(cport + k).to_string()],
-            "responder",
-        ));
-        wait_listening_in(Some(&out.ns.netns()), "tcp", cport + k);
+        for p in [cport + k, cport + MANY + k] {
+            responders.push(
+                out.ns
+                    .spawn(&["python3", "-c", RESPONDER, &p.to_string()], "responder"),
+            );
+            wait_listening_in(Some(&out.ns.netns()), "tcp", p);
+        }
     }
-    let mut rows = Vec::new();
+    // Per run: (on, iperf3 bit/s, 1-client conns/s, CLIENTS-client conns/s, node CPU us per
+    // connection with CLIENTS clients, collector ms during iperf3, collector us per
+    // connection).
+    type Row = (bool, f64, f64, f64, f64, f64, f64);
+    let mut rows: Vec<Row> = Vec::new();
     let mut slices = Vec::new();
     for (k, on) in plan.iter().copied().enumerate() {
         let s = SliceNs::new(&format!("bench{k}"));
@@ -205,47 +250,60 @@ fn main() {
         let cpu0 = collector_cpu_ms();
         let bw = iperf3_client(&s, ip, iport, secs as u32, false).goodput_bps;
         let cpu1 = collector_cpu_ms();
-        let cps = conns_per_sec(&s, ip, cport + k as u16, secs);
-        let cpu2 = collector_cpu_ms();
+        let port = cport + k as u16;
+        let (cps1, _) = conns_per_sec(&s, ip, port, secs, 1);
+        // Its own slice too: the first loop's TIME_WAIT sockets would make connect() search
+        // longer for a free port.
+        let busy_slice = SliceNs::new(&format!("bench{k}b"));
+        attach(&t, &busy_slice, &bridge_spec());
+        let (cps2, busy) = conns_per_sec(&busy_slice, ip, port + MANY, secs, CLIENTS);
+        let cpu3 = collector_cpu_ms();
         drop(c);
-        let conns = cps * secs as f64;
+        let conns = (cps1 + cps2) * secs as f64;
         rows.push((
             on,
             bw,
-            cps,
+            cps1,
+            cps2,
+            busy * 1000.0 / (cps2 * secs as f64).max(1.0),
             cpu1 - cpu0,
-            (cpu2 - cpu1) / conns.max(1.0) * 1000.0,
+            (cpu3 - cpu1) / conns.max(1.0) * 1000.0,
         ));
         slices.push(s);
+        slices.push(busy_slice);
     }
     let s = SliceNs::new(&format!("bench{}", plan.len()));
     attach(&t, &s, &bridge_spec());
-    println!("flow log   iperf3 (through NAT)   TCP connections/s (through NAT)   collector CPU");
-    for (on, bw, cps, cpu_bw, us_conn) in &rows {
+    println!("flow log   iperf3 (through NAT)   TCP connections/s through NAT: 1 client, {CLIENTS} clients (node CPU per connection)   collector CPU");
+    for (on, bw, cps1, cps2, node_us, cpu_bw, us_conn) in &rows {
         let label = if *on { "on" } else { "off" };
         let cpu = if *on {
-            format!("{cpu_bw:.0} ms during iperf3, {us_conn:.0} us/connection")
+            format!("{cpu_bw:.0} ms during iperf3, {us_conn:.1} us/connection")
         } else {
             String::new()
         };
         println!(
-            "{label:<10} {:>14.1} Mbit/s   {cps:>10.0}                         {cpu}",
+            "{label:<10} {:>14.1} Mbit/s   {cps1:>8.0} {cps2:>8.0} ({node_us:.0} us)   {cpu}",
             bw / 1e6
         );
     }
-    let median = |on: bool, f: fn(&(bool, f64, f64, f64, f64)) -> f64| {
+    let median = |on: bool, f: fn(&Row) -> f64| {
         let mut v: Vec<f64> = rows.iter().filter(|r| r.0 == on).map(f).collect();
         v.sort_by(|a, b| a.total_cmp(b));
         v[v.len() / 2]
     };
-    let (bw_off, bw_on) = (median(false, |r| r.1), median(true, |r| r.1));
-    let (cps_off, cps_on) = (median(false, |r| r.2), median(true, |r| r.2));
+    let cost = |f: fn(&Row) -> f64| (median(true, f) / median(false, f) - 1.0) * 100.0;
+    let (node_off, collector) = (median(false, |r| r.4), median(true, |r| r.6));
     println!(
-        "cost (medians of {rounds} on and {} off runs): throughput {:+.1}%, connections/s {:+.1}%; collector CPU {:.0} us per connection (NEW+DESTROY+process lookup)",
+        "cost (medians of {rounds} on and {} off runs): throughput {:+.1}%, connections/s {:+.1}% (1 client), {:+.1}% ({CLIENTS} clients, both cores busy); node CPU per connection {:+.1}% ({:.0} -> {:.0} us); collector CPU {collector:.1} us per connection (NEW+DESTROY+process lookup) = {:.1}% of the {node_off:.0} us a connection costs the node with the log off",
         rounds + 1,
-        (bw_on / bw_off - 1.0) * 100.0,
-        (cps_on / cps_off - 1.0) * 100.0,
+        cost(|r| r.1),
+        cost(|r| r.2),
+        cost(|r| r.3),
+        cost(|r| r.4),
+        node_off,
         median(true, |r| r.4),
+        collector / node_off * 100.0,
     );
 
     // ---- a burst of new flows ----
@@ -300,6 +358,10 @@ fn main() {
     drop(out);
     drop(t);
 
+    if std::env::var("ACCT_BENCH_ONLY").is_ok_and(|v| v == "flows") {
+        return;
+    }
+
     // ---- exec log cost on a fork/exec loop ----
     {
         let parent = format!("vslice-t{}acctbench", std::process::id());
@@ -330,7 +392,7 @@ fn main() {
                 "echo $$ > {}; i=0; while [ $i -lt {n} ]; do /bin/true; i=$((i+1)); done",
                 cg.join("cgroup.procs").display()
             );
-            let (prog0, cpu0) = (exec_prog_stats(), threads_cpu_ms("(vsl-execlog"));
+            let (prog0, cpu0) = (exec_prog_stats(), threads_cpu_ms("vsl-execlog"));
             let t = Instant::now();
             let ok = std::process::Command::new("sh")
                 .args(["-c", &script])
@@ -352,7 +414,7 @@ fn main() {
                     std::thread::sleep(Duration::from_millis(10));
                 }
             }
-            let (prog1, cpu1) = (exec_prog_stats(), threads_cpu_ms("(vsl-execlog"));
+            let (prog1, cpu1) = (exec_prog_stats(), threads_cpu_ms("vsl-execlog"));
             drop(c); // records what is queued, then stops
             let recs = stats
                 .map(|s| {

@@ -335,17 +335,25 @@ impl Events {
         self.sock.as_raw_fd()
     }
 
-    /// The next datagram's entries (blocks). `Err(ENOBUFS)`: the kernel dropped events because
-    /// the buffer was full; the socket stays usable.
-    pub fn recv(&mut self) -> std::io::Result<Vec<Box<CtEntry>>> {
-        let n = self.sock.recv(&mut &mut self.buf[..], 0)?;
-        Ok(parse(&self.buf[..n], false)
-            .into_iter()
-            .filter_map(|m| match m {
-                Message::Entry(e) => Some(e),
-                _ => None,
-            })
-            .collect())
+    /// The next datagram's entries; `wait`: block for one, else `None` when none is queued.
+    /// `Err(ENOBUFS)`: the kernel dropped events because the buffer was full; the socket stays
+    /// usable.
+    pub fn recv(&mut self, wait: bool) -> std::io::Result<Option<Vec<Box<CtEntry>>>> {
+        let flags = if wait { 0 } else { libc::MSG_DONTWAIT };
+        let n = match self.sock.recv(&mut &mut self.buf[..], flags) {
+            Ok(n) => n,
+            Err(e) if !wait && e.kind() == std::io::ErrorKind::WouldBlock => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        Ok(Some(
+            parse(&self.buf[..n], false)
+                .into_iter()
+                .filter_map(|m| match m {
+                    Message::Entry(e) => Some(e),
+                    _ => None,
+                })
+                .collect(),
+        ))
     }
 }
 

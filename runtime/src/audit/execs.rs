@@ -694,6 +694,9 @@ impl ExecCollector {
                         wait_readable(source.raw_fd(), wake2.as_raw_fd(), due);
                     }
                     let idle = source.drain(&mut out, &cfg);
+                    if let Err(e) = out.log.write_out() {
+                        tracing::warn!("exec log: {e}");
+                    }
                     if !idle {
                         look_again_until = Some(Instant::now() + 2 * EXEC_WAKE_EVERY);
                     } else if look_again_until.is_some_and(|t| Instant::now() >= t) {

@@ -27,8 +27,10 @@
 //! meeting [down_since, restart] answers `lossy`.
 //!
 //! Process: after each NEW event the process holding the slice's end of the connection is
-//! looked up in the slice's own network namespace (audit/owner.rs) and written as a `proc`
-//! record; `who` shows it as `process` when found.
+//! looked up in the slice's own network namespace (audit/owner.rs), and the `new` record is
+//! written once that lookup is done (within a batch of at most ~20 ms, ~120 ms when a process
+//! started since the last /proc scan), with `process` when it was found; `who` shows it. (Logs
+//! written before this have a separate `proc` record per flow; `who` reads both.)
 //!
 //! Events and listings come straight from ctnetlink (audit/ctnetlink.rs), in the daemon: no
 //! `conntrack` process to fork, format text for and parse (that subprocess was the first
@@ -47,11 +49,29 @@ use std::time::{Duration, Instant};
 
 use super::ctnetlink::{self, CtEntry, CtEvent, Tuple};
 use super::records::{Anchor, KindLog};
+use super::Members;
 use super::{time, AuditError};
 use crate::proto::accounting::{FlowEnd, WhoAnswer, WhoFlow};
 
-fn tuple_json(t: &Tuple) -> Value {
-    json!({"src": t.src, "dst": t.dst, "sport": t.sport, "dport": t.dport})
+/// A tuple as the records show it. Fields in key order: serialised as they are, the text is
+/// canonical (audit::Members).
+#[derive(serde::Serialize)]
+struct TupleJson<'a> {
+    dport: Option<u16>,
+    dst: &'a str,
+    sport: Option<u16>,
+    src: &'a str,
+}
+
+impl<'a> From<&'a Tuple> for TupleJson<'a> {
+    fn from(t: &'a Tuple) -> Self {
+        TupleJson {
+            dport: t.dport,
+            dst: &t.dst,
+            sport: t.sport,
+            src: &t.src,
+        }
+    }
 }
 
 /// What the collector knows about a slice with a given mark.
@@ -59,7 +79,8 @@ fn tuple_json(t: &Tuple) -> Value {
 struct SliceInfo {
     name: String,
     veth: String,
-    ip: Ipv4Addr,
+    /// Its address as conntrack tuples show it.
+    ip_text: String,
     owners: Vec<String>,
 }
 
@@ -69,7 +90,7 @@ struct Attribution {
     net_state_dir: PathBuf,
     slices_dir: Option<PathBuf>,
     prefix: u32,
-    map: HashMap<u32, SliceInfo>,
+    map: HashMap<u32, Arc<SliceInfo>>,
     loaded: Option<Instant>,
 }
 
@@ -90,19 +111,19 @@ impl Attribution {
                 .unwrap_or_default();
             map.insert(
                 self.prefix | (e.id & 0xfff),
-                SliceInfo {
+                Arc::new(SliceInfo {
                     name: name.clone(),
                     veth: e.veth.clone(),
-                    ip: e.ip,
+                    ip_text: e.ip.to_string(),
                     owners,
-                },
+                }),
             );
         }
         self.map = map;
         self.loaded = Some(Instant::now());
     }
 
-    fn lookup(&mut self, mark: u32) -> Option<SliceInfo> {
+    fn lookup(&mut self, mark: u32) -> Option<Arc<SliceInfo>> {
         if mark & crate::net::FLOW_MARK_MASK != self.prefix {
             return None;
         }
@@ -185,15 +206,20 @@ pub type AnchorSink = Box<dyn FnMut(&str, String) + Send>;
 
 enum Msg {
     Flow(Box<CtEntry>),
+    /// The events read in one go.
+    Flows(Vec<CtEntry>),
     Loss(String),
     /// stop() wakes the writer, which sleeps without a timeout when nothing is pending.
     Wake,
-    /// A `proc` record (the process of a new flow), with the flow's time.
-    Proc(i64, Value),
+    /// A new flow's record after its process lookup (with `process` when found), with the
+    /// flow's time.
+    Looked(i64, Members),
+    /// The lookup thread has finished (the collector is stopping).
+    OwnersDone,
 }
 
 /// A new flow waiting for its process lookup: the socket, the flow's record and time.
-type Pending = (super::owner::SocketKey, Value, i64);
+type Pending = (super::owner::SocketKey, Members, i64);
 
 /// A running collector; stops (and restores the sysctls it changed) on drop.
 pub struct FlowCollector {
@@ -263,6 +289,8 @@ impl FlowCollector {
                     "down_since": time::format_millis(since),
                 }),
             )?;
+            // On file before start() returns: a query right after must see the gap.
+            log.write_out()?;
         }
         let stop = Arc::new(AtomicBool::new(false));
         let stats = Arc::new(FlowStats::default());
@@ -391,14 +419,32 @@ fn read_events(mut events: ctnetlink::Events, stop: UnixStream, tx: mpsc::Sender
         if fds[0].revents == 0 {
             continue;
         }
-        match events.recv() {
-            Ok(entries) => {
-                for e in entries {
-                    if tx.send(Msg::Flow(e)).is_err() {
-                        return;
-                    }
+        // Everything queued, one datagram per event, then poll again: one message to the
+        // writer per read-out rather than per event.
+        let mut batch = Vec::new();
+        let read = loop {
+            match events.recv(batch.is_empty()) {
+                Ok(Some(entries)) if batch.len() < 4096 => {
+                    batch.extend(entries.into_iter().map(|e| *e))
                 }
+                Ok(Some(entries)) => {
+                    batch.extend(entries.into_iter().map(|e| *e));
+                    break Ok(());
+                }
+                Ok(None) => break Ok(()),
+                Err(e) => break Err(e),
             }
+        };
+        if !batch.is_empty() {
+            if tx.send(Msg::Flows(batch)).is_err() {
+                return;
+            }
+            // Let the next events gather (the socket holds seconds of them) rather than
+            // poll and read per event under load; idle, the poll still waits without a timer.
+            std::thread::sleep(BATCH_PAUSE);
+        }
+        match read {
+            Ok(()) => {}
             Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {
                 if tx
                     .send(Msg::Loss(
@@ -453,7 +499,7 @@ fn dump(tx: &mpsc::Sender<Msg>) {
 
 /// The record of a slice's conntrack entry, with its time; `None` for entries not marked as
 /// a slice's.
-fn attributed(attr: &mut Attribution, ct: &CtEntry) -> Option<(i64, Value, SliceInfo)> {
+fn attributed(attr: &mut Attribution, ct: &CtEntry) -> Option<(i64, Members, Arc<SliceInfo>)> {
     let s = attr.lookup(ct.mark)?;
     let event = match ct.event {
         CtEvent::New => "new",
@@ -465,47 +511,53 @@ fn attributed(attr: &mut Attribution, ct: &CtEntry) -> Option<(i64, Value, Slice
     Some((t, rec, s))
 }
 
+/// Is the flow the slice's own connection (`out`), rather than one into it (`in`)?
+fn outbound(ct: &CtEntry, s: &SliceInfo) -> bool {
+    ct.orig.src == s.ip_text
+}
+
 /// The record of a conntrack entry attributed to `s`.
-fn flow_record(ct: &CtEntry, s: &SliceInfo, event: &str) -> Value {
-    let dir = if ct.orig.src == s.ip.to_string() {
-        "out"
-    } else {
-        "in"
-    };
-    let mut v = json!({
-        "event": event,
-        "slice": s.name,
-        "owners": s.owners,
-        "veth": s.veth,
-        "mark": ct.mark,
-        "ct_id": ct.id,
-        "proto": ct.proto,
-        "dir": dir,
-        "orig": tuple_json(&ct.orig),
-        "reply": tuple_json(&ct.reply),
-    });
+fn flow_record(ct: &CtEntry, s: &SliceInfo, event: &'static str) -> Members {
+    let mut m = Members::new();
+    m.put_str("event", event);
+    m.put_str("slice", &s.name);
+    m.put("owners", &s.owners);
+    m.put_str("veth", &s.veth);
+    m.put("mark", &ct.mark);
+    m.put("ct_id", &ct.id);
+    m.put_str("proto", &ct.proto);
+    m.put_str("dir", if outbound(ct, s) { "out" } else { "in" });
+    m.put("orig", &TupleJson::from(&ct.orig));
+    m.put("reply", &TupleJson::from(&ct.reply));
     if ct.orig.bytes.is_some() {
-        v["packets_orig"] = ct.orig.packets.into();
-        v["bytes_orig"] = ct.orig.bytes.into();
-        v["packets_reply"] = ct.reply.packets.into();
-        v["bytes_reply"] = ct.reply.bytes.into();
+        m.put("packets_orig", &ct.orig.packets);
+        m.put("bytes_orig", &ct.orig.bytes);
+        m.put("packets_reply", &ct.reply.packets);
+        m.put("bytes_reply", &ct.reply.bytes);
     }
     if let Some(d) = ct.duration_secs() {
-        v["duration_s"] = d.into();
+        m.put("duration_s", &d);
     }
-    v
+    m
 }
+
+/// How long the writer lets events gather after a batch (a record reaches the disk at most
+/// this much later).
+const BATCH_PAUSE: Duration = Duration::from_millis(5);
+
+/// How long a process's description is reused for its further connections.
+const DESCRIBED_FOR: Duration = Duration::from_secs(1);
 
 /// How often old segments are pruned (retention).
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 
 /// The socket of a new flow as the slice sees it (outbound: the original tuple; inbound
 /// through a port forward: the reply tuple, after the DNAT).
-fn socket_key(ct: &CtEntry, s: &SliceInfo, dir: &str) -> Option<super::owner::SocketKey> {
+fn socket_key(ct: &CtEntry, s: &SliceInfo) -> Option<super::owner::SocketKey> {
     if !matches!(ct.proto.as_str(), "tcp" | "udp") {
         return None;
     }
-    let t = if dir == "out" { &ct.orig } else { &ct.reply };
+    let t = if outbound(ct, s) { &ct.orig } else { &ct.reply };
     Some(super::owner::SocketKey {
         proto: ct.proto.clone(),
         local: (t.src.parse().ok()?, t.sport?),
@@ -520,10 +572,19 @@ fn socket_key(ct: &CtEntry, s: &SliceInfo, dir: &str) -> Option<super::owner::So
 /// share of a core and the rest is skipped (counted), never queued without bound.
 fn owners(rx: mpsc::Receiver<Pending>, tx: mpsc::Sender<Msg>, stats: Arc<FlowStats>) {
     let mut resolver = super::owner::Resolver::new();
+    // A process that makes many connections (a server, a crawler) is described once a second,
+    // not once per connection: /proc reads were most of this thread's CPU. Its argv can be
+    // up to that old (an exec in between shows in the exec log); a pid cannot be reused
+    // within a second (that takes pid_max forks).
+    let mut described: HashMap<u32, (Instant, Value)> = HashMap::new();
     // Blocks without a timeout (an idle node wakes nothing): the writer holds the only
-    // sender and drops it when the collector stops, which ends this loop.
+    // sender and drops it when the collector stops, which ends this loop once the queue is
+    // empty; the writer waits for the word that it has.
     loop {
-        let Ok(first) = rx.recv() else { return };
+        let Ok(first) = rx.recv() else {
+            let _ = tx.send(Msg::OwnersDone);
+            return;
+        };
         std::thread::sleep(Duration::from_millis(20));
         let mut batch = vec![first];
         while let Ok(p) = rx.try_recv() {
@@ -531,18 +592,26 @@ fn owners(rx: mpsc::Receiver<Pending>, tx: mpsc::Sender<Msg>, stats: Arc<FlowSta
         }
         let keys: Vec<_> = batch.iter().map(|p| p.0.clone()).collect();
         let pids = resolver.resolve(&keys);
+        described.retain(|_, (at, _)| at.elapsed() < DESCRIBED_FOR);
         for ((_, mut rec, t), pid) in batch.into_iter().zip(pids) {
-            let Some(pid) = pid else { continue };
-            let mut p = super::execs::describe(pid);
-            p["pid"] = pid.into();
-            p["comm"] = std::fs::read_to_string(format!("/proc/{pid}/comm"))
-                .map(|c| c.trim_end().to_string())
-                .unwrap_or_default()
-                .into();
-            rec["event"] = "proc".into();
-            rec["process"] = p;
+            let Some(pid) = pid else {
+                if tx.send(Msg::Looked(t, rec)).is_err() {
+                    return;
+                }
+                continue;
+            };
+            let (_, p) = described.entry(pid).or_insert_with(|| {
+                let mut p = super::execs::describe(pid);
+                p["pid"] = pid.into();
+                p["comm"] = std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                    .map(|c| c.trim_end().to_string())
+                    .unwrap_or_default()
+                    .into();
+                (Instant::now(), p)
+            });
+            rec.put_value("process", p);
             stats.procs_found.fetch_add(1, Ordering::Relaxed);
-            if tx.send(Msg::Proc(t, rec)).is_err() {
+            if tx.send(Msg::Looked(t, rec)).is_err() {
                 return;
             }
         }
@@ -570,8 +639,10 @@ fn writer(
     let mut last_flush = Instant::now();
     let mut last_prune: Option<Instant> = None;
     let mut resync_at: Option<Instant> = None;
+    let mut batch_open = false;
+    let mut ptx = Some(ptx);
     // Flows already recorded as seen in this dump round are not repeated within it.
-    let write = |log: &mut KindLog, t: i64, v: Value| match log.append(t, v) {
+    let write = |log: &mut KindLog, t: i64, v: Members| match log.append_members(t, v) {
         Ok(Some(_)) => {
             stats.records.fetch_add(1, Ordering::Relaxed);
         }
@@ -582,6 +653,33 @@ fn writer(
             stats.dropped.fetch_add(1, Ordering::Relaxed);
             tracing::warn!("flow log: {e}");
         }
+    };
+    // A conntrack entry: a new flow goes to its process lookup first (which writes its `new`
+    // record with the process, one record where there were two); without a lookup to wait
+    // for (not TCP/UDP, the queue full, stopping) and for the other events, written now.
+    let take = |log: &mut KindLog,
+                attr: &mut Attribution,
+                ptx: Option<&mpsc::SyncSender<Pending>>,
+                ct: CtEntry| {
+        let Some((t, rec, s)) = attributed(attr, &ct) else {
+            return;
+        };
+        if ct.event == CtEvent::New {
+            if let (Some(k), Some(ptx)) = (socket_key(&ct, &s), ptx) {
+                match ptx.try_send((k, rec, t)) {
+                    Ok(()) => return,
+                    Err(
+                        mpsc::TrySendError::Full((_, rec, t))
+                        | mpsc::TrySendError::Disconnected((_, rec, t)),
+                    ) => {
+                        stats.procs_skipped.fetch_add(1, Ordering::Relaxed);
+                        write(log, t, rec);
+                        return;
+                    }
+                }
+            }
+        }
+        write(log, t, rec);
     };
     let flush = |log: &mut KindLog, anchor: &mut AnchorSink| match log.flush() {
         Ok(Some(Anchor { kind, seq, hash })) => {
@@ -601,28 +699,41 @@ fn writer(
         if let Some(r) = resync_at {
             due = due.min(r);
         }
-        match rx.recv_timeout(due.saturating_duration_since(now)) {
+        // Lines are written out in batches: whatever the queue held, once it runs empty.
+        // After a batch the writer pauses a moment before it waits again, so that under load
+        // it wakes once per pause for many events, not once per event (a wake-up cost about
+        // as much as writing the record); an idle node still wakes nothing.
+        let next = match rx.try_recv() {
+            Ok(m) => Ok(m),
+            Err(mpsc::TryRecvError::Disconnected) => Err(RecvTimeoutError::Disconnected),
+            Err(mpsc::TryRecvError::Empty) => {
+                if let Err(e) = log.write_out() {
+                    tracing::warn!("flow log: {e}");
+                }
+                if std::mem::take(&mut batch_open) && !stop.load(Ordering::Relaxed) {
+                    std::thread::sleep(BATCH_PAUSE);
+                    continue;
+                }
+                rx.recv_timeout(due.saturating_duration_since(now))
+            }
+        };
+        batch_open = true;
+        match next {
             Ok(Msg::Wake) => {}
-            Ok(Msg::Flow(ct)) => {
-                if let Some((t, rec, s)) = attributed(&mut attr, &ct) {
-                    if ct.event == CtEvent::New {
-                        let dir = rec["dir"].as_str().unwrap_or("out");
-                        if let Some(k) = socket_key(&ct, &s, dir) {
-                            if ptx.try_send((k, rec.clone(), t)).is_err() {
-                                stats.procs_skipped.fetch_add(1, Ordering::Relaxed);
-                            }
-                        }
-                    }
-                    write(&mut log, t, rec);
+            Ok(Msg::Flow(ct)) => take(&mut log, &mut attr, ptx.as_ref(), *ct),
+            Ok(Msg::Flows(cts)) => {
+                for ct in cts {
+                    take(&mut log, &mut attr, ptx.as_ref(), ct);
                 }
             }
-            Ok(Msg::Proc(t, rec)) => write(&mut log, t, rec),
+            Ok(Msg::Looked(t, rec)) => write(&mut log, t, rec),
+            Ok(Msg::OwnersDone) => {}
             Ok(Msg::Loss(why)) => {
                 stats.overruns.fetch_add(1, Ordering::Relaxed);
                 write(
                     &mut log,
                     time::now_millis(),
-                    json!({"event": "loss", "reason": why}),
+                    Members::from_value(json!({"event": "loss", "reason": why})),
                 );
                 // Resync: every live flow on record again, once the burst that overflowed the
                 // socket has passed (each further loss pushes it back a little; entries live
@@ -652,10 +763,21 @@ fn writer(
             }
         }
         if stop.load(Ordering::Relaxed) {
-            // Drain what is queued, then stop.
-            while let Ok(Msg::Flow(ct)) = rx.try_recv() {
-                if let Some((t, rec, _)) = attributed(&mut attr, &ct) {
-                    write(&mut log, t, rec);
+            // Record what is queued, the new flows still waiting for their lookup included:
+            // closing the lookup queue makes that thread finish its batch and say so.
+            drop(ptx.take());
+            let deadline = Instant::now() + Duration::from_secs(2);
+            loop {
+                match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                    Ok(Msg::Flow(ct)) => take(&mut log, &mut attr, None, *ct),
+                    Ok(Msg::Flows(cts)) => {
+                        for ct in cts {
+                            take(&mut log, &mut attr, None, ct);
+                        }
+                    }
+                    Ok(Msg::Looked(t, rec)) => write(&mut log, t, rec),
+                    Ok(Msg::Loss(_) | Msg::Wake) => {}
+                    Ok(Msg::OwnersDone) | Err(_) => break,
                 }
             }
             flush(&mut log, &mut anchor);
@@ -729,9 +851,11 @@ pub fn who(audit_dir: &Path, q: &WhoQuery) -> Result<WhoAnswer, AuditError> {
             .and_then(|t| time::parse(t).ok())
             .unwrap_or(0);
         let event = v.get("event").and_then(Value::as_str).unwrap_or("");
-        let process = (event == "proc")
-            .then(|| v.get("process").cloned())
-            .flatten()
+        // On the `new` record since the lookup comes before it; on a `proc` record of its
+        // own in logs written before that.
+        let process = v
+            .get("process")
+            .cloned()
             .and_then(|p| serde_json::from_value(p).ok());
         let gap_from = v
             .get("down_since")
@@ -781,7 +905,7 @@ pub fn who(audit_dir: &Path, q: &WhoQuery) -> Result<WhoAnswer, AuditError> {
             process: None,
         });
         if process.is_some() {
-            // A proc record carries no counters or end: only the process is taken from it.
+            // Only the process is taken here (an old log's `proc` record has nothing else new).
             f.process = process;
         }
         let out = f.direction == "out";

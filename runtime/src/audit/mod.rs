@@ -102,39 +102,182 @@ pub fn exec_args(argv: &[String], env: &[String], cwd: Option<&str>, tty: bool) 
 
 /// Canonical JSON: keys sorted, no whitespace.
 pub fn canonical_json(v: &Value) -> String {
-    let mut out = String::new();
+    let mut out = Vec::with_capacity(256);
     write_canonical(v, &mut out);
-    out
+    utf8(out)
 }
 
-fn write_canonical(v: &Value, out: &mut String) {
+/// Text that is UTF-8 by construction (serde_json writes only valid UTF-8).
+fn utf8(bytes: Vec<u8>) -> String {
+    String::from_utf8(bytes).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+}
+
+/// An object's members in key order (serde_json's map is ordered unless its
+/// `preserve_order` feature is on, which a dependency may turn on: sorting costs little).
+fn sorted(map: &serde_json::Map<String, Value>) -> Vec<(&String, &Value)> {
+    let mut members: Vec<_> = map.iter().collect();
+    members.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    members
+}
+
+fn write_canonical(v: &Value, out: &mut Vec<u8>) {
     match v {
         Value::Object(map) => {
-            let mut keys: Vec<&String> = map.keys().collect();
-            keys.sort();
-            out.push('{');
-            for (i, k) in keys.into_iter().enumerate() {
+            out.push(b'{');
+            for (i, (k, v)) in sorted(map).into_iter().enumerate() {
                 if i > 0 {
-                    out.push(',');
+                    out.push(b',');
                 }
-                out.push_str(&Value::String(k.clone()).to_string());
-                out.push(':');
-                write_canonical(&map[k], out);
+                write_scalar(k, out);
+                out.push(b':');
+                write_canonical(v, out);
             }
-            out.push('}');
+            out.push(b'}');
         }
         Value::Array(items) => {
-            out.push('[');
+            out.push(b'[');
             for (i, item) in items.iter().enumerate() {
                 if i > 0 {
-                    out.push(',');
+                    out.push(b',');
                 }
                 write_canonical(item, out);
             }
-            out.push(']');
+            out.push(b']');
         }
-        other => out.push_str(&other.to_string()),
+        other => write_scalar(other, out),
     }
+}
+
+/// A JSON string; text with nothing to escape (keys, names, hashes, times: nearly all of it)
+/// is copied as it is, which is what serde_json writes for it too.
+fn write_str(v: &str, out: &mut Vec<u8>) {
+    if v.bytes()
+        .all(|b| b >= 0x20 && b != b'"' && b != b'\\' && b < 0x7f)
+    {
+        out.push(b'"');
+        out.extend_from_slice(v.as_bytes());
+        out.push(b'"');
+    } else {
+        write_scalar(v, out);
+    }
+}
+
+fn write_scalar<T: serde::Serialize + ?Sized>(v: &T, out: &mut Vec<u8>) {
+    // Writing strings, numbers, booleans and null into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *out, v);
+}
+
+/// A record's members as canonical JSON text, built without a `serde_json::Value` (the flow
+/// log writes thousands a second, and building, sorting and dropping a map per record was
+/// most of its writer's CPU). Each value must serialise canonically: scalars, strings,
+/// arrays of them, structs whose fields are declared in key order, or a [`Value`] through
+/// [`Members::put_value`].
+#[derive(Debug, Clone, Default)]
+pub struct Members {
+    text: Vec<u8>,
+    spans: Vec<(std::borrow::Cow<'static, str>, std::ops::Range<usize>)>,
+}
+
+impl Members {
+    pub fn new() -> Members {
+        Members {
+            text: Vec::with_capacity(512),
+            spans: Vec::with_capacity(24),
+        }
+    }
+
+    /// Set `key` to `v` (a key set twice keeps its last value).
+    pub fn put<T: serde::Serialize + ?Sized>(&mut self, key: &'static str, v: &T) {
+        let at = self.text.len();
+        write_scalar(v, &mut self.text);
+        self.set(key.into(), at);
+    }
+
+    /// [`Members::put`] for text.
+    pub fn put_str(&mut self, key: &'static str, v: &str) {
+        let at = self.text.len();
+        write_str(v, &mut self.text);
+        self.set(key.into(), at);
+    }
+
+    /// Set `key` to a JSON value, written canonically (keys of its objects sorted).
+    pub fn put_value(&mut self, key: impl Into<std::borrow::Cow<'static, str>>, v: &Value) {
+        let at = self.text.len();
+        write_canonical(v, &mut self.text);
+        self.set(key.into(), at);
+    }
+
+    fn set(&mut self, key: std::borrow::Cow<'static, str>, at: usize) {
+        // Repeats are resolved once, by seal().
+        self.spans.push((key, at..self.text.len()));
+    }
+
+    /// The members of a JSON object (anything else: none).
+    pub fn from_value(v: Value) -> Members {
+        let mut m = Members::new();
+        if let Value::Object(map) = v {
+            for (k, v) in map {
+                m.put_value(k, &v);
+            }
+        }
+        m
+    }
+}
+
+/// A record sealed into the chain: its `hash` (as [`record_hash`] computes it, `prev_hash`
+/// being among the members) and its canonical line with that hash, without a newline. One
+/// serialisation: the line is the hashed text with the `hash` member spliced in at its key's
+/// place, so it is byte for byte the canonical JSON of the record with its hash.
+pub fn seal(mut members: Members, prev_hash: &str) -> (String, Vec<u8>) {
+    members.spans.retain(|(k, _)| k != "hash");
+    // Stable: of a key set twice, the later value comes second, and is the one kept.
+    members.spans.sort_by(|a, b| a.0.cmp(&b.0));
+    members.spans.dedup_by(|later, earlier| {
+        let repeat = later.0 == earlier.0;
+        if repeat {
+            earlier.1 = later.1.clone();
+        }
+        repeat
+    });
+    let mut text = Vec::with_capacity(members.text.len() + 16 * members.spans.len());
+    // Where `"hash":…` goes: before the first key that sorts after it.
+    let mut slot = None;
+    text.push(b'{');
+    for (i, (k, span)) in members.spans.iter().enumerate() {
+        if i > 0 {
+            text.push(b',');
+        }
+        if slot.is_none() && k.as_ref() > "hash" {
+            slot = Some(text.len());
+        }
+        write_str(k, &mut text);
+        text.push(b':');
+        text.extend_from_slice(&members.text[span.clone()]);
+    }
+    text.push(b'}');
+    let mut h = Sha256::new();
+    h.update(prev_hash.as_bytes());
+    h.update(&text);
+    let hash = hex::encode(h.finalize());
+    let member = format!("\"hash\":\"{hash}\"");
+    let mut line = Vec::with_capacity(text.len() + member.len() + 1);
+    match slot {
+        Some(at) => {
+            line.extend_from_slice(&text[..at]);
+            line.extend_from_slice(member.as_bytes());
+            line.push(b',');
+            line.extend_from_slice(&text[at..]);
+        }
+        None => {
+            line.extend_from_slice(&text[..text.len() - 1]);
+            if !members.spans.is_empty() {
+                line.push(b',');
+            }
+            line.extend_from_slice(member.as_bytes());
+            line.push(b'}');
+        }
+    }
+    (hash, line)
 }
 
 /// The hash a record must carry: sha256 over `prev_hash` and the canonical JSON of the
@@ -924,6 +1067,36 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(query(d.path(), &f).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn members_keep_the_last_value_of_a_key() {
+        let mut m = Members::new();
+        m.put_str("b", "first");
+        m.put("a", &1);
+        m.put_str("b", "second");
+        let (_, line) = seal(m, "");
+        let v: Value = serde_json::from_slice(&line).unwrap();
+        assert_eq!(v["b"], "second");
+        assert_eq!(v.as_object().unwrap().len(), 3);
+    }
+
+    #[test]
+    fn seal_matches_record_hash_and_canonical_line() {
+        for v in [
+            serde_json::json!({"b": 1, "prev_hash": "p", "seq": 2, "a": {"z": 1.5, "y": [null, "é\n"]}}),
+            serde_json::json!({"aa": true, "prev_hash": "p"}),
+            serde_json::json!({"prev_hash": "p", "zz": "last"}),
+            serde_json::json!({"a": 1}),
+            serde_json::json!({"prev_hash": "p", "tab\t\"q\"": "ctl \u{1} del \u{7f} \\"}),
+        ] {
+            let prev = v["prev_hash"].as_str().unwrap_or("").to_string();
+            let (hash, line) = seal(Members::from_value(v.clone()), &prev);
+            let mut with = v.clone();
+            with["hash"] = hash.clone().into();
+            assert_eq!(hash, record_hash(&with));
+            assert_eq!(String::from_utf8(line).unwrap(), canonical_json(&with));
+        }
     }
 
     #[test]

@@ -7,9 +7,12 @@
 //!   when its `/proc/<pid>/ns/net` has that same nsid in the host namespace (`RTM_GETNSID` with
 //!   the namespace's fd). Addresses are never trusted: another slice (or a namespace a slice's
 //!   root made) holding a socket with the same tuple is in another namespace and never named;
-//! * in that namespace the socket is found by its tuple in `/proc/<pid>/net/{tcp,udp}`
-//!   (inode), and the process by a `socket:[inode]` link in `/proc/<pid>/fd`; the host sees
-//!   every process (a slice's root cannot hide one from the host's /proc).
+//! * in that namespace the socket is found by its tuple with an exact sock_diag request (one
+//!   hash lookup in the kernel, asked through a netlink socket made inside the namespace), and
+//!   the process by a `socket:[inode]` link in `/proc/<pid>/fd`; the host sees every process
+//!   (a slice's root cannot hide one from the host's /proc). Reading the namespace's
+//!   `/proc/net/tcp` instead walks every bucket of the host's established hash (it is shared
+//!   by all namespaces) for each batch: that walk was most of the flow log's CPU.
 //!
 //! Limits (said in the record and in `who`'s answer by a missing `process`):
 //! * a socket closed (or a process gone) before the lookup is not found: connections that live
@@ -22,9 +25,10 @@
 //! * lookups are bounded (a queue of [`MAX_PENDING`] flows; more are not looked up and the
 //!   `proc` record is simply absent), so a connection flood cannot slow the flow log.
 //!
-//! Why raw rtnetlink here rather than the netlink-packet-route crate (which net/rtnl.rs
-//! uses): two fixed requests with one attribute each, answered in one datagram; the crate's
-//! message types would be the replacement if more requests are needed.
+//! Why raw rtnetlink and sock_diag here rather than the netlink-packet-route and
+//! netlink-packet-sock-diag crates (net/rtnl.rs uses the first): three fixed requests, each
+//! answered in one datagram, of which one field is read; the crates' message types would be
+//! the replacement if more requests are needed.
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -147,92 +151,104 @@ pub fn nsid_of(fd: &OwnedFd) -> Option<i32> {
     Some(i32::from_ne_bytes(a.get(..4)?.try_into().ok()?))
 }
 
-/// `0100007F:1F90` → 127.0.0.1:8080 (the kernel prints the address as a native u32).
-fn hex_addr(s: &str) -> Option<(Ipv4Addr, u16)> {
-    let (a, p) = s.split_once(':')?;
-    let a = u32::from_str_radix(a, 16).ok()?;
-    let p = u16::from_str_radix(p, 16).ok()?;
-    Some((Ipv4Addr::from(a.to_ne_bytes()), p))
-}
+const NETLINK_SOCK_DIAG: i32 = 4;
+const SOCK_DIAG_BY_FAMILY: u16 = 20;
+/// `struct inet_diag_sockid`'s cookie value that means "any socket".
+const INET_DIAG_NOCOOKIE: u32 = !0;
+/// Offset of `idiag_inode` in `struct inet_diag_msg` (family, state, timer, retrans: 4 bytes;
+/// the 48-byte sockid; expires, rqueue, wqueue, uid: 16 bytes).
+const IDIAG_INODE_AT: usize = 68;
 
-/// One row of /proc/net/{tcp,udp}: local, remote, state, inode.
-pub type SockRow = ((Ipv4Addr, u16), (Ipv4Addr, u16), u8, u64);
-
-/// Parse one row of /proc/net/{tcp,udp}.
-pub fn parse_sock_line(line: &str) -> Option<SockRow> {
-    let f: Vec<&str> = line.split_whitespace().collect();
-    let local = hex_addr(f.get(1)?)?;
-    let remote = hex_addr(f.get(2)?)?;
-    let st = u8::from_str_radix(f.get(3)?, 16).ok()?;
-    let inode = f.get(9)?.parse().ok()?;
-    Some((local, remote, st, inode))
-}
-
-const TCP_LISTEN: u8 = 0x0a;
-
-/// `127.0.0.1:8080` → `0100007F:1F90`, as the kernel prints it.
-fn hex_of(a: (Ipv4Addr, u16)) -> String {
-    format!("{:08X}:{:04X}", u32::from_ne_bytes(a.0.octets()), a.1)
-}
-
-/// The socket inode of each key in one /proc/net/{tcp,udp} table: the exact tuple first, then
-/// (TCP) the listener on the local port or (UDP) an unconnected socket bound to it.
-///
-/// One pass, and only the rows that can match are parsed: a slice that makes thousands of
-/// short connections has as many TIME_WAIT rows, and splitting every one of them per batch
-/// was most of the flow log's CPU. The row's tuple sits at a fixed place after `sl:`
-/// (`%08X:%04X %08X:%04X %02X`), so it is compared as text against the keys' own.
-fn find_inodes(keys: &[&SocketKey], table: &str) -> Vec<Option<u64>> {
-    let mut exact: HashMap<String, Vec<usize>> = HashMap::new();
-    for (i, k) in keys.iter().enumerate() {
-        exact
-            .entry(format!("{} {}", hex_of(k.local), hex_of(k.remote)))
-            .or_default()
-            .push(i);
-    }
-    let mut out = vec![None; keys.len()];
-    let mut unbound: Vec<SockRow> = Vec::new();
-    const UNCONNECTED: &str = "00000000:0000";
-    for line in table.lines().skip(1) {
-        let Some((_, rest)) = line.split_once(": ") else {
-            continue;
-        };
-        let (Some(tuple), Some(remote), Some(state)) =
-            (rest.get(0..27), rest.get(14..27), rest.get(28..30))
-        else {
-            continue;
-        };
-        if let Some(ix) = exact.get(tuple) {
-            if let Some(row) = parse_sock_line(line).filter(|r| r.3 != 0) {
-                for &i in ix {
-                    out[i] = Some(row.3);
-                }
+/// A sock_diag socket in the network namespace `ns`. Made by a short-lived thread that joins
+/// the namespace: setns(CLONE_NEWNET) moves only the calling thread, and a thread that ends
+/// right after cannot be left in a slice's namespace by a failed return (the collector's own
+/// threads must stay in the host's: their rtnetlink requests name host links).
+fn diag_socket_in(ns: OwnedFd) -> Option<OwnedFd> {
+    std::thread::Builder::new()
+        .name("vsl-flowdiag".into())
+        .spawn(move || {
+            // SAFETY: ns is a namespace fd we own; setns only affects this thread.
+            if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+                return None;
             }
-        } else if state == "0A" || remote == UNCONNECTED {
-            unbound.extend(parse_sock_line(line).filter(|r| r.3 != 0));
-        }
-    }
-    let any = Ipv4Addr::UNSPECIFIED;
-    for (i, k) in keys.iter().enumerate() {
-        if out[i].is_some() {
-            continue;
-        }
-        let local_ok = |l: (Ipv4Addr, u16)| l.1 == k.local.1 && (l.0 == k.local.0 || l.0 == any);
-        out[i] = unbound
-            .iter()
-            .find(|r| {
-                local_ok(r.0)
-                    && if k.proto == "tcp" {
-                        r.2 == TCP_LISTEN
-                    } else {
-                        r.1 == (any, 0)
-                    }
-            })
-            .map(|r| r.3);
-    }
-    out
+            // SAFETY: plain socket(2); the fd is owned right away.
+            let fd = unsafe {
+                libc::socket(
+                    libc::AF_NETLINK,
+                    libc::SOCK_DGRAM | libc::SOCK_CLOEXEC,
+                    NETLINK_SOCK_DIAG,
+                )
+            };
+            // SAFETY: a fresh descriptor nobody else owns.
+            (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd) })
+        })
+        .ok()?
+        .join()
+        .ok()?
 }
 
+/// The inode of the socket the kernel finds for this exact request (`inet_diag_req_v2` without
+/// NLM_F_DUMP: one hash lookup, where reading /proc/net/tcp walks every bucket of the host's
+/// established hash, whichever namespace they belong to: that walk was most of the flow log's
+/// CPU). `Some(0)`: a socket without a file (a connection in the accept queue, TIME_WAIT).
+fn diag_inode(
+    sock: &OwnedFd,
+    proto: u8,
+    src: (Ipv4Addr, u16),
+    dst: (Ipv4Addr, u16),
+) -> Option<u64> {
+    let mut msg = Vec::with_capacity(72);
+    msg.extend_from_slice(&72u32.to_ne_bytes());
+    msg.extend_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
+    msg.extend_from_slice(&NLM_F_REQUEST.to_ne_bytes());
+    msg.extend_from_slice(&1u32.to_ne_bytes()); // seq
+    msg.extend_from_slice(&0u32.to_ne_bytes()); // pid: the kernel
+    msg.extend_from_slice(&[libc::AF_INET as u8, proto, 0, 0]);
+    msg.extend_from_slice(&(!0u32).to_ne_bytes()); // every state
+    msg.extend_from_slice(&src.1.to_be_bytes());
+    msg.extend_from_slice(&dst.1.to_be_bytes());
+    msg.extend_from_slice(&src.0.octets());
+    msg.extend_from_slice(&[0; 12]);
+    msg.extend_from_slice(&dst.0.octets());
+    msg.extend_from_slice(&[0; 12]);
+    msg.extend_from_slice(&0u32.to_ne_bytes()); // any interface
+    msg.extend_from_slice(&INET_DIAG_NOCOOKIE.to_ne_bytes());
+    msg.extend_from_slice(&INET_DIAG_NOCOOKIE.to_ne_bytes());
+    // SAFETY: msg outlives the call; the socket is connected to the kernel by default.
+    let n = unsafe { libc::send(sock.as_raw_fd(), msg.as_ptr().cast(), msg.len(), 0) };
+    if n < 0 {
+        return None;
+    }
+    let mut buf = [0u8; 512];
+    // SAFETY: buf is writable for its length.
+    let n = unsafe { libc::recv(sock.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+    let buf = buf.get(..usize::try_from(n).ok()?)?;
+    let mtype = u16::from_ne_bytes(buf.get(4..6)?.try_into().ok()?);
+    if mtype != SOCK_DIAG_BY_FAMILY {
+        return None; // NLMSG_ERROR: ENOENT, no such socket
+    }
+    let at = 16 + IDIAG_INODE_AT;
+    Some(u32::from_ne_bytes(buf.get(at..at + 4)?.try_into().ok()?).into())
+}
+
+/// The inode of the socket holding `k` in the namespace of `sock`: the connection's own socket,
+/// else (TCP) the listener on the local port (an inbound connection not yet accepted) or (UDP)
+/// a socket bound to the local port and not connected elsewhere.
+pub fn socket_inode(sock: &OwnedFd, k: &SocketKey) -> Option<u64> {
+    let found = |ino: Option<u64>| ino.filter(|&i| i != 0);
+    if k.proto == "udp" {
+        // udp_diag looks the request up the way a datagram from the remote end is: source
+        // and destination swapped ("for historical reasons", net/ipv4/udp_diag.c).
+        return found(diag_inode(sock, libc::IPPROTO_UDP as u8, k.remote, k.local));
+    }
+    let tcp = libc::IPPROTO_TCP as u8;
+    found(diag_inode(sock, tcp, k.local, k.remote)).or_else(|| {
+        // No established socket with a file: inet_lookup's listener fallback, asked with a
+        // remote end no connection has.
+        let none = (Ipv4Addr::UNSPECIFIED, 0);
+        found(diag_inode(sock, tcp, k.local, none))
+    })
+}
 /// Namespace membership, cached between batches: a full /proc pass (every process's
 /// `ns/net`) costs a few ms on a busy host, so it runs at most every [`RESCAN`] and when a
 /// socket's holder is not among the known processes (a new process), at most every
@@ -318,53 +334,65 @@ impl Resolver {
         if self.scanned.is_none_or(|t| t.elapsed() > RESCAN) {
             self.scan();
         }
-        let mut out = self.pass(keys);
-        if out.iter().any(Option::is_none) {
-            // A holder started after the last scan (a client right after another one): wait
-            // out the rate limit rather than give up, so a miss costs at most one rescan.
+        // One sock_diag socket per namespace for the whole batch, closed at its end (an open
+        // one would keep a destroyed slice's namespace alive).
+        let mut socks = HashMap::new();
+        let mut out = self.pass(keys, &mut socks);
+        if out.iter().any(|l| matches!(l, Lookup::Unheld)) {
+            // A socket whose holder is not among the known processes: one that started after
+            // the last scan (a client right after another one). Wait out the rate limit
+            // rather than give up, so a miss costs at most one rescan. A socket already
+            // closed asks for none: no rescan would find it.
             if let Some(since) = self.scanned.map(|t| t.elapsed()) {
                 if since < RESCAN_MISS {
                     std::thread::sleep(RESCAN_MISS - since);
                 }
             }
             self.scan();
-            let again = self.pass(keys);
+            let again = self.pass(keys, &mut socks);
             for (o, a) in out.iter_mut().zip(again) {
-                if o.is_none() {
+                if matches!(o, Lookup::Unheld) {
                     *o = a;
                 }
             }
         }
-        out
+        out.into_iter()
+            .map(|l| match l {
+                Lookup::Held(pid) => Some(pid),
+                Lookup::Unheld | Lookup::NoSocket => None,
+            })
+            .collect()
     }
 
-    fn pass(&self, keys: &[SocketKey]) -> Vec<Option<u32>> {
-        let mut out = vec![None; keys.len()];
-        // Socket inode per key, from its namespace's tables (read through any member), one
-        // table per (namespace, protocol) with all its keys at once.
-        let mut groups: HashMap<(i32, &str), Vec<usize>> = HashMap::new();
+    /// A sock_diag socket in namespace `id`, joined through one of its known processes and
+    /// confirmed to be that namespace (the pid may have been reused since the scan).
+    fn diag_socket(&self, id: i32) -> Option<OwnedFd> {
+        self.members
+            .get(&id)?
+            .iter()
+            .find_map(|pid| {
+                let f = std::fs::File::open(format!("/proc/{pid}/ns/net")).ok()?;
+                let ns = OwnedFd::from(f);
+                (nsid_of(&ns) == Some(id)).then_some(ns)
+            })
+            .and_then(diag_socket_in)
+    }
+
+    fn pass(&self, keys: &[SocketKey], socks: &mut HashMap<i32, Option<OwnedFd>>) -> Vec<Lookup> {
+        let mut out: Vec<Lookup> = keys.iter().map(|_| Lookup::NoSocket).collect();
+        // Socket inode per key, asked of its own namespace.
+        let mut want: HashMap<i32, Vec<(usize, u64)>> = HashMap::new();
         for (i, k) in keys.iter().enumerate() {
             let Some(Some(id)) = self.links.get(&k.veth) else {
                 continue;
             };
-            if self.members.contains_key(id) {
-                groups.entry((*id, k.proto.as_str())).or_default().push(i);
-            }
-        }
-        let mut want: HashMap<i32, Vec<(usize, u64)>> = HashMap::new();
-        for ((id, proto), ix) in groups {
-            let Some(pids) = self.members.get(&id) else {
+            if !self.members.contains_key(id) {
                 continue;
-            };
-            let table = pids
-                .iter()
-                .find_map(|p| std::fs::read_to_string(format!("/proc/{p}/net/{proto}")).ok())
-                .unwrap_or_default();
-            let group: Vec<&SocketKey> = ix.iter().map(|&i| &keys[i]).collect();
-            for (i, ino) in ix.iter().zip(find_inodes(&group, &table)) {
-                if let Some(ino) = ino {
-                    want.entry(id).or_default().push((*i, ino));
-                }
+            }
+            let sock = socks.entry(*id).or_insert_with(|| self.diag_socket(*id));
+            if let Some(ino) = sock.as_ref().and_then(|s| socket_inode(s, k)) {
+                out[i] = Lookup::Unheld;
+                want.entry(*id).or_default().push((i, ino));
             }
         }
         // Holders: a socket:[inode] link among the namespace's processes' descriptors.
@@ -390,8 +418,8 @@ impl Resolver {
                         continue;
                     };
                     for &(i, want_ino) in items {
-                        if want_ino == ino && out[i].is_none() {
-                            out[i] = Some(pid);
+                        if want_ino == ino && matches!(out[i], Lookup::Unheld) {
+                            out[i] = Lookup::Held(pid);
                             left -= 1;
                         }
                     }
@@ -405,41 +433,79 @@ impl Resolver {
     }
 }
 
+/// What a lookup found for one flow.
+enum Lookup {
+    Held(u32),
+    /// A socket, but none of the namespace's known processes holds it.
+    Unheld,
+    /// No socket (closed already) or no namespace to ask.
+    NoSocket,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+    use std::os::fd::AsFd;
+    use std::os::unix::fs::MetadataExt;
 
+    fn ino(fd: impl AsFd) -> u64 {
+        let f = std::fs::File::from(fd.as_fd().try_clone_to_owned().unwrap());
+        f.metadata().unwrap().ino()
+    }
+
+    fn v4(a: SocketAddr) -> (Ipv4Addr, u16) {
+        match a {
+            SocketAddr::V4(a) => (*a.ip(), a.port()),
+            SocketAddr::V6(_) => panic!("v4 only"),
+        }
+    }
+
+    /// Real sockets on loopback, looked up through a sock_diag socket made the way the
+    /// collector makes them (a thread that joins the namespace: here the test's own).
     #[test]
-    fn parses_socket_rows_and_matches_tuples() {
-        let table = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n\
-   0: 00000000:0016 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 111 1 0 100 0 0 10 0\n\
-   1: 0203D60A:9C40 0203D70A:0016 01 00000000:00000000 00:00000000 00000000     0        0 222 1 0 20 4 30 10 -1\n";
-        let row = parse_sock_line(table.lines().nth(2).unwrap()).unwrap();
-        assert_eq!(row.0, (Ipv4Addr::new(10, 214, 3, 2), 40000));
-        assert_eq!(row.1, (Ipv4Addr::new(10, 215, 3, 2), 22));
-        assert_eq!(row.2, 1);
-        assert_eq!(row.3, 222);
-        let k = SocketKey {
-            proto: "tcp".into(),
-            local: (Ipv4Addr::new(10, 214, 3, 2), 40000),
-            remote: (Ipv4Addr::new(10, 215, 3, 2), 22),
-            veth: "x".into(),
-        };
-        // Inbound, not yet accepted: the listener.
-        let inbound = SocketKey {
-            local: (Ipv4Addr::new(10, 214, 3, 2), 22),
-            remote: (Ipv4Addr::new(10, 215, 3, 2), 5555),
-            ..k.clone()
-        };
-        // A tuple nobody holds, on a port nobody listens on.
-        let unknown = SocketKey {
-            local: (Ipv4Addr::new(10, 214, 3, 2), 40001),
-            ..k.clone()
-        };
-        assert_eq!(
-            find_inodes(&[&k, &inbound, &unknown], table),
-            vec![Some(222), Some(111), None]
+    fn finds_sockets_by_exact_lookup() {
+        let ns = OwnedFd::from(std::fs::File::open("/proc/thread-self/ns/net").unwrap());
+        let diag = diag_socket_in(ns).expect("sock_diag socket");
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (c_local, c_remote) = (
+            v4(client.local_addr().unwrap()),
+            v4(client.peer_addr().unwrap()),
         );
-        assert_eq!(hex_of(k.local), "0203D60A:9C40");
+        let key = |proto: &str, local, remote| SocketKey {
+            proto: proto.into(),
+            local,
+            remote,
+            veth: "unused".into(),
+        };
+        // Outbound: the client's own socket.
+        assert_eq!(
+            socket_inode(&diag, &key("tcp", c_local, c_remote)),
+            Some(ino(&client))
+        );
+        // Inbound, not yet accepted (the child has no file): the listener.
+        let inbound = key("tcp", c_remote, c_local);
+        assert_eq!(socket_inode(&diag, &inbound), Some(ino(&listener)));
+        // Accepted: the connection's socket.
+        let (server, _) = listener.accept().unwrap();
+        assert_eq!(socket_inode(&diag, &inbound), Some(ino(&server)));
+        // Nobody's tuple on a port nobody listens on.
+        let closed = TcpListener::bind("127.0.0.1:0").unwrap();
+        let unused = v4(closed.local_addr().unwrap());
+        drop(closed);
+        assert_eq!(socket_inode(&diag, &key("tcp", unused, c_remote)), None);
+        // UDP: a socket bound to the local port and not connected.
+        let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let remote = (Ipv4Addr::new(127, 0, 0, 2), 999);
+        let u_local = v4(udp.local_addr().unwrap());
+        assert_eq!(
+            socket_inode(&diag, &key("udp", u_local, remote)),
+            Some(ino(&udp))
+        );
+        // Connected elsewhere: not this flow's socket.
+        udp.connect("127.0.0.3:1000").unwrap();
+        assert_eq!(socket_inode(&diag, &key("udp", u_local, remote)), None);
+        assert_eq!(socket_inode(&diag, &key("udp", unused, remote)), None);
     }
 }

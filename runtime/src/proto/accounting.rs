@@ -121,9 +121,10 @@ pub struct FlowTuple {
 }
 
 /// A stored flow record (one line of `<root>/audit/flows/*.ndjson`, `GET /v1/audit/flows`).
-/// `event`: `new` (conntrack NEW), `end` (DESTROY, with counters), `seen` (periodic or
-/// resync listing, with counters), `loss` (conntrack lost events; `reason`), `proc` (the
-/// process of a `new` flow, when found: `process`).
+/// `event`: `new` (conntrack NEW, with `process` when the lookup found it), `end` (DESTROY,
+/// with counters), `seen` (periodic or resync listing, with counters), `loss` (conntrack lost
+/// events; `reason`); logs from before the lookup moved into `new` also have `proc` (the
+/// process of a `new` flow).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct FlowRecord {
     pub seq: u64,
@@ -170,7 +171,7 @@ pub struct FlowRecord {
     /// Records dropped (full disk) just before this one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lost_before: Option<u64>,
-    /// The process holding the slice's socket (`proc`, written shortly after `new`).
+    /// The process holding the slice's socket (on `new`, when found).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub process: Option<FlowProcess>,
     pub prev_hash: String,
