@@ -124,20 +124,33 @@ fn thread_ticks(pid: i32) -> (u64, u64) {
     (own, host)
 }
 
-/// Voluntary context switches summed over a process's threads (each is a wake-up).
-fn wakeups(pid: i32) -> u64 {
-    let mut total = 0;
+/// Voluntary context switches of each of a process's threads (each is a wake-up).
+fn wakeups(pid: i32) -> std::collections::HashMap<String, u64> {
+    let mut per_thread = std::collections::HashMap::new();
     if let Ok(rd) = std::fs::read_dir(format!("/proc/{pid}/task")) {
         for t in rd.flatten() {
             let s = std::fs::read_to_string(t.path().join("status")).unwrap_or_default();
-            total += s
+            let n = s
                 .lines()
                 .find(|l| l.starts_with("voluntary_ctxt_switches:"))
                 .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
                 .unwrap_or(0);
+            per_thread.insert(format!("{pid}/{}", t.file_name().to_string_lossy()), n);
         }
     }
-    total
+    per_thread
+}
+
+/// Wake-ups between two [`wakeups`] readings, over the threads present in both (a thread that
+/// ended in between took its count with it: summing totals once went negative).
+fn wakeups_between(
+    before: &std::collections::HashMap<String, u64>,
+    after: &std::collections::HashMap<String, u64>,
+) -> u64 {
+    after
+        .iter()
+        .filter_map(|(t, n)| before.get(t).map(|b| n.saturating_sub(*b)))
+        .sum()
 }
 
 fn status_kb(pid: i32, key: &str) -> u64 {
@@ -441,21 +454,23 @@ fn main() {
     let others: Vec<i32> = shims.iter().chain(views.iter()).copied().collect();
     let (d0, w0, t0) = (cpu_ticks(dpid), wakeups(dpid), thread_ticks(dpid));
     let o0: u64 = others.iter().map(|&p| cpu_ticks(p)).sum();
-    let ow0: u64 = others.iter().map(|&p| wakeups(p)).sum();
+    let ow0: std::collections::HashMap<String, u64> =
+        others.iter().flat_map(|&p| wakeups(p)).collect();
     std::thread::sleep(Duration::from_secs(idle_secs));
     let (d1, w1, t1) = (cpu_ticks(dpid), wakeups(dpid), thread_ticks(dpid));
     let o1: u64 = others.iter().map(|&p| cpu_ticks(p)).sum();
-    let ow1: u64 = others.iter().map(|&p| wakeups(p)).sum();
+    let ow1: std::collections::HashMap<String, u64> =
+        others.iter().flat_map(|&p| wakeups(p)).collect();
     let of_core = |ticks: u64| ticks as f64 / hz() as f64 / idle_secs as f64 * 100.0;
     println!(
         "idle {idle_secs} s at {created}: daemon CPU {:.2}% of a core ({:.2}% its own threads, {:.2}% the exec/flow log threads fed by the whole host), {:.1} wake-ups/s; {} shims + view servers: {:.2}% of a core, {:.1} wake-ups/s",
         of_core(d1 - d0),
         of_core(t1.0.saturating_sub(t0.0)),
         of_core(t1.1.saturating_sub(t0.1)),
-        (w1 - w0) as f64 / idle_secs as f64,
+        wakeups_between(&w0, &w1) as f64 / idle_secs as f64,
         others.len(),
         of_core(o1.saturating_sub(o0)),
-        ow1.saturating_sub(ow0) as f64 / idle_secs as f64
+        wakeups_between(&ow0, &ow1) as f64 / idle_secs as f64
     );
 
     let names: Vec<String> = rt

@@ -96,7 +96,7 @@ struct Attribution {
 
 impl Attribution {
     fn reload(&mut self) {
-        let Ok(state) = crate::net::NetState::load(&self.net_state_dir) else {
+        let Ok(state) = crate::net::NetState::load_shared(&self.net_state_dir) else {
             return;
         };
         let mut map = HashMap::new();

@@ -879,7 +879,7 @@ impl NodeNet {
         &self,
         drops: &DropCounters,
     ) -> Result<BTreeMap<String, (SliceNet, NetCounters)>> {
-        let st = NetState::load(&self.state_dir)?;
+        let st = NetState::load_shared(&self.state_dir)?;
         Ok(st
             .slices
             .iter()
@@ -898,7 +898,7 @@ impl NodeNet {
         slice: &str,
         drops: &DropCounters,
     ) -> Result<Option<(SliceNet, NetCounters)>> {
-        let st = NetState::load(&self.state_dir)?;
+        let st = NetState::load_shared(&self.state_dir)?;
         Ok(st
             .slices
             .get(slice)

@@ -59,6 +59,9 @@ pub struct NetState {
     pub slices: BTreeMap<String, SliceEntry>,
 }
 
+/// Saves of any net state by this process (see [`NetState::load_shared`]).
+static SAVES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 impl NetState {
     pub fn load(dir: &Path) -> Result<NetState> {
         let path = dir.join(STATE_FILE);
@@ -71,8 +74,41 @@ impl NetState {
         Ok(read_json(&path)?)
     }
 
+    /// [`NetState::load`] for readers (inspect, list, the flow log's attribution), shared:
+    /// parsed again when this process saved the state since (a save counter: the file's
+    /// times are coarser than two saves, and a freed inode number may come back at once) or
+    /// the file changed otherwise (inode, size, mtime: another process's write-then-rename).
+    /// Parsing the state of 1000 slices per `inspect` made an inspect cost O(slices).
+    pub fn load_shared(dir: &Path) -> Result<std::sync::Arc<NetState>> {
+        use std::os::unix::fs::MetadataExt;
+        type Cache = Vec<(PathBuf, (u64, u64, u64, i64, i64), std::sync::Arc<NetState>)>;
+        static CACHE: std::sync::Mutex<Cache> = std::sync::Mutex::new(Vec::new());
+        let path = dir.join(STATE_FILE);
+        let Ok(m) = std::fs::metadata(&path) else {
+            return Ok(std::sync::Arc::new(NetState::load(dir)?));
+        };
+        let saves = SAVES.load(std::sync::atomic::Ordering::SeqCst);
+        let key = (saves, m.ino(), m.len(), m.mtime(), m.mtime_nsec());
+        let mut cache = CACHE.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, k, st)) = cache.iter().find(|(p, _, _)| *p == path) {
+            if *k == key {
+                return Ok(st.clone());
+            }
+        }
+        let st = std::sync::Arc::new(NetState::load(dir)?);
+        cache.retain(|(p, _, _)| *p != path);
+        // A handful of state dirs at most (tests run several nodes in one process).
+        if cache.len() >= 16 {
+            cache.remove(0);
+        }
+        cache.push((path, key, st.clone()));
+        Ok(st)
+    }
+
     pub fn save(&self, dir: &Path) -> Result<()> {
-        Ok(write_json_atomic(&dir.join(STATE_FILE), self)?)
+        let saved = write_json_atomic(&dir.join(STATE_FILE), self);
+        SAVES.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Ok(saved?)
     }
 
     /// Check (or record) that the allocations belong to `subnet`.
