@@ -70,6 +70,20 @@ fn attach_gives_address_route_and_files_and_detach_cleans() {
 
     let c = t.node.stats("alpha").unwrap();
     assert!(c.packets_out > 0 && c.packets_in > 0, "{c:?}");
+    // `list` reads every veth's counters from one rtnetlink dump, not the veth's own files:
+    // the same counters (later, so no fewer).
+    let all = t
+        .node
+        .attachments(&vslice::net::DropCounters::default())
+        .unwrap();
+    let (_, listed) = &all["alpha"];
+    assert!(
+        listed.packets_out >= c.packets_out
+            && listed.packets_in >= c.packets_in
+            && listed.bytes_out >= c.bytes_out
+            && listed.bytes_in >= c.bytes_in,
+        "list {listed:?} against inspect {c:?}"
+    );
 
     // detach is idempotent and removes the veth; the address stays reserved.
     let veth = net.host_veth.clone().unwrap();

@@ -857,7 +857,7 @@ impl NodeNet {
         } else {
             DropCounters::default()
         };
-        Ok(counters_of(e, &drops))
+        Ok(counters_of(e, &drops, None))
     }
 
     /// The counters tc and nftables keep for every slice, read at once: two `tc -s class
@@ -880,13 +880,20 @@ impl NodeNet {
         drops: &DropCounters,
     ) -> Result<BTreeMap<String, (SliceNet, NetCounters)>> {
         let st = NetState::load_shared(&self.state_dir)?;
+        // One dump for every veth; where it fails, each veth's own files.
+        let links = super::rtnl::Rtnl::open()
+            .and_then(|mut r| r.link_stats())
+            .ok();
         Ok(st
             .slices
             .iter()
             .map(|(name, e)| {
                 (
                     name.clone(),
-                    (self.slice_net(name, e), counters_of(e, drops)),
+                    (
+                        self.slice_net(name, e),
+                        counters_of(e, drops, links.as_ref()),
+                    ),
                 )
             })
             .collect())
@@ -902,7 +909,7 @@ impl NodeNet {
         Ok(st
             .slices
             .get(slice)
-            .map(|e| (self.slice_net(slice, e), counters_of(e, drops))))
+            .map(|e| (self.slice_net(slice, e), counters_of(e, drops, None))))
     }
 
     /// One budget pass (the daemon runs it periodically, e.g. every 10 s): count each active
@@ -1002,14 +1009,29 @@ pub struct DropCounters {
 }
 
 /// A slice's counters: the veth's (sysfs, read now) and its drops from `drops`.
-fn counters_of(e: &SliceEntry, drops: &DropCounters) -> NetCounters {
+/// A slice's counters; `links`: every link's counters from one dump (list), else the veth's
+/// own sysfs files are read (inspect).
+fn counters_of(
+    e: &SliceEntry,
+    drops: &DropCounters,
+    links: Option<&std::collections::HashMap<String, super::rtnl::LinkStats>>,
+) -> NetCounters {
     let mut c = NetCounters::default();
-    if e.active && link_exists(&e.veth) {
+    let stats = match links {
+        Some(all) => all.get(&e.veth).copied(),
+        None => link_exists(&e.veth).then(|| super::rtnl::LinkStats {
+            rx_bytes: read_stat(&e.veth, "rx_bytes"),
+            rx_packets: read_stat(&e.veth, "rx_packets"),
+            tx_bytes: read_stat(&e.veth, "tx_bytes"),
+            tx_packets: read_stat(&e.veth, "tx_packets"),
+        }),
+    };
+    if let Some(s) = stats.filter(|_| e.active) {
         // Host side of the veth: what it receives the slice sent, and vice versa.
-        c.bytes_out = read_stat(&e.veth, "rx_bytes");
-        c.packets_out = read_stat(&e.veth, "rx_packets");
-        c.bytes_in = read_stat(&e.veth, "tx_bytes");
-        c.packets_in = read_stat(&e.veth, "tx_packets");
+        c.bytes_out = s.rx_bytes;
+        c.packets_out = s.rx_packets;
+        c.bytes_in = s.tx_bytes;
+        c.packets_in = s.tx_packets;
         c.dropped_shaping_out = drops.shaping_out.get(&e.id).copied().unwrap_or(0);
         c.dropped_shaping_in = drops.shaping_in.get(&e.id).copied().unwrap_or(0);
         let v = &e.veth;
