@@ -350,16 +350,21 @@ impl KindLog {
         }
         let batch = std::mem::take(&mut self.unwritten);
         let records = std::mem::take(&mut self.unwritten_records);
-        let Some(file) = &mut self.file else {
-            return Ok(());
+        // No open segment cannot happen (append opens one first), but if it did, the batch
+        // is lost the same way as a failed write: never named by the chain.
+        let written = match &mut self.file {
+            Some(file) => file.write_all(&batch),
+            None => Err(io::Error::from_raw_os_error(libc::EBADF)),
         };
-        let Err(e) = file.write_all(&batch) else {
+        let Err(e) = written else {
             self.unwritten = batch;
             self.unwritten.clear(); // keep the allocation
             return Ok(());
         };
         let start = self.size - batch.len() as u64;
-        let _ = file.set_len(start);
+        if let Some(file) = &self.file {
+            let _ = file.set_len(start);
+        }
         self.size = start;
         (self.seq, self.last_hash) = std::mem::take(&mut self.before_unwritten);
         self.pending_lost += records;
