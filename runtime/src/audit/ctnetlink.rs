@@ -12,6 +12,8 @@ use std::os::fd::AsRawFd;
 
 use netlink_sys::{protocols::NETLINK_NETFILTER, Socket, SocketAddr};
 
+use crate::util::netlink::{attrs, be16, be32, be64};
+
 /// One direction of a conntrack tuple, with its counters when accounting is on.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Tuple {
@@ -78,7 +80,6 @@ const NLMSG_ERROR: u16 = 2;
 const NLMSG_DONE: u16 = 3;
 const NLM_F_REQUEST: u16 = 1;
 const NLM_F_DUMP: u16 = 0x300;
-const NLA_TYPE_MASK: u16 = 0x3fff;
 
 const CTA_TUPLE_ORIG: u16 = 1;
 const CTA_TUPLE_REPLY: u16 = 2;
@@ -100,36 +101,6 @@ const CTA_COUNTERS_PACKETS: u16 = 1;
 const CTA_COUNTERS_BYTES: u16 = 2;
 const CTA_TIMESTAMP_START: u16 = 1;
 const CTA_TIMESTAMP_STOP: u16 = 2;
-
-/// Netlink attributes of `buf`: (type without flags, payload). Stops at the first malformed one.
-/// Also used by audit/owner.rs for its rtnetlink answers (the same attribute format).
-pub(crate) fn attrs(buf: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
-    let mut rest = buf;
-    std::iter::from_fn(move || {
-        if rest.len() < 4 {
-            return None;
-        }
-        let len = u16::from_ne_bytes([rest[0], rest[1]]) as usize;
-        let kind = u16::from_ne_bytes([rest[2], rest[3]]) & NLA_TYPE_MASK;
-        if len < 4 || len > rest.len() {
-            return None;
-        }
-        let payload = &rest[4..len];
-        let next = (len + 3) & !3;
-        rest = rest.get(next..).unwrap_or(&[]);
-        Some((kind, payload))
-    })
-}
-
-fn be16(p: &[u8]) -> Option<u16> {
-    Some(u16::from_be_bytes(p.get(..2)?.try_into().ok()?))
-}
-fn be32(p: &[u8]) -> Option<u32> {
-    Some(u32::from_be_bytes(p.get(..4)?.try_into().ok()?))
-}
-fn be64(p: &[u8]) -> Option<u64> {
-    Some(u64::from_be_bytes(p.get(..8)?.try_into().ok()?))
-}
 
 fn addr(p: &[u8]) -> Option<String> {
     let ip = match p.len() {

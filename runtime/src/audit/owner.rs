@@ -33,6 +33,8 @@ use std::collections::HashMap;
 use std::net::Ipv4Addr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
+use crate::util::netlink::{attr, push_attr};
+
 /// At most this many flows wait for a lookup; more are skipped (counted).
 pub const MAX_PENDING: usize = 4096;
 
@@ -57,10 +59,6 @@ const IFLA_LINK_NETNSID: u16 = 37;
 const NETNSA_NSID: u16 = 1;
 const NETNSA_FD: u16 = 3;
 const NLM_F_REQUEST: u16 = 1;
-
-fn align4(n: usize) -> usize {
-    (n + 3) & !3
-}
 
 /// Send one rtnetlink request, return the payload (after the nlmsghdr) of the first answer of
 /// type `want`, or `None` on an error answer.
@@ -116,19 +114,6 @@ fn rtnl(kind: u16, body: &[u8], want: u16) -> Option<Vec<u8>> {
         return None;
     }
     Some(buf[16..mlen].to_vec())
-}
-
-/// Find attribute `want` in a run of rtattrs.
-fn attr(b: &[u8], want: u16) -> Option<&[u8]> {
-    super::ctnetlink::attrs(b).find_map(|(kind, v)| (kind == want).then_some(v))
-}
-
-fn push_attr(out: &mut Vec<u8>, kind: u16, data: &[u8]) {
-    let len = 4 + data.len();
-    out.extend_from_slice(&(len as u16).to_ne_bytes());
-    out.extend_from_slice(&kind.to_ne_bytes());
-    out.extend_from_slice(data);
-    out.resize(align4(out.len()), 0);
 }
 
 /// The nsid (in the host namespace) of the namespace the peer of host link `ifname` is in.

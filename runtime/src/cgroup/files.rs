@@ -10,13 +10,13 @@ use crate::util::fs::IoContext;
 
 /// Read a control file.
 pub(super) fn read(path: &Path) -> Result<String, CgroupError> {
-    Ok(fs::read_to_string(path).ctx("read", path)?)
+    Ok(crate::util::fs::read_kernel_text(path).ctx("read", path)?)
 }
 
 /// Read a control file that may legitimately be absent (a feature of a newer kernel, a
 /// controller that is not enabled): `None` if it does not exist.
 pub(super) fn read_opt(path: &Path) -> Result<Option<String>, CgroupError> {
-    match fs::read_to_string(path) {
+    match crate::util::fs::read_kernel_text(path) {
         Ok(s) => Ok(Some(s)),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(crate::util::fs::PathError::new("read", path, e).into()),

@@ -166,7 +166,7 @@ pub fn cpu_shares_from_weight(weight: u64) -> u64 {
 
 /// What differs between cgroup v1 and v2. Paths passed in are validated, relative, and
 /// non-empty (see [`Cgroup::rel`]).
-pub(crate) trait Backend {
+pub(crate) trait Backend: Send + Sync {
     /// The hierarchy roots a slice cgroup lives in: one per distinct v1 mount of the
     /// controllers vslice uses (cpu, cpuacct, cpuset, memory, pids, freezer; co-mounted
     /// controllers share one), or the single v2 root.
@@ -193,6 +193,26 @@ fn backend(version: Version) -> Result<Box<dyn Backend>, CgroupError> {
         Version::V1 => Box::new(v1::V1::load()?),
         Version::V2 => Box::new(v2::V2::new()),
     })
+}
+
+/// Reads the usage of many cgroups with one look at the hierarchy layout: `list` reads every
+/// slice's, and finding the layout (version, v1 mount points checked by statfs) per slice was
+/// eight lookups each.
+pub struct UsageReader {
+    backend: Box<dyn Backend>,
+}
+
+impl UsageReader {
+    pub fn new() -> Result<UsageReader, CgroupError> {
+        Ok(UsageReader {
+            backend: backend(detect())?,
+        })
+    }
+
+    /// The counters of cgroup `path` (relative to the hierarchy roots, as [`Cgroup::new`]).
+    pub fn usage(&self, path: &str) -> Result<Usage, CgroupError> {
+        self.backend.usage(validate(path.trim_matches('/'))?)
+    }
 }
 
 /// Check a cgroup path: relative, non-empty, plain names only. An empty path would address
@@ -300,8 +320,7 @@ impl Cgroup {
     }
 
     pub fn usage(&self) -> Result<Usage, CgroupError> {
-        let rel = self.rel()?;
-        backend(self.version)?.usage(rel)
+        UsageReader::new()?.usage(&self.path)
     }
 
     /// True if the cgroup exists in at least one hierarchy vslice uses, i.e. there is

@@ -283,19 +283,25 @@ impl Backend for V1 {
     }
 
     fn usage(&self, rel: &Path) -> Result<Usage, CgroupError> {
-        for dir in self.dirs(rel) {
-            if !dir.is_dir() {
-                return Err(crate::util::fs::PathError::new(
-                    "read usage of",
-                    &dir,
-                    std::io::Error::from_raw_os_error(libc::ENOENT),
-                )
-                .into());
-            }
-        }
+        // The first counter read also tells whether the cgroup exists (as v2's cpu.stat
+        // does): a stat of each hierarchy's directory first cost seven lookups per slice in
+        // `list`. The hierarchies are made and removed together (create, destroy).
         let mut u = Usage::default();
-        if let Some(m) = self.mount("cpuacct") {
-            u.cpu_usage_ns = files::read_u64_or_zero(&m.join(rel).join("cpuacct.usage"))?;
+        match self.mount("cpuacct") {
+            Some(m) => {
+                let f = m.join(rel).join("cpuacct.usage");
+                u.cpu_usage_ns = files::parse_u64(&f, &files::read(&f)?)?;
+            }
+            None => {
+                if let Some(dir) = self.dirs(rel).into_iter().find(|d| !d.is_dir()) {
+                    return Err(crate::util::fs::PathError::new(
+                        "read usage of",
+                        &dir,
+                        std::io::Error::from_raw_os_error(libc::ENOENT),
+                    )
+                    .into());
+                }
+            }
         }
         if let Some(m) = self.mount("memory") {
             let dir = m.join(rel);

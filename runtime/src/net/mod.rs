@@ -84,6 +84,7 @@ mod cidr;
 mod cmd;
 mod etc;
 mod nft;
+mod nftnl;
 mod node;
 mod rtnl;
 mod spec;

@@ -600,31 +600,6 @@ pub(crate) fn delete_tables(table: &str) -> Result<()> {
     Ok(())
 }
 
-/// Read the named counters of a table: name -> (packets, bytes).
-pub(crate) fn counters(
-    family: &str,
-    table: &str,
-) -> Result<std::collections::BTreeMap<String, (u64, u64)>> {
-    let mut m = std::collections::BTreeMap::new();
-    let out = match run("nft", &["-j", "list", "counters", "table", family, table]) {
-        Ok(o) => o,
-        Err(e) if e.is_not_found() => return Ok(m),
-        Err(e) => return Err(e),
-    };
-    let v: serde_json::Value = serde_json::from_str(&out).unwrap_or_default();
-    if let Some(items) = v.get("nftables").and_then(|n| n.as_array()) {
-        for item in items {
-            if let Some(c) = item.get("counter") {
-                let name = c.get("name").and_then(|n| n.as_str()).unwrap_or_default();
-                let p = c.get("packets").and_then(|n| n.as_u64()).unwrap_or(0);
-                let b = c.get("bytes").and_then(|n| n.as_u64()).unwrap_or(0);
-                m.insert(name.to_string(), (p, b));
-            }
-        }
-    }
-    Ok(m)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -501,10 +501,24 @@ impl NodeNet {
     }
 
     fn slice_net(&self, slice: &str, e: &SliceEntry) -> SliceNet {
-        let (servers, search) = match &self.dns {
+        self.slice_net_with(slice, e, &self.dns_servers())
+    }
+
+    /// The name servers and search domains slices are given (the host's resolv.conf unless
+    /// configured): read once for all the slices of a list.
+    fn dns_servers(&self) -> (Vec<Ipv4Addr>, Vec<String>) {
+        match &self.dns {
             Some(d) => (d.clone(), Vec::new()),
             None => etc::host_dns(),
-        };
+        }
+    }
+
+    fn slice_net_with(
+        &self,
+        slice: &str,
+        e: &SliceEntry,
+        (servers, search): &(Vec<Ipv4Addr>, Vec<String>),
+    ) -> SliceNet {
         SliceNet {
             slice: slice.into(),
             mode: NetMode::Bridge,
@@ -514,7 +528,7 @@ impl NodeNet {
             mac: Some(e.mac.clone()),
             host_veth: Some(e.veth.clone()),
             hosts: etc::hosts_file(slice, Some(e.ip), Some(self.gateway())),
-            resolv_conf: etc::resolv_conf(&servers, &search),
+            resolv_conf: etc::resolv_conf(servers, search),
         }
     }
 
@@ -860,16 +874,16 @@ impl NodeNet {
         Ok(counters_of(e, &drops, None))
     }
 
-    /// The counters tc and nftables keep for every slice, read at once: two `tc -s class
-    /// show` and two `nft list counters` whatever the number of slices (per slice, listing
-    /// 1000 slices ran 4000 processes).
+    /// The counters tc and nftables keep for every slice, read at once: two class dumps and
+    /// two counter dumps over netlink whatever the number of slices (per slice, listing 1000
+    /// slices ran 4000 processes; then four processes per list were still most of its cost).
     pub fn drop_counters(&self) -> Result<DropCounters> {
         let (out, inn) = self.ifb_names();
         Ok(DropCounters {
             shaping_out: tc::all_class_drops(&out)?,
             shaping_in: tc::all_class_drops(&inn)?,
-            bridge: nft::counters("bridge", &self.nft_table)?,
-            inet: nft::counters("inet", &self.nft_table)?,
+            bridge: super::nftnl::counters("bridge", &self.nft_table)?,
+            inet: super::nftnl::counters("inet", &self.nft_table)?,
         })
     }
 
@@ -884,6 +898,7 @@ impl NodeNet {
         let links = super::rtnl::Rtnl::open()
             .and_then(|mut r| r.link_stats())
             .ok();
+        let dns = self.dns_servers();
         Ok(st
             .slices
             .iter()
@@ -891,7 +906,7 @@ impl NodeNet {
                 (
                     name.clone(),
                     (
-                        self.slice_net(name, e),
+                        self.slice_net_with(name, e, &dns),
                         counters_of(e, drops, links.as_ref()),
                     ),
                 )

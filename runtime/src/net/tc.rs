@@ -455,16 +455,17 @@ pub(crate) fn set_redirect(veth: &str, dir: Dir, ifb: &str, want: Option<Ipv4Add
     Ok(())
 }
 
-/// Packets dropped per HTB class of `ifb` (class id -> dropped), from one `tc -s class show`;
+/// Packets dropped per HTB class of `ifb` (class id -> dropped), from one netlink dump;
 /// empty when the device does not exist.
 pub(crate) fn all_class_drops(ifb: &str) -> Result<std::collections::BTreeMap<u32, u64>> {
-    // iproute2 6.1 prints no JSON for HTB classes: parse
-    // "class htb 1:a ...\n Sent 123 bytes 4 pkt (dropped 0, overlimits 0 requeues 0)".
-    let out = run_opt("tc", &["-s", "class", "show", "dev", ifb])?.unwrap_or_default();
-    Ok(parse_class_drops(&out))
+    super::rtnl::Rtnl::open()?.class_drops(ifb)
 }
 
-fn parse_class_drops(out: &str) -> std::collections::BTreeMap<u32, u64> {
+/// What `tc -s class show` prints, per class: the reference the netlink dump is tested
+/// against (iproute2 6.1 prints no JSON for HTB classes, so the text:
+/// "class htb 1:a ...\n Sent 123 bytes 4 pkt (dropped 0, overlimits 0 requeues 0)").
+#[cfg(test)]
+pub(crate) fn parse_class_drops(out: &str) -> std::collections::BTreeMap<u32, u64> {
     let mut m = std::collections::BTreeMap::new();
     let mut class = None;
     let mut words = out.split_whitespace();

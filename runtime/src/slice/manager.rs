@@ -149,9 +149,14 @@ pub struct Manager {
     /// answer thousands of requests a second. The veth byte and packet counters are always
     /// read live.
     drop_counters: std::sync::Arc<DropCountersCache>,
+    /// Each slice's parsed spec, state and exit record, while their files are unchanged.
+    files: std::sync::Arc<super::files_cache::FilesCache>,
 }
 
 type DropCountersCache = std::sync::Mutex<Option<(Instant, crate::net::DropCounters)>>;
+
+/// Fewer slices than this per thread are observed on the calling thread alone.
+const OBSERVE_CHUNK_MIN: usize = 64;
 
 /// How old the drop counters an inspect shows may be.
 const DROP_COUNTERS_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(1);
@@ -500,6 +505,7 @@ impl Manager {
         Manager {
             paths,
             drop_counters: Default::default(),
+            files: Default::default(),
         }
     }
 
@@ -635,11 +641,10 @@ impl Manager {
 
     fn load_spec(&self, name: &str) -> Result<SliceSpec, SliceError> {
         validate_name(name).map_err(|_| SliceError::NotFound(name.to_string()))?;
-        let path = self.dir(name).join(state::SPEC_FILE);
-        if !path.exists() {
-            return Err(SliceError::NotFound(name.to_string()));
+        match self.files.load(name, &self.dir(name))? {
+            Some(f) => Ok(f.spec.clone()),
+            None => Err(SliceError::NotFound(name.to_string())),
         }
-        Ok(read_json(&path)?)
     }
 
     fn load_policy(&self, name: &str) -> Result<Policy, SliceError> {
@@ -989,6 +994,7 @@ impl Manager {
         crate::util::fs::fsync_dir(&self.paths.slices_dir())?;
         crate::disk::release(&doomed)?;
         fs::remove_dir_all(&doomed).ctx("remove", &doomed)?;
+        self.files.forget(name);
         if spec.net.mode == crate::net::NetMode::Bridge {
             self.node_net()?.release(name)?;
         }
@@ -1058,15 +1064,32 @@ impl Manager {
     /// which cost processes and quota calls per slice and which no event depends on
     /// (issue 14: an idle daemon with 1000 slices must not pay them every full poll).
     pub fn observe(&self, name: &str) -> Result<SliceInfo, SliceError> {
-        let spec = self.load_spec(name)?;
-        let dir = self.dir(name);
-        let shim = self.running_state(name);
-        let last_exit = read_json::<ExitInfo>(&dir.join(state::EXIT_FILE)).ok();
+        self.observe_with(name, crate::cgroup::UsageReader::new().ok().as_ref())
+    }
+
+    /// [`Manager::observe`] with the cgroup counters read by `usage` (one reader for all the
+    /// slices of a list).
+    fn observe_with(
+        &self,
+        name: &str,
+        usage: Option<&crate::cgroup::UsageReader>,
+    ) -> Result<SliceInfo, SliceError> {
+        validate_name(name).map_err(|_| SliceError::NotFound(name.to_string()))?;
+        let files = self
+            .files
+            .load(name, &self.dir(name))?
+            .ok_or_else(|| SliceError::NotFound(name.to_string()))?;
+        let spec = files.spec.clone();
+        let shim = files
+            .state
+            .clone()
+            .filter(|s| state::is_alive(s.shim_pid, s.shim_start));
+        let last_exit = files.exit.clone();
         // The cgroup lives as long as the shim: its counters (an OOM kill that ended init)
         // are still there while the shim winds down.
         let usage = shim
             .as_ref()
-            .and_then(|_| Cgroup::new(&self.cgroup_path(name)).usage().ok());
+            .and_then(|_| usage?.usage(&self.cgroup_path(name)).ok());
         // The shim writes the exit record when init ends (start removes the previous one),
         // then tears down and exits: from the record on, the slice is stopped, so a client
         // told "exited" (the event comes from the record) never inspects it running.
@@ -1105,12 +1128,37 @@ impl Manager {
     }
 
     /// [`Manager::observe`] of every slice, sorted by name.
+    ///
+    /// The slices are read by up to one thread per CPU (at most four): the work is a few
+    /// dozen small kernel reads per slice (files, /proc, cgroupfs) and nothing shared, so a
+    /// list of 1000 slices takes a fraction of the time on a node with idle cores.
     pub fn observe_all(&self) -> Result<Vec<SliceInfo>, SliceError> {
-        Ok(self
-            .names()?
-            .iter()
-            .filter_map(|n| self.observe(n).ok())
-            .collect())
+        let usage = crate::cgroup::UsageReader::new().ok();
+        let names = self.names()?;
+        let threads = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .clamp(1, 4)
+            .min(names.len().div_ceil(OBSERVE_CHUNK_MIN));
+        let observe = |part: &[String]| -> Vec<SliceInfo> {
+            part.iter()
+                .filter_map(|n| self.observe_with(n, usage.as_ref()).ok())
+                .collect()
+        };
+        if threads <= 1 {
+            return Ok(observe(&names));
+        }
+        let chunk = names.len().div_ceil(threads);
+        Ok(std::thread::scope(|s| {
+            let parts: Vec<_> = names
+                .chunks(chunk)
+                .map(|part| s.spawn(|| observe(part)))
+                .collect();
+            // A thread that panicked loses its part of the list, not the daemon.
+            parts
+                .into_iter()
+                .flat_map(|h| h.join().unwrap_or_default())
+                .collect()
+        }))
     }
 
     /// [`Manager::inspect`] of every slice, sorted by name, with one read of the network
@@ -1204,6 +1252,7 @@ impl Manager {
         spec.limits = l;
         spec.net = net;
         write_json_atomic(&self.dir(name).join(state::SPEC_FILE), &spec)?;
+        self.files.forget(name);
         self.inspect(name)
     }
 

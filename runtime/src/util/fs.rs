@@ -105,9 +105,45 @@ pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, PathE
     serde_json::from_slice(&data).map_err(|e| PathError::new("parse", path, io::Error::other(e)))
 }
 
+/// The text of a small kernel-generated file (/proc, cgroupfs): open, read, close. These
+/// files report size 0, so `fs::read_to_string` spends a statx, an lseek and a 32-byte probe
+/// read on each; `list` reads six per slice. A read that does not fill the buffer is the end:
+/// the kernel hands over a seq_file's whole text when it fits.
+pub fn read_kernel_text(path: &Path) -> io::Result<String> {
+    use std::io::Read;
+    let mut f = fs::File::open(path)?;
+    let mut buf = vec![0u8; 4096];
+    let mut len = 0;
+    loop {
+        let n = f.read(&mut buf[len..])?;
+        len += n;
+        if n == 0 || len < buf.len() {
+            break;
+        }
+        buf.resize(buf.len() * 2, 0);
+    }
+    buf.truncate(len);
+    String::from_utf8(buf).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn kernel_text_reads_whole_files_small_and_large() {
+        let stat = read_kernel_text(Path::new("/proc/self/stat")).unwrap();
+        assert!(stat.ends_with('\n') && stat.contains(") "), "{stat:?}");
+        // Larger than the first buffer: read on until the end.
+        let maps = read_kernel_text(Path::new("/proc/self/mountinfo")).unwrap();
+        assert!(maps.lines().count() > 1 && maps.ends_with('\n'));
+        let d = tempfile::tempdir().unwrap();
+        let big = "x".repeat(10_000);
+        std::fs::write(d.path().join("big"), &big).unwrap();
+        assert_eq!(read_kernel_text(&d.path().join("big")).unwrap(), big);
+        let e = read_kernel_text(&d.path().join("none")).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::NotFound);
+    }
 
     #[test]
     fn atomic_write_replaces_and_leaves_no_temp() {

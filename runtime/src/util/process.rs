@@ -15,7 +15,10 @@ pub fn is_alive(pid: i32, start: u64) -> bool {
     if pid <= 0 {
         return false;
     }
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+    // `list` asks this of every running slice: three syscalls, not read_to_string's nine.
+    let Ok(stat) =
+        crate::util::fs::read_kernel_text(std::path::Path::new(&format!("/proc/{pid}/stat")))
+    else {
         return false;
     };
     let Some(close) = stat.rfind(')') else {
