@@ -1,8 +1,8 @@
 //! The slice's own view, as programs see it (views/*.rs): inside a Debian slice with 512 MiB,
 //! 0.5 CPU and a 256 MiB disk, procps' free, top and uptime, coreutils' nproc and df, and
 //! /proc/diskstats agree with the limits, the slice's start and its own I/O. A stopped view
-//! server never hangs a reader (the shim's watchdog), and the slice cannot reach the FUSE
-//! control files to abort connections itself. Needs root (it creates slices).
+//! server never hangs a reader (SIGCHLD to the shim), a traced one is found by the shim's
+//! watchdog, and the slice cannot reach the FUSE control files to abort connections itself. Needs root (it creates slices).
 mod daemon_support;
 
 use daemon_support::*;
@@ -233,6 +233,55 @@ fn a_stopped_view_server_never_hangs_a_reader() {
     );
     let log = std::fs::read_to_string(d.root.join("slices/vstop/shim.log")).unwrap();
     assert!(log.contains("aborting its connection"), "{log}");
+}
+
+/// A traced server (a trace stop: unlike a SIGSTOP, nothing reaches the shim, its parent)
+/// is found by the watchdog's periodic look once a request waits on it: the reader gets an
+/// error instead of hanging, and a new server serves the views.
+#[test]
+fn a_traced_view_server_is_found_by_the_watchdog() {
+    let d = TestDaemon::start();
+    let c = d.blocking();
+    let mut req = sleeper("vtrace");
+    req.limits = limits();
+    c.create(&req).unwrap();
+    let first = view_server(&d).expect("a vslice-views process under the shim");
+    // SAFETY: ptrace requests on a pid, with no memory passed.
+    unsafe {
+        assert_eq!(
+            libc::ptrace(libc::PTRACE_SEIZE, first, 0, 0),
+            0,
+            "seize {first}"
+        );
+        assert_eq!(libc::ptrace(libc::PTRACE_INTERRUPT, first, 0, 0), 0);
+    }
+    let state = || {
+        let s = std::fs::read_to_string(format!("/proc/{first}/stat")).unwrap_or_default();
+        s.rsplit_once(") ").and_then(|(_, r)| r.chars().next())
+    };
+    wait_for("the server in a trace stop", Duration::from_secs(5), || {
+        state() == Some('t')
+    });
+    let out = sh_ok(&c, "vtrace", "timeout 20 head -1 /proc/meminfo; echo rc=$?");
+    assert!(
+        out.contains("rc=") && !out.contains("rc=124"),
+        "the read ended without its timeout: {out}"
+    );
+    // The shim killed it; as its tracer we collect its death first, then the shim (its
+    // parent) sees it and starts another.
+    wait_for("the traced server to die", Duration::from_secs(5), || {
+        let mut status = 0;
+        // SAFETY: waitpid on our tracee; status is a valid out pointer.
+        let r = unsafe { libc::waitpid(first, &mut status, libc::WNOHANG | libc::__WALL) };
+        r == first && (libc::WIFEXITED(status) || libc::WIFSIGNALED(status))
+    });
+    wait_for("a new view server", Duration::from_secs(10), || {
+        view_server(&d).is_some_and(|p| p != first)
+    });
+    let (_, m, _) = sh(&c, "vtrace", "grep ^MemTotal: /proc/meminfo");
+    assert!(m.contains(" 524288 kB"), "{m}");
+    let log = std::fs::read_to_string(d.root.join("slices/vtrace/shim.log")).unwrap();
+    assert!(log.contains("is in state t with requests waiting"), "{log}");
 }
 
 #[test]

@@ -87,13 +87,15 @@ impl Console {
 }
 
 impl Running {
-    /// Wait until init (or `also`, the view server) may have exited or the console has output;
-    /// copy what there is.
+    /// Wait until init may have exited, `children` (the SIGCHLD signalfd, while a view
+    /// server runs) is readable, `look` (the view server watchdog's next look) has passed,
+    /// or the console has output; copy what there is.
     /// Returns whether `extra` (the sysinfo listener) is ready.
     pub fn wait_and_copy(
         &mut self,
         init_pid: i32,
-        also: Option<i32>,
+        children: Option<BorrowedFd>,
+        look: Option<std::time::Duration>,
         extra: Option<BorrowedFd>,
     ) -> bool {
         if self.pidfd.is_none() {
@@ -104,32 +106,27 @@ impl Running {
                 self.pidfd = Some(unsafe { OwnedFd::from_raw_fd(fd as RawFd) });
             }
         }
-        let mut fds: Vec<PollFd> = Vec::with_capacity(2);
+        let mut fds: Vec<PollFd> = Vec::with_capacity(4);
         // Without a pidfd (kernel < 5.3), poll with a timeout and look again.
-        let timeout = match &self.pidfd {
+        let mut timeout = match &self.pidfd {
             Some(p) => {
                 fds.push(PollFd::new(p.as_fd(), PollFlags::POLLIN));
                 PollTimeout::NONE
             }
             None => PollTimeout::from(1000u16),
         };
-        // The view server's death must wake us too (its views are served again at once); its
-        // pidfd is opened per wait, as it changes when the server is restarted.
-        // SAFETY: as above.
-        let also_fd = also
-            .map(|pid| unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) })
-            .filter(|fd| *fd >= 0)
-            // SAFETY: the kernel just returned this descriptor to us.
-            .map(|fd| unsafe { OwnedFd::from_raw_fd(fd as RawFd) });
-        if let Some(a) = &also_fd {
-            fds.push(PollFd::new(a.as_fd(), PollFlags::POLLIN));
+        // The view server's death or stop must wake us at once (its views are served again);
+        // its watchdog wants a look now and then.
+        if let Some(fd) = children {
+            fds.push(PollFd::new(fd, PollFlags::POLLIN));
         }
-        // With a view server, wake for its watchdog too (views/watchdog.rs).
-        let timeout = if also.is_some() {
-            PollTimeout::from(vslice::views::watchdog::TICK.as_millis() as u16)
-        } else {
-            timeout
-        };
+        if let Some(look) = look {
+            let ms = u16::try_from(look.as_millis()).unwrap_or(u16::MAX);
+            timeout = match timeout {
+                PollTimeout::NONE => PollTimeout::from(ms),
+                t => t.min(PollTimeout::from(ms)),
+            };
+        }
         let extra_at = extra.map(|e| {
             fds.push(PollFd::new(e, PollFlags::POLLIN));
             fds.len() - 1

@@ -332,8 +332,27 @@ fn supervise(
             .map(|((cfg, _), pid)| views::watchdog::Watchdog::new(pid.as_raw(), &cfg.dir))
     };
     let mut dog = new_dog(server);
+    // With a view server, SIGCHLD comes through a signalfd: its death or a stop (SIGSTOP,
+    // reported to us as its parent) wakes the loop at once, instead of a look every tick.
+    // Blocked in this (single-threaded) process only; a forked server has no children and
+    // exec'd programs start with an empty mask (std::process resets it).
+    let children = views.and_then(|_| {
+        let mut mask = nix::sys::signal::SigSet::empty();
+        mask.add(nix::sys::signal::Signal::SIGCHLD);
+        mask.thread_block().ok()?;
+        nix::sys::signalfd::SignalFd::with_flags(
+            &mask,
+            nix::sys::signalfd::SfdFlags::SFD_NONBLOCK | nix::sys::signalfd::SfdFlags::SFD_CLOEXEC,
+        )
+        .map_err(|e| {
+            log(&format!(
+                "signalfd: {e}; the view server is watched by ticks"
+            ))
+        })
+        .ok()
+    });
     let (code, signal) = loop {
-        match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+        match waitpid(None, Some(WaitPidFlag::WNOHANG | WaitPidFlag::WUNTRACED)) {
             Ok(WaitStatus::Exited(pid, c)) if pid == init => break (Some(c), None),
             Ok(WaitStatus::Signaled(pid, s, _)) if pid == init => break (None, Some(s as i32)),
             Ok(WaitStatus::Exited(pid, _) | WaitStatus::Signaled(pid, _, _))
@@ -344,12 +363,33 @@ fn supervise(
                 server = views.and_then(|(cfg, _)| restart_views(cfg, init_pid));
                 dog = new_dog(server);
             }
+            Ok(WaitStatus::Stopped(pid, sig)) if Some(pid) == server => {
+                // A stopped server answers nothing: the same end as the watchdog's.
+                if let Some(d) = dog.as_ref() {
+                    log(&format!(
+                        "view server {pid} was stopped ({sig}): aborting its connection and restarting it"
+                    ));
+                    d.abort();
+                }
+                let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+            }
             Ok(WaitStatus::StillAlive) => {
+                // Without a signalfd the server is looked at every TICK (its death and stop
+                // are then noticed by the next look and waitpid).
+                let look = dog.as_ref().map(|d| match children {
+                    Some(_) => d.next_look(),
+                    None => views::watchdog::TICK,
+                });
                 let ready = console.wait_and_copy(
                     init_pid,
-                    server.map(|p| p.as_raw()),
+                    children.as_ref().map(|fd| fd.as_fd()),
+                    look,
                     sysinfo.as_ref().map(|l| l.as_fd()),
                 );
+                if let Some(fd) = children.as_ref() {
+                    // Drain: waitpid above finds what the signals were about.
+                    while let Ok(Some(_)) = fd.read_signal() {}
+                }
                 if let (true, Some(l), Some(src)) = (ready, sysinfo.as_ref(), source.as_mut()) {
                     if let Err(e) = views::sysinfo::handle(l.as_fd(), || src.numbers()) {
                         log(&format!("{e}; sysinfo(2) is no longer answered"));
