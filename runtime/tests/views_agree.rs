@@ -57,6 +57,16 @@ fn view_server(d: &TestDaemon) -> Option<i32> {
         })
 }
 
+/// A daemon with one sleeping slice `name` (512 MiB, half a CPU), and its view server.
+fn slice_with_view_server(name: &str) -> (TestDaemon, i32) {
+    let d = TestDaemon::start();
+    let mut req = sleeper(name);
+    req.limits = limits();
+    d.blocking().create(&req).unwrap();
+    let server = view_server(&d).expect("a vslice-views process under the shim");
+    (d, server)
+}
+
 fn field<'a>(text: &'a str, line_start: &str, idx: usize) -> &'a str {
     text.lines()
         .find(|l| l.starts_with(line_start))
@@ -177,12 +187,8 @@ fn debian_tools_agree_with_the_slice_limits() {
 
 #[test]
 fn a_stopped_view_server_never_hangs_a_reader() {
-    let d = TestDaemon::start();
+    let (d, first) = slice_with_view_server("vstop");
     let c = d.blocking();
-    let mut req = sleeper("vstop");
-    req.limits = limits();
-    c.create(&req).unwrap();
-    let first = view_server(&d).expect("a vslice-views process under the shim");
     // A reader loop inside the slice, each read bounded by timeout(1) at 2 s: a read that
     // waits longer shows as status 124/143 (counted as a hang).
     let reader = {
@@ -240,12 +246,8 @@ fn a_stopped_view_server_never_hangs_a_reader() {
 /// error instead of hanging, and a new server serves the views.
 #[test]
 fn a_traced_view_server_is_found_by_the_watchdog() {
-    let d = TestDaemon::start();
+    let (d, first) = slice_with_view_server("vtrace");
     let c = d.blocking();
-    let mut req = sleeper("vtrace");
-    req.limits = limits();
-    c.create(&req).unwrap();
-    let first = view_server(&d).expect("a vslice-views process under the shim");
     // SAFETY: ptrace requests on a pid, with no memory passed.
     unsafe {
         assert_eq!(
