@@ -24,6 +24,34 @@ fn is_cgroup_fs(path: &Path) -> bool {
         .is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::CGROUP_SUPER_MAGIC)
 }
 
+/// Whether the mount table may have changed since the last call. proc(5): a poll of
+/// /proc/PID/mountinfo reports POLLPRI|POLLERR after a change to the table, and that poll
+/// takes the report. One syscall, where checking each hierarchy's mount point is seven
+/// statfs per cgroup operation (inspect makes one). The file is tied to the mount namespace
+/// it was opened in: a process that moved to another (the shim unshares its own) opens it
+/// again, and says "changed" whenever it cannot tell.
+fn mounts_may_have_changed() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    static WATCH: std::sync::Mutex<Option<(u64, std::fs::File)>> = std::sync::Mutex::new(None);
+    let Ok(ns) = std::fs::metadata("/proc/thread-self/ns/mnt").map(|m| m.ino()) else {
+        return true;
+    };
+    let mut watch = WATCH.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((_, file)) = watch.as_ref().filter(|(n, _)| *n == ns) {
+        use std::os::fd::AsFd;
+        let mut fds = [nix::poll::PollFd::new(
+            file.as_fd(),
+            nix::poll::PollFlags::POLLPRI,
+        )];
+        return match nix::poll::poll(&mut fds, nix::poll::PollTimeout::ZERO) {
+            Ok(0) => false,
+            _ => true,
+        };
+    }
+    *watch = std::fs::File::open(MOUNTINFO).ok().map(|f| (ns, f));
+    true
+}
+
 pub(crate) struct V1 {
     /// (controller, mount point) for each controller of CONTROLLERS that is mounted.
     /// Co-mounted controllers (cpu,cpuacct) share a mount point.
@@ -32,7 +60,8 @@ pub(crate) struct V1 {
 
 impl V1 {
     /// Find the hierarchies from /proc/self/mountinfo. The layout found is kept, and used
-    /// again while each of its mount points is still a cgroup file system (one statfs each):
+    /// again while the mount table is unchanged, or else while each of its mount points is
+    /// still a cgroup file system (one statfs each):
     /// reading the table on every operation cost O(mounts) per call, and the daemon's table
     /// grows with the slices, so `list` went quadratic (841 ms for 1000 slices). A hierarchy
     /// unmounted or replaced by something else is noticed and the table read again.
@@ -40,7 +69,9 @@ impl V1 {
         static LAYOUT: std::sync::Mutex<Vec<(&'static str, PathBuf)>> =
             std::sync::Mutex::new(Vec::new());
         let mut known = LAYOUT.lock().unwrap_or_else(|e| e.into_inner());
-        if !known.is_empty() && known.iter().all(|(_, p)| is_cgroup_fs(p)) {
+        if !known.is_empty()
+            && (!mounts_may_have_changed() || known.iter().all(|(_, p)| is_cgroup_fs(p)))
+        {
             return Ok(V1 {
                 mounts: known.clone(),
             });
@@ -361,6 +392,32 @@ mod tests {
         assert_eq!(first.mounts, again.mounts);
         assert!(!first.mounts.is_empty());
         assert!(first.mounts.iter().all(|(_, p)| is_cgroup_fs(p)));
+    }
+
+    /// A mount made after a look is reported by the next one (other processes may change the
+    /// table too, so only "changed" can be asserted, never "unchanged").
+    #[test]
+    fn a_mount_table_change_is_noticed() {
+        struct Unmount<'a>(&'a Path);
+        impl Drop for Unmount<'_> {
+            fn drop(&mut self) {
+                let _ = nix::mount::umount2(self.0, nix::mount::MntFlags::MNT_DETACH);
+            }
+        }
+        let d = tempfile::tempdir().unwrap();
+        mounts_may_have_changed();
+        nix::mount::mount(
+            Some("tmpfs"),
+            d.path(),
+            Some("tmpfs"),
+            nix::mount::MsFlags::empty(),
+            None::<&str>,
+        )
+        .unwrap();
+        let unmount = Unmount(d.path());
+        assert!(mounts_may_have_changed(), "a mount");
+        drop(unmount);
+        assert!(mounts_may_have_changed(), "an unmount");
     }
 
     use super::*;

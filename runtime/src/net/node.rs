@@ -1025,7 +1025,7 @@ pub struct DropCounters {
 
 /// A slice's counters: the veth's (sysfs, read now) and its drops from `drops`.
 /// A slice's counters; `links`: every link's counters from one dump (list), else the veth's
-/// own sysfs files are read (inspect).
+/// own are asked for (inspect).
 fn counters_of(
     e: &SliceEntry,
     drops: &DropCounters,
@@ -1034,12 +1034,10 @@ fn counters_of(
     let mut c = NetCounters::default();
     let stats = match links {
         Some(all) => all.get(&e.veth).copied(),
-        None => link_exists(&e.veth).then(|| super::rtnl::LinkStats {
-            rx_bytes: read_stat(&e.veth, "rx_bytes"),
-            rx_packets: read_stat(&e.veth, "rx_packets"),
-            tx_bytes: read_stat(&e.veth, "tx_bytes"),
-            tx_packets: read_stat(&e.veth, "tx_packets"),
-        }),
+        None => super::rtnl::Rtnl::open()
+            .and_then(|mut r| r.link_stats_of(&e.veth))
+            .ok()
+            .flatten(),
     };
     if let Some(s) = stats.filter(|_| e.active) {
         // Host side of the veth: what it receives the slice sent, and vice versa.

@@ -119,6 +119,16 @@ impl Rtnl {
 
     /// The index of link `name` (None if there is none).
     pub fn link_index(&mut self, name: &str) -> Result<Option<LinkState>> {
+        Ok(self.get_link(name)?.map(|l| LinkState::of(&l)))
+    }
+
+    /// The counters of link `name` (None if there is none), from one request: `inspect`
+    /// reads a slice's veth this way rather than four sysfs files and a stat.
+    pub fn link_stats_of(&mut self, name: &str) -> Result<Option<LinkStats>> {
+        Ok(self.get_link(name)?.and_then(|l| LinkStats::of(&l)))
+    }
+
+    fn get_link(&mut self, name: &str) -> Result<Option<LinkMessage>> {
         let mut m = LinkMessage::default();
         m.attributes.push(LinkAttribute::IfName(name.into()));
         match self.request(
@@ -127,7 +137,7 @@ impl Rtnl {
             0,
         ) {
             Ok(v) => Ok(v.into_iter().find_map(|r| match r {
-                RouteNetlinkMessage::NewLink(l) => Some(LinkState::of(&l)),
+                RouteNetlinkMessage::NewLink(l) => Some(l),
                 _ => None,
             })),
             Err(e) if errno_of(&e) == Some(libc::ENODEV) => Ok(None),
@@ -216,23 +226,11 @@ impl Rtnl {
             let RouteNetlinkMessage::NewLink(l) = r else {
                 continue;
             };
-            let mut name = None;
-            let mut stats = None;
-            for a in &l.attributes {
-                match a {
-                    LinkAttribute::IfName(n) => name = Some(n.clone()),
-                    LinkAttribute::Stats64(s) => {
-                        stats = Some(LinkStats {
-                            rx_bytes: s.rx_bytes,
-                            rx_packets: s.rx_packets,
-                            tx_bytes: s.tx_bytes,
-                            tx_packets: s.tx_packets,
-                        })
-                    }
-                    _ => {}
-                }
-            }
-            if let (Some(n), Some(s)) = (name, stats) {
+            let name = l.attributes.iter().find_map(|a| match a {
+                LinkAttribute::IfName(n) => Some(n.clone()),
+                _ => None,
+            });
+            if let (Some(n), Some(s)) = (name, LinkStats::of(&l)) {
                 out.insert(n, s);
             }
         }
@@ -394,6 +392,20 @@ pub struct LinkStats {
     pub tx_packets: u64,
 }
 
+impl LinkStats {
+    fn of(l: &LinkMessage) -> Option<LinkStats> {
+        l.attributes.iter().find_map(|a| match a {
+            LinkAttribute::Stats64(s) => Some(LinkStats {
+                rx_bytes: s.rx_bytes,
+                rx_packets: s.rx_packets,
+                tx_bytes: s.tx_bytes,
+                tx_packets: s.tx_packets,
+            }),
+            _ => None,
+        })
+    }
+}
+
 /// Run `f` with an rtnetlink socket of the network namespace at `netns`, on a thread that
 /// joined it (see the module documentation). `f` may also use files under /proc/sys/net,
 /// which then are the namespace's.
@@ -448,8 +460,16 @@ pub(crate) mod tests {
         };
         let (names, before) = (links(), (read("rx_packets"), read("tx_bytes")));
         let all = Rtnl::open().unwrap().link_stats().unwrap();
-        let (after, names_after) = ((read("rx_packets"), read("tx_bytes")), links());
         let lo = all.get("lo").expect("lo in the dump");
+        let one = Rtnl::open().unwrap().link_stats_of("lo").unwrap().unwrap();
+        let mid = (read("rx_packets"), read("tx_bytes"));
+        assert!((lo.rx_packets..=mid.0).contains(&one.rx_packets), "{one:?}");
+        assert!((lo.tx_bytes..=mid.1).contains(&one.tx_bytes), "{one:?}");
+        assert_eq!(
+            Rtnl::open().unwrap().link_stats_of("nosuch0").unwrap(),
+            None
+        );
+        let (after, names_after) = (mid, links());
         assert!((before.0..=after.0).contains(&lo.rx_packets), "{lo:?}");
         assert!((before.1..=after.1).contains(&lo.tx_bytes), "{lo:?}");
         // Every link there before and after (others may come and go meanwhile).

@@ -153,7 +153,8 @@ pub struct Manager {
     files: std::sync::Arc<super::files_cache::FilesCache>,
 }
 
-type DropCountersCache = std::sync::Mutex<Option<(Instant, crate::net::DropCounters)>>;
+type DropCountersCache =
+    std::sync::Mutex<Option<(Instant, std::sync::Arc<crate::net::DropCounters>)>>;
 
 /// Fewer slices than this per thread are observed on the calling thread alone.
 const OBSERVE_CHUNK_MIN: usize = 64;
@@ -1044,7 +1045,10 @@ impl Manager {
 
     /// The node's drop counters, read again only when the last read is older than
     /// [`DROP_COUNTERS_MAX_AGE`].
-    fn recent_drop_counters(&self, n: &crate::net::NodeNet) -> crate::net::DropCounters {
+    fn recent_drop_counters(
+        &self,
+        n: &crate::net::NodeNet,
+    ) -> std::sync::Arc<crate::net::DropCounters> {
         let mut cached = self
             .drop_counters
             .lock()
@@ -1052,7 +1056,8 @@ impl Manager {
         match &*cached {
             Some((at, d)) if at.elapsed() < DROP_COUNTERS_MAX_AGE => d.clone(),
             _ => {
-                let d = n.drop_counters().unwrap_or_default();
+                // Shared, not copied: the maps hold a few entries per slice of the node.
+                let d = std::sync::Arc::new(n.drop_counters().unwrap_or_default());
                 *cached = Some((std::time::Instant::now(), d.clone()));
                 d
             }
@@ -1172,7 +1177,7 @@ impl Manager {
         let mut nets = std::collections::BTreeMap::new();
         if all.iter().any(bridged) {
             if let Ok(n) = self.node_net() {
-                let drops = n.drop_counters().unwrap_or_default();
+                let drops = std::sync::Arc::new(n.drop_counters().unwrap_or_default());
                 *self
                     .drop_counters
                     .lock()
