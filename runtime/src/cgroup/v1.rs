@@ -43,10 +43,10 @@ fn mounts_may_have_changed() -> bool {
             file.as_fd(),
             nix::poll::PollFlags::POLLPRI,
         )];
-        return match nix::poll::poll(&mut fds, nix::poll::PollTimeout::ZERO) {
-            Ok(0) => false,
-            _ => true,
-        };
+        return !matches!(
+            nix::poll::poll(&mut fds, nix::poll::PollTimeout::ZERO),
+            Ok(0)
+        );
     }
     *watch = std::fs::File::open(MOUNTINFO).ok().map(|f| (ns, f));
     true
