@@ -67,6 +67,15 @@ fn images_dir() -> PathBuf {
     dir
 }
 
+/// The /proc/meminfo lines that explain a change in MemAvailable.
+const MEM_PARTS: [&str; 5] = [
+    "MemFree:",
+    "Cached:",
+    "SReclaimable:",
+    "SUnreclaim:",
+    "Percpu:",
+];
+
 fn meminfo(key: &str) -> u64 {
     std::fs::read_to_string("/proc/meminfo")
         .ok()
@@ -336,6 +345,7 @@ fn main() {
         });
     std::thread::sleep(Duration::from_secs(2));
     let avail0 = meminfo("MemAvailable:");
+    let parts0 = MEM_PARTS.map(meminfo);
     let rss0 = status_kb(dpid, "VmRSS:") * 1024;
 
     let names: Vec<String> = (1..n).map(|i| format!("d{i:05}")).collect();
@@ -496,9 +506,24 @@ fn main() {
         }
     );
     std::thread::sleep(Duration::from_secs(1));
+    // Where what is not returned sits: page cache (the slices' logs and state files),
+    // reclaimable slab (dentries and inodes of removed cgroups, kernfs nodes) or not.
+    let delta = |now: u64, then: u64| (now as f64 - then as f64) / (1 << 20) as f64;
+    let parts: Vec<String> = MEM_PARTS
+        .iter()
+        .zip(parts0)
+        .map(|(k, then)| {
+            format!(
+                "{} {:+.0}",
+                k.trim_end_matches(':'),
+                delta(meminfo(k), then)
+            )
+        })
+        .collect();
     println!(
-        "memory returned: MemAvailable {:+.0} MiB against before the slices",
-        (meminfo("MemAvailable:") as f64 - avail0 as f64) / (1 << 20) as f64
+        "memory returned: MemAvailable {:+.0} MiB against before the slices ({} MiB)",
+        delta(meminfo("MemAvailable:"), avail0),
+        parts.join(", ")
     );
     let _ = nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(dpid),
