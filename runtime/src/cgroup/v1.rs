@@ -24,12 +24,12 @@ fn is_cgroup_fs(path: &Path) -> bool {
         .is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::CGROUP_SUPER_MAGIC)
 }
 
-/// Whether the mount table may have changed since the last call. proc(5): a poll of
-/// /proc/PID/mountinfo reports POLLPRI|POLLERR after a change to the table, and that poll
-/// takes the report. One syscall, where checking each hierarchy's mount point is seven
-/// statfs per cgroup operation (inspect makes one). The file is tied to the mount namespace
-/// it was opened in: a process that moved to another (the shim unshares its own) opens it
-/// again, and says "changed" whenever it cannot tell.
+/// Whether the calling thread's mount table may have changed since the last call. proc(5):
+/// a poll of /proc/PID/mountinfo reports POLLPRI|POLLERR after a change to the table, and
+/// that poll takes the report. One syscall, where checking each hierarchy's mount point is
+/// seven statfs per cgroup operation (inspect makes one). The file is tied to the mount
+/// namespace it was opened in: a caller in another (the shim unshares its own) opens it
+/// again, and it says "changed" whenever it cannot tell.
 fn mounts_may_have_changed() -> bool {
     use std::os::unix::fs::MetadataExt;
     static WATCH: std::sync::Mutex<Option<(u64, std::fs::File)>> = std::sync::Mutex::new(None);
@@ -48,7 +48,10 @@ fn mounts_may_have_changed() -> bool {
             Ok(0)
         );
     }
-    *watch = std::fs::File::open(MOUNTINFO).ok().map(|f| (ns, f));
+    // The thread's own table, as the namespace is the thread's (/proc/self is the leader's).
+    *watch = std::fs::File::open("/proc/thread-self/mountinfo")
+        .ok()
+        .map(|f| (ns, f));
     true
 }
 
@@ -394,30 +397,40 @@ mod tests {
         assert!(first.mounts.iter().all(|(_, p)| is_cgroup_fs(p)));
     }
 
-    /// A mount made after a look is reported by the next one (other processes may change the
-    /// table too, so only "changed" can be asserted, never "unchanged").
+    /// In a mount namespace of its own (a test thread's, gone with it): nothing changed is
+    /// "unchanged", and a mount and an unmount are each reported by the next look.
     #[test]
     fn a_mount_table_change_is_noticed() {
-        struct Unmount<'a>(&'a Path);
-        impl Drop for Unmount<'_> {
-            fn drop(&mut self) {
-                let _ = nix::mount::umount2(self.0, nix::mount::MntFlags::MNT_DETACH);
-            }
-        }
-        let d = tempfile::tempdir().unwrap();
-        mounts_may_have_changed();
-        nix::mount::mount(
-            Some("tmpfs"),
-            d.path(),
-            Some("tmpfs"),
-            nix::mount::MsFlags::empty(),
-            None::<&str>,
-        )
+        std::thread::spawn(|| {
+            use nix::mount::{mount, umount2, MntFlags, MsFlags};
+            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS).expect("unshare mnt");
+            // Private: the host's mounts and unmounts no longer reach this table.
+            mount(
+                None::<&str>,
+                "/",
+                None::<&str>,
+                MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+                None::<&str>,
+            )
+            .unwrap();
+            let d = tempfile::tempdir().unwrap();
+            assert!(mounts_may_have_changed(), "first look in a new namespace");
+            assert!(!mounts_may_have_changed(), "nothing changed");
+            mount(
+                Some("tmpfs"),
+                d.path(),
+                Some("tmpfs"),
+                MsFlags::empty(),
+                None::<&str>,
+            )
+            .unwrap();
+            assert!(mounts_may_have_changed(), "a mount");
+            assert!(!mounts_may_have_changed(), "reported once");
+            umount2(d.path(), MntFlags::MNT_DETACH).unwrap();
+            assert!(mounts_may_have_changed(), "an unmount");
+        })
+        .join()
         .unwrap();
-        let unmount = Unmount(d.path());
-        assert!(mounts_may_have_changed(), "a mount");
-        drop(unmount);
-        assert!(mounts_may_have_changed(), "an unmount");
     }
 
     use super::*;

@@ -3,20 +3,11 @@
 //! are inspected (reading their cgroups and processes). The shim writes `state.json` when init
 //! runs and `exit.json` when it ends; the Manager writes `spec.json` on limit changes.
 use crate::config::Paths;
-use crate::slice::state;
+use crate::slice::files_cache::{state_file_ids, FileId};
 use std::collections::HashMap;
-use std::os::unix::fs::MetadataExt;
-
-type FileId = Option<(u64, i64, i64, u64)>;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Fingerprint([FileId; 3]);
-
-fn file_id(p: &std::path::Path) -> FileId {
-    std::fs::metadata(p)
-        .ok()
-        .map(|m| (m.ino(), m.mtime(), m.mtime_nsec(), m.size()))
-}
 
 #[derive(Debug, Default)]
 pub struct Watcher {
@@ -40,11 +31,7 @@ impl Watcher {
                     continue;
                 }
                 let dir = e.path();
-                let fp = Fingerprint([
-                    file_id(&dir.join(state::SPEC_FILE)),
-                    file_id(&dir.join(state::STATE_FILE)),
-                    file_id(&dir.join(state::EXIT_FILE)),
-                ]);
+                let fp = Fingerprint(state_file_ids(&dir));
                 if self.seen.get(&name) != Some(&fp) {
                     changed.push(name.clone());
                 }
@@ -65,6 +52,7 @@ impl Watcher {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::slice::state;
 
     #[test]
     fn reports_new_changed_and_gone_slices() {

@@ -30,16 +30,16 @@ const NFT_OBJECT_COUNTER: u32 = 1;
 const NFTA_COUNTER_BYTES: u16 = 1;
 const NFTA_COUNTER_PACKETS: u16 = 2;
 
-fn nl_err(e: impl std::fmt::Display) -> NetError {
+fn nl_err(family: &str, table: &str, e: impl std::fmt::Display) -> NetError {
     NetError::Command {
-        cmd: "netlink nf_tables dump counters".into(),
+        cmd: format!("netlink nf_tables dump of the counters of table {family} {table}"),
         status: "failed".into(),
         stderr: e.to_string(),
     }
 }
 
 /// The `nfgenmsg` family of an nft family name.
-fn family_number(family: &str) -> Result<u8> {
+fn family_number(family: &str, table: &str) -> Result<u8> {
     Ok(match family {
         "inet" => libc::NFPROTO_INET,
         "ip" => libc::NFPROTO_IPV4,
@@ -47,7 +47,13 @@ fn family_number(family: &str) -> Result<u8> {
         "bridge" => libc::NFPROTO_BRIDGE,
         "arp" => libc::NFPROTO_ARP,
         "netdev" => libc::NFPROTO_NETDEV,
-        other => return Err(nl_err(format!("unknown nftables family {other:?}"))),
+        other => {
+            return Err(nl_err(
+                family,
+                table,
+                format!("unknown nftables family {other:?}"),
+            ))
+        }
     } as u8)
 }
 
@@ -89,18 +95,15 @@ fn counter(payload: &[u8], table: &str) -> Option<(String, (u64, u64))> {
 /// (packets, bytes). Empty when the table does not exist.
 pub(crate) fn counters(family: &str, table: &str) -> Result<BTreeMap<String, (u64, u64)>> {
     let mut out = BTreeMap::new();
-    let mut sock = Socket::new(NETLINK_NETFILTER).map_err(nl_err)?;
-    sock.bind_auto().map_err(nl_err)?;
-    sock.send_to(
-        &request(family_number(family)?, table),
-        &SocketAddr::new(0, 0),
-        0,
-    )
-    .map_err(nl_err)?;
+    let err = |e: std::io::Error| nl_err(family, table, e);
+    let mut sock = Socket::new(NETLINK_NETFILTER).map_err(err)?;
+    sock.bind_auto().map_err(err)?;
+    let req = request(family_number(family, table)?, table);
+    sock.send_to(&req, &SocketAddr::new(0, 0), 0).map_err(err)?;
     // A dump datagram is at most a page or two (NLMSG_GOODSIZE); 64 KiB never truncates.
     let mut buf = vec![0u8; 64 << 10];
     loop {
-        let n = sock.recv(&mut &mut buf[..], 0).map_err(nl_err)?;
+        let n = sock.recv(&mut &mut buf[..], 0).map_err(err)?;
         if n == 0 {
             return Ok(out);
         }
@@ -115,7 +118,7 @@ pub(crate) fn counters(family: &str, table: &str) -> Result<BTreeMap<String, (u6
                     // ENOENT: no such table (the node network is not up yet).
                     return match -errno {
                         0 | libc::ENOENT => Ok(out),
-                        e => Err(nl_err(std::io::Error::from_raw_os_error(e))),
+                        e => Err(err(std::io::Error::from_raw_os_error(e))),
                     };
                 }
                 k if k == (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWOBJ => {

@@ -894,7 +894,7 @@ impl NodeNet {
         drops: &DropCounters,
     ) -> Result<BTreeMap<String, (SliceNet, NetCounters)>> {
         let st = NetState::load_shared(&self.state_dir)?;
-        // One dump for every veth; where it fails, each veth's own files.
+        // One dump for every veth; where it fails, each veth is asked for on its own.
         let links = super::rtnl::Rtnl::open()
             .and_then(|mut r| r.link_stats())
             .ok();
@@ -1023,9 +1023,8 @@ pub struct DropCounters {
     inet: BTreeMap<String, (u64, u64)>,
 }
 
-/// A slice's counters: the veth's (sysfs, read now) and its drops from `drops`.
-/// A slice's counters; `links`: every link's counters from one dump (list), else the veth's
-/// own are asked for (inspect).
+/// A slice's counters: its veth's, from `links` (every link's, one dump: list) or asked for
+/// now (inspect), and its drops from `drops`.
 fn counters_of(
     e: &SliceEntry,
     drops: &DropCounters,

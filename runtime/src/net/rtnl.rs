@@ -248,7 +248,7 @@ impl Rtnl {
         let mut req = TcMessage::default();
         req.header.index = link.index as i32;
         let all = self.request(
-            "dump classes",
+            &format!("dump classes of {name}"),
             RouteNetlinkMessage::GetTrafficClass(req),
             NLM_F_DUMP,
         )?;

@@ -18,7 +18,8 @@ use super::state::{RuntimeState, EXIT_FILE, SPEC_FILE, STATE_FILE};
 use crate::proto::slice::{ExitInfo, SliceSpec};
 use crate::util::fs::{read_json, PathError};
 
-type FileId = Option<(u64, i64, i64, u64)>;
+/// A file's (inode, mtime seconds, mtime nanoseconds, size); None if it does not exist.
+pub(crate) type FileId = Option<(u64, i64, i64, u64)>;
 /// Slice name -> the ids of its three files when parsed, and what they said.
 type Seen = HashMap<String, ([FileId; 3], Arc<SliceFiles>)>;
 
@@ -26,6 +27,17 @@ fn file_id(p: &Path) -> FileId {
     std::fs::metadata(p)
         .ok()
         .map(|m| (m.ino(), m.mtime(), m.mtime_nsec(), m.size()))
+}
+
+/// The ids of the slice directory `dir`'s spec.json, state.json and exit.json: they change
+/// exactly when one of the files is replaced or removed (also the daemon's change scan,
+/// daemon/watch.rs).
+pub(crate) fn state_file_ids(dir: &Path) -> [FileId; 3] {
+    [
+        file_id(&dir.join(SPEC_FILE)),
+        file_id(&dir.join(STATE_FILE)),
+        file_id(&dir.join(EXIT_FILE)),
+    ]
 }
 
 /// What a slice's state files said when last read.
@@ -52,7 +64,7 @@ impl FilesCache {
             dir.join(STATE_FILE),
             dir.join(EXIT_FILE),
         );
-        let ids = [file_id(&spec), file_id(&state), file_id(&exit)];
+        let ids = state_file_ids(dir);
         if ids[0].is_none() {
             self.forget(name);
             return Ok(None);

@@ -3,7 +3,7 @@
 //! from the CLI directly or from the daemon via `spawn_blocking`.
 pub mod console;
 pub mod files;
-mod files_cache;
+pub(crate) mod files_cache;
 pub mod manager;
 pub mod oci;
 pub mod policy;
